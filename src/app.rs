@@ -1,0 +1,135 @@
+//! Build the running gateway from a validated config: simulated upstreams, the backend table and its
+//! clients and probers, the router, the limiter. `main` and the tests both start Sluice through here.
+
+use crate::backends::{Backend, BackendTable, LocalView, spawn_probers};
+use crate::config::{AffinityConfig, Config};
+use crate::deliver::{Deliver, UpstreamClient, tls_client_config};
+use crate::mock::{self, MockConfig};
+use crate::ratelimit::{LocalLimiter, RateLimiter};
+use crate::receive::TenantTable;
+use crate::route::Router;
+use http::HeaderMap;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::{Value, json};
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub struct App {
+    pub cfg: Config,
+    pub tenants: TenantTable,
+    pub router: Router,
+    pub deliver: Deliver,
+    pub limiter: Arc<dyn RateLimiter>,
+    pub metrics: PrometheusHandle,
+    id_prefix: String,
+    next_id: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start simulated upstream `{name}`: {reason}")]
+    Mock { name: String, reason: String },
+}
+
+impl App {
+    /// Start what the config needs besides the listener (simulated upstreams, probers).
+    pub async fn build(cfg: Config, shutdown: CancellationToken) -> Result<Arc<App>, StartError> {
+        let metrics = crate::observe::install();
+        let mut mocks: HashMap<String, SocketAddr> = HashMap::new();
+        for m in &cfg.mock_upstreams {
+            let mut mc = MockConfig::new(m.protocol, &m.name);
+            mc.latency_ms = m.latency_ms;
+            mc.ttft_ms = m.ttft_ms;
+            mc.tokens_per_sec = m.tokens_per_sec;
+            let addr = mock::spawn(SocketAddr::from(([127, 0, 0, 1], 0)), mc, shutdown.clone())
+                .await
+                .map_err(|e| StartError::Mock { name: m.name.clone(), reason: e.to_string() })?;
+            tracing::info!(name = %m.name, %addr, "simulated upstream started");
+            mocks.insert(m.name.clone(), addr);
+        }
+        let tls = tls_client_config();
+        let mut backends = Vec::new();
+        let mut clients = Vec::new();
+        for (id, b) in cfg.backends.iter().enumerate() {
+            let b = &b.value;
+            let url = match b.url.value.strip_prefix("mock://") {
+                Some(name) => format!("http://{}", mocks[name]),
+                None => b.url.value.clone(),
+            };
+            clients.push(UpstreamClient::new(b.timeouts.connect(), tls.clone()));
+            backends.push(Arc::new(Backend::new(id, b.clone(), url)));
+        }
+        let backends: BackendTable = Arc::new(backends);
+        spawn_probers(&backends, &clients, shutdown.clone());
+        let tenant_cfgs: Vec<_> = cfg.tenants.iter().map(|t| t.value.clone()).collect();
+        let app = App {
+            tenants: TenantTable::new(&tenant_cfgs),
+            router: Router::new(&cfg),
+            limiter: Arc::new(LocalLimiter::new(&tenant_cfgs)),
+            deliver: Deliver {
+                backends,
+                clients,
+                view: Arc::new(LocalView),
+                max_attempts: cfg.routing.max_attempts,
+                default_max_tokens: cfg.routing.default_max_tokens,
+            },
+            metrics,
+            id_prefix: format!("{:08x}", rand::random::<u32>()),
+            next_id: AtomicU64::new(1),
+            cfg,
+        };
+        Ok(Arc::new(app))
+    }
+
+    /// The client's `x-request-id` when it is short and printable, else a fresh one.
+    pub fn request_id(&self, headers: &HeaderMap) -> String {
+        if let Some(v) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
+            && !v.is_empty()
+            && v.len() <= 128
+            && v.bytes().all(|c| c.is_ascii_graphic())
+        {
+            return v.to_string();
+        }
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("req-{}-{n:x}", self.id_prefix)
+    }
+
+    /// Ready when at least one backend can take traffic.
+    pub fn ready(&self) -> bool {
+        let now = Instant::now();
+        self.deliver.backends.iter().any(|b| self.deliver.view.status(b, now).available)
+    }
+
+    /// `/v1/models`: every model name the config maps (backends without a map serve whatever is asked).
+    pub fn models(&self) -> Value {
+        let names: BTreeSet<&str> = self
+            .deliver
+            .backends
+            .iter()
+            .flat_map(|b| b.cfg.models.keys().map(String::as_str))
+            .collect();
+        let data: Vec<Value> = names
+            .into_iter()
+            .map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "sluice"}))
+            .collect();
+        json!({"object": "list", "data": data})
+    }
+
+    /// The session key for affinity, from the configured header or body field.
+    pub fn affinity_key(&self, headers: &HeaderMap, body: &Value) -> Option<String> {
+        let AffinityConfig { header, body_field } = self.cfg.routing.affinity.as_ref()?;
+        if let Some(h) = header {
+            return headers.get(h.as_str()).and_then(|v| v.to_str().ok()).map(str::to_string);
+        }
+        let f = body_field.as_ref()?;
+        match body.get(f)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Null => None,
+            other => Some(other.to_string()),
+        }
+    }
+}

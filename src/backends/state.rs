@@ -1,0 +1,135 @@
+//! One backend's live state: atomics for the hot counters, short non-async locks for the estimators.
+
+use crate::balance::{Health, HealthPolicy, HealthState, PeakEwma};
+use crate::config::BackendConfig;
+use crate::observe::Metrics;
+use std::sync::Mutex;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// A snapshot of one backend as the balancer sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct BackendStatus {
+    pub available: bool,
+    pub healthy: bool,
+    pub in_flight: u32,
+    pub latency_ms: Option<f64>,
+    pub ttft_ms: Option<f64>,
+    pub cooldown_until: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub struct Backend {
+    pub id: usize,
+    pub cfg: BackendConfig,
+    /// Resolved base url (`mock://` replaced by the in-process simulator's address), no trailing slash.
+    pub base_url: String,
+    /// The API key to inject, read once from `api_key_env` at start.
+    pub api_key: Option<String>,
+    pub policy: HealthPolicy,
+    in_flight: AtomicU32,
+    health: Mutex<Health>,
+    latency: Mutex<PeakEwma>,
+    ttft: Mutex<PeakEwma>,
+}
+
+const EWMA_TAU: Duration = Duration::from_secs(10);
+
+impl Backend {
+    pub fn new(id: usize, cfg: BackendConfig, base_url: String) -> Backend {
+        let api_key = cfg.api_key_env.as_ref().and_then(|e| std::env::var(e).ok());
+        let policy = HealthPolicy {
+            unhealthy_threshold: cfg.health_check.as_ref().map_or(2, |h| h.unhealthy_threshold),
+            healthy_threshold: cfg.health_check.as_ref().map_or(2, |h| h.healthy_threshold),
+            eject_after: cfg.eject_after,
+            eject_for: Duration::from_millis(cfg.eject_for_ms),
+        };
+        Metrics::healthy(&cfg.name, true);
+        Backend {
+            id,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            api_key,
+            policy,
+            cfg,
+            in_flight: AtomicU32::new(0),
+            health: Mutex::new(Health::new()),
+            latency: Mutex::new(PeakEwma::new(EWMA_TAU)),
+            ttft: Mutex::new(PeakEwma::new(EWMA_TAU)),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Count a request in flight until the guard drops (the response body finished or was dropped).
+    pub fn start(self: &Arc<Self>) -> InFlightGuard {
+        let n = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        Metrics::backend_in_flight(self.name(), n);
+        InFlightGuard { backend: self.clone() }
+    }
+
+    pub fn local_status(&self, now: Instant) -> BackendStatus {
+        let health = self.health.lock().expect("health lock");
+        BackendStatus {
+            available: health.available(now),
+            healthy: health.state() == HealthState::Healthy,
+            in_flight: self.in_flight(),
+            latency_ms: self.latency.lock().expect("ewma lock").get(now),
+            ttft_ms: self.ttft.lock().expect("ewma lock").get(now),
+            cooldown_until: health.cooldown(),
+        }
+    }
+
+    /// Whole-response latency (non-streaming) or time to first byte.
+    pub fn observe_latency(&self, d: Duration, now: Instant) {
+        self.latency.lock().expect("ewma lock").observe(d.as_secs_f64() * 1000.0, now);
+    }
+
+    /// Time to first token of a stream.
+    pub fn observe_ttft(&self, d: Duration, now: Instant) {
+        self.ttft.lock().expect("ewma lock").observe(d.as_secs_f64() * 1000.0, now);
+    }
+
+    /// A request outcome seen by Deliver: connect errors and 5xx count against the backend.
+    pub fn passive(&self, ok: bool, now: Instant) {
+        let ejected = self.health.lock().expect("health lock").passive(ok, &self.policy, now);
+        if ejected {
+            tracing::warn!(backend = %self.name(), for_ms = self.cfg.eject_for_ms, "backend ejected after consecutive failures");
+            Metrics::ejected(self.name());
+        }
+    }
+
+    /// An upstream 429 with `Retry-After`: no request goes there until then.
+    pub fn cooldown(&self, until: Instant) {
+        self.health.lock().expect("health lock").cooldown_until(until);
+    }
+
+    /// An active probe's result.
+    pub fn probe(&self, ok: bool) {
+        let change = self.health.lock().expect("health lock").probe(ok, &self.policy);
+        if let Some(state) = change {
+            let healthy = state == HealthState::Healthy;
+            tracing::info!(backend = %self.name(), healthy, "backend health changed");
+            Metrics::healthy(self.name(), healthy);
+        }
+    }
+}
+
+/// Decrements the backend's in-flight count on drop.
+#[derive(Debug)]
+pub struct InFlightGuard {
+    backend: Arc<Backend>,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        let n = self.backend.in_flight.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        Metrics::backend_in_flight(self.backend.name(), n);
+    }
+}

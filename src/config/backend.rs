@@ -1,0 +1,209 @@
+//! `backends:` the upstream providers Deliver talks to, with price, limits, health checks and timeouts.
+
+use super::{ConfigError, Spanned};
+use crate::protocol::Protocol;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub name: String,
+    /// `http://host:port[/base]`, `https://…`, or `mock://NAME` for a built-in simulated upstream.
+    pub url: Spanned<String>,
+    pub protocol: Protocol,
+    /// Name of the environment variable holding the backend's API key (injected; the client's never is).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default = "one")]
+    pub weight: u32,
+    #[serde(default)]
+    pub price: PriceConfig,
+    /// Most requests in flight to this backend at once; more wait in Shape or go elsewhere.
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
+    /// Client model name → this backend's model name. Empty: the client's model is passed through.
+    #[serde(default)]
+    pub models: BTreeMap<String, String>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    /// Consecutive connect errors or 5xx before the backend is ejected for `eject_for_ms`.
+    #[serde(default = "five")]
+    pub eject_after: u32,
+    #[serde(default = "ten_s")]
+    pub eject_for_ms: u64,
+}
+
+/// US dollars per million tokens.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    #[serde(default)]
+    pub input_per_1m: f64,
+    #[serde(default)]
+    pub output_per_1m: f64,
+}
+
+/// Active probing: `GET path` every interval.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    #[serde(default = "health_path")]
+    pub path: String,
+    #[serde(default = "two_s")]
+    pub interval_ms: u64,
+    #[serde(default = "one_s")]
+    pub timeout_ms: u64,
+    #[serde(default = "two")]
+    pub unhealthy_threshold: u32,
+    #[serde(default = "two")]
+    pub healthy_threshold: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    #[serde(default = "two_s")]
+    pub connect_ms: u64,
+    /// Until the response headers arrive.
+    #[serde(default = "sixty_s")]
+    pub first_byte_ms: u64,
+    /// Longest silence between two chunks of a streamed body.
+    #[serde(default = "thirty_s")]
+    pub idle_ms: u64,
+    /// Whole request, stream included.
+    #[serde(default = "ten_min")]
+    pub total_ms: u64,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        TimeoutsConfig { connect_ms: 2_000, first_byte_ms: 60_000, idle_ms: 30_000, total_ms: 600_000 }
+    }
+}
+
+impl TimeoutsConfig {
+    pub fn connect(&self) -> Duration {
+        Duration::from_millis(self.connect_ms)
+    }
+    pub fn first_byte(&self) -> Duration {
+        Duration::from_millis(self.first_byte_ms)
+    }
+    pub fn idle(&self) -> Duration {
+        Duration::from_millis(self.idle_ms)
+    }
+    pub fn total(&self) -> Duration {
+        Duration::from_millis(self.total_ms)
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+fn two() -> u32 {
+    2
+}
+fn five() -> u32 {
+    5
+}
+fn one_s() -> u64 {
+    1_000
+}
+fn two_s() -> u64 {
+    2_000
+}
+fn ten_s() -> u64 {
+    10_000
+}
+fn thirty_s() -> u64 {
+    30_000
+}
+fn sixty_s() -> u64 {
+    60_000
+}
+fn ten_min() -> u64 {
+    600_000
+}
+fn health_path() -> String {
+    "/health".to_string()
+}
+
+impl BackendConfig {
+    /// The model this backend should be asked for, given the client's model name.
+    pub fn model_for<'a>(&'a self, client_model: &'a str) -> &'a str {
+        self.models.get(client_model).map(String::as_str).unwrap_or(client_model)
+    }
+
+    /// Whether this backend serves the client's model (no `models` map: it serves any).
+    pub fn serves(&self, client_model: &str) -> bool {
+        self.models.is_empty() || self.models.contains_key(client_model)
+    }
+
+    pub(super) fn validate(&self, i: usize, line: u64, mocks: &HashSet<&str>) -> Result<(), ConfigError> {
+        let at = |f: &str| format!("backends[{i}].{f}");
+        if self.name.is_empty() {
+            return Err(ConfigError::invalid(at("name"), Some(line), "must not be empty"));
+        }
+        let url = &self.url.value;
+        let url_line = Some(self.url.referenced.line());
+        if let Some(mock) = url.strip_prefix("mock://") {
+            if !mocks.contains(mock) {
+                return Err(ConfigError::invalid(
+                    at("url"),
+                    url_line,
+                    format!("no mock_upstreams entry named `{mock}`"),
+                ));
+            }
+        } else {
+            let uri: http::Uri = url
+                .parse()
+                .map_err(|e| ConfigError::invalid(at("url"), url_line, format!("`{url}` is not a url: {e}")))?;
+            match uri.scheme_str() {
+                Some("http" | "https") => {}
+                _ => {
+                    return Err(ConfigError::invalid(at("url"), url_line, "scheme must be http, https or mock"));
+                }
+            }
+            if uri.host().is_none() {
+                return Err(ConfigError::invalid(at("url"), url_line, "has no host"));
+            }
+        }
+        if self.weight == 0 {
+            return Err(ConfigError::invalid(at("weight"), Some(line), "must be at least 1"));
+        }
+        if self.price.input_per_1m < 0.0 || self.price.output_per_1m < 0.0 {
+            return Err(ConfigError::invalid(at("price"), Some(line), "prices must not be negative"));
+        }
+        if self.max_concurrent == Some(0) {
+            return Err(ConfigError::invalid(at("max_concurrent"), Some(line), "must be at least 1"));
+        }
+        if let Some(hc) = &self.health_check {
+            if !hc.path.starts_with('/') {
+                return Err(ConfigError::invalid(at("health_check.path"), Some(line), "must start with /"));
+            }
+            if hc.interval_ms < 50 || hc.timeout_ms == 0 || hc.unhealthy_threshold == 0 || hc.healthy_threshold == 0 {
+                return Err(ConfigError::invalid(
+                    at("health_check"),
+                    Some(line),
+                    "interval_ms >= 50, timeout_ms, unhealthy_threshold and healthy_threshold >= 1",
+                ));
+            }
+        }
+        let t = &self.timeouts;
+        if t.connect_ms == 0 || t.first_byte_ms == 0 || t.idle_ms == 0 || t.total_ms == 0 {
+            return Err(ConfigError::invalid(at("timeouts"), Some(line), "timeouts must be above 0"));
+        }
+        if self.eject_after == 0 {
+            return Err(ConfigError::invalid(at("eject_after"), Some(line), "must be at least 1"));
+        }
+        if let Some(env) = &self.api_key_env
+            && env.is_empty()
+        {
+            return Err(ConfigError::invalid(at("api_key_env"), Some(line), "must not be empty"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,151 @@
+//! Config: the YAML file every stage reads. Serde types (one file per section), `load`, then `validate`.
+//!
+//! Parse errors (unknown fields, wrong types) come from the YAML reader with their line; semantic errors
+//! (`validate`) name the field path and, where the field is wrapped in [`Spanned`], its line.
+
+mod backend;
+mod error;
+mod listen;
+mod routing;
+mod tenant;
+
+pub use backend::{BackendConfig, HealthCheckConfig, PriceConfig, TimeoutsConfig};
+pub use error::ConfigError;
+pub use listen::{ListenConfig, TlsConfig};
+pub use routing::{AffinityConfig, MatchConfig, OneOrMany, RouteConfig, RoutingConfig, RuleConfig};
+pub use serde_saphyr::Spanned;
+pub use tenant::{LimitsConfig, TenantConfig};
+
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::path::Path;
+
+/// The embedded default: one node, local limits, two built-in simulated upstreams on ephemeral ports.
+pub const DEFAULT_YAML: &str = include_str!("default.yaml");
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub node: NodeConfig,
+    #[serde(default)]
+    pub listen: ListenConfig,
+    pub backends: Vec<Spanned<BackendConfig>>,
+    #[serde(default)]
+    pub tenants: Vec<Spanned<TenantConfig>>,
+    pub routing: RoutingConfig,
+    /// Built-in simulated upstreams to start inside this process (the embedded default uses them).
+    #[serde(default)]
+    pub mock_upstreams: Vec<MockUpstreamConfig>,
+}
+
+/// This node's identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    #[serde(default = "default_node_id")]
+    pub id: String,
+    /// Structured logs as JSON lines instead of text.
+    #[serde(default)]
+    pub log_json: bool,
+}
+
+fn default_node_id() -> String {
+    "sluice-1".to_string()
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig { id: default_node_id(), log_json: false }
+    }
+}
+
+/// A simulated upstream started in-process; a backend whose url is `mock://NAME` points at it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MockUpstreamConfig {
+    pub name: String,
+    pub protocol: crate::protocol::Protocol,
+    #[serde(default)]
+    pub latency_ms: u64,
+    #[serde(default)]
+    pub ttft_ms: u64,
+    #[serde(default)]
+    pub tokens_per_sec: f64,
+}
+
+impl Config {
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parse and validate YAML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config =
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The embedded default config.
+    pub fn embedded_default() -> Config {
+        Self::parse(DEFAULT_YAML).expect("embedded default config is valid")
+    }
+
+    /// Check everything serde cannot: references, ranges, duplicates.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen.validate()?;
+        if self.backends.is_empty() {
+            return Err(ConfigError::invalid("backends", None, "at least one backend is required"));
+        }
+        let mocks: HashSet<&str> = self.mock_upstreams.iter().map(|m| m.name.as_str()).collect();
+        let mut names = HashSet::new();
+        for (i, b) in self.backends.iter().enumerate() {
+            b.value.validate(i, b.referenced.line(), &mocks)?;
+            if !names.insert(b.value.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("backends[{i}].name"),
+                    Some(b.referenced.line()),
+                    format!("duplicate backend name `{}`", b.value.name),
+                ));
+            }
+        }
+        let mut keys = HashSet::new();
+        let mut ids = HashSet::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            t.value.validate(i, t.referenced.line())?;
+            if !ids.insert(t.value.id.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("tenants[{i}].id"),
+                    Some(t.referenced.line()),
+                    format!("duplicate tenant id `{}`", t.value.id),
+                ));
+            }
+            for k in t.value.resolved_keys() {
+                if !keys.insert(k) {
+                    return Err(ConfigError::invalid(
+                        format!("tenants[{i}].keys"),
+                        Some(t.referenced.line()),
+                        "an api key is listed for two tenants",
+                    ));
+                }
+            }
+        }
+        self.routing.validate(&names)?;
+        Ok(())
+    }
+
+    /// The backend with this name.
+    pub fn backend(&self, name: &str) -> Option<&BackendConfig> {
+        self.backends.iter().map(|b| &b.value).find(|b| b.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,81 @@
+//! Config parsing and validation: errors name the field and the line.
+
+use super::*;
+
+const MIN: &str = "backends:\n  - { name: a, url: \"http://127.0.0.1:9\", protocol: openai }\nrouting: {}\n";
+
+#[test]
+fn embedded_default_is_valid() {
+    let c = Config::embedded_default();
+    assert_eq!(c.backends.len(), 2);
+    assert_eq!(c.routing.rules.len(), 3);
+}
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = Config::parse(MIN).unwrap();
+    assert_eq!(c.listen.address, "127.0.0.1:8080");
+    assert_eq!(c.routing.strategy, crate::balance::Algorithm::Adaptive);
+    assert_eq!(c.routing.max_attempts, 2);
+    assert_eq!(c.backends[0].value.weight, 1);
+}
+
+#[test]
+fn unknown_field_is_an_error_with_its_line() {
+    let text = MIN.replace("routing: {}", "routing:\n  strategy: round-robin\n  stratgey: x");
+    let e = Config::parse(&text).unwrap_err().to_string();
+    assert!(e.contains("stratgey"), "{e}");
+    assert!(e.contains("line 5") || e.contains("5:"), "{e}");
+}
+
+#[test]
+fn unknown_backend_in_a_rule_names_field_and_line() {
+    let text = MIN.replace(
+        "routing: {}",
+        "routing:\n  rules:\n    - name: r1\n      route:\n        backend: [a, nope]\n",
+    );
+    let e = Config::parse(&text).unwrap_err().to_string();
+    assert!(e.contains("routing.rules[0].route.backend"), "{e}");
+    assert!(e.contains("unknown backend `nope`"), "{e}");
+    assert!(e.contains("line 7"), "{e}");
+}
+
+#[test]
+fn bad_url_names_field_and_line() {
+    let text = "backends:\n  - name: a\n    protocol: openai\n    url: \"ftp://x\"\nrouting: {}\n";
+    let e = Config::parse(text).unwrap_err().to_string();
+    assert!(e.contains("backends[0].url") && e.contains("line 4"), "{e}");
+}
+
+#[test]
+fn wrong_type_and_bad_enum_are_reported() {
+    let e = Config::parse(&MIN.replace("routing: {}", "routing: { strategy: fastest }")).unwrap_err().to_string();
+    assert!(e.contains("fastest") || e.contains("variant"), "{e}");
+    let e = Config::parse(&MIN.replace("protocol: openai", "protocol: gemini")).unwrap_err().to_string();
+    assert!(e.contains("gemini") || e.contains("variant"), "{e}");
+}
+
+#[test]
+fn duplicates_and_ranges_are_rejected() {
+    let dup = "backends:\n  - { name: a, url: \"http://h:1\", protocol: openai }\n  - { name: a, url: \"http://h:2\", protocol: openai }\nrouting: {}\n";
+    let e = Config::parse(dup).unwrap_err().to_string();
+    assert!(e.contains("backends[1].name") && e.contains("line 3"), "{e}");
+    let w = MIN.replace("routing: {}", "routing:\n  rules:\n    - { name: r, route: { backend: a, weight: 0 } }\n");
+    assert!(Config::parse(&w).unwrap_err().to_string().contains("weight"));
+    let keys = format!("{MIN}tenants:\n  - {{ id: x, keys: [sk-1] }}\n  - {{ id: y, keys: [sk-1] }}\n");
+    assert!(Config::parse(&keys).unwrap_err().to_string().contains("tenants[1].keys"));
+}
+
+#[test]
+fn every_example_config_is_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster/examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "yaml") {
+            Config::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "expected example configs in {}", dir.display());
+}

@@ -1,0 +1,12 @@
+//! Deliver: the fifth stage. Send to the chosen backend over a pooled connection, fail over while
+//! nothing has reached the client, translate between API dialects, stream SSE through, count usage.
+
+mod client;
+mod plan;
+mod proxy;
+mod stream;
+
+pub use client::{UpstreamClient, tls_client_config};
+pub use plan::Endpoint;
+pub use proxy::{Call, Deliver, Delivered, RespBody, UsageSink, error_response, full_body};
+pub use stream::{BoxError, StreamOutcome};

@@ -1,0 +1,405 @@
+//! The attempt loop: pick a backend, send, fail over on connect error / timeout / 5xx / 429 while
+//! nothing has reached the client, then hand back a full or streamed response.
+
+use super::client::UpstreamClient;
+use super::plan::{self, Endpoint, Plan};
+use super::stream::{BoxError, OnFinish, StreamBody};
+use crate::backends::{Backend, BackendTable, BackendView};
+use crate::balance::{self, Candidate};
+use crate::error::GatewayError;
+use crate::observe::Metrics;
+use crate::protocol::Protocol;
+use crate::route::RouteDecision;
+use crate::translate::{Usage, usage_from_body};
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+pub type RespBody = UnsyncBoxBody<Bytes, BoxError>;
+
+pub fn full_body(b: impl Into<Bytes>) -> RespBody {
+    Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// Largest non-streamed upstream body we read into memory.
+const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
+
+/// Called once with the actual usage (or None when unknown) after the response completes.
+pub type UsageSink = Box<dyn FnOnce(Option<Usage>) + Send>;
+
+/// One client request, parsed and admitted, as Deliver needs it.
+pub struct Call<'a> {
+    pub endpoint: Endpoint,
+    pub body: &'a Value,
+    pub raw: &'a Bytes,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub model: &'a str,
+    pub tenant: &'a str,
+    pub route: &'a RouteDecision,
+    pub request_id: &'a str,
+    pub client_headers: &'a HeaderMap,
+    pub affinity_key: Option<&'a str>,
+    pub est_input_tokens: u64,
+    pub est_output_tokens: u64,
+    pub on_usage: Option<UsageSink>,
+}
+
+/// What Deliver returns: the response and the backend that answered (for headers and metrics).
+pub struct Delivered {
+    pub response: Response<RespBody>,
+    pub backend: Option<Arc<str>>,
+}
+
+pub struct Deliver {
+    pub backends: BackendTable,
+    pub clients: Vec<UpstreamClient>,
+    pub view: Arc<dyn BackendView>,
+    pub max_attempts: u32,
+    pub default_max_tokens: u32,
+}
+
+enum Attempt {
+    Done(Response<RespBody>),
+    /// Retryable: try another backend if attempts remain. Carries what to answer if none remain.
+    Retry(&'static str, Failure),
+}
+
+enum Failure {
+    Error(GatewayError),
+    Upstream(Response<RespBody>),
+}
+
+impl Deliver {
+    /// Candidates of the route's pool that can take this call now.
+    fn candidates(&self, call: &Call<'_>, tried: &[usize], now: std::time::Instant) -> (Vec<Candidate>, bool) {
+        let mut any_serves = false;
+        let mut out = Vec::with_capacity(call.route.pool.len());
+        for &id in call.route.pool.iter() {
+            let b = &self.backends[id];
+            if !b.cfg.serves(call.model) || !call.endpoint.servable_by(b.cfg.protocol) {
+                continue;
+            }
+            any_serves = true;
+            if tried.contains(&id) {
+                continue;
+            }
+            let st = self.view.status(b, now);
+            if call.route.health_check && !st.available {
+                continue;
+            }
+            if let Some(max) = b.cfg.max_concurrent
+                && st.in_flight >= max
+            {
+                continue;
+            }
+            let latency_ms = if call.stream { st.ttft_ms.or(st.latency_ms) } else { st.latency_ms };
+            let p = b.cfg.price;
+            let cost = (p.input_per_1m * call.est_input_tokens as f64 + p.output_per_1m * call.est_output_tokens as f64) / 1e6;
+            out.push(Candidate { id, weight: b.cfg.weight, in_flight: st.in_flight, latency_ms, cost });
+        }
+        (out, any_serves)
+    }
+
+    fn pick(&self, call: &Call<'_>, cands: &[Candidate]) -> Option<usize> {
+        if let Some(key) = call.affinity_key {
+            return balance::rendezvous(key, cands);
+        }
+        let mut state = call.route.state.lock().expect("pool state lock");
+        balance::select(call.route.algorithm, cands, &mut state, &mut || rand::random::<f64>())
+    }
+
+    pub async fn forward(&self, mut call: Call<'_>) -> Result<Delivered, GatewayError> {
+        let mut tried: Vec<usize> = Vec::new();
+        let mut last: Option<Failure> = None;
+        let mut last_backend: Option<Arc<str>> = None;
+        for attempt in 0..self.max_attempts {
+            let (cands, any_serves) = self.candidates(&call, &tried, std::time::Instant::now());
+            if !any_serves {
+                return Err(GatewayError::ModelNotFound(call.model.to_string()));
+            }
+            let Some(id) = self.pick(&call, &cands) else { break };
+            tried.push(id);
+            let backend = self.backends[id].clone();
+            Metrics::routing(&call.route.route, backend.name(), call.route.algorithm.as_str());
+            last_backend = Some(Arc::from(backend.name()));
+            match self.attempt(&mut call, &backend).await {
+                Attempt::Done(response) => return Ok(Delivered { response, backend: last_backend }),
+                Attempt::Retry(reason, failure) => {
+                    if attempt + 1 < self.max_attempts {
+                        Metrics::failover(backend.name(), reason);
+                        tracing::info!(request_id = %call.request_id, backend = %backend.name(), reason, "failing over");
+                    }
+                    last = Some(failure);
+                }
+            }
+        }
+        match last {
+            Some(Failure::Upstream(response)) => Ok(Delivered { response, backend: last_backend }),
+            Some(Failure::Error(e)) => Err(e),
+            None => Err(GatewayError::NoHealthyBackend(call.route.route.to_string())),
+        }
+    }
+
+    async fn attempt(&self, call: &mut Call<'_>, backend: &Arc<Backend>) -> Attempt {
+        let cfg = &backend.cfg;
+        let client_proto = call.endpoint.client_protocol();
+        let model = cfg.model_for(call.model);
+        let plan = match plan::plan(
+            call.endpoint,
+            cfg.protocol,
+            call.body,
+            call.raw,
+            model,
+            call.model,
+            call.stream,
+            self.default_max_tokens,
+        ) {
+            Ok(p) => p,
+            Err(e) => return Attempt::Done(error_response(&e, client_proto)),
+        };
+        let req = match build_request(backend, call, &plan) {
+            Ok(r) => r,
+            Err(e) => return Attempt::Retry("build", Failure::Error(e)),
+        };
+        let guard = backend.start();
+        let sent_at = Instant::now();
+        let deadline = sent_at + cfg.timeouts.total();
+        let client = &self.clients[backend.id];
+        let resp = match tokio::time::timeout(cfg.timeouts.first_byte(), client.send(req)).await {
+            Err(_) => {
+                backend.passive(false, std::time::Instant::now());
+                return Attempt::Retry("timeout", Failure::Error(GatewayError::UpstreamTimeout(backend.name().into())));
+            }
+            Ok(Err(e)) => {
+                backend.passive(false, std::time::Instant::now());
+                let reason = if e.is_connect() { "connect" } else { "io" };
+                let err = GatewayError::UpstreamUnavailable { backend: backend.name().into(), reason: error_chain(&e) };
+                return Attempt::Retry(reason, Failure::Error(err));
+            }
+            Ok(Ok(r)) => r,
+        };
+        let status = resp.status();
+        let now = std::time::Instant::now();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let wait = retry_after(resp.headers()).unwrap_or(Duration::from_secs(1));
+            backend.cooldown(now + wait);
+            let body = read_limited(resp.into_body(), deadline).await.unwrap_or_default();
+            return Attempt::Retry("rate_limited", Failure::Upstream(upstream_error(client_proto, status, &body, &plan, Some(wait))));
+        }
+        if status.is_server_error() {
+            backend.passive(false, now);
+            let body = read_limited(resp.into_body(), deadline).await.unwrap_or_default();
+            return Attempt::Retry("5xx", Failure::Upstream(upstream_error(client_proto, status, &body, &plan, None)));
+        }
+        backend.passive(true, now);
+        if !status.is_success() {
+            let body = read_limited(resp.into_body(), deadline).await.unwrap_or_default();
+            return Attempt::Done(upstream_error(client_proto, status, &body, &plan, None));
+        }
+        let is_sse = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if is_sse {
+            return Attempt::Done(self.stream_response(call, backend, resp, &plan, guard, sent_at, deadline));
+        }
+        // Whole body: read, count usage, translate if needed.
+        let body = match read_limited(resp.into_body(), deadline).await {
+            Ok(b) => b,
+            Err(e) => return Attempt::Retry("body", Failure::Error(e_with(backend, e))),
+        };
+        let elapsed = sent_at.elapsed();
+        backend.observe_latency(elapsed, std::time::Instant::now());
+        Metrics::upstream(backend.name(), elapsed);
+        drop(guard);
+        let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+        let usage = parsed.as_ref().and_then(usage_from_body);
+        record_usage(call, backend, usage);
+        let out = if plan.translated {
+            let Some(v) = parsed else {
+                let e = GatewayError::UpstreamUnavailable { backend: backend.name().into(), reason: "upstream answered invalid json".into() };
+                return Attempt::Done(error_response(&e, client_proto));
+            };
+            match plan::response_back(call.endpoint, &v, call.model) {
+                Ok(v) => Bytes::from(v.to_string()),
+                Err(e) => return Attempt::Done(error_response(&e, client_proto)),
+            }
+        } else {
+            body
+        };
+        let response = Response::builder()
+            .status(status)
+            .header(CONTENT_TYPE, "application/json")
+            .body(full_body(out))
+            .expect("valid response");
+        Attempt::Done(response)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn stream_response(
+        &self,
+        call: &mut Call<'_>,
+        backend: &Arc<Backend>,
+        resp: Response<hyper::body::Incoming>,
+        plan: &Plan,
+        guard: crate::backends::InFlightGuard,
+        sent_at: Instant,
+        deadline: Instant,
+    ) -> Response<RespBody> {
+        let transform = plan::stream_transform(call.endpoint, plan, call.model, call.include_usage);
+        let b = backend.clone();
+        let tenant: Arc<str> = Arc::from(call.tenant);
+        let sink = call.on_usage.take();
+        let on_finish: OnFinish = Box::new(move |out| {
+            let now = std::time::Instant::now();
+            if let Some(ttft) = out.ttft {
+                b.observe_ttft(ttft, now);
+                Metrics::ttft(b.name(), ttft);
+            }
+            Metrics::upstream(b.name(), sent_at.elapsed());
+            if let Some(kind) = out.error {
+                Metrics::error(kind);
+            }
+            record_usage_parts(&tenant, &b, out.usage);
+            if let Some(s) = sink {
+                s(out.usage);
+            }
+            drop(guard);
+        });
+        let body = StreamBody::new(
+            resp.into_body(),
+            transform,
+            call.endpoint.client_protocol(),
+            sent_at,
+            backend.cfg.timeouts.idle(),
+            deadline,
+            on_finish,
+        );
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(CONTENT_TYPE, "text/event-stream")
+            .header("cache-control", "no-cache")
+            .body(body.boxed_unsync())
+            .expect("valid response")
+    }
+}
+
+fn e_with(backend: &Backend, e: GatewayError) -> GatewayError {
+    match e {
+        GatewayError::UpstreamTimeout(_) => GatewayError::UpstreamTimeout(backend.name().into()),
+        other => other,
+    }
+}
+
+fn record_usage(call: &mut Call<'_>, backend: &Backend, usage: Option<Usage>) {
+    record_usage_parts(call.tenant, backend, usage);
+    if let Some(s) = call.on_usage.take() {
+        s(usage);
+    }
+}
+
+fn record_usage_parts(tenant: &str, backend: &Backend, usage: Option<Usage>) {
+    if let Some(u) = usage {
+        let p = backend.cfg.price;
+        let cost = (p.input_per_1m * u.input_tokens as f64 + p.output_per_1m * u.output_tokens as f64) / 1e6;
+        Metrics::tokens(tenant, backend.name(), u.input_tokens, u.output_tokens, cost);
+    }
+}
+
+fn build_request(backend: &Backend, call: &Call<'_>, plan: &Plan) -> Result<Request<Full<Bytes>>, GatewayError> {
+    let url = format!("{}{}", backend.base_url, plan.path);
+    let mut b = Request::post(url)
+        .header(CONTENT_TYPE, "application/json")
+        .header("x-request-id", call.request_id);
+    match backend.cfg.protocol {
+        Protocol::Openai => {
+            if let Some(k) = &backend.api_key {
+                b = b.header("authorization", format!("Bearer {k}"));
+            }
+            for h in ["openai-organization", "openai-project"] {
+                if let Some(v) = call.client_headers.get(h) {
+                    b = b.header(h, v);
+                }
+            }
+        }
+        Protocol::Anthropic => {
+            if let Some(k) = &backend.api_key {
+                b = b.header("x-api-key", k.as_str());
+            }
+            let version = call
+                .client_headers
+                .get("anthropic-version")
+                .cloned()
+                .unwrap_or(HeaderValue::from_static("2023-06-01"));
+            b = b.header("anthropic-version", version);
+            if call.endpoint == Endpoint::Messages
+                && let Some(v) = call.client_headers.get("anthropic-beta")
+            {
+                b = b.header("anthropic-beta", v);
+            }
+        }
+    }
+    b.body(Full::new(plan.body.clone())).map_err(|e| GatewayError::UpstreamUnavailable {
+        backend: backend.name().into(),
+        reason: format!("cannot build request: {e}"),
+    })
+}
+
+async fn read_limited(body: hyper::body::Incoming, deadline: Instant) -> Result<Bytes, GatewayError> {
+    let limited = http_body_util::Limited::new(body, MAX_UPSTREAM_BODY);
+    match tokio::time::timeout_at(deadline, limited.collect()).await {
+        Err(_) => Err(GatewayError::UpstreamTimeout(String::new())),
+        Ok(Err(e)) => Err(GatewayError::UpstreamUnavailable { backend: String::new(), reason: e.to_string() }),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+fn retry_after(h: &HeaderMap) -> Option<Duration> {
+    let v = h.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    v.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(|s| Duration::from_secs_f64(s.min(3600.0)))
+}
+
+/// An upstream error answer, in the client's dialect when the protocols differ.
+fn upstream_error(client: Protocol, status: StatusCode, body: &Bytes, plan: &Plan, wait: Option<Duration>) -> Response<RespBody> {
+    let out = if plan.translated || serde_json::from_slice::<Value>(body).is_err() {
+        Bytes::from(plan::error_back(client, status.as_u16(), body).to_string())
+    } else {
+        body.clone()
+    };
+    let mut b = Response::builder().status(status).header(CONTENT_TYPE, "application/json");
+    if let Some(w) = wait {
+        b = b.header(RETRY_AFTER, w.as_secs().max(1).to_string());
+    }
+    b.body(full_body(out)).expect("valid response")
+}
+
+/// A gateway error as a response in the client's dialect.
+pub fn error_response(e: &GatewayError, proto: Protocol) -> Response<RespBody> {
+    Metrics::error(e.kind());
+    let mut b = Response::builder()
+        .status(e.status())
+        .header(CONTENT_TYPE, "application/json");
+    if let Some(w) = e.retry_after() {
+        b = b.header(RETRY_AFTER, w.as_secs_f64().ceil().max(1.0).to_string());
+    }
+    b.body(full_body(e.body(proto).to_string())).expect("valid response")
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}

@@ -1,0 +1,238 @@
+//! The streamed response body: SSE passed through chunk by chunk (or translated event by event), with
+//! the idle and total timeouts, time-to-first-token, and usage read from the final events.
+
+use crate::protocol::Protocol;
+use crate::translate::{SseEvent, SseParser, StreamUsage, Usage, encode_sse};
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use hyper::body::Incoming;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Turns upstream SSE events into the client's frames (a translator, or a filter).
+pub trait StreamTransform: Send {
+    fn push(&mut self, ev: &SseEvent) -> Vec<Bytes>;
+    fn finish(&mut self) -> Vec<Bytes>;
+    fn usage(&self) -> Option<Usage>;
+}
+
+macro_rules! transform_for {
+    ($($t:ty),*) => {$(
+        impl StreamTransform for $t {
+            fn push(&mut self, ev: &SseEvent) -> Vec<Bytes> { <$t>::push(self, ev) }
+            fn finish(&mut self) -> Vec<Bytes> { <$t>::finish(self) }
+            fn usage(&self) -> Option<Usage> { <$t>::usage(self) }
+        }
+    )*};
+}
+transform_for!(
+    crate::translate::MessagesToChatStream,
+    crate::translate::ChatToMessagesStream,
+    crate::translate::MessagesToCompletionStream
+);
+
+/// Same protocol, but we asked the upstream for `stream_options.include_usage` the client did not:
+/// re-encode events and drop the usage-only chunk the client does not expect.
+#[derive(Default)]
+pub struct DropInjectedUsage {
+    usage: StreamUsage,
+}
+
+impl StreamTransform for DropInjectedUsage {
+    fn push(&mut self, ev: &SseEvent) -> Vec<Bytes> {
+        self.usage.observe(ev);
+        let usage_only = ev.data.contains("\"usage\"")
+            && serde_json::from_str::<serde_json::Value>(&ev.data)
+                .ok()
+                .and_then(|v| v.get("choices").and_then(|c| c.as_array()).map(|c| c.is_empty()))
+                .unwrap_or(false);
+        if usage_only {
+            return Vec::new();
+        }
+        vec![encode_sse(ev.event.as_deref(), &ev.data)]
+    }
+    fn finish(&mut self) -> Vec<Bytes> {
+        Vec::new()
+    }
+    fn usage(&self) -> Option<Usage> {
+        self.usage.usage()
+    }
+}
+
+enum Mode {
+    /// Bytes go out as they came; events are parsed on the side for usage.
+    Raw { parser: SseParser, usage: StreamUsage },
+    Transform { parser: SseParser, t: Box<dyn StreamTransform> },
+}
+
+/// How the stream ended, for metrics, EWMA and token reconciliation.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamOutcome {
+    pub usage: Option<Usage>,
+    pub ttft: Option<Duration>,
+    pub error: Option<&'static str>,
+}
+
+pub type OnFinish = Box<dyn FnOnce(StreamOutcome) + Send>;
+
+pub struct StreamBody {
+    inner: Incoming,
+    mode: Mode,
+    client: Protocol,
+    pending: VecDeque<Bytes>,
+    idle: Pin<Box<Sleep>>,
+    idle_for: Duration,
+    deadline: Pin<Box<Sleep>>,
+    sent_at: Instant,
+    ttft: Option<Duration>,
+    done: bool,
+    on_finish: Option<OnFinish>,
+}
+
+impl StreamBody {
+    /// `transform: None` passes bytes through untouched.
+    pub fn new(
+        inner: Incoming,
+        transform: Option<Box<dyn StreamTransform>>,
+        client: Protocol,
+        sent_at: Instant,
+        idle_for: Duration,
+        deadline: Instant,
+        on_finish: OnFinish,
+    ) -> StreamBody {
+        let parser = SseParser::default();
+        let mode = match transform {
+            None => Mode::Raw { parser, usage: StreamUsage::default() },
+            Some(t) => Mode::Transform { parser, t },
+        };
+        StreamBody {
+            inner,
+            mode,
+            client,
+            pending: VecDeque::new(),
+            idle: Box::pin(tokio::time::sleep(idle_for)),
+            idle_for,
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            sent_at,
+            ttft: None,
+            done: false,
+            on_finish: Some(on_finish),
+        }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        match &self.mode {
+            Mode::Raw { usage, .. } => usage.usage(),
+            Mode::Transform { t, .. } => t.usage(),
+        }
+    }
+
+    fn finish(&mut self, error: Option<&'static str>) {
+        if let Mode::Transform { t, .. } = &mut self.mode
+            && error.is_none()
+        {
+            self.pending.extend(t.finish());
+        }
+        if let Some(kind) = error {
+            self.pending.push_back(error_event(self.client, kind));
+        }
+        self.done = true;
+        if let Some(f) = self.on_finish.take() {
+            f(StreamOutcome { usage: self.usage(), ttft: self.ttft, error });
+        }
+    }
+
+    fn on_data(&mut self, data: Bytes) {
+        if self.ttft.is_none() {
+            self.ttft = Some(self.sent_at.elapsed());
+        }
+        self.idle.as_mut().reset(Instant::now() + self.idle_for);
+        match &mut self.mode {
+            Mode::Raw { parser, usage } => {
+                for ev in parser.push(&data) {
+                    usage.observe(&ev);
+                }
+                self.pending.push_back(data);
+            }
+            Mode::Transform { parser, t } => {
+                for ev in parser.push(&data) {
+                    self.pending.extend(t.push(&ev));
+                }
+            }
+        }
+    }
+}
+
+/// An in-band error at the end of a broken stream, in the client's dialect.
+fn error_event(client: Protocol, kind: &'static str) -> Bytes {
+    let msg = match kind {
+        "idle_timeout" => "upstream stream went idle",
+        "total_timeout" => "upstream stream exceeded the total timeout",
+        _ => "upstream stream broke off",
+    };
+    match client {
+        Protocol::Openai => {
+            let v = serde_json::json!({"error": {"message": msg, "type": "server_error", "param": null, "code": kind}});
+            encode_sse(None, &v.to_string())
+        }
+        Protocol::Anthropic => {
+            let v = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": msg}});
+            encode_sse(Some("error"), &v.to_string())
+        }
+    }
+}
+
+impl Body for StreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(b) = this.pending.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(b))));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if this.deadline.as_mut().poll(cx).is_ready() {
+                this.finish(Some("total_timeout"));
+                continue;
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        this.on_data(data);
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "upstream stream broke off");
+                    this.finish(Some("upstream_broken"));
+                }
+                Poll::Ready(None) => this.finish(None),
+                Poll::Pending => {
+                    ready!(this.idle.as_mut().poll(cx));
+                    this.finish(Some("idle_timeout"));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.pending.is_empty()
+    }
+}
+
+impl Drop for StreamBody {
+    fn drop(&mut self) {
+        // The client went away mid-stream: still account for what was used.
+        if let Some(f) = self.on_finish.take() {
+            f(StreamOutcome { usage: self.usage(), ttft: self.ttft, error: Some("client_gone") });
+        }
+    }
+}

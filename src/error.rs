@@ -1,0 +1,132 @@
+//! Errors a client can see. Each maps to an HTTP status, an error type in the client's API shape,
+//! and a low-cardinality metric label.
+
+use crate::protocol::Protocol;
+use crate::ratelimit::Decision;
+use serde_json::json;
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum GatewayError {
+    #[error("missing or unknown api key: send `Authorization: Bearer <key>` or `x-api-key`")]
+    Unauthorized,
+    #[error("unknown path `{0}`")]
+    NotFound(String),
+    #[error("method not allowed for `{0}`")]
+    MethodNotAllowed(String),
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("request body is not valid json: {0}")]
+    BadJson(String),
+    #[error("invalid request: field `{field}`: {reason}")]
+    BadRequest { field: String, reason: String },
+    #[error("{0}")]
+    Translate(#[from] crate::translate::TranslateError),
+    #[error("model `{0}` is not served by any backend of this route")]
+    ModelNotFound(String),
+    #[error("rate limit exceeded for tenant `{tenant}`: retry after {retry_after_ms} ms")]
+    RateLimited { tenant: String, retry_after_ms: u64, decision: Decision },
+    #[error("no healthy backend for route `{0}`")]
+    NoHealthyBackend(String),
+    #[error("upstream `{0}` timed out")]
+    UpstreamTimeout(String),
+    #[error("upstream `{backend}` is unreachable: {reason}")]
+    UpstreamUnavailable { backend: String, reason: String },
+    #[error("admin endpoints need `Authorization: Bearer <admin token>`")]
+    AdminForbidden,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> u16 {
+        match self {
+            GatewayError::Unauthorized => 401,
+            GatewayError::AdminForbidden => 403,
+            GatewayError::NotFound(_) | GatewayError::ModelNotFound(_) => 404,
+            GatewayError::MethodNotAllowed(_) => 405,
+            GatewayError::PayloadTooLarge(_) => 413,
+            GatewayError::BadJson(_) | GatewayError::BadRequest { .. } | GatewayError::Translate(_) => 400,
+            GatewayError::RateLimited { .. } => 429,
+            GatewayError::UpstreamUnavailable { .. } | GatewayError::NoHealthyBackend(_) => 503,
+            GatewayError::UpstreamTimeout(_) => 504,
+        }
+    }
+
+    /// Metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GatewayError::Unauthorized => "unauthorized",
+            GatewayError::AdminForbidden => "admin_forbidden",
+            GatewayError::NotFound(_) => "not_found",
+            GatewayError::ModelNotFound(_) => "model_not_found",
+            GatewayError::MethodNotAllowed(_) => "method_not_allowed",
+            GatewayError::PayloadTooLarge(_) => "payload_too_large",
+            GatewayError::BadJson(_) => "bad_json",
+            GatewayError::BadRequest { .. } => "bad_request",
+            GatewayError::Translate(_) => "untranslatable",
+            GatewayError::RateLimited { .. } => "rate_limited",
+            GatewayError::NoHealthyBackend(_) => "no_healthy_backend",
+            GatewayError::UpstreamTimeout(_) => "upstream_timeout",
+            GatewayError::UpstreamUnavailable { .. } => "upstream_unavailable",
+        }
+    }
+
+    fn openai_type(&self) -> &'static str {
+        match self.status() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            429 => "rate_limit_error",
+            400 | 405 | 413 => "invalid_request_error",
+            _ => "server_error",
+        }
+    }
+
+    fn anthropic_type(&self) -> &'static str {
+        match self.status() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            400 | 405 => "invalid_request_error",
+            503 | 504 => "overloaded_error",
+            _ => "api_error",
+        }
+    }
+
+    fn param(&self) -> Option<String> {
+        match self {
+            GatewayError::BadRequest { field, .. } => Some(field.clone()),
+            GatewayError::Translate(e) => Some(e.field().to_string()),
+            GatewayError::ModelNotFound(_) => Some("model".to_string()),
+            _ => None,
+        }
+    }
+
+    /// The error body in the client's API shape.
+    pub fn body(&self, proto: Protocol) -> serde_json::Value {
+        let message = self.to_string();
+        match proto {
+            Protocol::Openai => json!({"error": {
+                "message": message,
+                "type": self.openai_type(),
+                "param": self.param(),
+                "code": self.kind(),
+            }}),
+            Protocol::Anthropic => json!({"type": "error", "error": {
+                "type": self.anthropic_type(),
+                "message": message,
+            }}),
+        }
+    }
+
+    /// Seconds for a `Retry-After` header, where one applies.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            GatewayError::RateLimited { decision, .. } => decision.retry_after,
+            GatewayError::NoHealthyBackend(_) => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+}

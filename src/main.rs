@@ -1,0 +1,208 @@
+//! The `sluice` command: run the gateway (default), validate a config, or run a simulated upstream.
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
+use sluice::app::App;
+use sluice::config::Config;
+use sluice::mock::{self, MockConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "A clustered AI API gateway: receive, shape, route, balance, deliver."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the gateway (without --config: the embedded default with built-in simulated upstreams).
+    Run(RunArgs),
+    /// Check a config file; exit 0 when valid, 1 with the field and line otherwise.
+    Validate {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run a simulated OpenAI- or Anthropic-compatible provider.
+    MockUpstream {
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        cfg: MockConfig,
+    },
+}
+
+#[derive(clap::Args, Default)]
+struct RunArgs {
+    #[arg(long, short, env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Override `listen.address`.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Log JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn init_tracing(json: bool) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd.unwrap_or(Cmd::Run(RunArgs::default())) {
+        Cmd::Validate { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", config.display());
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::MockUpstream { listen, cfg } => {
+            init_tracing(false);
+            runtime().block_on(async move {
+                let shutdown = CancellationToken::new();
+                let listener = match tokio::net::TcpListener::bind(listen).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        eprintln!("cannot listen on {listen}: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                let addr = listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                println!(
+                    "mock upstream `{}` ({}) listening on http://{addr}",
+                    cfg.name,
+                    cfg.protocol.as_str()
+                );
+                let s = shutdown.clone();
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    s.cancel();
+                });
+                match mock::serve(listener, cfg, shutdown).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("mock upstream failed: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+        Cmd::Run(args) => run(args),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let (mut cfg, source) = match &args.config {
+        Some(p) => match Config::load(p) {
+            Ok(c) => (c, p.display().to_string()),
+            Err(e) => {
+                eprintln!("{}: {e}", p.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => (Config::embedded_default(), "embedded default".to_string()),
+    };
+    if let Some(l) = args.listen {
+        cfg.listen.address = l;
+    }
+    init_tracing(args.log_json || cfg.node.log_json);
+    runtime().block_on(async move {
+        let addr = match cfg.listen.socket_addr() {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let tls = match &cfg.listen.tls {
+            Some(t) => match sluice::receive::load_tls(t) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    eprintln!("tls: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            None => None,
+        };
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("cannot listen on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let local = listener.local_addr().unwrap_or(addr);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let key = cfg.tenants.first().and_then(|t| t.value.resolved_keys().into_iter().next());
+        let shutdown = CancellationToken::new();
+        let app = match App::build(cfg, shutdown.clone()).await {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(config = %source, node = %app.cfg.node.id, "sluice started");
+        println!("sluice listening on {scheme}://{local} ({source})");
+        let auth = key.map(|k| format!(" -H 'Authorization: Bearer {k}'")).unwrap_or_default();
+        let insecure = if tls.is_some() { " -k" } else { "" };
+        println!(
+            "try: curl{insecure} {scheme}://{local}/v1/chat/completions{auth} -H 'Content-Type: application/json' -d '{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'"
+        );
+        let s = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown signal received");
+            s.cancel();
+        });
+        sluice::receive::serve(app, listener, tls, shutdown, Duration::from_secs(30)).await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

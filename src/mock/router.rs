@@ -1,0 +1,180 @@
+//! Request dispatch: admin endpoints, then the API pipeline (auth, limits, faults, latency).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{ALLOW, AUTHORIZATION, RETRY_AFTER};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+
+use super::body::{MockBody, error};
+use super::control::{self, Snapshot, retry_after_secs};
+use super::state::{InFlight, State};
+use super::{anthropic, openai};
+use crate::protocol::Protocol;
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 32 << 20;
+
+static X_MOCK_NAME: HeaderName = HeaderName::from_static("x-mock-name");
+
+/// The hyper service: every response carries `x-mock-name`.
+pub(crate) async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<MockBody>, Infallible> {
+    let mut res = dispatch(&state, req).await;
+    res.headers_mut()
+        .insert(X_MOCK_NAME.clone(), state.name_header.clone());
+    Ok(res)
+}
+
+async fn dispatch(state: &Arc<State>, req: Request<Incoming>) -> Response<MockBody> {
+    let protocol = state.cfg.protocol;
+    let get = req.method() == Method::GET || req.method() == Method::HEAD;
+    let post = req.method() == Method::POST;
+    match req.uri().path() {
+        "/health" if get => control::health(state),
+        "/health" => not_allowed(protocol, "GET"),
+        "/_mock/stats" if get => control::stats(state),
+        "/_mock/stats" => not_allowed(protocol, "GET"),
+        "/_mock/control" if get => control::settings(state),
+        "/_mock/control" if post => match read_body(protocol, req).await {
+            Ok(body) => control::control(state, &body),
+            Err(res) => res,
+        },
+        "/_mock/control" => not_allowed(protocol, "GET, POST"),
+        "/_mock/reset" if post => control::reset(state),
+        "/_mock/reset" => not_allowed(protocol, "POST"),
+        _ => {
+            let guard = InFlight::enter(state);
+            let res = api(state, req, guard).await;
+            state.stats.record(res.status().as_u16());
+            res
+        }
+    }
+}
+
+/// An API endpoint of the simulated provider.
+#[derive(Clone, Copy)]
+enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    Models,
+    Messages,
+    CountTokens,
+}
+
+fn endpoint(protocol: Protocol, path: &str) -> Option<(Endpoint, Method)> {
+    Some(match (protocol, path) {
+        (_, "/v1/models") => (Endpoint::Models, Method::GET),
+        (Protocol::Openai, "/v1/chat/completions") => (Endpoint::ChatCompletions, Method::POST),
+        (Protocol::Openai, "/v1/completions") => (Endpoint::Completions, Method::POST),
+        (Protocol::Openai, "/v1/embeddings") => (Endpoint::Embeddings, Method::POST),
+        (Protocol::Anthropic, "/v1/messages") => (Endpoint::Messages, Method::POST),
+        (Protocol::Anthropic, "/v1/messages/count_tokens") => {
+            (Endpoint::CountTokens, Method::POST)
+        }
+        _ => return None,
+    })
+}
+
+async fn api(state: &Arc<State>, req: Request<Incoming>, guard: InFlight) -> Response<MockBody> {
+    let protocol = state.cfg.protocol;
+    let Some((ep, method)) = endpoint(protocol, req.uri().path()) else {
+        let msg = format!("Unknown request URL: {} {}", req.method(), req.uri().path());
+        return error(protocol, StatusCode::NOT_FOUND, &msg);
+    };
+    if req.method() != method && !(method == Method::GET && req.method() == Method::HEAD) {
+        let allow = if method == Method::GET { "GET" } else { "POST" };
+        return not_allowed(protocol, allow);
+    }
+    let auth_ok = state
+        .cfg
+        .api_key
+        .as_deref()
+        .is_none_or(|key| authorized(req.headers(), key));
+    let body = match read_body(protocol, req).await {
+        Ok(b) => b,
+        Err(res) => return res,
+    };
+    if !auth_ok {
+        let msg = "Incorrect or missing API key.";
+        return error(protocol, StatusCode::UNAUTHORIZED, msg);
+    }
+    if let Err(wait) = state.settings.limiter.check() {
+        let mut res = error(
+            protocol,
+            StatusCode::TOO_MANY_REQUESTS,
+            "Rate limit exceeded (mock). Please retry later.",
+        );
+        res.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
+        return res;
+    }
+    let snap: Snapshot = state.settings.snapshot();
+    if !snap.latency.is_zero() {
+        tokio::time::sleep(snap.latency).await;
+    }
+    if let Some(code) = snap.status {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let msg = format!("Forced status {code} (mock control).");
+        return error(protocol, status, &msg);
+    }
+    if snap.error_rate > 0.0 && rand::random::<f64>() < snap.error_rate {
+        let msg = "The server had an error while processing your request (simulated).";
+        return error(protocol, StatusCode::INTERNAL_SERVER_ERROR, msg);
+    }
+    match ep {
+        Endpoint::ChatCompletions => openai::chat(state, &snap, &body, guard).await,
+        Endpoint::Completions => openai::completions(state, &snap, &body, guard).await,
+        Endpoint::Embeddings => openai::embeddings(&snap, &body).await,
+        Endpoint::Models if protocol == Protocol::Openai => openai::models(state),
+        Endpoint::Models => anthropic::models(),
+        Endpoint::Messages => anthropic::messages(state, &snap, &body, guard).await,
+        Endpoint::CountTokens => anthropic::count_tokens(&body),
+    }
+}
+
+/// `Authorization: Bearer <key>` or `x-api-key: <key>`, whatever the protocol.
+fn authorized(headers: &HeaderMap, key: &str) -> bool {
+    let bearer = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .is_some_and(|(scheme, k)| scheme.eq_ignore_ascii_case("bearer") && k.trim() == key);
+    bearer
+        || headers
+            .get("x-api-key")
+            .is_some_and(|v| v.as_bytes() == key.as_bytes())
+}
+
+async fn read_body(protocol: Protocol, req: Request<Incoming>) -> Result<Bytes, Response<MockBody>> {
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(error(
+            protocol,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request body too large.",
+        )),
+        Err(e) => Err(error(
+            protocol,
+            StatusCode::BAD_REQUEST,
+            &format!("Could not read request body: {e}"),
+        )),
+    }
+}
+
+fn not_allowed(protocol: Protocol, allow: &'static str) -> Response<MockBody> {
+    let mut res = error(
+        protocol,
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("Method not allowed (allowed: {allow})."),
+    );
+    res.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    res
+}

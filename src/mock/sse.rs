@@ -1,0 +1,134 @@
+//! Server-sent events: framing, and a paced, channel-backed producer feeding a response body.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::Response;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::body::{MockBody, sse_response};
+use super::state::InFlight;
+
+/// Frames buffered ahead of the client.
+const CHANNEL_FRAMES: usize = 32;
+
+/// OpenAI's end-of-stream marker.
+pub(crate) const DONE: &[u8] = b"data: [DONE]\n\n";
+
+/// The client went away; stop producing.
+#[derive(Debug)]
+pub(crate) struct Closed;
+
+/// Sending side of a streaming body; each send is one body frame.
+pub(crate) struct SseTx {
+    tx: mpsc::Sender<Bytes>,
+    period: Option<Duration>,
+    next: Option<Instant>,
+}
+
+/// Build a streaming response and spawn `produce` to feed it.
+///
+/// `produce` first waits `ttft`, then runs; token frames sent with [`SseTx::token`] are paced at
+/// `tokens_per_sec` (0 = unpaced). `guard` keeps the request counted in flight until the end.
+pub(crate) fn stream<F, Fut>(
+    tokens_per_sec: f64,
+    ttft: Duration,
+    guard: InFlight,
+    produce: F,
+) -> Response<MockBody>
+where
+    F: FnOnce(SseTx) -> Fut,
+    Fut: Future<Output = Result<(), Closed>> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
+    let period = (tokens_per_sec > 0.0 && tokens_per_sec.is_finite())
+        .then(|| Duration::from_secs_f64(1.0 / tokens_per_sec));
+    let sse = SseTx {
+        tx,
+        period,
+        next: None,
+    };
+    let closed = sse.tx.clone();
+    let fut = produce(sse);
+    tokio::spawn(async move {
+        let _guard = guard;
+        if !ttft.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(ttft) => {}
+                _ = closed.closed() => return,
+            }
+        }
+        drop(closed);
+        let _ = fut.await;
+    });
+    sse_response(rx)
+}
+
+impl SseTx {
+    /// Send one frame now.
+    pub async fn send(&self, frame: Bytes) -> Result<(), Closed> {
+        self.tx.send(frame).await.map_err(|_| Closed)
+    }
+
+    /// Send one token frame, waiting for its pacing slot first.
+    pub async fn token(&mut self, frame: Bytes) -> Result<(), Closed> {
+        if let Some(period) = self.period {
+            let now = Instant::now();
+            let slot = self.next.map_or(now, |t| t.max(now));
+            if slot > now {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(slot) => {}
+                    _ = self.tx.closed() => return Err(Closed),
+                }
+            }
+            self.next = Some(slot + period);
+        }
+        self.send(frame).await
+    }
+}
+
+/// `event: {name}\ndata: {json}\n\n`.
+pub(crate) fn event(name: &str, json: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(name.len() + json.len() + 16);
+    b.put_slice(b"event: ");
+    b.put_slice(name.as_bytes());
+    b.put_slice(b"\ndata: ");
+    b.put_slice(json);
+    b.put_slice(b"\n\n");
+    b.freeze()
+}
+
+/// Append `s` as a JSON string literal.
+pub(crate) fn push_json_str(buf: &mut Vec<u8>, s: &str) {
+    // Writing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *buf, s);
+}
+
+/// Split `s` into fragments of at most `max` chars (for streamed tool arguments).
+pub(crate) fn fragments(s: &str, max: usize) -> impl Iterator<Item = &str> {
+    let mut rest = s;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let cut = rest.char_indices().nth(max).map_or(rest.len(), |(i, _)| i);
+        let (head, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(head)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing() {
+        assert_eq!(&event("ping", b"{}")[..], b"event: ping\ndata: {}\n\n");
+        let parts: Vec<_> = fragments("{\"input\":\"héllo\"}", 5).collect();
+        assert_eq!(parts.concat(), "{\"input\":\"héllo\"}");
+        assert!(parts.iter().all(|p| p.chars().count() <= 5));
+    }
+}

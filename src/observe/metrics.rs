@@ -1,0 +1,95 @@
+//! Every metric name Sluice exports, and the recorder behind `/metrics`.
+//!
+//! Labels stay low-cardinality: route and backend names come from config, statuses are numbers,
+//! error kinds are a fixed set.
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub const REQUESTS: &str = "sluice_requests_total";
+pub const REQUEST_DURATION: &str = "sluice_request_duration_seconds";
+pub const TTFT: &str = "sluice_time_to_first_token_seconds";
+pub const UPSTREAM_DURATION: &str = "sluice_upstream_duration_seconds";
+pub const IN_FLIGHT: &str = "sluice_in_flight_requests";
+pub const BACKEND_IN_FLIGHT: &str = "sluice_backend_in_flight";
+pub const ROUTING_DECISIONS: &str = "sluice_routing_decisions_total";
+pub const BACKEND_HEALTHY: &str = "sluice_backend_healthy";
+pub const BACKEND_EJECTIONS: &str = "sluice_backend_ejections_total";
+pub const FAILOVERS: &str = "sluice_failovers_total";
+pub const ERRORS: &str = "sluice_errors_total";
+pub const TOKENS: &str = "sluice_tokens_total";
+pub const COST: &str = "sluice_cost_microusd_total";
+pub const LIMITER_DECISIONS: &str = "sluice_limiter_decisions_total";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Install the global recorder once; later calls return the same handle.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .expect("static buckets are valid");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // A second recorder in one process (tests) is harmless: keep the first.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Typed helpers so call sites cannot misspell a name or a label.
+pub struct Metrics;
+
+impl Metrics {
+    pub fn request(route: &str, backend: &str, status: u16, elapsed: Duration) {
+        counter!(REQUESTS, "route" => route.to_string(), "backend" => backend.to_string(), "status" => status.to_string())
+            .increment(1);
+        histogram!(REQUEST_DURATION, "route" => route.to_string()).record(elapsed.as_secs_f64());
+    }
+    pub fn upstream(backend: &str, elapsed: Duration) {
+        histogram!(UPSTREAM_DURATION, "backend" => backend.to_string()).record(elapsed.as_secs_f64());
+    }
+    pub fn ttft(backend: &str, elapsed: Duration) {
+        histogram!(TTFT, "backend" => backend.to_string()).record(elapsed.as_secs_f64());
+    }
+    pub fn in_flight(delta: f64) {
+        gauge!(IN_FLIGHT).increment(delta);
+    }
+    pub fn backend_in_flight(backend: &str, value: u32) {
+        gauge!(BACKEND_IN_FLIGHT, "backend" => backend.to_string()).set(value as f64);
+    }
+    pub fn routing(route: &str, backend: &str, algorithm: &str) {
+        counter!(ROUTING_DECISIONS, "route" => route.to_string(), "backend" => backend.to_string(), "algorithm" => algorithm.to_string())
+            .increment(1);
+    }
+    pub fn healthy(backend: &str, healthy: bool) {
+        gauge!(BACKEND_HEALTHY, "backend" => backend.to_string()).set(if healthy { 1.0 } else { 0.0 });
+    }
+    pub fn ejected(backend: &str) {
+        counter!(BACKEND_EJECTIONS, "backend" => backend.to_string()).increment(1);
+    }
+    pub fn failover(backend: &str, reason: &'static str) {
+        counter!(FAILOVERS, "backend" => backend.to_string(), "reason" => reason).increment(1);
+    }
+    pub fn error(kind: &'static str) {
+        counter!(ERRORS, "kind" => kind).increment(1);
+    }
+    pub fn tokens(tenant: &str, backend: &str, input: u64, output: u64, cost_usd: f64) {
+        counter!(TOKENS, "tenant" => tenant.to_string(), "backend" => backend.to_string(), "kind" => "input").increment(input);
+        counter!(TOKENS, "tenant" => tenant.to_string(), "backend" => backend.to_string(), "kind" => "output").increment(output);
+        // Counters are integers: cost is kept in micro-dollars.
+        counter!(COST, "tenant" => tenant.to_string(), "backend" => backend.to_string())
+            .increment((cost_usd * 1_000_000.0).round() as u64);
+    }
+    pub fn limiter(tenant: &str, outcome: &'static str) {
+        counter!(LIMITER_DECISIONS, "tenant" => tenant.to_string(), "outcome" => outcome).increment(1);
+    }
+}

@@ -1,0 +1,49 @@
+//! Rate limiting: the admission seam between Receive and Route. Every limit decision goes through
+//! [`RateLimiter`], so the cluster's Redis limiter can replace the local governor one.
+
+mod local;
+
+pub use local::LocalLimiter;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// What one request asks of its tenant's buckets.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitRequest<'a> {
+    pub tenant: &'a str,
+    /// Requests to take from the request bucket (1 per call).
+    pub requests: u32,
+    /// Estimated LLM tokens to reserve from the token bucket (0 = no token limit applies).
+    pub tokens: u64,
+}
+
+/// The limiter's verdict, with what the `x-ratelimit-*` headers report.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Requests per minute for this tenant (None: unlimited).
+    pub limit: Option<u32>,
+    pub remaining: Option<u32>,
+    /// When the request bucket is full again.
+    pub reset: Duration,
+    /// When to try again, if refused.
+    pub retry_after: Option<Duration>,
+}
+
+impl Decision {
+    pub fn unlimited() -> Decision {
+        Decision { allowed: true, limit: None, remaining: None, reset: Duration::ZERO, retry_after: None }
+    }
+}
+
+pub type LimitFuture<'a> = Pin<Box<dyn Future<Output = Decision> + Send + 'a>>;
+
+/// Per-tenant admission. Implementations must answer within a few milliseconds whatever their backing
+/// store does (a dead store degrades to a local decision, never to an error).
+pub trait RateLimiter: Send + Sync {
+    fn check<'a>(&'a self, req: LimitRequest<'a>) -> LimitFuture<'a>;
+    /// `local`, `global` or `fallback`: shown in metrics and the admin endpoint.
+    fn mode(&self) -> &'static str;
+}

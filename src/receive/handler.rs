@@ -1,0 +1,190 @@
+//! One request through the pipeline: Receive (id, auth, body) → Shape (admission) → Route → Deliver.
+
+use crate::app::App;
+use crate::deliver::{Call, Delivered, Endpoint, RespBody, error_response, full_body};
+use crate::error::GatewayError;
+use crate::observe::Metrics;
+use crate::protocol::Protocol;
+use crate::ratelimit::{Decision, LimitRequest};
+use crate::route::RequestMeta;
+use crate::translate::{estimate_prompt_tokens, requested_max_tokens};
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Output tokens assumed for cost estimates when the client sets no `max_tokens`.
+const DEFAULT_EST_OUTPUT: u64 = 256;
+
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<RespBody> {
+    let started = Instant::now();
+    let request_id = app.request_id(req.headers());
+    let mut out = Outcome { route: None, backend: None, limit: None };
+    let mut resp = dispatch(&app, req, &request_id, &mut out).await;
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        h.insert("x-request-id", v);
+    }
+    if let Some(r) = out.route.as_deref().and_then(|r| HeaderValue::from_str(r).ok()) {
+        h.insert("x-sluice-route", r);
+    }
+    if let Some(b) = out.backend.as_deref().and_then(|b| HeaderValue::from_str(b).ok()) {
+        h.insert("x-sluice-backend", b);
+    }
+    if let Some(d) = out.limit {
+        rate_limit_headers(h, &d);
+    }
+    if out.route.is_some() {
+        Metrics::request(
+            out.route.as_deref().unwrap_or("-"),
+            out.backend.as_deref().unwrap_or("-"),
+            resp.status().as_u16(),
+            started.elapsed(),
+        );
+    }
+    resp
+}
+
+struct Outcome {
+    route: Option<Arc<str>>,
+    backend: Option<Arc<str>>,
+    limit: Option<Decision>,
+}
+
+async fn dispatch(app: &App, req: Request<Incoming>, request_id: &str, out: &mut Outcome) -> Response<RespBody> {
+    let path = req.uri().path();
+    match (req.method(), path) {
+        (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        (&Method::GET, "/readyz") => {
+            let ready = app.ready();
+            let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            json_response(status, &json!({"ready": ready}))
+        }
+        (&Method::GET, "/metrics") => Response::builder()
+            .header(CONTENT_TYPE, "text/plain; version=0.0.4")
+            .body(full_body(app.metrics.render()))
+            .expect("valid response"),
+        (&Method::GET, "/v1/models" | "/models") => match app.tenants.authenticate(req.headers()) {
+            Some(_) => json_response(StatusCode::OK, &app.models()),
+            None => error_response(&GatewayError::Unauthorized, Protocol::Openai),
+        },
+        (m, p) => match Endpoint::from_path(p) {
+            Some(ep) if m == Method::POST => {
+                let proto = ep.client_protocol();
+                match proxy(app, req, ep, request_id, out).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        if let GatewayError::RateLimited { decision, .. } = &e {
+                            out.limit = Some(*decision);
+                        }
+                        error_response(&e, proto)
+                    }
+                }
+            }
+            Some(ep) => error_response(&GatewayError::MethodNotAllowed(p.to_string()), ep.client_protocol()),
+            None => error_response(&GatewayError::NotFound(p.to_string()), Protocol::Openai),
+        },
+    }
+}
+
+async fn proxy(
+    app: &App,
+    req: Request<Incoming>,
+    endpoint: Endpoint,
+    request_id: &str,
+    out: &mut Outcome,
+) -> Result<Response<RespBody>, GatewayError> {
+    let tenant = app.tenants.authenticate(req.headers()).cloned().ok_or(GatewayError::Unauthorized)?;
+    let max = app.cfg.listen.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(GatewayError::PayloadTooLarge(max));
+    }
+    let (parts, body) = req.into_parts();
+    let raw: Bytes = match Limited::new(body, max).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return Err(GatewayError::PayloadTooLarge(max));
+        }
+        Err(e) => return Err(GatewayError::BadJson(format!("could not read the body: {e}"))),
+    };
+    let body: Value = serde_json::from_slice(&raw).map_err(|e| GatewayError::BadJson(e.to_string()))?;
+    if !body.is_object() {
+        return Err(GatewayError::BadJson("expected a json object".into()));
+    }
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| GatewayError::BadRequest { field: "model".into(), reason: "a non-empty string is required".into() })?;
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let include_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true);
+
+    // Shape: admission through the rate-limiter seam.
+    let decision = app.limiter.check(LimitRequest { tenant: &tenant.id, requests: 1, tokens: 0 }).await;
+    out.limit = Some(decision);
+    if !decision.allowed {
+        Metrics::limiter(&tenant.id, "limited");
+        return Err(GatewayError::RateLimited {
+            tenant: tenant.id.clone(),
+            retry_after_ms: decision.retry_after.unwrap_or_default().as_millis() as u64,
+            decision,
+        });
+    }
+    Metrics::limiter(&tenant.id, "allowed");
+
+    // Route.
+    let meta = RequestMeta { path: parts.uri.path(), headers: &parts.headers, tier: &tenant.tier, model, request_id };
+    let route = app.router.decide(&meta);
+    out.route = Some(route.route.clone());
+
+    // Balance + Deliver.
+    let affinity_key = app.affinity_key(&parts.headers, &body);
+    let call = Call {
+        endpoint,
+        body: &body,
+        raw: &raw,
+        stream,
+        include_usage,
+        model,
+        tenant: &tenant.id,
+        route,
+        request_id,
+        client_headers: &parts.headers,
+        affinity_key: affinity_key.as_deref(),
+        est_input_tokens: estimate_prompt_tokens(&body),
+        est_output_tokens: requested_max_tokens(&body).unwrap_or(DEFAULT_EST_OUTPUT),
+        on_usage: None,
+    };
+    let Delivered { response, backend } = app.deliver.forward(call).await?;
+    out.backend = backend;
+    Ok(response)
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<RespBody> {
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json")
+        .body(full_body(v.to_string()))
+        .expect("valid response")
+}
+
+/// OpenAI-style `x-ratelimit-*` headers for the request bucket.
+fn rate_limit_headers(h: &mut http::HeaderMap, d: &Decision) {
+    let Some(limit) = d.limit else { return };
+    h.insert("x-ratelimit-limit-requests", HeaderValue::from(limit));
+    if let Some(r) = d.remaining {
+        h.insert("x-ratelimit-remaining-requests", HeaderValue::from(r));
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("{:.3}s", d.reset.as_secs_f64())) {
+        h.insert("x-ratelimit-reset-requests", v);
+    }
+}

@@ -1,0 +1,37 @@
+//! OpenAI Chat Completions ↔ Anthropic Messages translation: requests, responses, streams, errors.
+//!
+//! Everything here is pure (no I/O; only the clock, for OpenAI `created`). Bodies are
+//! `serde_json::Value`s. What the target API cannot express fails with
+//! [`TranslateError::Unsupported`] naming the field, rather than being dropped; each request
+//! translator documents the fields it drops on purpose because they are mere hints.
+//!
+//! Usage convention: [`Usage::input_tokens`] is the whole prompt, cached tokens included
+//! (OpenAI `prompt_tokens`; Anthropic `input_tokens + cache_*_input_tokens`).
+
+mod common;
+mod completion;
+mod error;
+mod estimate;
+mod request_to_anthropic;
+mod request_to_openai;
+mod response;
+mod sse;
+mod stream_anthropic;
+mod stream_openai;
+mod usage;
+
+#[cfg(test)]
+mod tests;
+
+pub use completion::{
+    MessagesToCompletionStream, completion_request_to_messages, messages_response_to_completion,
+};
+pub use error::{TranslateError, error_to_anthropic, error_to_openai};
+pub use estimate::{MEDIA_TOKENS, estimate_prompt_tokens, requested_max_tokens};
+pub use request_to_anthropic::chat_request_to_messages;
+pub use request_to_openai::messages_request_to_chat;
+pub use response::{chat_response_to_messages, messages_response_to_chat};
+pub use sse::{SseEvent, SseParser, encode_sse};
+pub use stream_anthropic::ChatToMessagesStream;
+pub use stream_openai::MessagesToChatStream;
+pub use usage::{StreamUsage, Usage, usage_from_body};

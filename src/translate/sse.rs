@@ -1,0 +1,142 @@
+//! Server-sent events: an incremental parser and an encoder.
+
+use bytes::Bytes;
+
+/// One dispatched server-sent event. `data` joins multi-line data with `\n`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseEvent {
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// Incremental SSE parser (per the WHATWG event-stream rules): feed it chunks as they
+/// arrive; events split across chunks, `\n` / `\r\n` / `\r` line ends, multi-line data,
+/// comments (`:` lines), `id:`/`retry:` fields and a leading BOM are all handled.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    /// Bytes of the current, unfinished line (kept as bytes so split UTF-8 survives).
+    line: Vec<u8>,
+    /// The previous chunk ended in `\r`: a `\n` starting the next one ends nothing.
+    skip_lf: bool,
+    /// The first line has been seen (BOM stripping is done).
+    started: bool,
+    event: Option<String>,
+    data: String,
+    has_data: bool,
+}
+
+impl SseParser {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feed the next chunk; returns the events it completed.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            if self.skip_lf {
+                self.skip_lf = false;
+                if rest[0] == b'\n' {
+                    rest = &rest[1..];
+                    continue;
+                }
+            }
+            match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+                Some(i) => {
+                    self.line.extend_from_slice(&rest[..i]);
+                    self.skip_lf = rest[i] == b'\r';
+                    self.end_line(&mut out);
+                    rest = &rest[i + 1..];
+                }
+                None => {
+                    self.line.extend_from_slice(rest);
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// End of stream: dispatch a final event that lacked its terminating blank line
+    /// (strict SSE would drop it; upstreams that omit it are common enough to be lenient).
+    pub fn finish(&mut self) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        if !self.line.is_empty() {
+            self.end_line(&mut out);
+        }
+        self.end_line(&mut out);
+        self.skip_lf = false;
+        out
+    }
+
+    fn end_line(&mut self, out: &mut Vec<SseEvent>) {
+        let raw = std::mem::take(&mut self.line);
+        let mut line: &[u8] = &raw;
+        if !self.started {
+            self.started = true;
+            line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+        }
+        if line.is_empty() {
+            if self.has_data {
+                out.push(SseEvent {
+                    event: self.event.take(),
+                    data: std::mem::take(&mut self.data),
+                });
+            }
+            self.event = None;
+            self.data.clear();
+            self.has_data = false;
+            return;
+        }
+        if line[0] == b':' {
+            return; // comment / keep-alive
+        }
+        let (name, value) = match line.iter().position(|&b| b == b':') {
+            Some(i) => {
+                let value = &line[i + 1..];
+                (&line[..i], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &b""[..]),
+        };
+        match name {
+            b"event" => {
+                let value = String::from_utf8_lossy(value);
+                self.event = (!value.is_empty()).then(|| value.into_owned());
+            }
+            b"data" => {
+                if self.has_data {
+                    self.data.push('\n');
+                }
+                self.data.push_str(&String::from_utf8_lossy(value));
+                self.has_data = true;
+            }
+            _ => {} // id, retry and unknown fields carry nothing we forward
+        }
+    }
+}
+
+/// Encode one SSE frame: optional `event:` line, one `data:` line per line of `data`,
+/// and the terminating blank line.
+pub fn encode_sse(event: Option<&str>, data: &str) -> Bytes {
+    let mut s = String::with_capacity(data.len() + 32);
+    if let Some(event) = event {
+        s.push_str("event: ");
+        s.push_str(event);
+        s.push('\n');
+    }
+    let normalized;
+    let data = if data.contains('\r') {
+        normalized = data.replace("\r\n", "\n").replace('\r', "\n");
+        normalized.as_str()
+    } else {
+        data
+    };
+    for line in data.split('\n') {
+        s.push_str("data: ");
+        s.push_str(line);
+        s.push('\n');
+    }
+    s.push('\n');
+    Bytes::from(s)
+}

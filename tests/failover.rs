@@ -1,0 +1,160 @@
+//! Failover, passive ejection, active health checks and recovery, 429 cooldowns, all backends down.
+
+mod support;
+
+use std::time::Duration;
+use support::*;
+
+/// An address nothing listens on.
+fn dead_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = l.local_addr().unwrap();
+    drop(l);
+    format!("http://{a}")
+}
+
+#[tokio::test]
+async fn connect_errors_and_5xx_fail_over_without_the_client_noticing() {
+    let good = mock("openai", "good", &[]);
+    let broken = mock("openai", "broken", &["--error-rate", "1.0"]);
+    let cfg = format!(
+        "backends:\n  - {{ name: dead, url: \"{}\", protocol: openai, eject_after: 100 }}\n{}{}{TENANTS}routing:\n  strategy: round-robin\n  max_attempts: 3\n",
+        dead_url(),
+        backend("broken", &broken, "openai", ", eject_after: 100"),
+        backend("good", &good, "openai", "")
+    );
+    let gw = gateway(&cfg);
+    for _ in 0..12 {
+        let r = chat(&gw, "sk-acme", hello("m"), &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-sluice-backend"), Some("good"));
+    }
+    let metrics = request("GET", &format!("{}/metrics", gw.url()), &[], "")
+        .await
+        .text();
+    assert!(
+        metrics.contains("sluice_failovers_total{backend=\"dead\",reason=\"connect\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_failovers_total{backend=\"broken\",reason=\"5xx\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn passive_ejection_then_active_probe_recovery() {
+    let a = mock("openai", "a", &[]);
+    let b = mock("openai", "b", &[]);
+    let hc = ", eject_after: 2, eject_for_ms: 60000, health_check: { path: /health, interval_ms: 100, unhealthy_threshold: 1, healthy_threshold: 1 }";
+    let cfg = format!(
+        "backends:\n{}{}{TENANTS}routing:\n  strategy: round-robin\n",
+        backend("a", &a, "openai", hc),
+        backend("b", &b, "openai", hc)
+    );
+    let gw = gateway(&cfg);
+    // `a` starts failing its health checks: within a few probes nothing goes there.
+    mock_control(&a, serde_json::json!({"healthy": false})).await;
+    let ready = gw.url();
+    eventually(Duration::from_secs(5), "a marked unhealthy", || {
+        let url = ready.clone();
+        async move {
+            let m = request("GET", &format!("{url}/metrics"), &[], "")
+                .await
+                .text();
+            m.contains("sluice_backend_healthy{backend=\"a\"} 0")
+        }
+    })
+    .await;
+    let before = mock_requests(&a).await;
+    for _ in 0..10 {
+        let r = chat(&gw, "sk-acme", hello("m"), &[]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-sluice-backend"), Some("b"));
+    }
+    assert_eq!(mock_requests(&a).await, before);
+    // It recovers: traffic returns.
+    mock_control(&a, serde_json::json!({"healthy": true})).await;
+    let gwu = gw.url();
+    eventually(Duration::from_secs(5), "a back in rotation", || {
+        let url = gwu.clone();
+        async move {
+            let r = request(
+                "POST",
+                &format!("{url}/v1/chat/completions"),
+                &[
+                    ("authorization", "Bearer sk-acme"),
+                    ("content-type", "application/json"),
+                ],
+                hello("m").to_string(),
+            )
+            .await;
+            r.header("x-sluice-backend") == Some("a")
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn upstream_429_with_retry_after_becomes_a_cooldown() {
+    // One request per 10 s: the second answer is a 429 with Retry-After.
+    let limited = mock("openai", "limited", &["--rate-limit-rps", "0.1"]);
+    let other = mock("openai", "other", &[]);
+    let cfg = format!(
+        "backends:\n{}{}{TENANTS}routing:\n  strategy: round-robin\n",
+        backend("limited", &limited, "openai", ""),
+        backend("other", &other, "openai", "")
+    );
+    let gw = gateway(&cfg);
+    for _ in 0..10 {
+        let r = chat(&gw, "sk-acme", hello("m"), &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    // One success and one 429 at most: then the cooldown keeps it out.
+    assert!(mock_requests(&limited).await <= 2);
+    let m = request("GET", &format!("{}/metrics", gw.url()), &[], "")
+        .await
+        .text();
+    assert!(
+        m.contains("sluice_failovers_total{backend=\"limited\",reason=\"rate_limited\"} 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn all_backends_down_is_a_clear_503() {
+    let cfg = format!(
+        "backends:\n  - {{ name: d1, url: \"{}\", protocol: openai, eject_after: 1 }}\n  - {{ name: d2, url: \"{}\", protocol: openai, eject_after: 1 }}\n{TENANTS}routing: {{}}\n",
+        dead_url(),
+        dead_url()
+    );
+    let gw = gateway(&cfg);
+    let r = chat(&gw, "sk-acme", hello("m"), &[]).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{}",
+        r.text()
+    );
+    // Both are ejected now: the answer says so without trying.
+    let r = chat(&gw, "sk-acme", hello("m"), &[]).await;
+    assert_eq!(r.status, 503);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no healthy backend"),
+        "{}",
+        r.text()
+    );
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(
+        request("GET", &format!("{}/readyz", gw.url()), &[], "")
+            .await
+            .status,
+        503
+    );
+}

@@ -1,0 +1,289 @@
+//! The single-node data path end to end: real gateway and simulated upstream processes on loopback.
+
+mod support;
+
+use http_body_util::BodyExt;
+use serde_json::json;
+use std::time::Duration;
+use support::*;
+
+fn one_backend(m: &Proc, extra: &str) -> String {
+    format!(
+        "backends:\n{}{TENANTS}routing: {{}}\n{extra}",
+        backend("sim", m, "openai", "")
+    )
+}
+
+#[tokio::test]
+async fn chat_completion_round_trip_with_ids_and_route_headers() {
+    let m = mock("openai", "alpha", &[]);
+    let gw = gateway(&one_backend(&m, ""));
+    let r = chat(&gw, "sk-acme", hello("gpt-4o-mini"), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert!(
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("hello there")
+    );
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    assert!(r.header("x-request-id").unwrap().starts_with("req-"));
+    assert_eq!(r.header("x-sluice-route"), Some("default"));
+    assert_eq!(r.header("x-sluice-backend"), Some("sim"));
+    // A client-chosen request id is kept.
+    let r = chat(&gw, "sk-acme", hello("m"), &[("x-request-id", "my-id-1")]).await;
+    assert_eq!(r.header("x-request-id"), Some("my-id-1"));
+}
+
+#[tokio::test]
+async fn bad_input_gets_openai_shaped_errors_and_the_gateway_keeps_serving() {
+    let m = mock("openai", "alpha", &[]);
+    let gw = gateway(&one_backend(&m, "listen: { max_body_bytes: 2048 }\n"));
+    let url = format!("{}/v1/chat/completions", gw.url());
+    let auth = [
+        ("authorization", "Bearer sk-acme"),
+        ("content-type", "application/json"),
+    ];
+
+    let r = request("POST", &url, &auth, "{not json").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid json")
+    );
+
+    let r = request("POST", &url, &auth, json!({"messages": []}).to_string()).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["param"], "model");
+
+    let big = json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(5000)}]})
+        .to_string();
+    let r = request("POST", &url, &auth, big).await;
+    assert_eq!(r.status, 413);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2048")
+    );
+
+    let r = request(
+        "POST",
+        &url,
+        &[("authorization", "Bearer sk-nobody")],
+        hello("m").to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"]["type"], "authentication_error");
+    let r = request("POST", &url, &[], hello("m").to_string()).await;
+    assert_eq!(r.status, 401);
+
+    let r = request("POST", &format!("{}/v1/nothing", gw.url()), &auth, "{}").await;
+    assert_eq!(r.status, 404);
+    let r = request("GET", &url, &auth, "").await;
+    assert_eq!(r.status, 405);
+
+    // Still serving.
+    let r = chat(&gw, "sk-acme", hello("m"), &[]).await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn anthropic_clients_get_anthropic_shaped_errors() {
+    let m = mock("anthropic", "claude", &[]);
+    let gw = gateway(&format!(
+        "backends:\n{}{TENANTS}routing: {{}}\n",
+        backend("a", &m, "anthropic", "")
+    ));
+    let r = request(
+        "POST",
+        &format!("{}/v1/messages", gw.url()),
+        &[("x-api-key", "sk-acme")],
+        "[1,",
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["type"], "error");
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    let ok = json!({"model": "claude", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]});
+    let r = request(
+        "POST",
+        &format!("{}/v1/messages", gw.url()),
+        &[("x-api-key", "sk-acme")],
+        ok.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["type"], "message");
+}
+
+#[tokio::test]
+async fn backend_key_is_injected_and_the_client_key_never_forwarded() {
+    // The upstream accepts only the backend's own key.
+    let m = mock("openai", "keyed", &["--api-key", "sk-upstream-secret"]);
+    let cfg = format!(
+        "backends:\n{}{TENANTS}routing: {{}}\n",
+        backend("sim", &m, "openai", ", api_key_env: SIM_KEY")
+    );
+    let gw = gateway_env(&cfg, &[("SIM_KEY", "sk-upstream-secret")]);
+    let r = chat(&gw, "sk-acme", hello("m"), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Without the env var the client's key would have to reach the upstream: it must not.
+    let gw2 = gateway(&cfg);
+    let r = chat(&gw2, "sk-acme", hello("m"), &[]).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+}
+
+#[tokio::test]
+async fn streaming_reaches_the_client_before_the_upstream_finishes() {
+    // 30 tokens at 10/s: the upstream needs ~3 s for the whole stream.
+    let m = mock(
+        "openai",
+        "slow",
+        &["--tokens-per-sec", "10", "--output-tokens", "30"],
+    );
+    let gw = gateway(&one_backend(&m, ""));
+    let body =
+        json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let req = http::Request::post(format!("{}/v1/chat/completions", gw.url()))
+        .header("authorization", "Bearer sk-acme")
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), client().request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let first = first.into_data().unwrap();
+    assert!(String::from_utf8_lossy(&first).starts_with("data: "));
+    // The upstream is still streaming when the first chunk is already here.
+    let stats = request("GET", &format!("{}/_mock/stats", m.url()), &[], "")
+        .await
+        .json();
+    assert_eq!(
+        stats["in_flight"], 1,
+        "upstream finished before the client saw a chunk"
+    );
+    let rest = tokio::time::timeout(Duration::from_secs(15), body.collect())
+        .await
+        .unwrap()
+        .unwrap()
+        .to_bytes();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&first),
+        String::from_utf8_lossy(&rest)
+    );
+    assert!(all.trim_end().ends_with("data: [DONE]"), "{all}");
+    // We asked the upstream for usage; the client did not, so it must not see a usage chunk.
+    assert!(!all.contains("\"usage\""), "{all}");
+    // ...but the gateway counted the tokens.
+    let metrics = request("GET", &format!("{}/metrics", gw.url()), &[], "")
+        .await
+        .text();
+    assert!(
+        metrics.contains("sluice_tokens_total{tenant=\"acme\",backend=\"sim\",kind=\"output\"} 30"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_health_and_readiness_endpoints() {
+    let m = mock("openai", "alpha", &[]);
+    let gw = gateway(&one_backend(&m, ""));
+    assert_eq!(
+        request("GET", &format!("{}/healthz", gw.url()), &[], "")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        request("GET", &format!("{}/readyz", gw.url()), &[], "")
+            .await
+            .status,
+        200
+    );
+    chat(&gw, "sk-acme", hello("m"), &[]).await;
+    let text = request("GET", &format!("{}/metrics", gw.url()), &[], "")
+        .await
+        .text();
+    for name in [
+        "sluice_requests_total{route=\"default\",backend=\"sim\",status=\"200\"}",
+        "sluice_routing_decisions_total",
+        "sluice_request_duration_seconds_bucket",
+        "sluice_upstream_duration_seconds_bucket",
+        "sluice_backend_healthy{backend=\"sim\"} 1",
+        "sluice_tokens_total",
+        "sluice_cost_microusd_total",
+        "sluice_backend_in_flight",
+    ] {
+        assert!(text.contains(name), "missing {name} in\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn rate_limited_tenant_gets_429_with_headers() {
+    let m = mock("openai", "alpha", &[]);
+    let cfg = format!(
+        "backends:\n{}tenants:\n  - {{ id: t, keys: [sk-t1], limits: {{ requests_per_minute: 60, burst: 2 }} }}\nrouting: {{}}\n",
+        backend("sim", &m, "openai", "")
+    );
+    let gw = gateway(&cfg);
+    let a = chat(&gw, "sk-t1", hello("m"), &[]).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("x-ratelimit-limit-requests"), Some("60"));
+    assert_eq!(a.header("x-ratelimit-remaining-requests"), Some("1"));
+    assert_eq!(chat(&gw, "sk-t1", hello("m"), &[]).await.status, 200);
+    let c = chat(&gw, "sk-t1", hello("m"), &[]).await;
+    assert_eq!(c.status, 429);
+    assert_eq!(c.json()["error"]["type"], "rate_limit_error");
+    assert_eq!(c.header("retry-after"), Some("1"));
+    assert_eq!(c.header("x-ratelimit-remaining-requests"), Some("0"));
+}
+
+#[test]
+fn validate_command_names_field_and_line() {
+    let dir = tmp_dir();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "backends:\n  - { name: a, url: \"http://h:1\", protocol: openai }\nrouting:\n  rules:\n    - name: r\n      route: { backend: ghost }\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["validate", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("routing.rules[0].route.backend")
+            && err.contains("line 6")
+            && err.contains("ghost"),
+        "{err}"
+    );
+    let good =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster/examples/seed-routing.yaml");
+    let out = std::process::Command::new(BIN)
+        .args(["validate", "--config", good.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
