@@ -47,7 +47,10 @@ impl App {
             mc.tokens_per_sec = m.tokens_per_sec;
             let addr = mock::spawn(SocketAddr::from(([127, 0, 0, 1], 0)), mc, shutdown.clone())
                 .await
-                .map_err(|e| StartError::Mock { name: m.name.clone(), reason: e.to_string() })?;
+                .map_err(|e| StartError::Mock {
+                    name: m.name.clone(),
+                    reason: e.to_string(),
+                })?;
             tracing::info!(name = %m.name, %addr, "simulated upstream started");
             mocks.insert(m.name.clone(), addr);
         }
@@ -101,7 +104,10 @@ impl App {
     /// Ready when at least one backend can take traffic.
     pub fn ready(&self) -> bool {
         let now = Instant::now();
-        self.deliver.backends.iter().any(|b| self.deliver.view.status(b, now).available)
+        self.deliver
+            .backends
+            .iter()
+            .any(|b| self.deliver.view.status(b, now).available)
     }
 
     /// `/v1/models`: every model name the config maps (backends without a map serve whatever is asked).
@@ -123,7 +129,10 @@ impl App {
     pub fn affinity_key(&self, headers: &HeaderMap, body: &Value) -> Option<String> {
         let AffinityConfig { header, body_field } = self.cfg.routing.affinity.as_ref()?;
         if let Some(h) = header {
-            return headers.get(h.as_str()).and_then(|v| v.to_str().ok()).map(str::to_string);
+            return headers
+                .get(h.as_str())
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
         }
         let f = body_field.as_ref()?;
         match body.get(f)? {

@@ -26,7 +26,11 @@ pub enum GatewayError {
     #[error("model `{0}` is not served by any backend of this route")]
     ModelNotFound(String),
     #[error("rate limit exceeded for tenant `{tenant}`: retry after {retry_after_ms} ms")]
-    RateLimited { tenant: String, retry_after_ms: u64, decision: Decision },
+    RateLimited {
+        tenant: String,
+        retry_after_ms: u64,
+        decision: Decision,
+    },
     #[error("no healthy backend for route `{0}`")]
     NoHealthyBackend(String),
     #[error("upstream `{0}` timed out")]
@@ -45,7 +49,9 @@ impl GatewayError {
             GatewayError::NotFound(_) | GatewayError::ModelNotFound(_) => 404,
             GatewayError::MethodNotAllowed(_) => 405,
             GatewayError::PayloadTooLarge(_) => 413,
-            GatewayError::BadJson(_) | GatewayError::BadRequest { .. } | GatewayError::Translate(_) => 400,
+            GatewayError::BadJson(_)
+            | GatewayError::BadRequest { .. }
+            | GatewayError::Translate(_) => 400,
             GatewayError::RateLimited { .. } => 429,
             GatewayError::UpstreamUnavailable { .. } | GatewayError::NoHealthyBackend(_) => 503,
             GatewayError::UpstreamTimeout(_) => 504,

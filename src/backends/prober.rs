@@ -6,9 +6,15 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// One task per backend with a `health_check` block.
-pub fn spawn_probers(backends: &BackendTable, clients: &[UpstreamClient], shutdown: CancellationToken) {
+pub fn spawn_probers(
+    backends: &BackendTable,
+    clients: &[UpstreamClient],
+    shutdown: CancellationToken,
+) {
     for b in backends.iter() {
-        let Some(hc) = b.cfg.health_check.clone() else { continue };
+        let Some(hc) = b.cfg.health_check.clone() else {
+            continue;
+        };
         let backend = b.clone();
         let client = clients[b.id].clone();
         let shutdown = shutdown.clone();
@@ -21,7 +27,9 @@ pub fn spawn_probers(backends: &BackendTable, clients: &[UpstreamClient], shutdo
                     _ = shutdown.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                let ok = client.probe(&url, Duration::from_millis(hc.timeout_ms)).await;
+                let ok = client
+                    .probe(&url, Duration::from_millis(hc.timeout_ms))
+                    .await;
                 backend.probe(ok);
             }
         });

@@ -3,8 +3,8 @@
 use crate::balance::{Health, HealthPolicy, HealthState, PeakEwma};
 use crate::config::BackendConfig;
 use crate::observe::Metrics;
-use std::sync::Mutex;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -40,7 +40,10 @@ impl Backend {
     pub fn new(id: usize, cfg: BackendConfig, base_url: String) -> Backend {
         let api_key = cfg.api_key_env.as_ref().and_then(|e| std::env::var(e).ok());
         let policy = HealthPolicy {
-            unhealthy_threshold: cfg.health_check.as_ref().map_or(2, |h| h.unhealthy_threshold),
+            unhealthy_threshold: cfg
+                .health_check
+                .as_ref()
+                .map_or(2, |h| h.unhealthy_threshold),
             healthy_threshold: cfg.health_check.as_ref().map_or(2, |h| h.healthy_threshold),
             eject_after: cfg.eject_after,
             eject_for: Duration::from_millis(cfg.eject_for_ms),
@@ -71,7 +74,9 @@ impl Backend {
     pub fn start(self: &Arc<Self>) -> InFlightGuard {
         let n = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         Metrics::backend_in_flight(self.name(), n);
-        InFlightGuard { backend: self.clone() }
+        InFlightGuard {
+            backend: self.clone(),
+        }
     }
 
     pub fn local_status(&self, now: Instant) -> BackendStatus {
@@ -88,17 +93,27 @@ impl Backend {
 
     /// Whole-response latency (non-streaming) or time to first byte.
     pub fn observe_latency(&self, d: Duration, now: Instant) {
-        self.latency.lock().expect("ewma lock").observe(d.as_secs_f64() * 1000.0, now);
+        self.latency
+            .lock()
+            .expect("ewma lock")
+            .observe(d.as_secs_f64() * 1000.0, now);
     }
 
     /// Time to first token of a stream.
     pub fn observe_ttft(&self, d: Duration, now: Instant) {
-        self.ttft.lock().expect("ewma lock").observe(d.as_secs_f64() * 1000.0, now);
+        self.ttft
+            .lock()
+            .expect("ewma lock")
+            .observe(d.as_secs_f64() * 1000.0, now);
     }
 
     /// A request outcome seen by Deliver: connect errors and 5xx count against the backend.
     pub fn passive(&self, ok: bool, now: Instant) {
-        let ejected = self.health.lock().expect("health lock").passive(ok, &self.policy, now);
+        let ejected = self
+            .health
+            .lock()
+            .expect("health lock")
+            .passive(ok, &self.policy, now);
         if ejected {
             tracing::warn!(backend = %self.name(), for_ms = self.cfg.eject_for_ms, "backend ejected after consecutive failures");
             Metrics::ejected(self.name());
@@ -107,12 +122,19 @@ impl Backend {
 
     /// An upstream 429 with `Retry-After`: no request goes there until then.
     pub fn cooldown(&self, until: Instant) {
-        self.health.lock().expect("health lock").cooldown_until(until);
+        self.health
+            .lock()
+            .expect("health lock")
+            .cooldown_until(until);
     }
 
     /// An active probe's result.
     pub fn probe(&self, ok: bool) {
-        let change = self.health.lock().expect("health lock").probe(ok, &self.policy);
+        let change = self
+            .health
+            .lock()
+            .expect("health lock")
+            .probe(ok, &self.policy);
         if let Some(state) = change {
             let healthy = state == HealthState::Healthy;
             tracing::info!(backend = %self.name(), healthy, "backend health changed");
@@ -129,7 +151,11 @@ pub struct InFlightGuard {
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        let n = self.backend.in_flight.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        let n = self
+            .backend
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed)
+            .saturating_sub(1);
         Metrics::backend_in_flight(self.backend.name(), n);
     }
 }

@@ -81,7 +81,12 @@ pub struct TimeoutsConfig {
 
 impl Default for TimeoutsConfig {
     fn default() -> Self {
-        TimeoutsConfig { connect_ms: 2_000, first_byte_ms: 60_000, idle_ms: 30_000, total_ms: 600_000 }
+        TimeoutsConfig {
+            connect_ms: 2_000,
+            first_byte_ms: 60_000,
+            idle_ms: 30_000,
+            total_ms: 600_000,
+        }
     }
 }
 
@@ -134,7 +139,10 @@ fn health_path() -> String {
 impl BackendConfig {
     /// The model this backend should be asked for, given the client's model name.
     pub fn model_for<'a>(&'a self, client_model: &'a str) -> &'a str {
-        self.models.get(client_model).map(String::as_str).unwrap_or(client_model)
+        self.models
+            .get(client_model)
+            .map(String::as_str)
+            .unwrap_or(client_model)
     }
 
     /// Whether this backend serves the client's model (no `models` map: it serves any).
@@ -142,10 +150,19 @@ impl BackendConfig {
         self.models.is_empty() || self.models.contains_key(client_model)
     }
 
-    pub(super) fn validate(&self, i: usize, line: u64, mocks: &HashSet<&str>) -> Result<(), ConfigError> {
+    pub(super) fn validate(
+        &self,
+        i: usize,
+        line: u64,
+        mocks: &HashSet<&str>,
+    ) -> Result<(), ConfigError> {
         let at = |f: &str| format!("backends[{i}].{f}");
         if self.name.is_empty() {
-            return Err(ConfigError::invalid(at("name"), Some(line), "must not be empty"));
+            return Err(ConfigError::invalid(
+                at("name"),
+                Some(line),
+                "must not be empty",
+            ));
         }
         let url = &self.url.value;
         let url_line = Some(self.url.referenced.line());
@@ -158,13 +175,17 @@ impl BackendConfig {
                 ));
             }
         } else {
-            let uri: http::Uri = url
-                .parse()
-                .map_err(|e| ConfigError::invalid(at("url"), url_line, format!("`{url}` is not a url: {e}")))?;
+            let uri: http::Uri = url.parse().map_err(|e| {
+                ConfigError::invalid(at("url"), url_line, format!("`{url}` is not a url: {e}"))
+            })?;
             match uri.scheme_str() {
                 Some("http" | "https") => {}
                 _ => {
-                    return Err(ConfigError::invalid(at("url"), url_line, "scheme must be http, https or mock"));
+                    return Err(ConfigError::invalid(
+                        at("url"),
+                        url_line,
+                        "scheme must be http, https or mock",
+                    ));
                 }
             }
             if uri.host().is_none() {
@@ -172,19 +193,39 @@ impl BackendConfig {
             }
         }
         if self.weight == 0 {
-            return Err(ConfigError::invalid(at("weight"), Some(line), "must be at least 1"));
+            return Err(ConfigError::invalid(
+                at("weight"),
+                Some(line),
+                "must be at least 1",
+            ));
         }
         if self.price.input_per_1m < 0.0 || self.price.output_per_1m < 0.0 {
-            return Err(ConfigError::invalid(at("price"), Some(line), "prices must not be negative"));
+            return Err(ConfigError::invalid(
+                at("price"),
+                Some(line),
+                "prices must not be negative",
+            ));
         }
         if self.max_concurrent == Some(0) {
-            return Err(ConfigError::invalid(at("max_concurrent"), Some(line), "must be at least 1"));
+            return Err(ConfigError::invalid(
+                at("max_concurrent"),
+                Some(line),
+                "must be at least 1",
+            ));
         }
         if let Some(hc) = &self.health_check {
             if !hc.path.starts_with('/') {
-                return Err(ConfigError::invalid(at("health_check.path"), Some(line), "must start with /"));
+                return Err(ConfigError::invalid(
+                    at("health_check.path"),
+                    Some(line),
+                    "must start with /",
+                ));
             }
-            if hc.interval_ms < 50 || hc.timeout_ms == 0 || hc.unhealthy_threshold == 0 || hc.healthy_threshold == 0 {
+            if hc.interval_ms < 50
+                || hc.timeout_ms == 0
+                || hc.unhealthy_threshold == 0
+                || hc.healthy_threshold == 0
+            {
                 return Err(ConfigError::invalid(
                     at("health_check"),
                     Some(line),
@@ -194,15 +235,27 @@ impl BackendConfig {
         }
         let t = &self.timeouts;
         if t.connect_ms == 0 || t.first_byte_ms == 0 || t.idle_ms == 0 || t.total_ms == 0 {
-            return Err(ConfigError::invalid(at("timeouts"), Some(line), "timeouts must be above 0"));
+            return Err(ConfigError::invalid(
+                at("timeouts"),
+                Some(line),
+                "timeouts must be above 0",
+            ));
         }
         if self.eject_after == 0 {
-            return Err(ConfigError::invalid(at("eject_after"), Some(line), "must be at least 1"));
+            return Err(ConfigError::invalid(
+                at("eject_after"),
+                Some(line),
+                "must be at least 1",
+            ));
         }
         if let Some(env) = &self.api_key_env
             && env.is_empty()
         {
-            return Err(ConfigError::invalid(at("api_key_env"), Some(line), "must not be empty"));
+            return Err(ConfigError::invalid(
+                at("api_key_env"),
+                Some(line),
+                "must not be empty",
+            ));
         }
         Ok(())
     }

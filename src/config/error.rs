@@ -10,11 +10,19 @@ pub enum ConfigError {
     #[error("invalid config: {0}")]
     Parse(String),
     #[error("invalid config: field `{field}`{}: {reason}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
-    Invalid { field: String, line: Option<u64>, reason: String },
+    Invalid {
+        field: String,
+        line: Option<u64>,
+        reason: String,
+    },
 }
 
 impl ConfigError {
     pub fn invalid(field: impl Into<String>, line: Option<u64>, reason: impl Into<String>) -> Self {
-        ConfigError::Invalid { field: field.into(), line, reason: reason.into() }
+        ConfigError::Invalid {
+            field: field.into(),
+            line,
+            reason: reason.into(),
+        }
     }
 }

@@ -55,22 +55,38 @@ impl Default for ListenConfig {
 impl ListenConfig {
     pub fn socket_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.address.parse().map_err(|_| {
-            ConfigError::invalid("listen.address", None, format!("`{}` is not host:port", self.address))
+            ConfigError::invalid(
+                "listen.address",
+                None,
+                format!("`{}` is not host:port", self.address),
+            )
         })
     }
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         self.socket_addr()?;
         if self.max_body_bytes < 1024 {
-            return Err(ConfigError::invalid("listen.max_body_bytes", None, "must be at least 1024"));
+            return Err(ConfigError::invalid(
+                "listen.max_body_bytes",
+                None,
+                "must be at least 1024",
+            ));
         }
         if self.max_header_bytes < 1024 {
-            return Err(ConfigError::invalid("listen.max_header_bytes", None, "must be at least 1024"));
+            return Err(ConfigError::invalid(
+                "listen.max_header_bytes",
+                None,
+                "must be at least 1024",
+            ));
         }
         if let Some(tls) = &self.tls {
             for (field, p) in [("listen.tls.cert", &tls.cert), ("listen.tls.key", &tls.key)] {
                 if !p.is_file() {
-                    return Err(ConfigError::invalid(field, None, format!("no file at `{}`", p.display())));
+                    return Err(ConfigError::invalid(
+                        field,
+                        None,
+                        format!("no file at `{}`", p.display()),
+                    ));
                 }
             }
         }

@@ -57,7 +57,10 @@ fn default_node_id() -> String {
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        NodeConfig { id: default_node_id(), log_json: false }
+        NodeConfig {
+            id: default_node_id(),
+            log_json: false,
+        }
     }
 }
 
@@ -102,9 +105,17 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen.validate()?;
         if self.backends.is_empty() {
-            return Err(ConfigError::invalid("backends", None, "at least one backend is required"));
+            return Err(ConfigError::invalid(
+                "backends",
+                None,
+                "at least one backend is required",
+            ));
         }
-        let mocks: HashSet<&str> = self.mock_upstreams.iter().map(|m| m.name.as_str()).collect();
+        let mocks: HashSet<&str> = self
+            .mock_upstreams
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
         let mut names = HashSet::new();
         for (i, b) in self.backends.iter().enumerate() {
             b.value.validate(i, b.referenced.line(), &mocks)?;
@@ -143,7 +154,10 @@ impl Config {
 
     /// The backend with this name.
     pub fn backend(&self, name: &str) -> Option<&BackendConfig> {
-        self.backends.iter().map(|b| &b.value).find(|b| b.name == name)
+        self.backends
+            .iter()
+            .map(|b| &b.value)
+            .find(|b| b.name == name)
     }
 }
 

@@ -119,17 +119,29 @@ impl RouteConfig {
         let line = Some(self.backend.referenced.line());
         let names = self.backend.value.as_slice();
         if names.is_empty() {
-            return Err(ConfigError::invalid(format!("{field}.backend"), line, "names no backend"));
+            return Err(ConfigError::invalid(
+                format!("{field}.backend"),
+                line,
+                "names no backend",
+            ));
         }
         for n in names {
             if !backends.contains(n.as_str()) {
-                return Err(ConfigError::invalid(format!("{field}.backend"), line, format!("unknown backend `{n}`")));
+                return Err(ConfigError::invalid(
+                    format!("{field}.backend"),
+                    line,
+                    format!("unknown backend `{n}`"),
+                ));
             }
         }
         if let Some(w) = self.weight
             && !(1..=100).contains(&w)
         {
-            return Err(ConfigError::invalid(format!("{field}.weight"), line, "must be between 1 and 100"));
+            return Err(ConfigError::invalid(
+                format!("{field}.weight"),
+                line,
+                "must be between 1 and 100",
+            ));
         }
         Ok(())
     }
@@ -165,13 +177,25 @@ impl RoutingConfig {
         if let Some(a) = &self.affinity
             && a.header.is_some() == a.body_field.is_some()
         {
-            return Err(ConfigError::invalid("routing.affinity", None, "set exactly one of `header` or `body_field`"));
+            return Err(ConfigError::invalid(
+                "routing.affinity",
+                None,
+                "set exactly one of `header` or `body_field`",
+            ));
         }
         if self.max_attempts == 0 || self.max_attempts > 5 {
-            return Err(ConfigError::invalid("routing.max_attempts", None, "must be between 1 and 5"));
+            return Err(ConfigError::invalid(
+                "routing.max_attempts",
+                None,
+                "must be between 1 and 5",
+            ));
         }
         if self.default_max_tokens == 0 {
-            return Err(ConfigError::invalid("routing.default_max_tokens", None, "must be above 0"));
+            return Err(ConfigError::invalid(
+                "routing.default_max_tokens",
+                None,
+                "must be above 0",
+            ));
         }
         Ok(())
     }

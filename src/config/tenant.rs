@@ -39,13 +39,22 @@ impl TenantConfig {
     /// Keys from the file and from the named environment variables (unset variables are skipped).
     pub fn resolved_keys(&self) -> Vec<String> {
         let mut out = self.keys.clone();
-        out.extend(self.key_envs.iter().filter_map(|e| std::env::var(e).ok()).filter(|k| !k.is_empty()));
+        out.extend(
+            self.key_envs
+                .iter()
+                .filter_map(|e| std::env::var(e).ok())
+                .filter(|k| !k.is_empty()),
+        );
         out
     }
 
     pub(super) fn validate(&self, i: usize, line: u64) -> Result<(), ConfigError> {
         if self.id.is_empty() {
-            return Err(ConfigError::invalid(format!("tenants[{i}].id"), Some(line), "must not be empty"));
+            return Err(ConfigError::invalid(
+                format!("tenants[{i}].id"),
+                Some(line),
+                "must not be empty",
+            ));
         }
         if self.keys.iter().any(|k| k.len() < 4) {
             return Err(ConfigError::invalid(
@@ -55,7 +64,8 @@ impl TenantConfig {
             ));
         }
         let l = &self.limits;
-        if l.requests_per_minute == Some(0) || l.burst == Some(0) || l.tokens_per_minute == Some(0) {
+        if l.requests_per_minute == Some(0) || l.burst == Some(0) || l.tokens_per_minute == Some(0)
+        {
             return Err(ConfigError::invalid(
                 format!("tenants[{i}].limits"),
                 Some(line),

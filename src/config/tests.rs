@@ -2,7 +2,8 @@
 
 use super::*;
 
-const MIN: &str = "backends:\n  - { name: a, url: \"http://127.0.0.1:9\", protocol: openai }\nrouting: {}\n";
+const MIN: &str =
+    "backends:\n  - { name: a, url: \"http://127.0.0.1:9\", protocol: openai }\nrouting: {}\n";
 
 #[test]
 fn embedded_default_is_valid() {
@@ -22,7 +23,10 @@ fn minimal_config_gets_defaults() {
 
 #[test]
 fn unknown_field_is_an_error_with_its_line() {
-    let text = MIN.replace("routing: {}", "routing:\n  strategy: round-robin\n  stratgey: x");
+    let text = MIN.replace(
+        "routing: {}",
+        "routing:\n  strategy: round-robin\n  stratgey: x",
+    );
     let e = Config::parse(&text).unwrap_err().to_string();
     assert!(e.contains("stratgey"), "{e}");
     assert!(e.contains("line 5") || e.contains("5:"), "{e}");
@@ -49,9 +53,13 @@ fn bad_url_names_field_and_line() {
 
 #[test]
 fn wrong_type_and_bad_enum_are_reported() {
-    let e = Config::parse(&MIN.replace("routing: {}", "routing: { strategy: fastest }")).unwrap_err().to_string();
+    let e = Config::parse(&MIN.replace("routing: {}", "routing: { strategy: fastest }"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("fastest") || e.contains("variant"), "{e}");
-    let e = Config::parse(&MIN.replace("protocol: openai", "protocol: gemini")).unwrap_err().to_string();
+    let e = Config::parse(&MIN.replace("protocol: openai", "protocol: gemini"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("gemini") || e.contains("variant"), "{e}");
 }
 
@@ -59,11 +67,28 @@ fn wrong_type_and_bad_enum_are_reported() {
 fn duplicates_and_ranges_are_rejected() {
     let dup = "backends:\n  - { name: a, url: \"http://h:1\", protocol: openai }\n  - { name: a, url: \"http://h:2\", protocol: openai }\nrouting: {}\n";
     let e = Config::parse(dup).unwrap_err().to_string();
-    assert!(e.contains("backends[1].name") && e.contains("line 3"), "{e}");
-    let w = MIN.replace("routing: {}", "routing:\n  rules:\n    - { name: r, route: { backend: a, weight: 0 } }\n");
-    assert!(Config::parse(&w).unwrap_err().to_string().contains("weight"));
-    let keys = format!("{MIN}tenants:\n  - {{ id: x, keys: [sk-1] }}\n  - {{ id: y, keys: [sk-1] }}\n");
-    assert!(Config::parse(&keys).unwrap_err().to_string().contains("tenants[1].keys"));
+    assert!(
+        e.contains("backends[1].name") && e.contains("line 3"),
+        "{e}"
+    );
+    let w = MIN.replace(
+        "routing: {}",
+        "routing:\n  rules:\n    - { name: r, route: { backend: a, weight: 0 } }\n",
+    );
+    assert!(
+        Config::parse(&w)
+            .unwrap_err()
+            .to_string()
+            .contains("weight")
+    );
+    let keys =
+        format!("{MIN}tenants:\n  - {{ id: x, keys: [sk-1] }}\n  - {{ id: y, keys: [sk-1] }}\n");
+    assert!(
+        Config::parse(&keys)
+            .unwrap_err()
+            .to_string()
+            .contains("tenants[1].keys")
+    );
 }
 
 #[test]

@@ -65,13 +65,18 @@ impl UpstreamClient {
         UpstreamClient { inner }
     }
 
-    pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         self.inner.request(req).await
     }
 
     /// An active health probe: any 2xx within the timeout is healthy.
     pub async fn probe(&self, url: &str, timeout: Duration) -> bool {
-        let Ok(req) = Request::get(url).body(Full::new(Bytes::new())) else { return false };
+        let Ok(req) = Request::get(url).body(Full::new(Bytes::new())) else {
+            return false;
+        };
         match tokio::time::timeout(timeout, self.inner.request(req)).await {
             Ok(Ok(resp)) => {
                 let ok = resp.status().is_success();

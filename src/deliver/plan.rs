@@ -1,6 +1,7 @@
 //! What to send to a backend of a given protocol, and how to bring its answer back to the client:
 //! the translation matrix between client endpoints and backend protocols.
 
+use super::proxy::Call;
 use super::stream::{DropInjectedUsage, StreamTransform};
 use crate::error::GatewayError;
 use crate::protocol::Protocol;
@@ -62,33 +63,43 @@ pub struct Plan {
 }
 
 /// Build the upstream body for `backend_proto` with the backend's `model`.
-pub fn plan(
-    endpoint: Endpoint,
-    backend_proto: Protocol,
-    body: &Value,
-    raw: &Bytes,
-    model: &str,
-    client_model: &str,
-    stream: bool,
-    default_max_tokens: u32,
-) -> Result<Plan, GatewayError> {
+pub fn plan(call: &Call<'_>, backend_proto: Protocol, model: &str, default_max_tokens: u32) -> Result<Plan, GatewayError> {
+    let Call { endpoint, body, raw, model: client_model, stream, .. } = *call;
     let client = endpoint.client_protocol();
     let path = endpoint.upstream_path(backend_proto);
     if client == backend_proto {
-        let wants_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true);
-        let inject = stream && backend_proto == Protocol::Openai && endpoint != Endpoint::Embeddings && !wants_usage;
+        let wants_usage = body
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            == Some(true);
+        let inject = stream
+            && backend_proto == Protocol::Openai
+            && endpoint != Endpoint::Embeddings
+            && !wants_usage;
         if model == client_model && !inject {
-            return Ok(Plan { path, body: raw.clone(), translated: false, injected_usage: false });
+            return Ok(Plan {
+                path,
+                body: raw.clone(),
+                translated: false,
+                injected_usage: false,
+            });
         }
         let mut v = body.clone();
         v["model"] = Value::String(model.to_string());
         if inject {
             v["stream_options"] = serde_json::json!({"include_usage": true});
         }
-        return Ok(Plan { path, body: Bytes::from(v.to_string()), translated: false, injected_usage: inject });
+        return Ok(Plan {
+            path,
+            body: Bytes::from(v.to_string()),
+            translated: false,
+            injected_usage: inject,
+        });
     }
     let v = match (endpoint, backend_proto) {
-        (Endpoint::Chat, Protocol::Anthropic) => tr::chat_request_to_messages(body, model, default_max_tokens)?,
+        (Endpoint::Chat, Protocol::Anthropic) => {
+            tr::chat_request_to_messages(body, model, default_max_tokens)?
+        }
         (Endpoint::Completions, Protocol::Anthropic) => {
             tr::completion_request_to_messages(body, model, default_max_tokens)?
         }
@@ -100,23 +111,42 @@ pub fn plan(
             });
         }
     };
-    Ok(Plan { path, body: Bytes::from(v.to_string()), translated: true, injected_usage: false })
+    Ok(Plan {
+        path,
+        body: Bytes::from(v.to_string()),
+        translated: true,
+        injected_usage: false,
+    })
 }
 
 /// The stream transform for this plan, if any (None: pass bytes through).
-pub fn stream_transform(endpoint: Endpoint, plan: &Plan, client_model: &str, include_usage: bool) -> Option<Box<dyn StreamTransform>> {
+pub fn stream_transform(
+    endpoint: Endpoint,
+    plan: &Plan,
+    client_model: &str,
+    include_usage: bool,
+) -> Option<Box<dyn StreamTransform>> {
     if !plan.translated {
-        return plan.injected_usage.then(|| Box::new(DropInjectedUsage::default()) as Box<dyn StreamTransform>);
+        return plan
+            .injected_usage
+            .then(|| Box::new(DropInjectedUsage::default()) as Box<dyn StreamTransform>);
     }
     Some(match endpoint {
         Endpoint::Chat => Box::new(tr::MessagesToChatStream::new(client_model, include_usage)),
-        Endpoint::Completions => Box::new(tr::MessagesToCompletionStream::new(client_model, include_usage)),
+        Endpoint::Completions => Box::new(tr::MessagesToCompletionStream::new(
+            client_model,
+            include_usage,
+        )),
         _ => Box::new(tr::ChatToMessagesStream::new(client_model)),
     })
 }
 
 /// Translate a whole (non-streamed) success body back to the client's dialect.
-pub fn response_back(endpoint: Endpoint, v: &Value, client_model: &str) -> Result<Value, GatewayError> {
+pub fn response_back(
+    endpoint: Endpoint,
+    v: &Value,
+    client_model: &str,
+) -> Result<Value, GatewayError> {
     Ok(match endpoint {
         Endpoint::Chat => tr::messages_response_to_chat(v, client_model)?,
         Endpoint::Completions => tr::messages_response_to_completion(v, client_model)?,

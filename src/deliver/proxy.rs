@@ -24,7 +24,9 @@ use tokio::time::Instant;
 pub type RespBody = UnsyncBoxBody<Bytes, BoxError>;
 
 pub fn full_body(b: impl Into<Bytes>) -> RespBody {
-    Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(b.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// Largest non-streamed upstream body we read into memory.
@@ -78,7 +80,12 @@ enum Failure {
 
 impl Deliver {
     /// Candidates of the route's pool that can take this call now.
-    fn candidates(&self, call: &Call<'_>, tried: &[usize], now: std::time::Instant) -> (Vec<Candidate>, bool) {
+    fn candidates(
+        &self,
+        call: &Call<'_>,
+        tried: &[usize],
+        now: std::time::Instant,
+    ) -> (Vec<Candidate>, bool) {
         let mut any_serves = false;
         let mut out = Vec::with_capacity(call.route.pool.len());
         for &id in call.route.pool.iter() {
@@ -99,10 +106,22 @@ impl Deliver {
             {
                 continue;
             }
-            let latency_ms = if call.stream { st.ttft_ms.or(st.latency_ms) } else { st.latency_ms };
+            let latency_ms = if call.stream {
+                st.ttft_ms.or(st.latency_ms)
+            } else {
+                st.latency_ms
+            };
             let p = b.cfg.price;
-            let cost = (p.input_per_1m * call.est_input_tokens as f64 + p.output_per_1m * call.est_output_tokens as f64) / 1e6;
-            out.push(Candidate { id, weight: b.cfg.weight, in_flight: st.in_flight, latency_ms, cost });
+            let cost = (p.input_per_1m * call.est_input_tokens as f64
+                + p.output_per_1m * call.est_output_tokens as f64)
+                / 1e6;
+            out.push(Candidate {
+                id,
+                weight: b.cfg.weight,
+                in_flight: st.in_flight,
+                latency_ms,
+                cost,
+            });
         }
         (out, any_serves)
     }
@@ -112,7 +131,9 @@ impl Deliver {
             return balance::rendezvous(key, cands);
         }
         let mut state = call.route.state.lock().expect("pool state lock");
-        balance::select(call.route.algorithm, cands, &mut state, &mut || rand::random::<f64>())
+        balance::select(call.route.algorithm, cands, &mut state, &mut || {
+            rand::random::<f64>()
+        })
     }
 
     pub async fn forward(&self, mut call: Call<'_>) -> Result<Delivered, GatewayError> {
@@ -124,13 +145,24 @@ impl Deliver {
             if !any_serves {
                 return Err(GatewayError::ModelNotFound(call.model.to_string()));
             }
-            let Some(id) = self.pick(&call, &cands) else { break };
+            let Some(id) = self.pick(&call, &cands) else {
+                break;
+            };
             tried.push(id);
             let backend = self.backends[id].clone();
-            Metrics::routing(&call.route.route, backend.name(), call.route.algorithm.as_str());
+            Metrics::routing(
+                &call.route.route,
+                backend.name(),
+                call.route.algorithm.as_str(),
+            );
             last_backend = Some(Arc::from(backend.name()));
             match self.attempt(&mut call, &backend).await {
-                Attempt::Done(response) => return Ok(Delivered { response, backend: last_backend }),
+                Attempt::Done(response) => {
+                    return Ok(Delivered {
+                        response,
+                        backend: last_backend,
+                    });
+                }
                 Attempt::Retry(reason, failure) => {
                     if attempt + 1 < self.max_attempts {
                         Metrics::failover(backend.name(), reason);
@@ -141,7 +173,10 @@ impl Deliver {
             }
         }
         match last {
-            Some(Failure::Upstream(response)) => Ok(Delivered { response, backend: last_backend }),
+            Some(Failure::Upstream(response)) => Ok(Delivered {
+                response,
+                backend: last_backend,
+            }),
             Some(Failure::Error(e)) => Err(e),
             None => Err(GatewayError::NoHealthyBackend(call.route.route.to_string())),
         }
@@ -151,16 +186,7 @@ impl Deliver {
         let cfg = &backend.cfg;
         let client_proto = call.endpoint.client_protocol();
         let model = cfg.model_for(call.model);
-        let plan = match plan::plan(
-            call.endpoint,
-            cfg.protocol,
-            call.body,
-            call.raw,
-            model,
-            call.model,
-            call.stream,
-            self.default_max_tokens,
-        ) {
+        let plan = match plan::plan(call, cfg.protocol, model, self.default_max_tokens) {
             Ok(p) => p,
             Err(e) => return Attempt::Done(error_response(&e, client_proto)),
         };
@@ -175,12 +201,18 @@ impl Deliver {
         let resp = match tokio::time::timeout(cfg.timeouts.first_byte(), client.send(req)).await {
             Err(_) => {
                 backend.passive(false, std::time::Instant::now());
-                return Attempt::Retry("timeout", Failure::Error(GatewayError::UpstreamTimeout(backend.name().into())));
+                return Attempt::Retry(
+                    "timeout",
+                    Failure::Error(GatewayError::UpstreamTimeout(backend.name().into())),
+                );
             }
             Ok(Err(e)) => {
                 backend.passive(false, std::time::Instant::now());
                 let reason = if e.is_connect() { "connect" } else { "io" };
-                let err = GatewayError::UpstreamUnavailable { backend: backend.name().into(), reason: error_chain(&e) };
+                let err = GatewayError::UpstreamUnavailable {
+                    backend: backend.name().into(),
+                    reason: error_chain(&e),
+                };
                 return Attempt::Retry(reason, Failure::Error(err));
             }
             Ok(Ok(r)) => r,
@@ -190,17 +222,35 @@ impl Deliver {
         if status == StatusCode::TOO_MANY_REQUESTS {
             let wait = retry_after(resp.headers()).unwrap_or(Duration::from_secs(1));
             backend.cooldown(now + wait);
-            let body = read_limited(resp.into_body(), deadline).await.unwrap_or_default();
-            return Attempt::Retry("rate_limited", Failure::Upstream(upstream_error(client_proto, status, &body, &plan, Some(wait))));
+            let body = read_limited(resp.into_body(), deadline)
+                .await
+                .unwrap_or_default();
+            return Attempt::Retry(
+                "rate_limited",
+                Failure::Upstream(upstream_error(
+                    client_proto,
+                    status,
+                    &body,
+                    &plan,
+                    Some(wait),
+                )),
+            );
         }
         if status.is_server_error() {
             backend.passive(false, now);
-            let body = read_limited(resp.into_body(), deadline).await.unwrap_or_default();
-            return Attempt::Retry("5xx", Failure::Upstream(upstream_error(client_proto, status, &body, &plan, None)));
+            let body = read_limited(resp.into_body(), deadline)
+                .await
+                .unwrap_or_default();
+            return Attempt::Retry(
+                "5xx",
+                Failure::Upstream(upstream_error(client_proto, status, &body, &plan, None)),
+            );
         }
         backend.passive(true, now);
         if !status.is_success() {
-            let body = read_limited(resp.into_body(), deadline).await.unwrap_or_default();
+            let body = read_limited(resp.into_body(), deadline)
+                .await
+                .unwrap_or_default();
             return Attempt::Done(upstream_error(client_proto, status, &body, &plan, None));
         }
         let is_sse = resp
@@ -209,7 +259,9 @@ impl Deliver {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if is_sse {
-            return Attempt::Done(self.stream_response(call, backend, resp, &plan, guard, sent_at, deadline));
+            return Attempt::Done(
+                self.stream_response(call, backend, resp, &plan, guard, sent_at, deadline),
+            );
         }
         // Whole body: read, count usage, translate if needed.
         let body = match read_limited(resp.into_body(), deadline).await {
@@ -225,7 +277,10 @@ impl Deliver {
         record_usage(call, backend, usage);
         let out = if plan.translated {
             let Some(v) = parsed else {
-                let e = GatewayError::UpstreamUnavailable { backend: backend.name().into(), reason: "upstream answered invalid json".into() };
+                let e = GatewayError::UpstreamUnavailable {
+                    backend: backend.name().into(),
+                    reason: "upstream answered invalid json".into(),
+                };
                 return Attempt::Done(error_response(&e, client_proto));
             };
             match plan::response_back(call.endpoint, &v, call.model) {
@@ -309,12 +364,24 @@ fn record_usage(call: &mut Call<'_>, backend: &Backend, usage: Option<Usage>) {
 fn record_usage_parts(tenant: &str, backend: &Backend, usage: Option<Usage>) {
     if let Some(u) = usage {
         let p = backend.cfg.price;
-        let cost = (p.input_per_1m * u.input_tokens as f64 + p.output_per_1m * u.output_tokens as f64) / 1e6;
-        Metrics::tokens(tenant, backend.name(), u.input_tokens, u.output_tokens, cost);
+        let cost = (p.input_per_1m * u.input_tokens as f64
+            + p.output_per_1m * u.output_tokens as f64)
+            / 1e6;
+        Metrics::tokens(
+            tenant,
+            backend.name(),
+            u.input_tokens,
+            u.output_tokens,
+            cost,
+        );
     }
 }
 
-fn build_request(backend: &Backend, call: &Call<'_>, plan: &Plan) -> Result<Request<Full<Bytes>>, GatewayError> {
+fn build_request(
+    backend: &Backend,
+    call: &Call<'_>,
+    plan: &Plan,
+) -> Result<Request<Full<Bytes>>, GatewayError> {
     let url = format!("{}{}", backend.base_url, plan.path);
     let mut b = Request::post(url)
         .header(CONTENT_TYPE, "application/json")
@@ -347,34 +414,52 @@ fn build_request(backend: &Backend, call: &Call<'_>, plan: &Plan) -> Result<Requ
             }
         }
     }
-    b.body(Full::new(plan.body.clone())).map_err(|e| GatewayError::UpstreamUnavailable {
-        backend: backend.name().into(),
-        reason: format!("cannot build request: {e}"),
-    })
+    b.body(Full::new(plan.body.clone()))
+        .map_err(|e| GatewayError::UpstreamUnavailable {
+            backend: backend.name().into(),
+            reason: format!("cannot build request: {e}"),
+        })
 }
 
-async fn read_limited(body: hyper::body::Incoming, deadline: Instant) -> Result<Bytes, GatewayError> {
+async fn read_limited(
+    body: hyper::body::Incoming,
+    deadline: Instant,
+) -> Result<Bytes, GatewayError> {
     let limited = http_body_util::Limited::new(body, MAX_UPSTREAM_BODY);
     match tokio::time::timeout_at(deadline, limited.collect()).await {
         Err(_) => Err(GatewayError::UpstreamTimeout(String::new())),
-        Ok(Err(e)) => Err(GatewayError::UpstreamUnavailable { backend: String::new(), reason: e.to_string() }),
+        Ok(Err(e)) => Err(GatewayError::UpstreamUnavailable {
+            backend: String::new(),
+            reason: e.to_string(),
+        }),
         Ok(Ok(c)) => Ok(c.to_bytes()),
     }
 }
 
 fn retry_after(h: &HeaderMap) -> Option<Duration> {
     let v = h.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    v.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(|s| Duration::from_secs_f64(s.min(3600.0)))
+    v.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(3600.0)))
 }
 
 /// An upstream error answer, in the client's dialect when the protocols differ.
-fn upstream_error(client: Protocol, status: StatusCode, body: &Bytes, plan: &Plan, wait: Option<Duration>) -> Response<RespBody> {
+fn upstream_error(
+    client: Protocol,
+    status: StatusCode,
+    body: &Bytes,
+    plan: &Plan,
+    wait: Option<Duration>,
+) -> Response<RespBody> {
     let out = if plan.translated || serde_json::from_slice::<Value>(body).is_err() {
         Bytes::from(plan::error_back(client, status.as_u16(), body).to_string())
     } else {
         body.clone()
     };
-    let mut b = Response::builder().status(status).header(CONTENT_TYPE, "application/json");
+    let mut b = Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json");
     if let Some(w) = wait {
         b = b.header(RETRY_AFTER, w.as_secs().max(1).to_string());
     }
@@ -390,7 +475,8 @@ pub fn error_response(e: &GatewayError, proto: Protocol) -> Response<RespBody> {
     if let Some(w) = e.retry_after() {
         b = b.header(RETRY_AFTER, w.as_secs_f64().ceil().max(1.0).to_string());
     }
-    b.body(full_body(e.body(proto).to_string())).expect("valid response")
+    b.body(full_body(e.body(proto).to_string()))
+        .expect("valid response")
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

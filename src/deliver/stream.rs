@@ -49,7 +49,11 @@ impl StreamTransform for DropInjectedUsage {
         let usage_only = ev.data.contains("\"usage\"")
             && serde_json::from_str::<serde_json::Value>(&ev.data)
                 .ok()
-                .and_then(|v| v.get("choices").and_then(|c| c.as_array()).map(|c| c.is_empty()))
+                .and_then(|v| {
+                    v.get("choices")
+                        .and_then(|c| c.as_array())
+                        .map(|c| c.is_empty())
+                })
                 .unwrap_or(false);
         if usage_only {
             return Vec::new();
@@ -66,8 +70,14 @@ impl StreamTransform for DropInjectedUsage {
 
 enum Mode {
     /// Bytes go out as they came; events are parsed on the side for usage.
-    Raw { parser: SseParser, usage: StreamUsage },
-    Transform { parser: SseParser, t: Box<dyn StreamTransform> },
+    Raw {
+        parser: SseParser,
+        usage: StreamUsage,
+    },
+    Transform {
+        parser: SseParser,
+        t: Box<dyn StreamTransform>,
+    },
 }
 
 /// How the stream ended, for metrics, EWMA and token reconciliation.
@@ -107,7 +117,10 @@ impl StreamBody {
     ) -> StreamBody {
         let parser = SseParser::default();
         let mode = match transform {
-            None => Mode::Raw { parser, usage: StreamUsage::default() },
+            None => Mode::Raw {
+                parser,
+                usage: StreamUsage::default(),
+            },
             Some(t) => Mode::Transform { parser, t },
         };
         StreamBody {
@@ -143,7 +156,11 @@ impl StreamBody {
         }
         self.done = true;
         if let Some(f) = self.on_finish.take() {
-            f(StreamOutcome { usage: self.usage(), ttft: self.ttft, error });
+            f(StreamOutcome {
+                usage: self.usage(),
+                ttft: self.ttft,
+                error,
+            });
         }
     }
 
@@ -191,7 +208,10 @@ impl Body for StreamBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
             if let Some(b) = this.pending.pop_front() {
@@ -232,7 +252,11 @@ impl Drop for StreamBody {
     fn drop(&mut self) {
         // The client went away mid-stream: still account for what was used.
         if let Some(f) = self.on_finish.take() {
-            f(StreamOutcome { usage: self.usage(), ttft: self.ttft, error: Some("client_gone") });
+            f(StreamOutcome {
+                usage: self.usage(),
+                ttft: self.ttft,
+                error: Some("client_gone"),
+            });
         }
     }
 }

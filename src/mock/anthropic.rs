@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use http::{Response, StatusCode};
+use http::Response;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::body::{MockBody, error, json_ok};
+use super::body::{MockBody, json_ok};
 use super::control::Snapshot;
-use super::request::{ChatRequest, parse};
+use super::request::{BadRequest, ChatRequest, parse};
 use super::sse::{self, SseTx, event, push_json_str};
 use super::state::{InFlight, State};
 use super::text::Reply;
@@ -49,11 +49,10 @@ enum Block<'a> {
     },
 }
 
-fn parse_chat(body: &[u8]) -> Result<ChatRequest, Response<MockBody>> {
-    let req: ChatRequest = parse(Protocol::Anthropic, body)?;
+fn parse_chat(body: &[u8]) -> Result<ChatRequest, BadRequest> {
+    let req: ChatRequest = parse(body)?;
     if req.messages.is_none() {
-        let msg = "messages: Field required";
-        return Err(error(Protocol::Anthropic, StatusCode::BAD_REQUEST, msg));
+        return Err(BadRequest("messages: Field required".to_owned()));
     }
     Ok(req)
 }
@@ -67,7 +66,7 @@ pub(crate) async fn messages(
 ) -> Response<MockBody> {
     let req = match parse_chat(body) {
         Ok(r) => r,
-        Err(res) => return res,
+        Err(bad) => return bad.into_response(Protocol::Anthropic),
     };
     let n = state.next_id();
     let id = format!("msg_{n}");
@@ -140,8 +139,11 @@ async fn stream_message(
         Reply::Tool(t) => json!({"type": "tool_use", "id": t.id, "name": t.name, "input": {}}),
     };
     let block_start = json!({"type": "content_block_start", "index": 0, "content_block": block});
-    tx.send(event("content_block_start", block_start.to_string().as_bytes()))
-        .await?;
+    tx.send(event(
+        "content_block_start",
+        block_start.to_string().as_bytes(),
+    ))
+    .await?;
     tx.send(event("ping", br#"{"type": "ping"}"#)).await?;
     let (stop_reason, stop_sequence) = match &reply {
         Reply::Text(a) => {
@@ -191,7 +193,7 @@ fn delta(kind: &str, field: &str, value: &str) -> bytes::Bytes {
 pub(crate) fn count_tokens(body: &[u8]) -> Response<MockBody> {
     match parse_chat(body) {
         Ok(req) => json_ok(&json!({"input_tokens": req.prompt_tokens()})),
-        Err(res) => res,
+        Err(bad) => bad.into_response(Protocol::Anthropic),
     }
 }
 

@@ -39,7 +39,9 @@ impl Body for MockBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            MockBody::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |b| b.len() as u64)),
+            MockBody::Full(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |b| b.len() as u64))
+            }
             MockBody::Stream(_) => SizeHint::default(),
         }
     }
@@ -115,9 +117,12 @@ mod tests {
 
     #[test]
     fn error_shapes() {
-        let o: serde_json::Value =
-            serde_json::from_slice(&error_json(Protocol::Openai, StatusCode::TOO_MANY_REQUESTS, "x"))
-                .unwrap();
+        let o: serde_json::Value = serde_json::from_slice(&error_json(
+            Protocol::Openai,
+            StatusCode::TOO_MANY_REQUESTS,
+            "x",
+        ))
+        .unwrap();
         assert_eq!(o["error"]["type"], "rate_limit_error");
         assert!(o["error"]["param"].is_null() && o["error"]["code"].is_null());
         let a: serde_json::Value =

@@ -12,9 +12,9 @@ mod request;
 mod router;
 mod sse;
 mod state;
-mod text;
 #[cfg(test)]
 mod tests;
+mod text;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -84,9 +84,9 @@ pub(crate) async fn chat(
     body: &[u8],
     guard: InFlight,
 ) -> Response<MockBody> {
-    let req: ChatRequest = match parse(Protocol::Openai, body) {
+    let req: ChatRequest = match parse(body) {
         Ok(r) => r,
-        Err(res) => return res,
+        Err(bad) => return bad.into_response(Protocol::Openai),
     };
     if req.messages.is_none() {
         let msg = "Missing required parameter: 'messages'.";
@@ -101,7 +101,13 @@ pub(crate) async fn chat(
     });
     let usage = Usage::new(prompt_tokens, reply.tokens());
     if req.stream() {
-        let chunks = ChunkWriter::new(&id, "chat.completion.chunk", created, &req.model, req.include_usage());
+        let chunks = ChunkWriter::new(
+            &id,
+            "chat.completion.chunk",
+            created,
+            &req.model,
+            req.include_usage(),
+        );
         return sse::stream(snap.tokens_per_sec, snap.ttft, guard, move |tx| {
             stream_chat(tx, chunks, reply, usage)
         });
@@ -185,7 +191,9 @@ async fn stream_chat(
             .await?;
             for frag in sse::fragments(&t.arguments, ARGUMENT_FRAGMENT_CHARS) {
                 tx.token(w.choice(|b| {
-                    b.extend_from_slice(br#"{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"#);
+                    b.extend_from_slice(
+                        br#"{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"#,
+                    );
                     push_json_str(b, frag);
                     b.extend_from_slice(br#"}}]},"logprobs":null,"finish_reason":null}"#);
                 }))
@@ -296,9 +304,9 @@ pub(crate) async fn completions(
     body: &[u8],
     guard: InFlight,
 ) -> Response<MockBody> {
-    let req: CompletionRequest = match parse(Protocol::Openai, body) {
+    let req: CompletionRequest = match parse(body) {
         Ok(r) => r,
-        Err(res) => return res,
+        Err(bad) => return bad.into_response(Protocol::Openai),
     };
     let (prompt_tokens, last) = prompt_facts(&req.prompt);
     let stops: &[String] = match &req.stop {
@@ -319,14 +327,19 @@ pub(crate) async fn completions(
     if req.stream.unwrap_or(false) {
         let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
         let w = ChunkWriter::new(&id, "text_completion", created, &req.model, include_usage);
-        return sse::stream(snap.tokens_per_sec, snap.ttft, guard, move |mut tx| async move {
-            for word in a.chunks() {
-                tx.token(w.choice(|b| text_choice(b, word, None))).await?;
-            }
-            tx.send(w.choice(|b| text_choice(b, "", Some(&a.finish))))
-                .await?;
-            finish_stream(&tx, &w, usage).await
-        });
+        return sse::stream(
+            snap.tokens_per_sec,
+            snap.ttft,
+            guard,
+            move |mut tx| async move {
+                for word in a.chunks() {
+                    tx.token(w.choice(|b| text_choice(b, word, None))).await?;
+                }
+                tx.send(w.choice(|b| text_choice(b, "", Some(&a.finish))))
+                    .await?;
+                finish_stream(&tx, &w, usage).await
+            },
+        );
     }
     if !snap.ttft.is_zero() {
         tokio::time::sleep(snap.ttft).await;
@@ -372,7 +385,11 @@ fn prompt_facts(prompt: &Value) -> (u32, &str) {
     }
     let (mut chars, mut tokens, mut last) = (0, 0, "");
     walk(prompt, &mut chars, &mut tokens, &mut last);
-    let text_tokens = if chars > 0 { tokens_for_chars(chars) } else { 0 };
+    let text_tokens = if chars > 0 {
+        tokens_for_chars(chars)
+    } else {
+        0
+    };
     let id_tokens = u32::try_from(tokens).unwrap_or(u32::MAX);
     (text_tokens.saturating_add(id_tokens).max(1), last)
 }
@@ -392,9 +409,9 @@ const EMBEDDING_DIMS: usize = 16;
 
 /// `POST /v1/embeddings`: deterministic vectors (a hash of each input seeds them).
 pub(crate) async fn embeddings(snap: &Snapshot, body: &[u8]) -> Response<MockBody> {
-    let req: EmbeddingRequest = match parse(Protocol::Openai, body) {
+    let req: EmbeddingRequest = match parse(body) {
         Ok(r) => r,
-        Err(res) => return res,
+        Err(bad) => return bad.into_response(Protocol::Openai),
     };
     let inputs: Vec<&Value> = match &req.input {
         Some(Value::Array(items)) if items.first().is_some_and(|v| !v.is_number()) => {
@@ -406,7 +423,9 @@ pub(crate) async fn embeddings(snap: &Snapshot, body: &[u8]) -> Response<MockBod
             return error(Protocol::Openai, StatusCode::BAD_REQUEST, msg);
         }
     };
-    let dims = req.dimensions.map_or(EMBEDDING_DIMS, |d| (d as usize).clamp(1, 4096));
+    let dims = req
+        .dimensions
+        .map_or(EMBEDDING_DIMS, |d| (d as usize).clamp(1, 4096));
     let base64 = req.encoding_format.as_deref() == Some("base64");
     let mut prompt_tokens = 0u32;
     let data: Vec<Value> = inputs
@@ -438,9 +457,9 @@ pub(crate) async fn embeddings(snap: &Snapshot, body: &[u8]) -> Response<MockBod
 
 /// A unit-length vector derived from `seed_text` (FNV-1a seeded splitmix64).
 fn embedding(seed_text: &str, dims: usize) -> Vec<f32> {
-    let mut x = seed_text
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let mut x = seed_text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     let mut v: Vec<f32> = (0..dims)
         .map(|_| {
             x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -481,7 +500,12 @@ fn base64_encode(bytes: &[u8]) -> String {
 /// `GET /v1/models`.
 pub(crate) fn models(state: &State) -> Response<MockBody> {
     let created = 1_700_000_000u64;
-    let ids = ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "mock-model"];
+    let ids = [
+        "gpt-4o",
+        "gpt-4o-mini",
+        "text-embedding-3-small",
+        "mock-model",
+    ];
     let data: Vec<Value> = ids
         .iter()
         .map(|id| json!({"id": id, "object": "model", "created": created, "owned_by": state.cfg.name}))

@@ -3,20 +3,30 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use http::{Response, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use super::body::{MockBody, error};
 use crate::protocol::Protocol;
 
-/// Parse a JSON request body, or answer 400 in the protocol's shape.
-pub(crate) fn parse<T: DeserializeOwned>(protocol: Protocol, body: &[u8]) -> Result<T, Response<MockBody>> {
+/// A request the mock refuses with 400; becomes the protocol's error JSON.
+pub(crate) struct BadRequest(pub String);
+
+impl BadRequest {
+    pub fn into_response(self, protocol: Protocol) -> Response<MockBody> {
+        error(protocol, StatusCode::BAD_REQUEST, &self.0)
+    }
+}
+
+/// Parse a JSON request body.
+pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, BadRequest> {
     serde_json::from_slice(body).map_err(|e| {
-        let msg = format!("We could not parse the JSON body of your request: {e}");
-        error(protocol, StatusCode::BAD_REQUEST, &msg)
+        BadRequest(format!(
+            "We could not parse the JSON body of your request: {e}"
+        ))
     })
 }
 
@@ -125,7 +135,9 @@ impl ChatRequest {
     }
 
     pub fn include_usage(&self) -> bool {
-        self.stream_options.as_ref().is_some_and(|o| o.include_usage)
+        self.stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage)
     }
 
     /// Stop sequences, from `stop` (OpenAI) or `stop_sequences` (Anthropic).
@@ -140,7 +152,12 @@ impl ChatRequest {
 
     /// Prompt tokens: ceil(chars of all system and message text / 4), at least 1.
     pub fn prompt_tokens(&self) -> u32 {
-        let chars = self.system.chars() + self.messages().iter().map(|m| m.content.chars()).sum::<usize>();
+        let chars = self.system.chars()
+            + self
+                .messages()
+                .iter()
+                .map(|m| m.content.chars())
+                .sum::<usize>();
         tokens_for_chars(chars)
     }
 

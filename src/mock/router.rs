@@ -75,9 +75,7 @@ fn endpoint(protocol: Protocol, path: &str) -> Option<(Endpoint, Method)> {
         (Protocol::Openai, "/v1/completions") => (Endpoint::Completions, Method::POST),
         (Protocol::Openai, "/v1/embeddings") => (Endpoint::Embeddings, Method::POST),
         (Protocol::Anthropic, "/v1/messages") => (Endpoint::Messages, Method::POST),
-        (Protocol::Anthropic, "/v1/messages/count_tokens") => {
-            (Endpoint::CountTokens, Method::POST)
-        }
+        (Protocol::Anthropic, "/v1/messages/count_tokens") => (Endpoint::CountTokens, Method::POST),
         _ => return None,
     })
 }
@@ -152,7 +150,10 @@ fn authorized(headers: &HeaderMap, key: &str) -> bool {
             .is_some_and(|v| v.as_bytes() == key.as_bytes())
 }
 
-async fn read_body(protocol: Protocol, req: Request<Incoming>) -> Result<Bytes, Response<MockBody>> {
+async fn read_body(
+    protocol: Protocol,
+    req: Request<Incoming>,
+) -> Result<Bytes, Response<MockBody>> {
     match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(error(

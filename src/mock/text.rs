@@ -119,7 +119,10 @@ pub(crate) fn answer(
     let mut text = String::with_capacity(limit * 7);
     let mut ends = Vec::with_capacity(limit);
     for word in words {
-        if let Some(stop) = stops.iter().find(|s| !s.trim().is_empty() && s.trim() == word) {
+        if let Some(stop) = stops
+            .iter()
+            .find(|s| !s.trim().is_empty() && s.trim() == word)
+        {
             finish = Finish::StopSequence(stop.clone());
             break;
         }
@@ -192,7 +195,10 @@ mod tests {
         assert_eq!(a.tokens(), 6);
         assert_eq!(a.finish, Finish::Stop);
         let chunks: Vec<_> = a.chunks().collect();
-        assert_eq!(chunks, ["mock", " says:", " hello", " there", " lorem", " ipsum"]);
+        assert_eq!(
+            chunks,
+            ["mock", " says:", " hello", " there", " lorem", " ipsum"]
+        );
     }
 
     #[test]

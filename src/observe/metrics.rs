@@ -24,7 +24,8 @@ pub const COST: &str = "sluice_cost_microusd_total";
 pub const LIMITER_DECISIONS: &str = "sluice_limiter_decisions_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -55,7 +56,8 @@ impl Metrics {
         histogram!(REQUEST_DURATION, "route" => route.to_string()).record(elapsed.as_secs_f64());
     }
     pub fn upstream(backend: &str, elapsed: Duration) {
-        histogram!(UPSTREAM_DURATION, "backend" => backend.to_string()).record(elapsed.as_secs_f64());
+        histogram!(UPSTREAM_DURATION, "backend" => backend.to_string())
+            .record(elapsed.as_secs_f64());
     }
     pub fn ttft(backend: &str, elapsed: Duration) {
         histogram!(TTFT, "backend" => backend.to_string()).record(elapsed.as_secs_f64());
@@ -71,7 +73,11 @@ impl Metrics {
             .increment(1);
     }
     pub fn healthy(backend: &str, healthy: bool) {
-        gauge!(BACKEND_HEALTHY, "backend" => backend.to_string()).set(if healthy { 1.0 } else { 0.0 });
+        gauge!(BACKEND_HEALTHY, "backend" => backend.to_string()).set(if healthy {
+            1.0
+        } else {
+            0.0
+        });
     }
     pub fn ejected(backend: &str) {
         counter!(BACKEND_EJECTIONS, "backend" => backend.to_string()).increment(1);
@@ -90,6 +96,7 @@ impl Metrics {
             .increment((cost_usd * 1_000_000.0).round() as u64);
     }
     pub fn limiter(tenant: &str, outcome: &'static str) {
-        counter!(LIMITER_DECISIONS, "tenant" => tenant.to_string(), "outcome" => outcome).increment(1);
+        counter!(LIMITER_DECISIONS, "tenant" => tenant.to_string(), "outcome" => outcome)
+            .increment(1);
     }
 }

@@ -2,4 +2,4 @@
 
 pub mod metrics;
 
-pub use self::metrics::{install, Metrics};
+pub use self::metrics::{Metrics, install};

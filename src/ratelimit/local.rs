@@ -28,14 +28,19 @@ impl LocalLimiter {
     pub fn new<'a>(tenants: impl IntoIterator<Item = &'a TenantConfig>) -> LocalLimiter {
         let mut buckets = HashMap::new();
         for t in tenants {
-            let Some(rpm) = t.limits.requests_per_minute else { continue };
+            let Some(rpm) = t.limits.requests_per_minute else {
+                continue;
+            };
             let burst = t.limits.burst.unwrap_or(rpm.div_ceil(60).max(1));
             let quota = Quota::per_minute(NonZeroU32::new(rpm).expect("validated above 0"))
                 .allow_burst(NonZeroU32::new(burst).expect("validated above 0"));
             let bucket = Gcra::direct(quota).with_middleware::<StateInformationMiddleware>();
             buckets.insert(t.id.clone(), TenantBucket { rpm, burst, bucket });
         }
-        LocalLimiter { buckets, clock: DefaultClock::default() }
+        LocalLimiter {
+            buckets,
+            clock: DefaultClock::default(),
+        }
     }
 
     fn decide(&self, req: LimitRequest<'_>) -> Decision {
@@ -103,19 +108,33 @@ mod tests {
     fn burst_then_refuse_with_retry_after() {
         let t = tenant(60, 3);
         let l = LocalLimiter::new([&t]);
-        let req = LimitRequest { tenant: "t", requests: 1, tokens: 0 };
+        let req = LimitRequest {
+            tenant: "t",
+            requests: 1,
+            tokens: 0,
+        };
         let rem: Vec<_> = (0..3).map(|_| l.decide(req)).collect();
         assert!(rem.iter().all(|d| d.allowed));
         assert_eq!(rem[2].remaining, Some(0));
         let d = l.decide(req);
         assert!(!d.allowed);
         let wait = d.retry_after.unwrap();
-        assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
     }
 
     #[test]
     fn unknown_or_unlimited_tenant_passes() {
         let l = LocalLimiter::new([]);
-        assert!(l.decide(LimitRequest { tenant: "x", requests: 1, tokens: 0 }).allowed);
+        assert!(
+            l.decide(LimitRequest {
+                tenant: "x",
+                requests: 1,
+                tokens: 0
+            })
+            .allowed
+        );
     }
 }

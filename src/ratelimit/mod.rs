@@ -34,7 +34,13 @@ pub struct Decision {
 
 impl Decision {
     pub fn unlimited() -> Decision {
-        Decision { allowed: true, limit: None, remaining: None, reset: Duration::ZERO, retry_after: None }
+        Decision {
+            allowed: true,
+            limit: None,
+            remaining: None,
+            reset: Duration::ZERO,
+            retry_after: None,
+        }
     }
 }
 

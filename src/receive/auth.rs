@@ -20,7 +20,10 @@ impl TenantTable {
     pub fn new<'a>(tenants: impl IntoIterator<Item = &'a TenantConfig>) -> TenantTable {
         let mut by_key = HashMap::new();
         for t in tenants {
-            let tenant = Arc::new(Tenant { id: t.id.clone(), tier: t.tier.clone() });
+            let tenant = Arc::new(Tenant {
+                id: t.id.clone(),
+                tier: t.tier.clone(),
+            });
             for k in t.resolved_keys() {
                 by_key.insert(k, tenant.clone());
             }
@@ -33,7 +36,10 @@ impl TenantTable {
         let key = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))?;
         self.by_key.get(key.trim())
     }

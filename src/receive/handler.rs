@@ -23,16 +23,28 @@ const DEFAULT_EST_OUTPUT: u64 = 256;
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<RespBody> {
     let started = Instant::now();
     let request_id = app.request_id(req.headers());
-    let mut out = Outcome { route: None, backend: None, limit: None };
+    let mut out = Outcome {
+        route: None,
+        backend: None,
+        limit: None,
+    };
     let mut resp = dispatch(&app, req, &request_id, &mut out).await;
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert("x-request-id", v);
     }
-    if let Some(r) = out.route.as_deref().and_then(|r| HeaderValue::from_str(r).ok()) {
+    if let Some(r) = out
+        .route
+        .as_deref()
+        .and_then(|r| HeaderValue::from_str(r).ok())
+    {
         h.insert("x-sluice-route", r);
     }
-    if let Some(b) = out.backend.as_deref().and_then(|b| HeaderValue::from_str(b).ok()) {
+    if let Some(b) = out
+        .backend
+        .as_deref()
+        .and_then(|b| HeaderValue::from_str(b).ok())
+    {
         h.insert("x-sluice-backend", b);
     }
     if let Some(d) = out.limit {
@@ -55,13 +67,22 @@ struct Outcome {
     limit: Option<Decision>,
 }
 
-async fn dispatch(app: &App, req: Request<Incoming>, request_id: &str, out: &mut Outcome) -> Response<RespBody> {
+async fn dispatch(
+    app: &App,
+    req: Request<Incoming>,
+    request_id: &str,
+    out: &mut Outcome,
+) -> Response<RespBody> {
     let path = req.uri().path();
     match (req.method(), path) {
         (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
         (&Method::GET, "/readyz") => {
             let ready = app.ready();
-            let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             json_response(status, &json!({"ready": ready}))
         }
         (&Method::GET, "/metrics") => Response::builder()
@@ -85,7 +106,10 @@ async fn dispatch(app: &App, req: Request<Incoming>, request_id: &str, out: &mut
                     }
                 }
             }
-            Some(ep) => error_response(&GatewayError::MethodNotAllowed(p.to_string()), ep.client_protocol()),
+            Some(ep) => error_response(
+                &GatewayError::MethodNotAllowed(p.to_string()),
+                ep.client_protocol(),
+            ),
             None => error_response(&GatewayError::NotFound(p.to_string()), Protocol::Openai),
         },
     }
@@ -98,7 +122,11 @@ async fn proxy(
     request_id: &str,
     out: &mut Outcome,
 ) -> Result<Response<RespBody>, GatewayError> {
-    let tenant = app.tenants.authenticate(req.headers()).cloned().ok_or(GatewayError::Unauthorized)?;
+    let tenant = app
+        .tenants
+        .authenticate(req.headers())
+        .cloned()
+        .ok_or(GatewayError::Unauthorized)?;
     let max = app.cfg.listen.max_body_bytes;
     let declared = req
         .headers()
@@ -111,12 +139,20 @@ async fn proxy(
     let (parts, body) = req.into_parts();
     let raw: Bytes = match Limited::new(body, max).collect().await {
         Ok(c) => c.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
             return Err(GatewayError::PayloadTooLarge(max));
         }
-        Err(e) => return Err(GatewayError::BadJson(format!("could not read the body: {e}"))),
+        Err(e) => {
+            return Err(GatewayError::BadJson(format!(
+                "could not read the body: {e}"
+            )));
+        }
     };
-    let body: Value = serde_json::from_slice(&raw).map_err(|e| GatewayError::BadJson(e.to_string()))?;
+    let body: Value =
+        serde_json::from_slice(&raw).map_err(|e| GatewayError::BadJson(e.to_string()))?;
     if !body.is_object() {
         return Err(GatewayError::BadJson("expected a json object".into()));
     }
@@ -124,12 +160,25 @@ async fn proxy(
         .get("model")
         .and_then(Value::as_str)
         .filter(|m| !m.is_empty())
-        .ok_or_else(|| GatewayError::BadRequest { field: "model".into(), reason: "a non-empty string is required".into() })?;
+        .ok_or_else(|| GatewayError::BadRequest {
+            field: "model".into(),
+            reason: "a non-empty string is required".into(),
+        })?;
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let include_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true);
+    let include_usage = body
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        == Some(true);
 
     // Shape: admission through the rate-limiter seam.
-    let decision = app.limiter.check(LimitRequest { tenant: &tenant.id, requests: 1, tokens: 0 }).await;
+    let decision = app
+        .limiter
+        .check(LimitRequest {
+            tenant: &tenant.id,
+            requests: 1,
+            tokens: 0,
+        })
+        .await;
     out.limit = Some(decision);
     if !decision.allowed {
         Metrics::limiter(&tenant.id, "limited");
@@ -142,7 +191,13 @@ async fn proxy(
     Metrics::limiter(&tenant.id, "allowed");
 
     // Route.
-    let meta = RequestMeta { path: parts.uri.path(), headers: &parts.headers, tier: &tenant.tier, model, request_id };
+    let meta = RequestMeta {
+        path: parts.uri.path(),
+        headers: &parts.headers,
+        tier: &tenant.tier,
+        model,
+        request_id,
+    };
     let route = app.router.decide(&meta);
     out.route = Some(route.route.clone());
 

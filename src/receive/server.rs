@@ -13,7 +13,13 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 /// Serve until `shutdown`, then wait up to `drain` for open connections to finish.
-pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor>, shutdown: CancellationToken, drain: Duration) {
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+    drain: Duration,
+) {
     let mut builder = Builder::new(TokioExecutor::new());
     let max_header = app.cfg.listen.max_header_bytes;
     builder
@@ -22,7 +28,10 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor
         .header_read_timeout(Duration::from_secs(30))
         .max_buf_size(max_header.max(8192))
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(max_header as u32);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(max_header as u32);
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     loop {
@@ -45,7 +54,9 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor
         });
         match &tls {
             None => {
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
@@ -58,7 +69,12 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let tls_stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                    let tls_stream = match tokio::time::timeout(
+                        Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             tracing::debug!(error = %e, %remote, "tls handshake failed");
@@ -66,7 +82,9 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor
                         }
                         Err(_) => return,
                     };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), svc).into_owned();
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(tls_stream), svc)
+                        .into_owned();
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, %remote, "connection ended with error");
                     }

@@ -18,11 +18,16 @@ pub enum TlsError {
 
 pub fn load_tls(cfg: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
     let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| TlsError::Read { path: p.display().to_string(), reason: e.to_string() })
+        std::fs::read(p).map_err(|e| TlsError::Read {
+            path: p.display().to_string(),
+            reason: e.to_string(),
+        })
     };
     let cert_pem = read(&cfg.cert)?;
     let key_pem = read(&cfg.key)?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice()).flatten().collect();
+    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .flatten()
+        .collect();
     if certs.is_empty() {
         return Err(TlsError::NoCert(cfg.cert.display().to_string()));
     }

@@ -72,11 +72,20 @@ impl Router {
             .iter()
             .map(|r| {
                 let r = &r.value;
-                let MatchConfig { headers, path, user_tier, model } = &r.matches;
+                let MatchConfig {
+                    headers,
+                    path,
+                    user_tier,
+                    model,
+                } = &r.matches;
                 CompiledRule {
                     headers: headers
                         .iter()
-                        .filter_map(|(k, v)| HeaderName::try_from(k.to_ascii_lowercase()).ok().map(|h| (h, v.clone())))
+                        .filter_map(|(k, v)| {
+                            HeaderName::try_from(k.to_ascii_lowercase())
+                                .ok()
+                                .map(|h| (h, v.clone()))
+                        })
                         .collect(),
                     path: path.clone(),
                     tiers: user_tier.as_ref().map(|t| t.as_slice().to_vec()),
@@ -161,8 +170,20 @@ routing:
   default: { backend: [openai-basic], algorithm: round-robin }
 "#;
 
-    fn meta<'a>(path: &'a str, h: &'a HeaderMap, tier: &'a str, model: &'a str, id: &'a str) -> RequestMeta<'a> {
-        RequestMeta { path, headers: h, tier, model, request_id: id }
+    fn meta<'a>(
+        path: &'a str,
+        h: &'a HeaderMap,
+        tier: &'a str,
+        model: &'a str,
+        id: &'a str,
+    ) -> RequestMeta<'a> {
+        RequestMeta {
+            path,
+            headers: h,
+            tier,
+            model,
+            request_id: id,
+        }
     }
 
     #[test]
@@ -190,7 +211,10 @@ routing:
         let r = Router::new(&cfg);
         let h = HeaderMap::new();
         let ids: Vec<String> = (0..10_000).map(|i| format!("req-{i}")).collect();
-        let hits = ids.iter().filter(|id| &*r.decide(&meta("/v1/chat", &h, "x", "canary", id)).route == "canary").count();
+        let hits = ids
+            .iter()
+            .filter(|id| &*r.decide(&meta("/v1/chat", &h, "x", "canary", id)).route == "canary")
+            .count();
         assert!((2_700..3_300).contains(&hits), "{hits}");
     }
 }

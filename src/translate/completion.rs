@@ -32,7 +32,10 @@ pub fn completion_request_to_messages(
     if let Some(best_of) = obj.get("best_of").filter(|v| !v.is_null())
         && best_of.as_u64() != Some(1)
     {
-        return Err(unsupported("best_of", "Anthropic generates a single candidate"));
+        return Err(unsupported(
+            "best_of",
+            "Anthropic generates a single candidate",
+        ));
     }
     let prompt = match obj.get("prompt") {
         Some(Value::String(s)) => s.as_str(),
@@ -40,11 +43,24 @@ pub fn completion_request_to_messages(
             [Value::String(s)] => s.as_str(),
             [] => return Err(invalid("prompt", "expected a non-empty prompt")),
             [Value::String(_), ..] => {
-                return Err(unsupported("prompt", "Anthropic completes one prompt per request"));
+                return Err(unsupported(
+                    "prompt",
+                    "Anthropic completes one prompt per request",
+                ));
             }
-            _ => return Err(unsupported("prompt[0]", "token-id prompts cannot be sent to Anthropic")),
+            _ => {
+                return Err(unsupported(
+                    "prompt[0]",
+                    "token-id prompts cannot be sent to Anthropic",
+                ));
+            }
         },
-        _ => return Err(invalid("prompt", "expected a string or an array of strings")),
+        _ => {
+            return Err(invalid(
+                "prompt",
+                "expected a string or an array of strings",
+            ));
+        }
     };
     if prompt.is_empty() {
         return Err(invalid("prompt", "expected a non-empty prompt"));

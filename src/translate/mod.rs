@@ -12,6 +12,7 @@ mod common;
 mod completion;
 mod error;
 mod estimate;
+mod messages_to_anthropic;
 mod request_to_anthropic;
 mod request_to_openai;
 mod response;

@@ -51,7 +51,12 @@ pub fn messages_request_to_chat(req: &Value, model: &str) -> Result<Value, Trans
                 messages.push(json!({"role": "system", "content": texts.join("\n\n")}));
             }
         }
-        Some(_) => return Err(invalid("system", "expected a string or an array of text blocks")),
+        Some(_) => {
+            return Err(invalid(
+                "system",
+                "expected a string or an array of text blocks",
+            ));
+        }
     }
 
     let turns = obj
@@ -68,7 +73,12 @@ pub fn messages_request_to_chat(req: &Value, model: &str) -> Result<Value, Trans
         match req_str(m, "role", &path)? {
             "user" => user_messages(content, &cpath, &mut messages)?,
             "assistant" => messages.push(assistant_message(content, &cpath)?),
-            other => return Err(invalid(join(&path, "role"), format!("unknown role `{other}`"))),
+            other => {
+                return Err(invalid(
+                    join(&path, "role"),
+                    format!("unknown role `{other}`"),
+                ));
+            }
         }
     }
 
@@ -128,7 +138,10 @@ fn reject_anthropic_only_fields(obj: &Map<String, Value>) -> Result<(), Translat
     if let Some(thinking) = obj.get("thinking").filter(|v| !v.is_null())
         && thinking.get("type").and_then(Value::as_str) != Some("disabled")
     {
-        return Err(unsupported("thinking", "OpenAI chat completions have no extended thinking"));
+        return Err(unsupported(
+            "thinking",
+            "OpenAI chat completions have no extended thinking",
+        ));
     }
     for key in ["mcp_servers", "container", "context_management"] {
         if !is_off(obj.get(key)) {
@@ -176,7 +189,10 @@ fn user_messages(content: &Value, path: &str, out: &mut Vec<Value>) -> Result<()
     Ok(())
 }
 
-fn source<'a>(b: &'a Map<String, Value>, path: &str) -> Result<(&'a Map<String, Value>, String, &'a str), TranslateError> {
+fn source<'a>(
+    b: &'a Map<String, Value>,
+    path: &str,
+) -> Result<(&'a Map<String, Value>, String, &'a str), TranslateError> {
     let spath = join(path, "source");
     let source = b
         .get("source")
@@ -208,7 +224,10 @@ fn image_part(b: &Map<String, Value>, path: &str) -> Result<Value, TranslateErro
 /// A base64 PDF `document` block → an OpenAI `file` part.
 fn file_part(b: &Map<String, Value>, path: &str) -> Result<Value, TranslateError> {
     if b.get("citations").and_then(|c| c.get("enabled")) == Some(&Value::Bool(true)) {
-        return Err(unsupported(join(path, "citations"), "OpenAI has no document citations"));
+        return Err(unsupported(
+            join(path, "citations"),
+            "OpenAI has no document citations",
+        ));
     }
     let (source, spath, kind) = source(b, path)?;
     let media_type = source.get("media_type").and_then(Value::as_str);
@@ -264,7 +283,12 @@ fn tool_message(b: &Map<String, Value>, path: &str) -> Result<Value, TranslateEr
     let content = match texts.len() {
         0 => json!(""),
         1 => json!(texts[0]),
-        _ => Value::Array(texts.iter().map(|t| json!({"type": "text", "text": t})).collect()),
+        _ => Value::Array(
+            texts
+                .iter()
+                .map(|t| json!({"type": "text", "text": t}))
+                .collect(),
+        ),
     };
     Ok(json!({"role": "tool", "tool_call_id": id, "content": content}))
 }
@@ -353,8 +377,15 @@ fn tools(obj: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<(), T
         "auto" => json!("auto"),
         "any" => json!("required"),
         "none" => json!("none"),
-        "tool" => json!({"type": "function", "function": {"name": req_str(choice, "name", "tool_choice")?}}),
-        other => return Err(invalid("tool_choice.type", format!("unknown tool_choice `{other}`"))),
+        "tool" => {
+            json!({"type": "function", "function": {"name": req_str(choice, "name", "tool_choice")?}})
+        }
+        other => {
+            return Err(invalid(
+                "tool_choice.type",
+                format!("unknown tool_choice `{other}`"),
+            ));
+        }
     };
     out.insert("tool_choice".into(), mapped);
     if choice.get("disable_parallel_tool_use") == Some(&Value::Bool(true)) {

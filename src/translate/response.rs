@@ -24,7 +24,10 @@ pub(crate) struct AnthropicMessage<'a> {
 pub(crate) fn read_anthropic_message(resp: &Value) -> Result<AnthropicMessage<'_>, TranslateError> {
     let obj = as_obj(resp, "body")?;
     if obj.get("type").and_then(Value::as_str) == Some("error") {
-        return Err(invalid("type", "the upstream body is an error, not a message"));
+        return Err(invalid(
+            "type",
+            "the upstream body is an error, not a message",
+        ));
     }
     let content = obj
         .get("content")
@@ -48,7 +51,9 @@ pub(crate) fn read_anthropic_message(resp: &Value) -> Result<AnthropicMessage<'_
                     },
                 }));
             }
-            other => tracing::debug!(block_type = ?other, "skipping anthropic block with no chat equivalent"),
+            other => {
+                tracing::debug!(block_type = ?other, "skipping anthropic block with no chat equivalent")
+            }
         }
     }
     let finish_reason = obj
@@ -69,7 +74,10 @@ pub(crate) fn read_anthropic_message(resp: &Value) -> Result<AnthropicMessage<'_
 }
 
 /// Translate an Anthropic message response into an OpenAI `chat.completion`.
-pub fn messages_response_to_chat(resp: &Value, client_model: &str) -> Result<Value, TranslateError> {
+pub fn messages_response_to_chat(
+    resp: &Value,
+    client_model: &str,
+) -> Result<Value, TranslateError> {
     let m = read_anthropic_message(resp)?;
     let mut message = Map::new();
     message.insert("role".into(), json!("assistant"));
@@ -99,10 +107,16 @@ pub fn messages_response_to_chat(resp: &Value, client_model: &str) -> Result<Val
 }
 
 /// Translate an OpenAI `chat.completion` into an Anthropic message response (first choice).
-pub fn chat_response_to_messages(resp: &Value, client_model: &str) -> Result<Value, TranslateError> {
+pub fn chat_response_to_messages(
+    resp: &Value,
+    client_model: &str,
+) -> Result<Value, TranslateError> {
     let obj = as_obj(resp, "body")?;
     if obj.get("error").is_some_and(|e| !e.is_null()) {
-        return Err(invalid("error", "the upstream body is an error, not a completion"));
+        return Err(invalid(
+            "error",
+            "the upstream body is an error, not a completion",
+        ));
     }
     let choice = obj
         .get("choices")
@@ -120,14 +134,21 @@ pub fn chat_response_to_messages(resp: &Value, client_model: &str) -> Result<Val
         Some(Value::String(s)) => text.push_str(s),
         Some(Value::Array(parts)) => {
             for p in parts {
-                if let Some(t) = p.get("text").or_else(|| p.get("refusal")).and_then(Value::as_str) {
+                if let Some(t) = p
+                    .get("text")
+                    .or_else(|| p.get("refusal"))
+                    .and_then(Value::as_str)
+                {
                     text.push_str(t);
                 }
             }
         }
         _ => {}
     }
-    let refusal = message.get("refusal").and_then(Value::as_str).filter(|r| !r.is_empty());
+    let refusal = message
+        .get("refusal")
+        .and_then(Value::as_str)
+        .filter(|r| !r.is_empty());
     if let Some(r) = refusal {
         text.push_str(r);
     }
@@ -137,17 +158,26 @@ pub fn chat_response_to_messages(resp: &Value, client_model: &str) -> Result<Val
     if let Some(calls) = message.get("tool_calls").and_then(Value::as_array) {
         for (j, call) in calls.iter().enumerate() {
             let path = format!("choices[0].message.tool_calls[{j}]");
-            let f = call.get("function").and_then(Value::as_object).ok_or_else(|| {
-                invalid(format!("{path}.function"), "expected an object")
-            })?;
+            let f = call
+                .get("function")
+                .and_then(Value::as_object)
+                .ok_or_else(|| invalid(format!("{path}.function"), "expected an object"))?;
             let input = match f.get("arguments") {
                 Some(Value::String(s)) if !s.trim().is_empty() => serde_json::from_str::<Value>(s)
-                    .map_err(|e| invalid(format!("{path}.function.arguments"), format!("not valid JSON: {e}")))?,
+                    .map_err(|e| {
+                        invalid(
+                            format!("{path}.function.arguments"),
+                            format!("not valid JSON: {e}"),
+                        )
+                    })?,
                 Some(v @ Value::Object(_)) => v.clone(),
                 _ => json!({}),
             };
             if !input.is_object() {
-                return Err(invalid(format!("{path}.function.arguments"), "must encode a JSON object"));
+                return Err(invalid(
+                    format!("{path}.function.arguments"),
+                    "must encode a JSON object",
+                ));
             }
             content.push(json!({
                 "type": "tool_use",

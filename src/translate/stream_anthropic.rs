@@ -133,7 +133,10 @@ impl ChatToMessagesStream {
                     let id = call["id"]
                         .as_str()
                         .map_or_else(|| format!("toolu_{}", fresh_suffix()), str::to_string);
-                    let name = call.pointer("/function/name").and_then(Value::as_str).unwrap_or("");
+                    let name = call
+                        .pointer("/function/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
                     self.tools.push((tool, b));
                     self.open_block(
                         Open::Tool(b, tool),
@@ -144,7 +147,10 @@ impl ChatToMessagesStream {
                 }
             },
         };
-        let partial = call.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("");
+        let partial = call
+            .pointer("/function/arguments")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if !partial.is_empty() {
             out.push(event(
                 "content_block_delta",
@@ -237,7 +243,10 @@ impl ChatToMessagesStream {
         if self.stop_reason.is_some() {
             self.terminate(&mut out);
         } else {
-            self.error("upstream stream ended before the message was complete", &mut out);
+            self.error(
+                "upstream stream ended before the message was complete",
+                &mut out,
+            );
         }
         out
     }

@@ -83,7 +83,9 @@ impl AnthropicToOpenAi {
     /// A chunk with one choice: chat `delta`, or completion `text` (taken from `delta.content`).
     fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
         let choice = match self.flavor {
-            Flavor::Chat => json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}),
+            Flavor::Chat => {
+                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
+            }
             Flavor::Completion => json!({
                 "index": 0,
                 "text": delta.get("content").and_then(Value::as_str).unwrap_or(""),
@@ -109,7 +111,8 @@ impl AnthropicToOpenAi {
 
     fn error_frame(&mut self, kind: &str, message: &str) -> Bytes {
         self.done = true;
-        let body = json!({"error": {"message": message, "type": kind, "param": null, "code": null}});
+        let body =
+            json!({"error": {"message": message, "type": kind, "param": null, "code": null}});
         encode_sse(None, &body.to_string())
     }
 
@@ -194,7 +197,11 @@ impl AnthropicToOpenAi {
                     }
                     Some("input_json_delta") => {
                         let partial = delta["partial_json"].as_str().unwrap_or("");
-                        let tool = self.tools.iter().find(|(b, _)| *b == index).map(|(_, t)| *t);
+                        let tool = self
+                            .tools
+                            .iter()
+                            .find(|(b, _)| *b == index)
+                            .map(|(_, t)| *t);
                         if let Some(tool) = tool
                             && !partial.is_empty()
                         {
@@ -253,7 +260,10 @@ impl AnthropicToOpenAi {
             // Upstream omitted message_stop after a complete message: close politely.
             self.terminate(&mut out);
         } else {
-            out.push(self.error_frame("server_error", "upstream stream ended before the message was complete"));
+            out.push(self.error_frame(
+                "server_error",
+                "upstream stream ended before the message was complete",
+            ));
         }
         out
     }

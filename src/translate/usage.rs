@@ -133,7 +133,9 @@ impl StreamUsage {
         };
         match v.get("type").and_then(Value::as_str) {
             Some("message_start") => {
-                if let Some(d) = v.pointer("/message/usage").and_then(UsageDetail::from_anthropic)
+                if let Some(d) = v
+                    .pointer("/message/usage")
+                    .and_then(UsageDetail::from_anthropic)
                 {
                     self.usage = Some(d.usage);
                 }

@@ -27,21 +27,32 @@ fn tools() -> Value {
 #[tokio::test]
 async fn message_non_stream() {
     let mock = start_default(Protocol::Anthropic).await;
-    let res = mock.post("/v1/messages", &messages(json!({"max_tokens": 6}))).await;
+    let res = mock
+        .post("/v1/messages", &messages(json!({"max_tokens": 6})))
+        .await;
     assert_eq!(res.status, StatusCode::OK);
     let v = res.json();
     assert!(v["id"].as_str().unwrap().starts_with("msg_"));
     assert_eq!(v["type"], "message");
     assert_eq!(v["role"], "assistant");
     assert_eq!(v["model"], "claude-test");
-    assert_eq!(v["content"], json!([{"type": "text", "text": "mock says: hi there lorem ipsum"}]));
+    assert_eq!(
+        v["content"],
+        json!([{"type": "text", "text": "mock says: hi there lorem ipsum"}])
+    );
     assert_eq!(v["stop_reason"], "max_tokens");
     assert!(v["stop_sequence"].is_null());
-    assert_eq!(v["usage"]["input_tokens"], tokens("be brief".len() + "hi there".len()));
+    assert_eq!(
+        v["usage"]["input_tokens"],
+        tokens("be brief".len() + "hi there".len())
+    );
     assert_eq!(v["usage"]["output_tokens"], 6);
 
     let v = mock
-        .post("/v1/messages", &messages(json!({"stop_sequences": ["lorem"]})))
+        .post(
+            "/v1/messages",
+            &messages(json!({"stop_sequences": ["lorem"]})),
+        )
         .await
         .json();
     assert_eq!(v["content"][0]["text"], "mock says: hi there");
@@ -57,7 +68,10 @@ async fn message_non_stream() {
 async fn message_stream_event_sequence() {
     let mock = start_default(Protocol::Anthropic).await;
     let res = mock
-        .post("/v1/messages", &messages(json!({"stream": true, "max_tokens": 4})))
+        .post(
+            "/v1/messages",
+            &messages(json!({"stream": true, "max_tokens": 4})),
+        )
         .await;
     assert_eq!(res.header("content-type"), "text/event-stream");
     let events = sse_events(res.text());
@@ -89,7 +103,10 @@ async fn message_stream_event_sequence() {
     assert_eq!(msg["content"], json!([]));
     assert_eq!(msg["usage"]["output_tokens"], 1);
     assert_eq!(msg["usage"]["input_tokens"], 4);
-    assert_eq!(data[1]["content_block"], json!({"type": "text", "text": ""}));
+    assert_eq!(
+        data[1]["content_block"],
+        json!({"type": "text", "text": ""})
+    );
     let text: String = data[3..7]
         .iter()
         .map(|d| {
@@ -98,7 +115,7 @@ async fn message_stream_event_sequence() {
         })
         .collect();
     assert_eq!(text, "mock says: hi there");
-    assert_eq!(data[8]["delta"]["stop_reason"], "end_turn");
+    assert_eq!(data[8]["delta"]["stop_reason"], "max_tokens");
     assert!(data[8]["delta"]["stop_sequence"].is_null());
     assert_eq!(data[8]["usage"]["output_tokens"], 4);
 }
@@ -133,7 +150,10 @@ async fn tool_use_non_stream_and_after_result() {
 async fn tool_use_stream() {
     let mock = start_default(Protocol::Anthropic).await;
     let res = mock
-        .post("/v1/messages", &messages(json!({"tools": tools(), "stream": true})))
+        .post(
+            "/v1/messages",
+            &messages(json!({"tools": tools(), "stream": true})),
+        )
         .await;
     let events = sse_events(res.text());
     let data: Vec<Value> = events
@@ -155,7 +175,10 @@ async fn tool_use_stream() {
         })
         .collect();
     assert!(n - 6 > 1, "partial_json is fragmented");
-    assert_eq!(serde_json::from_str::<Value>(&partial).unwrap(), json!({"input": "hi there"}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&partial).unwrap(),
+        json!({"input": "hi there"})
+    );
     assert_eq!(data[n - 3]["type"], "content_block_stop");
     assert_eq!(data[n - 2]["delta"]["stop_reason"], "tool_use");
     assert_eq!(data[n - 2]["usage"]["output_tokens"], 8);
@@ -173,11 +196,21 @@ async fn api_key_required() {
     assert_eq!(res.header("x-mock-name"), "keyed");
     assert_eq!(res.json()["error"]["type"], "authentication_error");
     let res = mock
-        .request(Method::POST, "/v1/messages", &body, &[("x-api-key", "wrong")])
+        .request(
+            Method::POST,
+            "/v1/messages",
+            &body,
+            &[("x-api-key", "wrong")],
+        )
         .await;
     assert_eq!(res.status, StatusCode::UNAUTHORIZED);
-    for header in [("x-api-key", "sk-test"), ("authorization", "Bearer sk-test")] {
-        let res = mock.request(Method::POST, "/v1/messages", &body, &[header]).await;
+    for header in [
+        ("x-api-key", "sk-test"),
+        ("authorization", "Bearer sk-test"),
+    ] {
+        let res = mock
+            .request(Method::POST, "/v1/messages", &body, &[header])
+            .await;
         assert_eq!(res.status, StatusCode::OK);
     }
     // Health stays open.

@@ -39,7 +39,10 @@ async fn anthropic_rate_limit_shape() {
     mock.post("/_mock/control", &json!({"rate_limit_rps": 0}))
         .await;
     let res = mock
-        .post("/v1/messages", &json!({"model": "m", "max_tokens": 5, "messages": []}))
+        .post(
+            "/v1/messages",
+            &json!({"model": "m", "max_tokens": 5, "messages": []}),
+        )
         .await;
     assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(res.header("retry-after"), "1");
@@ -101,8 +104,11 @@ async fn control_rejects_bad_settings_atomically() {
 #[tokio::test]
 async fn error_rate_and_health() {
     let mock = start_default(Protocol::Anthropic).await;
-    mock.post("/_mock/control", &json!({"error_rate": 1.0, "healthy": false}))
-        .await;
+    mock.post(
+        "/_mock/control",
+        &json!({"error_rate": 1.0, "healthy": false}),
+    )
+    .await;
     let res = mock
         .post("/v1/messages", &json!({"model": "m", "messages": []}))
         .await;
@@ -126,7 +132,9 @@ async fn malformed_json_unknown_path_wrong_method() {
         .await;
     assert_eq!(res.status, StatusCode::BAD_REQUEST);
     assert_eq!(res.json()["error"]["type"], "invalid_request_error");
-    let res = mock.post("/v1/chat/completions", &json!({"model": "m"})).await;
+    let res = mock
+        .post("/v1/chat/completions", &json!({"model": "m"}))
+        .await;
     assert_eq!(res.status, StatusCode::BAD_REQUEST);
 
     let res = mock.get("/v1/nope").await;
@@ -147,7 +155,8 @@ async fn stream_counts_in_flight_until_done() {
     let mut cfg = MockConfig::new(Protocol::Openai, "mock");
     cfg.tokens_per_sec = 1000.0;
     let mock = start(cfg).await;
-    let body = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "x"}]});
+    let body =
+        json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "x"}]});
     let res = mock.post("/v1/chat/completions", &body).await;
     assert!(res.text().ends_with("data: [DONE]\n\n"));
     eventually("in_flight back to 0", || async {

@@ -35,9 +35,8 @@ pub(super) struct Reply {
 
 impl Reply {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn text(&self) -> &str {
@@ -97,7 +96,8 @@ impl Mock {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Reply {
-        self.request(Method::POST, path, &body.to_string(), &[]).await
+        self.request(Method::POST, path, &body.to_string(), &[])
+            .await
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -167,4 +167,39 @@ where
 /// Prompt tokens of a text: ceil(chars / 4).
 pub(super) fn tokens(chars: usize) -> u64 {
     chars.div_ceil(4).max(1) as u64
+}
+
+#[test]
+fn config_flags_parse_with_defaults() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        mock: MockConfig,
+    }
+    let d = Cli::parse_from(["mock"]).mock;
+    let n = MockConfig::new(Protocol::Openai, "mock");
+    assert_eq!(format!("{d:?}"), format!("{n:?}"));
+    let c = Cli::parse_from([
+        "mock",
+        "--protocol",
+        "anthropic",
+        "--name",
+        "a1",
+        "--rate-limit-rps",
+        "2.5",
+        "--api-key",
+        "k",
+        "--output-tokens",
+        "3",
+        "--tokens-per-sec",
+        "10",
+    ])
+    .mock;
+    assert_eq!(c.protocol, Protocol::Anthropic);
+    assert_eq!(c.name, "a1");
+    assert_eq!(c.rate_limit_rps, Some(2.5));
+    assert_eq!(c.api_key.as_deref(), Some("k"));
+    assert_eq!(c.output_tokens, 3);
+    assert_eq!(c.tokens_per_sec, 10.0);
 }

@@ -98,7 +98,12 @@ async fn chat_stream_with_usage() {
     let mock = start_default(Protocol::Openai).await;
     let body = chat(json!({"stream": true, "stream_options": {"include_usage": true}}));
     let res = mock
-        .request(http::Method::POST, "/v1/chat/completions", &body.to_string(), &[])
+        .request(
+            http::Method::POST,
+            "/v1/chat/completions",
+            &body.to_string(),
+            &[],
+        )
         .await;
     assert_eq!(res.status, StatusCode::OK);
     assert_eq!(res.header("content-type"), "text/event-stream");
@@ -145,7 +150,10 @@ async fn chat_stream_with_usage() {
 async fn chat_stream_without_usage_has_no_usage_field() {
     let mock = start_default(Protocol::Openai).await;
     let res = mock
-        .post("/v1/chat/completions", &chat(json!({"stream": true, "max_tokens": 3})))
+        .post(
+            "/v1/chat/completions",
+            &chat(json!({"stream": true, "max_tokens": 3})),
+        )
         .await;
     let events = sse_events(res.text());
     assert_eq!(events.len(), 1 + 3 + 1 + 1);
@@ -171,7 +179,11 @@ async fn stream_frames_arrive_as_produced() {
     let first_word = frames[1].0;
     let done = frames.last().unwrap().0;
     // 9 paced gaps of 20ms: the first token came well before the end.
-    assert!(done - first_word >= Duration::from_millis(150), "{:?}", done - first_word);
+    assert!(
+        done - first_word >= Duration::from_millis(150),
+        "{:?}",
+        done - first_word
+    );
 }
 
 #[tokio::test]
@@ -192,7 +204,8 @@ async fn chat_tool_call_non_stream() {
     assert!(call["id"].as_str().unwrap().starts_with("call_"));
     assert_eq!(call["type"], "function");
     assert_eq!(call["function"]["name"], "get_weather");
-    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
     assert_eq!(args, json!({"input": HELLO}));
     assert_eq!(v["usage"]["completion_tokens"], 8);
 
@@ -207,7 +220,10 @@ async fn chat_tool_call_non_stream() {
 
     // tool_choice "none" disables the call.
     let v = mock
-        .post("/v1/chat/completions", &chat(json!({"tools": tools, "tool_choice": "none"})))
+        .post(
+            "/v1/chat/completions",
+            &chat(json!({"tools": tools, "tool_choice": "none"})),
+        )
         .await
         .json();
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
@@ -217,7 +233,8 @@ async fn chat_tool_call_non_stream() {
 async fn chat_tool_call_stream() {
     let mock = start_default(Protocol::Openai).await;
     let tools = json!([{"type": "function", "function": {"name": "lookup"}}]);
-    let body = chat(json!({"tools": tools, "stream": true, "stream_options": {"include_usage": true}}));
+    let body =
+        chat(json!({"tools": tools, "stream": true, "stream_options": {"include_usage": true}}));
     let res = mock.post("/v1/chat/completions", &body).await;
     let events = sse_events(res.text());
     assert_eq!(events.last().unwrap().1, "[DONE]");
@@ -265,7 +282,12 @@ async fn legacy_completions() {
     assert_eq!(events.len(), 3 + 1 + 1 + 1);
     let text: String = events[..3]
         .iter()
-        .map(|(_, d)| serde_json::from_str::<Value>(d).unwrap()["choices"][0]["text"].as_str().unwrap().to_owned())
+        .map(|(_, d)| {
+            serde_json::from_str::<Value>(d).unwrap()["choices"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(text, "mock says: x");
     let usage: Value = serde_json::from_str(&events[4].1).unwrap();
@@ -303,7 +325,9 @@ async fn h2c_prior_knowledge() {
         .http2_only(true)
         .build_http();
     let req = http::Request::post(format!("http://{}/v1/chat/completions", mock.addr))
-        .body(Full::new(Bytes::from(chat(json!({"stream": true})).to_string())))
+        .body(Full::new(Bytes::from(
+            chat(json!({"stream": true})).to_string(),
+        )))
         .unwrap();
     let res = client.request(req).await.unwrap();
     assert_eq!(res.version(), http::Version::HTTP_2);

@@ -22,7 +22,10 @@ pub(super) fn events(frames: &[Bytes]) -> Vec<SseEvent> {
     for f in frames {
         out.extend(parser.push(f));
     }
-    assert!(parser.finish().is_empty(), "frames must end with a blank line");
+    assert!(
+        parser.finish().is_empty(),
+        "frames must end with a blank line"
+    );
     out
 }
 

@@ -41,7 +41,10 @@ fn basic_fields_and_default_max_tokens() {
 #[test]
 fn max_tokens_prefers_max_completion_tokens() {
     let msgs = json!([{"role": "user", "content": "Hi"}]);
-    assert_eq!(tr(json!({"messages": msgs, "max_tokens": 50}))["max_tokens"], 50);
+    assert_eq!(
+        tr(json!({"messages": msgs, "max_tokens": 50}))["max_tokens"],
+        50
+    );
     assert_eq!(
         tr(json!({"messages": msgs, "max_tokens": 50, "max_completion_tokens": 70}))["max_tokens"],
         70
@@ -51,7 +54,11 @@ fn max_tokens_prefers_max_completion_tokens() {
         "max_tokens",
     );
     assert_invalid(
-        chat_request_to_messages(&json!({"messages": msgs, "max_completion_tokens": "x"}), "m", 10),
+        chat_request_to_messages(
+            &json!({"messages": msgs, "max_completion_tokens": "x"}),
+            "m",
+            10,
+        ),
         "max_completion_tokens",
     );
 }
@@ -139,7 +146,10 @@ fn tools_tool_calls_and_tool_results() {
             {"name": "noargs", "input_schema": {"type": "object", "properties": {}}},
         ])
     );
-    assert_eq!(out["tool_choice"], json!({"type": "any", "disable_parallel_tool_use": true}));
+    assert_eq!(
+        out["tool_choice"],
+        json!({"type": "any", "disable_parallel_tool_use": true})
+    );
 }
 
 #[test]
@@ -217,12 +227,18 @@ fn invalid_tool_arguments_are_invalid() {
 #[test]
 fn stop_string_or_array() {
     let msgs = json!([{"role": "user", "content": "x"}]);
-    assert_eq!(tr(json!({"messages": msgs, "stop": "END"}))["stop_sequences"], json!(["END"]));
+    assert_eq!(
+        tr(json!({"messages": msgs, "stop": "END"}))["stop_sequences"],
+        json!(["END"])
+    );
     assert_eq!(
         tr(json!({"messages": msgs, "stop": ["a", "b"]}))["stop_sequences"],
         json!(["a", "b"])
     );
-    assert_eq!(tr(json!({"messages": msgs, "stop": null})).get("stop_sequences"), None);
+    assert_eq!(
+        tr(json!({"messages": msgs, "stop": null})).get("stop_sequences"),
+        None
+    );
     assert_invalid(
         chat_request_to_messages(&json!({"messages": msgs, "stop": ["a", 1]}), "m", 1),
         "stop[1]",
@@ -280,7 +296,10 @@ fn pdf_file_part_becomes_document() {
     let req = json!({"messages": [{"role": "user", "content": [
         {"type": "file", "file": {"file_id": "file-123"}},
     ]}]});
-    assert_unsupported(chat_request_to_messages(&req, "m", 1), "messages[0].content[0].file.file_id");
+    assert_unsupported(
+        chat_request_to_messages(&req, "m", 1),
+        "messages[0].content[0].file.file_id",
+    );
 }
 
 #[test]
@@ -299,13 +318,21 @@ fn unsupported_top_level_fields_are_named() {
         ("temperature", json!(1.5), "temperature"),
         ("reasoning_effort", json!("high"), "reasoning_effort"),
         ("functions", json!([{"name": "f"}]), "functions"),
-        ("prediction", json!({"type": "content", "content": "x"}), "prediction"),
+        (
+            "prediction",
+            json!({"type": "content", "content": "x"}),
+            "prediction",
+        ),
         (
             "response_format",
             json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}),
             "response_format.type",
         ),
-        ("response_format", json!({"type": "json_object"}), "response_format.type"),
+        (
+            "response_format",
+            json!({"type": "json_object"}),
+            "response_format.type",
+        ),
     ];
     for (key, value, field) in cases {
         let mut req = json!({"messages": msgs});
@@ -324,7 +351,10 @@ fn unsupported_message_parts_are_named() {
     let audio = json!({"messages": [{"role": "user", "content": [
         {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
     ]}]});
-    assert_unsupported(chat_request_to_messages(&audio, "m", 1), "messages[0].content[0].type");
+    assert_unsupported(
+        chat_request_to_messages(&audio, "m", 1),
+        "messages[0].content[0].type",
+    );
     let func = json!({"messages": [
         {"role": "user", "content": "x"},
         {"role": "function", "name": "f", "content": "y"},
@@ -339,15 +369,27 @@ fn unsupported_message_parts_are_named() {
 fn invalid_shapes_are_named() {
     assert_invalid(chat_request_to_messages(&json!({}), "m", 1), "messages");
     assert_invalid(
-        chat_request_to_messages(&json!({"messages": [{"role": "system", "content": "x"}]}), "m", 1),
+        chat_request_to_messages(
+            &json!({"messages": [{"role": "system", "content": "x"}]}),
+            "m",
+            1,
+        ),
         "messages",
     );
     assert_invalid(
-        chat_request_to_messages(&json!({"messages": [{"role": "wizard", "content": "x"}]}), "m", 1),
+        chat_request_to_messages(
+            &json!({"messages": [{"role": "wizard", "content": "x"}]}),
+            "m",
+            1,
+        ),
         "messages[0].role",
     );
     assert_invalid(
-        chat_request_to_messages(&json!({"messages": [{"role": "tool", "content": "x"}]}), "m", 1),
+        chat_request_to_messages(
+            &json!({"messages": [{"role": "tool", "content": "x"}]}),
+            "m",
+            1,
+        ),
         "messages[0].tool_call_id",
     );
     assert_invalid(
@@ -370,6 +412,7 @@ fn invalid_shapes_are_named() {
 
 #[test]
 fn safety_identifier_maps_to_user_id() {
-    let out = tr(json!({"messages": [{"role": "user", "content": "x"}], "safety_identifier": "s-1"}));
+    let out =
+        tr(json!({"messages": [{"role": "user", "content": "x"}], "safety_identifier": "s-1"}));
     assert_eq!(out["metadata"], json!({"user_id": "s-1"}));
 }

@@ -41,10 +41,14 @@ fn basic_fields() {
 
 #[test]
 fn stream_requests_usage() {
-    let out = tr(json!({"max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "x"}]}));
+    let out = tr(
+        json!({"max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "x"}]}),
+    );
     assert_eq!(out["stream"], true);
     assert_eq!(out["stream_options"], json!({"include_usage": true}));
-    let out = tr(json!({"max_tokens": 5, "stream": false, "messages": [{"role": "user", "content": "x"}]}));
+    let out = tr(
+        json!({"max_tokens": 5, "stream": false, "messages": [{"role": "user", "content": "x"}]}),
+    );
     assert_eq!(out["stream"], false);
     assert_eq!(out.get("stream_options"), None);
 }
@@ -61,7 +65,10 @@ fn system_blocks_join_and_cache_control_is_dropped() {
             {"type": "text", "text": "Hi", "cache_control": {"type": "ephemeral"}},
         ]}],
     }));
-    assert_eq!(out["messages"][0], json!({"role": "system", "content": "One.\n\nTwo."}));
+    assert_eq!(
+        out["messages"][0],
+        json!({"role": "system", "content": "One.\n\nTwo."})
+    );
     assert_eq!(out["messages"][1], json!({"role": "user", "content": "Hi"}));
 }
 
@@ -120,14 +127,19 @@ fn tool_only_assistant_has_null_content() {
         {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]},
     ]}));
     assert_eq!(out["messages"][1]["content"], Value::Null);
-    assert_eq!(out["messages"][1]["tool_calls"][0]["function"]["arguments"], "{}");
+    assert_eq!(
+        out["messages"][1]["tool_calls"][0]["function"]["arguments"],
+        "{}"
+    );
 }
 
 #[test]
 fn tool_choice_variants() {
     let choice = |c: Value| {
-        tr(json!({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
-                  "tools": [{"name": "f", "input_schema": {"type": "object"}}], "tool_choice": c}))
+        tr(
+            json!({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
+                  "tools": [{"name": "f", "input_schema": {"type": "object"}}], "tool_choice": c}),
+        )
     };
     assert_eq!(choice(json!({"type": "auto"}))["tool_choice"], "auto");
     assert_eq!(choice(json!({"type": "none"}))["tool_choice"], "none");
@@ -135,18 +147,23 @@ fn tool_choice_variants() {
         choice(json!({"type": "tool", "name": "f"}))["tool_choice"],
         json!({"type": "function", "function": {"name": "f"}})
     );
-    assert_eq!(choice(json!({"type": "auto"})).get("parallel_tool_calls"), None);
+    assert_eq!(
+        choice(json!({"type": "auto"})).get("parallel_tool_calls"),
+        None
+    );
 }
 
 #[test]
 fn images_and_documents() {
-    let out = tr(json!({"max_tokens": 5, "messages": [{"role": "user", "content": [
-        {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "/9j/4AAQ"}},
-        {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
-        {"type": "document", "title": "report.pdf",
-         "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}},
-        {"type": "text", "text": "Describe."},
-    ]}]}));
+    let out = tr(
+        json!({"max_tokens": 5, "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "/9j/4AAQ"}},
+            {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
+            {"type": "document", "title": "report.pdf",
+             "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}},
+            {"type": "text", "text": "Describe."},
+        ]}]}),
+    );
     assert_eq!(
         out["messages"][0]["content"],
         json!([
@@ -163,10 +180,26 @@ fn unsupported_fields_are_named() {
     let base = json!({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]});
     let cases = [
         ("top_k", json!(40), "top_k"),
-        ("thinking", json!({"type": "enabled", "budget_tokens": 2000}), "thinking"),
-        ("stop_sequences", json!(["a", "b", "c", "d", "e"]), "stop_sequences"),
-        ("mcp_servers", json!([{"type": "url", "url": "https://x", "name": "x"}]), "mcp_servers"),
-        ("tools", json!([{"type": "web_search_20250305", "name": "web_search"}]), "tools[0].type"),
+        (
+            "thinking",
+            json!({"type": "enabled", "budget_tokens": 2000}),
+            "thinking",
+        ),
+        (
+            "stop_sequences",
+            json!(["a", "b", "c", "d", "e"]),
+            "stop_sequences",
+        ),
+        (
+            "mcp_servers",
+            json!([{"type": "url", "url": "https://x", "name": "x"}]),
+            "mcp_servers",
+        ),
+        (
+            "tools",
+            json!([{"type": "web_search_20250305", "name": "web_search"}]),
+            "tools[0].type",
+        ),
     ];
     for (key, value, field) in cases {
         let mut req = base.clone();
@@ -184,16 +217,20 @@ fn unsupported_blocks_are_named() {
     let req = |content: Value| json!({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}, {"role": "user", "content": content}]});
     assert_unsupported(
         messages_request_to_chat(
-            &req(json!([{"type": "document", "source": {"type": "url", "url": "https://x/a.pdf"}}])),
+            &req(
+                json!([{"type": "document", "source": {"type": "url", "url": "https://x/a.pdf"}}]),
+            ),
             "m",
         ),
         "messages[2].content[0].source.type",
     );
     assert_unsupported(
         messages_request_to_chat(
-            &req(json!([{"type": "tool_result", "tool_use_id": "t", "content": [
-                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA"}},
-            ]}])),
+            &req(
+                json!([{"type": "tool_result", "tool_use_id": "t", "content": [
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA"}},
+                ]}]),
+            ),
             "m",
         ),
         "messages[2].content[0].content[0].type",
@@ -213,9 +250,15 @@ fn unsupported_blocks_are_named() {
 
 #[test]
 fn invalid_shapes_are_named() {
-    assert_invalid(messages_request_to_chat(&json!({"max_tokens": 5}), "m"), "messages");
     assert_invalid(
-        messages_request_to_chat(&json!({"messages": [{"role": "system", "content": "x"}]}), "m"),
+        messages_request_to_chat(&json!({"max_tokens": 5}), "m"),
+        "messages",
+    );
+    assert_invalid(
+        messages_request_to_chat(
+            &json!({"messages": [{"role": "system", "content": "x"}]}),
+            "m",
+        ),
         "messages[0].role",
     );
     assert_invalid(

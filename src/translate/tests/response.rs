@@ -140,7 +140,10 @@ fn chat_refusal_to_anthropic() {
         "message": {"role": "assistant", "content": null, "refusal": "I can't help with that."}}]});
     let out = chat_response_to_messages(&resp, "m").unwrap();
     assert_eq!(out["stop_reason"], "refusal");
-    assert_eq!(out["content"], json!([{"type": "text", "text": "I can't help with that."}]));
+    assert_eq!(
+        out["content"],
+        json!([{"type": "text", "text": "I can't help with that."}])
+    );
     assert_eq!(out["usage"]["input_tokens"], 0);
 }
 
@@ -154,12 +157,21 @@ fn bad_responses_are_invalid() {
         chat_response_to_messages(&resp, "m"),
         "choices[0].message.tool_calls[0].function.arguments",
     );
-    assert_invalid(chat_response_to_messages(&json!({"choices": []}), "m"), "choices");
     assert_invalid(
-        messages_response_to_chat(&json!({"type": "error", "error": {"type": "api_error", "message": "x"}}), "m"),
+        chat_response_to_messages(&json!({"choices": []}), "m"),
+        "choices",
+    );
+    assert_invalid(
+        messages_response_to_chat(
+            &json!({"type": "error", "error": {"type": "api_error", "message": "x"}}),
+            "m",
+        ),
         "type",
     );
-    assert_invalid(messages_response_to_chat(&json!({"id": "msg_1"}), "m"), "content");
+    assert_invalid(
+        messages_response_to_chat(&json!({"id": "msg_1"}), "m"),
+        "content",
+    );
 }
 
 #[test]
@@ -170,7 +182,10 @@ fn round_trip_keeps_content_and_usage() {
     )
     .unwrap();
     assert_eq!(back["id"], "msg_01ABC");
-    assert_eq!(back["content"], json!([{"type": "text", "text": "Hello there"}]));
+    assert_eq!(
+        back["content"],
+        json!([{"type": "text", "text": "Hello there"}])
+    );
     assert_eq!(back["stop_reason"], "end_turn");
     // Cache creation is not expressible in OpenAI usage: it folds into uncached input.
     assert_eq!(back["usage"]["input_tokens"], 12);

@@ -1,0 +1,100 @@
+//! SSE parser and encoder.
+
+use crate::translate::{SseEvent, SseParser, encode_sse};
+
+fn e(event: Option<&str>, data: &str) -> SseEvent {
+    SseEvent {
+        event: event.map(str::to_string),
+        data: data.to_string(),
+    }
+}
+
+#[test]
+fn parses_named_and_unnamed_events() {
+    let mut p = SseParser::default();
+    let out = p.push(b"event: ping\ndata: {\"type\":\"ping\"}\n\ndata: hello\n\n");
+    assert_eq!(
+        out,
+        vec![e(Some("ping"), "{\"type\":\"ping\"}"), e(None, "hello")]
+    );
+}
+
+#[test]
+fn events_split_across_every_byte() {
+    let raw = b"event: a\r\ndata: one\r\n\r\nevent: b\r\ndata: two\r\n\r\n";
+    let mut p = SseParser::default();
+    let mut out = Vec::new();
+    for b in raw {
+        out.extend(p.push(std::slice::from_ref(b)));
+    }
+    assert_eq!(out, vec![e(Some("a"), "one"), e(Some("b"), "two")]);
+}
+
+#[test]
+fn crlf_split_between_cr_and_lf() {
+    let mut p = SseParser::default();
+    assert!(p.push(b"data: x\r").is_empty());
+    // The LF completes the CRLF: it must not count as a second (blank) line.
+    assert!(p.push(b"\n").is_empty());
+    assert_eq!(p.push(b"\r"), vec![e(None, "x")]);
+    assert!(p.push(b"\n").is_empty());
+    assert_eq!(p.push(b"data: y\r\n\r\n"), vec![e(None, "y")]);
+}
+
+#[test]
+fn bare_cr_line_ends() {
+    let mut p = SseParser::default();
+    assert_eq!(p.push(b"data: a\rdata: b\r\r"), vec![e(None, "a\nb")]);
+}
+
+#[test]
+fn multi_line_data_comments_and_other_fields() {
+    let mut p = SseParser::default();
+    let out = p.push(b": keep-alive\nid: 7\nretry: 100\ndata: line1\ndata:line2\ndata\n\n");
+    assert_eq!(out, vec![e(None, "line1\nline2\n")]);
+}
+
+#[test]
+fn blank_lines_without_data_dispatch_nothing() {
+    let mut p = SseParser::default();
+    assert!(p.push(b"\n\n: comment\n\nevent: orphan\n\n").is_empty());
+    // The orphan event name does not leak into the next event.
+    assert_eq!(p.push(b"data: x\n\n"), vec![e(None, "x")]);
+}
+
+#[test]
+fn utf8_split_across_chunks_and_bom() {
+    let raw = "\u{feff}data: héllo ✓\n\n".as_bytes();
+    let mut p = SseParser::default();
+    let mut out = Vec::new();
+    for c in raw.chunks(3) {
+        out.extend(p.push(c));
+    }
+    assert_eq!(out, vec![e(None, "héllo ✓")]);
+}
+
+#[test]
+fn finish_flushes_an_unterminated_event() {
+    let mut p = SseParser::default();
+    assert!(p.push(b"data: [DONE]").is_empty());
+    assert_eq!(p.finish(), vec![e(None, "[DONE]")]);
+    assert!(p.finish().is_empty());
+}
+
+#[test]
+fn encode_round_trips() {
+    assert_eq!(
+        &encode_sse(Some("message_stop"), "{}")[..],
+        b"event: message_stop\ndata: {}\n\n"
+    );
+    assert_eq!(&encode_sse(None, "[DONE]")[..], b"data: [DONE]\n\n");
+    assert_eq!(
+        &encode_sse(None, "a\r\nb\nc")[..],
+        b"data: a\ndata: b\ndata: c\n\n"
+    );
+    let mut p = SseParser::default();
+    assert_eq!(
+        p.push(&encode_sse(Some("x"), "a\nb")),
+        vec![e(Some("x"), "a\nb")]
+    );
+}

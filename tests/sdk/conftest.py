@@ -1,0 +1,64 @@
+"""Real processes for the SDK tests: two simulated upstreams and a gateway, on loopback, port 0."""
+import os
+import queue
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.environ.get("SLUICE_BIN", os.path.join(ROOT, "target", "debug", "sluice"))
+
+
+def _start(args, marker):
+    proc = subprocess.Popen([BIN, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(l) for l in proc.stdout], daemon=True).start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if marker in line:
+            addr = line.split("://", 1)[1].split()[0]
+            return proc, "http://" + addr
+    proc.kill()
+    raise RuntimeError(f"sluice {' '.join(args)} did not start")
+
+
+@pytest.fixture(scope="session")
+def gateway():
+    procs = []
+    try:
+        oa, oa_url = _start(["mock-upstream", "--listen", "127.0.0.1:0", "--protocol", "openai", "--name", "oa-sim"], "listening on")
+        procs.append(oa)
+        an, an_url = _start(["mock-upstream", "--listen", "127.0.0.1:0", "--protocol", "anthropic", "--name", "an-sim"], "listening on")
+        procs.append(an)
+        cfg = f"""
+backends:
+  - name: oa
+    url: "{oa_url}"
+    protocol: openai
+    models: {{ gpt-4o-mini: gpt-4o-mini-2024-07-18 }}
+  - name: an
+    url: "{an_url}"
+    protocol: anthropic
+    models: {{ claude-haiku: claude-3-5-haiku-latest }}
+tenants:
+  - {{ id: sdk, tier: premium, keys: [sk-sdk-test] }}
+routing:
+  strategy: round-robin
+"""
+        path = os.path.join(tempfile.mkdtemp(), "sluice.yaml")
+        with open(path, "w") as f:
+            f.write(cfg)
+        gw, gw_url = _start(["run", "--config", path, "--listen", "127.0.0.1:0"], "sluice listening on")
+        procs.append(gw)
+        yield gw_url
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(timeout=10)
