@@ -35,6 +35,18 @@ pub struct BackendConfig {
     pub eject_after: u32,
     #[serde(default = "ten_s")]
     pub eject_for_ms: u64,
+    /// Pace requests to this backend so a burst arrives spread out (GCRA spacing).
+    #[serde(default)]
+    pub smoothing: Option<SmoothingConfig>,
+}
+
+/// At most `rate_per_sec` request starts per second, `burst` of them back to back.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmoothingConfig {
+    pub rate_per_sec: f64,
+    #[serde(default = "one")]
+    pub burst: u32,
 }
 
 /// US dollars per million tokens.
@@ -239,6 +251,15 @@ impl BackendConfig {
                 at("timeouts"),
                 Some(line),
                 "timeouts must be above 0",
+            ));
+        }
+        if let Some(s) = &self.smoothing
+            && (s.rate_per_sec <= 0.0 || !s.rate_per_sec.is_finite() || s.burst == 0)
+        {
+            return Err(ConfigError::invalid(
+                at("smoothing"),
+                Some(line),
+                "rate_per_sec above 0 and burst >= 1",
             ));
         }
         if self.eject_after == 0 {

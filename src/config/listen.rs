@@ -18,9 +18,6 @@ pub struct ListenConfig {
     pub max_body_bytes: usize,
     #[serde(default = "default_max_header")]
     pub max_header_bytes: usize,
-    /// Admin endpoints (`/admin/...`) require `Authorization: Bearer` with the value of this env var.
-    #[serde(default)]
-    pub admin_token_env: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -47,7 +44,6 @@ impl Default for ListenConfig {
             tls: None,
             max_body_bytes: default_max_body(),
             max_header_bytes: default_max_header(),
-            admin_token_env: None,
         }
     }
 }

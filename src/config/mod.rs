@@ -4,16 +4,20 @@
 //! (`validate`) name the field path and, where the field is wrapped in [`Spanned`], its line.
 
 mod backend;
+mod cluster;
 mod error;
 mod listen;
 mod routing;
+mod shaping;
 mod tenant;
 
-pub use backend::{BackendConfig, HealthCheckConfig, PriceConfig, TimeoutsConfig};
+pub use backend::{BackendConfig, HealthCheckConfig, PriceConfig, SmoothingConfig, TimeoutsConfig};
+pub use cluster::{ClusterConfig, RedisConfig};
 pub use error::ConfigError;
 pub use listen::{ListenConfig, TlsConfig};
 pub use routing::{AffinityConfig, MatchConfig, OneOrMany, RouteConfig, RoutingConfig, RuleConfig};
 pub use serde_saphyr::Spanned;
+pub use shaping::{CongestionConfig, Priority, PriorityConfig, ShapingConfig};
 pub use tenant::{LimitsConfig, TenantConfig};
 
 use serde::Deserialize;
@@ -35,6 +39,15 @@ pub struct Config {
     #[serde(default)]
     pub tenants: Vec<Spanned<TenantConfig>>,
     pub routing: RoutingConfig,
+    #[serde(default)]
+    pub shaping: ShapingConfig,
+    /// Gossip membership and global limits; absent: one node, local limits.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
+    /// Admin endpoints (`/admin/...`) need `Authorization: Bearer` with the value of this env var
+    /// (unset variable: admin endpoints are off).
+    #[serde(default)]
+    pub admin_token_env: Option<String>,
     /// Built-in simulated upstreams to start inside this process (the embedded default uses them).
     #[serde(default)]
     pub mock_upstreams: Vec<MockUpstreamConfig>,
@@ -149,6 +162,10 @@ impl Config {
             }
         }
         self.routing.validate(&names)?;
+        self.shaping.validate()?;
+        if let Some(c) = &self.cluster {
+            c.validate()?;
+        }
         Ok(())
     }
 

@@ -63,8 +63,20 @@ pub struct Plan {
 }
 
 /// Build the upstream body for `backend_proto` with the backend's `model`.
-pub fn plan(call: &Call<'_>, backend_proto: Protocol, model: &str, default_max_tokens: u32) -> Result<Plan, GatewayError> {
-    let Call { endpoint, body, raw, model: client_model, stream, .. } = *call;
+pub fn plan(
+    call: &Call<'_>,
+    backend_proto: Protocol,
+    model: &str,
+    default_max_tokens: u32,
+) -> Result<Plan, GatewayError> {
+    let Call {
+        endpoint,
+        body,
+        raw,
+        model: client_model,
+        stream,
+        ..
+    } = *call;
     let client = endpoint.client_protocol();
     let path = endpoint.upstream_path(backend_proto);
     if client == backend_proto {

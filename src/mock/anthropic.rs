@@ -115,6 +115,58 @@ pub(crate) async fn messages(
     })
 }
 
+#[derive(Serialize)]
+struct MessageStart<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    message: StartMessage<'a>,
+}
+
+#[derive(Serialize)]
+struct StartMessage<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    role: &'static str,
+    model: &'a str,
+    content: [(); 0],
+    stop_reason: Option<()>,
+    stop_sequence: Option<()>,
+    usage: Usage,
+}
+
+#[derive(Serialize)]
+struct BlockStart<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    index: u32,
+    content_block: Block<'a>,
+}
+
+#[derive(Serialize)]
+struct MessageDelta<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    delta: StopDelta<'a>,
+    usage: OutputUsage,
+}
+
+#[derive(Serialize)]
+struct StopDelta<'a> {
+    stop_reason: &'a str,
+    stop_sequence: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct OutputUsage {
+    output_tokens: u32,
+}
+
+/// A named event with a serialized payload.
+fn json_event(name: &str, payload: &impl Serialize) -> bytes::Bytes {
+    event(name, &serde_json::to_vec(payload).unwrap_or_default())
+}
+
 /// The real event sequence: message_start, content_block_start, ping, deltas,
 /// content_block_stop, message_delta, message_stop.
 async fn stream_message(
@@ -124,26 +176,38 @@ async fn stream_message(
     reply: Reply,
     usage: Usage,
 ) -> Result<(), sse::Closed> {
-    let start = json!({
-        "type": "message_start",
-        "message": {
-            "id": id, "type": "message", "role": "assistant", "model": model,
-            "content": [], "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": usage.input_tokens, "output_tokens": 1},
+    let start = MessageStart {
+        kind: "message_start",
+        message: StartMessage {
+            id: &id,
+            kind: "message",
+            role: "assistant",
+            model: &model,
+            content: [],
+            stop_reason: None,
+            stop_sequence: None,
+            usage: Usage {
+                input_tokens: usage.input_tokens,
+                output_tokens: 1,
+            },
         },
-    });
-    tx.send(event("message_start", start.to_string().as_bytes()))
-        .await?;
-    let block = match &reply {
-        Reply::Text(_) => json!({"type": "text", "text": ""}),
-        Reply::Tool(t) => json!({"type": "tool_use", "id": t.id, "name": t.name, "input": {}}),
     };
-    let block_start = json!({"type": "content_block_start", "index": 0, "content_block": block});
-    tx.send(event(
-        "content_block_start",
-        block_start.to_string().as_bytes(),
-    ))
-    .await?;
+    tx.send(json_event("message_start", &start)).await?;
+    let content_block = match &reply {
+        Reply::Text(_) => Block::Text { text: "" },
+        Reply::Tool(t) => Block::ToolUse {
+            id: &t.id,
+            name: &t.name,
+            input: Value::Object(Default::default()),
+        },
+    };
+    let block_start = BlockStart {
+        kind: "content_block_start",
+        index: 0,
+        content_block,
+    };
+    tx.send(json_event("content_block_start", &block_start))
+        .await?;
     tx.send(event("ping", br#"{"type": "ping"}"#)).await?;
     let (stop_reason, stop_sequence) = match &reply {
         Reply::Text(a) => {
@@ -165,28 +229,33 @@ async fn stream_message(
         br#"{"type":"content_block_stop","index":0}"#,
     ))
     .await?;
-    let message_delta = json!({
-        "type": "message_delta",
-        "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-        "usage": {"output_tokens": usage.output_tokens},
-    });
-    tx.send(event("message_delta", message_delta.to_string().as_bytes()))
-        .await?;
+    let message_delta = MessageDelta {
+        kind: "message_delta",
+        delta: StopDelta {
+            stop_reason,
+            stop_sequence,
+        },
+        usage: OutputUsage {
+            output_tokens: usage.output_tokens,
+        },
+    };
+    tx.send(json_event("message_delta", &message_delta)).await?;
     tx.send(event("message_stop", br#"{"type":"message_stop"}"#))
         .await
 }
 
-/// A `content_block_delta` event for block 0.
+/// A `content_block_delta` event for block 0, built in one buffer.
 fn delta(kind: &str, field: &str, value: &str) -> bytes::Bytes {
-    let mut b = Vec::with_capacity(96 + value.len());
+    let mut b = Vec::with_capacity(128 + value.len());
+    b.extend_from_slice(b"event: content_block_delta\ndata: ");
     b.extend_from_slice(br#"{"type":"content_block_delta","index":0,"delta":{"type":""#);
     b.extend_from_slice(kind.as_bytes());
     b.extend_from_slice(b"\",\"");
     b.extend_from_slice(field.as_bytes());
     b.extend_from_slice(b"\":");
     push_json_str(&mut b, value);
-    b.extend_from_slice(b"}}");
-    event("content_block_delta", &b)
+    b.extend_from_slice(b"}}\n\n");
+    bytes::Bytes::from(b)
 }
 
 /// `POST /v1/messages/count_tokens`.

@@ -79,10 +79,40 @@ pub(crate) fn error(protocol: Protocol, status: StatusCode, message: &str) -> Re
     json_response(status, error_json(protocol, status, message))
 }
 
+/// OpenAI: `{"error":{"message","type","param","code"}}`.
+#[derive(Serialize)]
+struct OpenaiError<'a> {
+    error: OpenaiErrorBody<'a>,
+}
+
+#[derive(Serialize)]
+struct OpenaiErrorBody<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    param: Option<()>,
+    code: Option<()>,
+}
+
+/// Anthropic: `{"type":"error","error":{"type","message"}}`.
+#[derive(Serialize)]
+struct AnthropicError<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    error: AnthropicErrorBody<'a>,
+}
+
+#[derive(Serialize)]
+struct AnthropicErrorBody<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    message: &'a str,
+}
+
 /// Error JSON in the protocol's shape, its `type` derived from the status.
 pub(crate) fn error_json(protocol: Protocol, status: StatusCode, message: &str) -> Vec<u8> {
     let code = status.as_u16();
-    let value = match protocol {
+    let json = match protocol {
         Protocol::Openai => {
             let kind = match code {
                 401 => "authentication_error",
@@ -90,8 +120,13 @@ pub(crate) fn error_json(protocol: Protocol, status: StatusCode, message: &str) 
                 500.. => "server_error",
                 _ => "invalid_request_error",
             };
-            serde_json::json!({
-                "error": {"message": message, "type": kind, "param": null, "code": null}
+            serde_json::to_vec(&OpenaiError {
+                error: OpenaiErrorBody {
+                    message,
+                    kind,
+                    param: None,
+                    code: None,
+                },
             })
         }
         Protocol::Anthropic => {
@@ -105,10 +140,13 @@ pub(crate) fn error_json(protocol: Protocol, status: StatusCode, message: &str) 
                 500.. => "api_error",
                 _ => "invalid_request_error",
             };
-            serde_json::json!({"type": "error", "error": {"type": kind, "message": message}})
+            serde_json::to_vec(&AnthropicError {
+                kind: "error",
+                error: AnthropicErrorBody { kind, message },
+            })
         }
     };
-    value.to_string().into_bytes()
+    json.unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 mod anthropic;
 mod body;
 mod control;
+mod embeddings;
+mod legacy;
 mod openai;
 mod request;
 mod router;

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use super::body::{MockBody, error};
 use super::control::{self, Snapshot, retry_after_secs};
 use super::state::{InFlight, State};
-use super::{anthropic, openai};
+use super::{anthropic, embeddings, legacy, openai};
 use crate::protocol::Protocol;
 
 /// Largest request body accepted.
@@ -128,8 +128,8 @@ async fn api(state: &Arc<State>, req: Request<Incoming>, guard: InFlight) -> Res
     }
     match ep {
         Endpoint::ChatCompletions => openai::chat(state, &snap, &body, guard).await,
-        Endpoint::Completions => openai::completions(state, &snap, &body, guard).await,
-        Endpoint::Embeddings => openai::embeddings(&snap, &body).await,
+        Endpoint::Completions => legacy::completions(state, &snap, &body, guard).await,
+        Endpoint::Embeddings => embeddings::embeddings(&snap, &body).await,
         Endpoint::Models if protocol == Protocol::Openai => openai::models(state),
         Endpoint::Models => anthropic::models(),
         Endpoint::Messages => anthropic::messages(state, &snap, &body, guard).await,

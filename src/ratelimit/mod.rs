@@ -20,14 +20,19 @@ pub struct LimitRequest<'a> {
 }
 
 /// The limiter's verdict, with what the `x-ratelimit-*` headers report.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Decision {
     pub allowed: bool,
-    /// Requests per minute for this tenant (None: unlimited).
+    /// Requests per minute for this tenant (None: no request limit).
     pub limit: Option<u32>,
     pub remaining: Option<u32>,
     /// When the request bucket is full again.
     pub reset: Duration,
+    /// LLM tokens per minute for this tenant (None: no token limit).
+    pub tokens_limit: Option<u64>,
+    pub tokens_remaining: Option<u64>,
+    /// When the token bucket is full again.
+    pub tokens_reset: Duration,
     /// When to try again, if refused.
     pub retry_after: Option<Duration>,
 }
@@ -36,20 +41,22 @@ impl Decision {
     pub fn unlimited() -> Decision {
         Decision {
             allowed: true,
-            limit: None,
-            remaining: None,
-            reset: Duration::ZERO,
-            retry_after: None,
+            ..Decision::default()
         }
     }
 }
 
+pub type ReconcileFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 pub type LimitFuture<'a> = Pin<Box<dyn Future<Output = Decision> + Send + 'a>>;
 
 /// Per-tenant admission. Implementations must answer within a few milliseconds whatever their backing
 /// store does (a dead store degrades to a local decision, never to an error).
 pub trait RateLimiter: Send + Sync {
+    /// Take from the tenant's buckets, or refuse with when to retry. A refusal takes nothing.
     fn check<'a>(&'a self, req: LimitRequest<'a>) -> LimitFuture<'a>;
+    /// After the response: `reserved` tokens were taken at admission, `actual` were used. Returns the
+    /// difference to the token bucket (or charges the overage, which may leave it in debt).
+    fn reconcile<'a>(&'a self, tenant: &'a str, reserved: u64, actual: u64) -> ReconcileFuture<'a>;
     /// `local`, `global` or `fallback`: shown in metrics and the admin endpoint.
     fn mode(&self) -> &'static str;
 }

@@ -171,18 +171,25 @@ const ANTHROPIC_TYPES: &[&str] = &[
 /// `{"error":{"message","type","param","code"}}`.
 pub fn error_to_openai(status: u16, body: &[u8]) -> Value {
     let up = parse_upstream(status, body);
-    let (kind, param, code) = match (&up.kind, up.anthropic) {
-        (Some(kind), true) => (
-            anthropic_type_to_openai(kind).to_string(),
+    let (kind, param, code) = if up.anthropic {
+        let kind = up
+            .kind
+            .as_deref()
+            .map_or_else(|| openai_type_for_status(status), anthropic_type_to_openai);
+        (
+            kind.to_string(),
             Value::Null,
             openai_code_for_status(status),
-        ),
-        (Some(kind), false) => (kind.clone(), up.param, up.code),
-        (None, _) => (
-            openai_type_for_status(status).to_string(),
-            Value::Null,
-            openai_code_for_status(status),
-        ),
+        )
+    } else {
+        let kind = up
+            .kind
+            .unwrap_or_else(|| openai_type_for_status(status).to_string());
+        let code = match up.code {
+            Value::Null => openai_code_for_status(status),
+            code => code,
+        };
+        (kind, up.param, code)
     };
     let mut err = Map::new();
     err.insert("message".into(), Value::String(up.message));

@@ -1,0 +1,119 @@
+//! `cluster:` gossip membership (chitchat) and the shared Redis store for global limits.
+//! Absent: a single node with local limits.
+
+use super::ConfigError;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Nodes only talk to nodes with the same cluster id.
+    #[serde(default = "default_cluster_id")]
+    pub cluster_id: String,
+    /// UDP address gossip listens on.
+    #[serde(default = "default_gossip_listen")]
+    pub gossip_listen: String,
+    /// Address other nodes reach this one at (`host:port`; DNS names allowed). Default: gossip_listen.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// `host:port` of other nodes (DNS names are re-resolved, so service names work).
+    #[serde(default)]
+    pub seeds: Vec<String>,
+    #[serde(default = "default_gossip_interval")]
+    pub gossip_interval_ms: u64,
+    /// A node silent this long is considered dead (phi-accrual detector tuned to about this).
+    #[serde(default = "default_dead_after")]
+    pub dead_after_ms: u64,
+    /// Global limits in Redis; without it, limits are per node.
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`
+    pub url: String,
+    /// Per-call budget; past it the call counts as a failure and the local fallback decides.
+    #[serde(default = "default_redis_timeout")]
+    pub timeout_ms: u64,
+    /// Consecutive failures that open the circuit breaker (no Redis calls while open).
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before one probe call is let through.
+    #[serde(default = "default_breaker_open")]
+    pub breaker_open_ms: u64,
+    /// Key prefix, so several gateways can share one Redis.
+    #[serde(default = "default_prefix")]
+    pub key_prefix: String,
+}
+
+fn default_cluster_id() -> String {
+    "sluice".into()
+}
+fn default_gossip_listen() -> String {
+    "127.0.0.1:7946".into()
+}
+fn default_gossip_interval() -> u64 {
+    300
+}
+fn default_dead_after() -> u64 {
+    3_000
+}
+fn default_redis_timeout() -> u64 {
+    5
+}
+fn default_breaker_failures() -> u32 {
+    3
+}
+fn default_breaker_open() -> u64 {
+    500
+}
+fn default_prefix() -> String {
+    "sluice".into()
+}
+
+impl ClusterConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.gossip_listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::invalid(
+                "cluster.gossip_listen",
+                None,
+                "must be ip:port",
+            ));
+        }
+        if self.gossip_interval_ms < 10 || self.dead_after_ms < self.gossip_interval_ms * 3 {
+            return Err(ConfigError::invalid(
+                "cluster.gossip_interval_ms",
+                None,
+                "gossip_interval_ms >= 10 and dead_after_ms >= 3 gossip intervals",
+            ));
+        }
+        for (i, s) in self.seeds.iter().enumerate() {
+            if !s.contains(':') {
+                return Err(ConfigError::invalid(
+                    format!("cluster.seeds[{i}]"),
+                    None,
+                    "must be host:port",
+                ));
+            }
+        }
+        if let Some(r) = &self.redis {
+            if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
+                return Err(ConfigError::invalid(
+                    "cluster.redis.url",
+                    None,
+                    "must start with redis://",
+                ));
+            }
+            if r.timeout_ms == 0 || r.breaker_failures == 0 || r.breaker_open_ms == 0 {
+                return Err(ConfigError::invalid(
+                    "cluster.redis",
+                    None,
+                    "timeout_ms, breaker_failures and breaker_open_ms must be above 0",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
