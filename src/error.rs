@@ -29,7 +29,7 @@ pub enum GatewayError {
     RateLimited {
         tenant: String,
         retry_after_ms: u64,
-        decision: Decision,
+        decision: Box<Decision>,
     },
     #[error("no healthy backend for route `{0}`")]
     NoHealthyBackend(String),

@@ -96,12 +96,6 @@ impl TokenBucket {
         s.0 = (s.0 + delta).min(self.capacity);
     }
 
-    pub fn level(&self, now: Instant) -> f64 {
-        let mut s = self.state.lock().expect("bucket lock");
-        self.refill(&mut s, now);
-        s.0
-    }
-
     fn until_full(&self, level: f64) -> Duration {
         Duration::from_secs_f64(((self.capacity - level).max(0.0)) / self.rate)
     }

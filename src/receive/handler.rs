@@ -1,7 +1,7 @@
 //! One request through the pipeline: Receive (id, auth, body) → Shape (admission) → Route → Deliver.
 
 use crate::app::App;
-use crate::deliver::{Call, Delivered, Endpoint, RespBody, error_response, full_body};
+use crate::deliver::{Call, Delivered, Endpoint, RespBody, UsageSink, error_response, full_body};
 use crate::error::GatewayError;
 use crate::observe::Metrics;
 use crate::protocol::Protocol;
@@ -100,7 +100,7 @@ async fn dispatch(
                     Ok(r) => r,
                     Err(e) => {
                         if let GatewayError::RateLimited { decision, .. } = &e {
-                            out.limit = Some(*decision);
+                            out.limit = Some(**decision);
                         }
                         error_response(&e, proto)
                     }
@@ -170,13 +170,17 @@ async fn proxy(
         .and_then(Value::as_bool)
         == Some(true);
 
-    // Shape: admission through the rate-limiter seam.
+    // Shape: admission through the rate-limiter seam. Tokens: reserve the estimate now, reconcile
+    // with the actual usage when the response (or the stream) ends.
+    let est_input = estimate_prompt_tokens(&body);
+    let est_output = requested_max_tokens(&body).unwrap_or(DEFAULT_EST_OUTPUT);
+    let reserve = est_input + est_output;
     let decision = app
         .limiter
         .check(LimitRequest {
             tenant: &tenant.id,
             requests: 1,
-            tokens: 0,
+            tokens: reserve,
         })
         .await;
     out.limit = Some(decision);
@@ -185,7 +189,7 @@ async fn proxy(
         return Err(GatewayError::RateLimited {
             tenant: tenant.id.clone(),
             retry_after_ms: decision.retry_after.unwrap_or_default().as_millis() as u64,
-            decision,
+            decision: Box::new(decision),
         });
     }
     Metrics::limiter(&tenant.id, "allowed");
@@ -215,13 +219,29 @@ async fn proxy(
         request_id,
         client_headers: &parts.headers,
         affinity_key: affinity_key.as_deref(),
-        est_input_tokens: estimate_prompt_tokens(&body),
-        est_output_tokens: requested_max_tokens(&body).unwrap_or(DEFAULT_EST_OUTPUT),
-        on_usage: None,
+        est_input_tokens: est_input,
+        est_output_tokens: est_output,
+        on_usage: Some(reconcile_sink(app.limiter.clone(), &tenant.id, reserve)),
     };
     let Delivered { response, backend } = app.deliver.forward(call).await?;
     out.backend = backend;
     Ok(response)
+}
+
+/// After the response: give back (or charge) the difference between reserved and used tokens.
+fn reconcile_sink(
+    limiter: Arc<dyn crate::ratelimit::RateLimiter>,
+    tenant: &str,
+    reserved: u64,
+) -> UsageSink {
+    let tenant = tenant.to_string();
+    Box::new(move |usage| {
+        let Some(u) = usage else { return };
+        let actual = u.input_tokens + u.output_tokens;
+        if actual != reserved {
+            tokio::spawn(async move { limiter.reconcile(&tenant, reserved, actual).await });
+        }
+    })
 }
 
 fn json_response(status: StatusCode, v: &Value) -> Response<RespBody> {
@@ -232,14 +252,24 @@ fn json_response(status: StatusCode, v: &Value) -> Response<RespBody> {
         .expect("valid response")
 }
 
-/// OpenAI-style `x-ratelimit-*` headers for the request bucket.
+/// OpenAI-style `x-ratelimit-*` headers for the request and token buckets.
 fn rate_limit_headers(h: &mut http::HeaderMap, d: &Decision) {
-    let Some(limit) = d.limit else { return };
-    h.insert("x-ratelimit-limit-requests", HeaderValue::from(limit));
-    if let Some(r) = d.remaining {
-        h.insert("x-ratelimit-remaining-requests", HeaderValue::from(r));
+    if let Some(limit) = d.limit {
+        h.insert("x-ratelimit-limit-requests", HeaderValue::from(limit));
+        if let Some(r) = d.remaining {
+            h.insert("x-ratelimit-remaining-requests", HeaderValue::from(r));
+        }
+        if let Ok(v) = HeaderValue::from_str(&format!("{:.3}s", d.reset.as_secs_f64())) {
+            h.insert("x-ratelimit-reset-requests", v);
+        }
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("{:.3}s", d.reset.as_secs_f64())) {
-        h.insert("x-ratelimit-reset-requests", v);
+    if let Some(limit) = d.tokens_limit {
+        h.insert("x-ratelimit-limit-tokens", HeaderValue::from(limit));
+        if let Some(r) = d.tokens_remaining {
+            h.insert("x-ratelimit-remaining-tokens", HeaderValue::from(r));
+        }
+        if let Ok(v) = HeaderValue::from_str(&format!("{:.3}s", d.tokens_reset.as_secs_f64())) {
+            h.insert("x-ratelimit-reset-tokens", v);
+        }
     }
 }
