@@ -13,6 +13,7 @@
 pub mod app;
 pub mod backends;
 pub mod balance;
+pub mod cluster;
 pub mod config;
 pub mod deliver;
 pub mod error;
@@ -22,4 +23,5 @@ pub mod protocol;
 pub mod ratelimit;
 pub mod receive;
 pub mod route;
+pub mod shape;
 pub mod translate;

@@ -60,7 +60,10 @@ mod tests {
 
     #[test]
     fn backend_key_round_trip() {
-        assert_eq!(backend_state_key("openai-basic"), "backend:openai-basic:state");
+        assert_eq!(
+            backend_state_key("openai-basic"),
+            "backend:openai-basic:state"
+        );
         assert_eq!(
             parse_backend_state_key("backend:openai-basic:state"),
             Some("openai-basic")

@@ -272,8 +272,12 @@ impl Deliver {
         backend.observe_latency(elapsed, std::time::Instant::now());
         Metrics::upstream(backend.name(), elapsed);
         drop(guard);
-        let parsed: Option<Value> = serde_json::from_slice(&body).ok();
-        let usage = parsed.as_ref().and_then(usage_from_body);
+        // Pass-through bodies are only scanned for `usage` (no JSON tree); translated ones are parsed whole.
+        let parsed: Option<Value> = if plan.translated { serde_json::from_slice(&body).ok() } else { None };
+        let usage = match &parsed {
+            Some(v) => usage_from_body(v),
+            None => scan_usage(&body),
+        };
         record_usage(call, backend, usage);
         let out = if plan.translated {
             let Some(v) = parsed else {
@@ -345,6 +349,30 @@ impl Deliver {
             .body(body.boxed_unsync())
             .expect("valid response")
     }
+}
+
+/// `usage` of an OpenAI or Anthropic body without building a JSON tree.
+fn scan_usage(body: &[u8]) -> Option<Usage> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        usage: Option<Fields>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Fields {
+        prompt_tokens: Option<u64>,
+        completion_tokens: Option<u64>,
+        input_tokens: Option<u64>,
+        output_tokens: Option<u64>,
+        cache_creation_input_tokens: Option<u64>,
+        cache_read_input_tokens: Option<u64>,
+    }
+    let f = serde_json::from_slice::<Probe>(body).ok()?.usage?;
+    let input = match f.prompt_tokens {
+        Some(p) => p,
+        None => f.input_tokens? + f.cache_creation_input_tokens.unwrap_or(0) + f.cache_read_input_tokens.unwrap_or(0),
+    };
+    let output = f.completion_tokens.or(f.output_tokens).unwrap_or(0);
+    Some(Usage { input_tokens: input, output_tokens: output })
 }
 
 fn e_with(backend: &Backend, e: GatewayError) -> GatewayError {

@@ -3,7 +3,9 @@
 //! Labels stay low-cardinality: route and backend names come from config, statuses are numbers,
 //! error kinds are a fixed set.
 
-use metrics::{counter, gauge, histogram};
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use std::collections::HashMap;
+use std::sync::{LazyLock, RwLock};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -46,38 +48,90 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+/// Handles by label set, so the hot path neither allocates label strings nor hashes them in the
+/// registry: a read lock and a u64 lookup. Label values come from config (routes, backends, tenants), so
+/// the map stays small.
+struct Cache<V> {
+    map: RwLock<HashMap<u64, V>>,
+}
+
+impl<V: Clone> Cache<V> {
+    fn new() -> Self {
+        Cache { map: RwLock::new(HashMap::new()) }
+    }
+    fn get(&self, key: u64, make: impl FnOnce() -> V) -> V {
+        if let Some(v) = self.map.read().expect("metric cache").get(&key) {
+            return v.clone();
+        }
+        let v = make();
+        self.map.write().expect("metric cache").entry(key).or_insert(v).clone()
+    }
+}
+
+fn key(parts: &[&str], n: u64) -> u64 {
+    let mut h = crate::balance::stable_hash(&n.to_le_bytes());
+    for p in parts {
+        h = h.rotate_left(17) ^ crate::balance::stable_hash(p.as_bytes());
+    }
+    h
+}
+
+macro_rules! cache {
+    ($name:ident, $t:ty) => {
+        static $name: LazyLock<Cache<$t>> = LazyLock::new(Cache::new);
+    };
+}
+cache!(REQ_COUNT, Counter);
+cache!(REQ_DUR, Histogram);
+cache!(UP_DUR, Histogram);
+cache!(TTFT_H, Histogram);
+cache!(BE_INFLIGHT, Gauge);
+cache!(ROUTING, Counter);
+cache!(TOKENS_C, Counter);
+cache!(COST_C, Counter);
+cache!(LIMITER, Counter);
+
 /// Typed helpers so call sites cannot misspell a name or a label.
 pub struct Metrics;
 
 impl Metrics {
     pub fn request(route: &str, backend: &str, status: u16, elapsed: Duration) {
-        counter!(REQUESTS, "route" => route.to_string(), "backend" => backend.to_string(), "status" => status.to_string())
+        REQ_COUNT
+            .get(key(&[route, backend], status as u64), || {
+                counter!(REQUESTS, "route" => route.to_string(), "backend" => backend.to_string(), "status" => status.to_string())
+            })
             .increment(1);
-        histogram!(REQUEST_DURATION, "route" => route.to_string()).record(elapsed.as_secs_f64());
+        REQ_DUR
+            .get(key(&[route], 0), || histogram!(REQUEST_DURATION, "route" => route.to_string()))
+            .record(elapsed.as_secs_f64());
     }
     pub fn upstream(backend: &str, elapsed: Duration) {
-        histogram!(UPSTREAM_DURATION, "backend" => backend.to_string())
+        UP_DUR
+            .get(key(&[backend], 0), || histogram!(UPSTREAM_DURATION, "backend" => backend.to_string()))
             .record(elapsed.as_secs_f64());
     }
     pub fn ttft(backend: &str, elapsed: Duration) {
-        histogram!(TTFT, "backend" => backend.to_string()).record(elapsed.as_secs_f64());
+        TTFT_H
+            .get(key(&[backend], 0), || histogram!(TTFT, "backend" => backend.to_string()))
+            .record(elapsed.as_secs_f64());
     }
     pub fn in_flight(delta: f64) {
         gauge!(IN_FLIGHT).increment(delta);
     }
     pub fn backend_in_flight(backend: &str, value: u32) {
-        gauge!(BACKEND_IN_FLIGHT, "backend" => backend.to_string()).set(value as f64);
+        BE_INFLIGHT
+            .get(key(&[backend], 0), || gauge!(BACKEND_IN_FLIGHT, "backend" => backend.to_string()))
+            .set(value as f64);
     }
-    pub fn routing(route: &str, backend: &str, algorithm: &str) {
-        counter!(ROUTING_DECISIONS, "route" => route.to_string(), "backend" => backend.to_string(), "algorithm" => algorithm.to_string())
+    pub fn routing(route: &str, backend: &str, algorithm: &'static str) {
+        ROUTING
+            .get(key(&[route, backend, algorithm], 0), || {
+                counter!(ROUTING_DECISIONS, "route" => route.to_string(), "backend" => backend.to_string(), "algorithm" => algorithm)
+            })
             .increment(1);
     }
     pub fn healthy(backend: &str, healthy: bool) {
-        gauge!(BACKEND_HEALTHY, "backend" => backend.to_string()).set(if healthy {
-            1.0
-        } else {
-            0.0
-        });
+        gauge!(BACKEND_HEALTHY, "backend" => backend.to_string()).set(if healthy { 1.0 } else { 0.0 });
     }
     pub fn ejected(backend: &str) {
         counter!(BACKEND_EJECTIONS, "backend" => backend.to_string()).increment(1);
@@ -89,14 +143,25 @@ impl Metrics {
         counter!(ERRORS, "kind" => kind).increment(1);
     }
     pub fn tokens(tenant: &str, backend: &str, input: u64, output: u64, cost_usd: f64) {
-        counter!(TOKENS, "tenant" => tenant.to_string(), "backend" => backend.to_string(), "kind" => "input").increment(input);
-        counter!(TOKENS, "tenant" => tenant.to_string(), "backend" => backend.to_string(), "kind" => "output").increment(output);
+        for (kind, n, tag) in [("input", input, 1u64), ("output", output, 2)] {
+            TOKENS_C
+                .get(key(&[tenant, backend], tag), || {
+                    counter!(TOKENS, "tenant" => tenant.to_string(), "backend" => backend.to_string(), "kind" => kind)
+                })
+                .increment(n);
+        }
         // Counters are integers: cost is kept in micro-dollars.
-        counter!(COST, "tenant" => tenant.to_string(), "backend" => backend.to_string())
+        COST_C
+            .get(key(&[tenant, backend], 0), || {
+                counter!(COST, "tenant" => tenant.to_string(), "backend" => backend.to_string())
+            })
             .increment((cost_usd * 1_000_000.0).round() as u64);
     }
     pub fn limiter(tenant: &str, outcome: &'static str) {
-        counter!(LIMITER_DECISIONS, "tenant" => tenant.to_string(), "outcome" => outcome)
+        LIMITER
+            .get(key(&[tenant, outcome], 0), || {
+                counter!(LIMITER_DECISIONS, "tenant" => tenant.to_string(), "outcome" => outcome)
+            })
             .increment(1);
     }
 }

@@ -1,9 +1,16 @@
 //! Rate limiting: the admission seam between Receive and Route. Every limit decision goes through
 //! [`RateLimiter`], so the cluster's Redis limiter can replace the local governor one.
 
+mod breaker;
+mod fallback;
 mod local;
+mod overlimit;
+mod redis;
 
 pub use local::LocalLimiter;
+pub use self::redis::{
+    ClusterLimiter, RECONCILE_LUA, RedisLimitError, TOKEN_BUCKET_LUA, bucket_keys, metric_names,
+};
 
 use std::future::Future;
 use std::pin::Pin;

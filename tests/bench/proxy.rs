@@ -1,1 +1,230 @@
-fn main() {}
+//! Proxy overhead benchmark (not a test): the same fast upstream reached directly, through nginx as a
+//! plain reverse proxy, and through Sluice, interleaved in one run. Prints Sluice's throughput as a ratio
+//! of nginx's and the latency each proxy adds at a fixed 1,000 requests/s.
+//!
+//! `cargo bench --bench proxy` (needs `wrk` and `nginx` on PATH: `apt-get install wrk nginx-light`).
+//! Env: BENCH_SECONDS (per wrk round, default 8), BENCH_ROUNDS (default 3), BENCH_RATE (default 1000).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello in one short sentence please."}]}"#;
+const ANSWER: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#;
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} never opened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn need(cmd: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {cmd}")]).stdout(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+}
+
+/// nginx serving the canned answer on `up`, and reverse-proxying `proxy` → `up` with keep-alive.
+fn start_nginx(dir: &std::path::Path, up: u16, proxy: u16) -> Kill {
+    let conf = format!(
+        r#"worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+  keepalive_requests 1000000;
+  upstream fast {{ server 127.0.0.1:{up}; keepalive 256; }}
+  server {{
+    listen 127.0.0.1:{up};
+    location / {{ default_type application/json; return 200 '{answer}'; }}
+  }}
+  server {{
+    listen 127.0.0.1:{proxy};
+    location / {{ proxy_pass http://fast; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}
+}}
+"#,
+        dir = dir.display(),
+        answer = ANSWER
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let child = Command::new("nginx")
+        .args(["-c", path.to_str().unwrap(), "-g", "daemon off;"])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    wait_port(up);
+    wait_port(proxy);
+    Kill(child)
+}
+
+fn start_sluice(dir: &std::path::Path, up: u16) -> (Kill, u16) {
+    let cfg = format!(
+        "backends:\n  - {{ name: fast, url: \"http://127.0.0.1:{up}\", protocol: openai }}\ntenants:\n  - {{ id: bench, keys: [sk-bench] }}\nrouting: {{}}\n"
+    );
+    let path = dir.join("sluice.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--config", path.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sluice");
+    let out = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(out).lines();
+    let port = loop {
+        let line = lines.next().expect("sluice exited").unwrap();
+        if let Some(rest) = line.strip_prefix("sluice listening on http://") {
+            let addr = rest.split_whitespace().next().unwrap();
+            break addr.rsplit(':').next().unwrap().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (Kill(child), port)
+}
+
+/// wrk throughput (requests/s) with a POST body.
+fn wrk(dir: &std::path::Path, port: u16, secs: u64) -> f64 {
+    let script = dir.join("post.lua");
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.body = [[{BODY}]]\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"Authorization\"] = \"Bearer sk-bench\"\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new("wrk")
+        .args(["-t1", "-c32", &format!("-d{secs}s"), "-s", script.to_str().unwrap(), &format!("http://127.0.0.1:{port}/v1/chat/completions")])
+        .output()
+        .expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no wrk result:\n{text}"));
+    let non2xx = text.lines().any(|l| l.contains("Non-2xx"));
+    assert!(!non2xx, "errors during the run:\n{text}");
+    rps
+}
+
+/// Open-loop load at `rate` requests/s for `secs`: latency percentiles in microseconds.
+async fn fixed_rate(port: u16, rate: u64, secs: u64) -> (f64, f64, usize) {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(512).build_http();
+    let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
+    let n = rate * secs;
+    let interval = Duration::from_nanos(1_000_000_000 / rate);
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        tokio::time::sleep_until(start + interval * i as u32).await;
+        let client = client.clone();
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let req = http::Request::post(url)
+                .header("content-type", "application/json")
+                .header("authorization", "Bearer sk-bench")
+                .body(Full::new(Bytes::from_static(BODY.as_bytes())))
+                .unwrap();
+            let t = Instant::now();
+            let resp = client.request(req).await.ok()?;
+            let ok = resp.status().is_success();
+            resp.into_body().collect().await.ok()?;
+            ok.then(|| t.elapsed().as_secs_f64() * 1e6)
+        }));
+    }
+    let mut lat = Vec::with_capacity(tasks.len());
+    let mut failed = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Some(us) => lat.push(us),
+            None => failed += 1,
+        }
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    (pct(0.50), pct(0.99), failed)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    if !need("wrk") || !need("nginx") {
+        eprintln!("skipped: the proxy benchmark needs wrk and nginx (apt-get install wrk nginx-light)");
+        return;
+    }
+    let secs: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let rate: u64 = std::env::var("BENCH_RATE").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let dir = std::env::temp_dir().join(format!("sluice-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (up, nginx_port) = (free_port(), free_port());
+    let _nginx = start_nginx(&dir, up, nginx_port);
+    let (_sluice, sluice_port) = start_sluice(&dir, up);
+    let targets = [("direct", up), ("nginx", nginx_port), ("sluice", sluice_port)];
+
+    // Warm up every path (connection pools, caches).
+    for (_, port) in targets {
+        wrk(&dir, port, 1);
+    }
+    println!("throughput: wrk -t1 -c32, {secs}s x {rounds} rounds, interleaved");
+    let mut rps: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    for round in 0..rounds {
+        for (i, (name, port)) in targets.iter().enumerate() {
+            let r = wrk(&dir, *port, secs);
+            println!("  round {round} {name:>6}: {r:>9.0} req/s");
+            rps[i].push(r);
+        }
+    }
+    let (d, n, s) = (median(rps[0].clone()), median(rps[1].clone()), median(rps[2].clone()));
+    println!("median req/s: direct {d:.0}, nginx {n:.0}, sluice {s:.0}");
+    println!("sluice / nginx throughput: {:.2}", s / n);
+    println!("sluice / direct throughput: {:.2}", s / d);
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let lsecs = secs.max(5);
+    println!("latency at {rate} req/s open loop, {lsecs}s per target, interleaved x {rounds}");
+    let mut p50: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    let mut p99: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    for round in 0..rounds {
+        for (i, (name, port)) in targets.iter().enumerate() {
+            let (a, b, failed) = rt.block_on(fixed_rate(*port, rate, lsecs));
+            println!("  round {round} {name:>6}: p50 {a:>7.0} us  p99 {b:>7.0} us  failed {failed}");
+            p50[i].push(a);
+            p99[i].push(b);
+        }
+    }
+    let m = |v: &Vec<f64>| median(v.clone());
+    println!(
+        "added latency vs direct: nginx p50 {:+.0} us p99 {:+.0} us; sluice p50 {:+.0} us p99 {:+.0} us",
+        m(&p50[1]) - m(&p50[0]),
+        m(&p99[1]) - m(&p99[0]),
+        m(&p50[2]) - m(&p50[0]),
+        m(&p99[2]) - m(&p99[0])
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

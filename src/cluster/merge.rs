@@ -1,0 +1,286 @@
+//! The merge rule, as pure functions: the live peers' fresh reports on one backend are folded into a
+//! [`PeerAggregate`] (off the request path), then [`merge`] combines it with this node's own
+//! [`BackendStatus`] (on the request path: no allocation, no lock, no gossip state).
+//!
+//! Voters are this node plus every live peer with a fresh report (≤ [`MAX_REPORT_AGE`]) on the
+//! backend. Then:
+//! - `healthy` = locally healthy AND NOT (a strict majority of the voters say unhealthy);
+//! - `available` = locally available AND NOT (that majority) AND no cooldown reported by any voter
+//!   is still running;
+//! - `latency_ms`, `ttft_ms` = median of the voters' measured values (even count: mean of the two
+//!   middle ones); `None` when nobody measured;
+//! - `in_flight` = sum over the voters, so least-connections sees the whole cluster's load;
+//! - `cooldown_until` = the latest of all voters.
+//!
+//! [`MAX_REPORT_AGE`]: super::report::MAX_REPORT_AGE
+
+use super::report::{BackendReport, unix_ms_to_instant, verdict};
+use crate::backends::BackendStatus;
+use std::time::Instant;
+
+/// The live peers' fresh reports on one backend, pre-folded. This node is not in it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PeerAggregate {
+    /// Peers with a fresh report.
+    pub reporters: u32,
+    /// Of those, how many say unhealthy.
+    pub down: u32,
+    /// Sum of the peers' in-flight counts.
+    pub in_flight: u32,
+    /// The peers' latency EWMAs, sorted ascending.
+    pub latencies_ms: Vec<f64>,
+    /// The peers' TTFT EWMAs, sorted ascending.
+    pub ttfts_ms: Vec<f64>,
+    /// The latest cooldown a peer reports that is still running at aggregation time.
+    pub cooldown_until: Option<Instant>,
+}
+
+/// Fold the peers' reports (stale ones are skipped). `now` and `now_unix_ms` are the same moment on
+/// the monotonic and the wall clock (peers' cooldowns travel as unix ms).
+pub fn aggregate<'a>(
+    reports: impl IntoIterator<Item = &'a BackendReport>,
+    now: Instant,
+    now_unix_ms: u64,
+) -> PeerAggregate {
+    let mut agg = PeerAggregate::default();
+    for r in reports {
+        if !r.is_fresh(now_unix_ms) {
+            continue;
+        }
+        agg.reporters += 1;
+        agg.down += u32::from(!r.healthy);
+        agg.in_flight = agg.in_flight.saturating_add(r.in_flight);
+        agg.latencies_ms.extend(r.latency_ms);
+        agg.ttfts_ms.extend(r.ttft_ms);
+        let cd = unix_ms_to_instant(r.cooldown_until_ms, now, now_unix_ms);
+        agg.cooldown_until = agg.cooldown_until.max(cd);
+    }
+    agg.latencies_ms.sort_by(f64::total_cmp);
+    agg.ttfts_ms.sort_by(f64::total_cmp);
+    agg
+}
+
+/// This node's status merged with the peers' (the rule in the module doc).
+pub fn merge(local: &BackendStatus, peers: &PeerAggregate, now: Instant) -> BackendStatus {
+    let voters = peers.reporters + 1;
+    let down = peers.down + u32::from(!verdict(local, now));
+    let majority_down = down * 2 > voters;
+    let cooldown_until = local.cooldown_until.max(peers.cooldown_until);
+    let cooling = cooldown_until.is_some_and(|c| c > now);
+    BackendStatus {
+        available: local.available && !majority_down && !cooling,
+        healthy: local.healthy && !majority_down,
+        in_flight: local.in_flight.saturating_add(peers.in_flight),
+        latency_ms: median_with(&peers.latencies_ms, local.latency_ms),
+        ttft_ms: median_with(&peers.ttfts_ms, local.ttft_ms),
+        cooldown_until,
+    }
+}
+
+/// Median of `sorted` plus one optional extra value, without allocating.
+pub fn median_with(sorted: &[f64], extra: Option<f64>) -> Option<f64> {
+    let n = sorted.len() + usize::from(extra.is_some());
+    if n == 0 {
+        return None;
+    }
+    let at = |i: usize| -> f64 {
+        let Some(x) = extra else {
+            return sorted[i];
+        };
+        let p = sorted.partition_point(|v| *v < x);
+        match i.cmp(&p) {
+            std::cmp::Ordering::Less => sorted[i],
+            std::cmp::Ordering::Equal => x,
+            std::cmp::Ordering::Greater => sorted[i - 1],
+        }
+    };
+    if n % 2 == 1 {
+        Some(at(n / 2))
+    } else {
+        Some((at(n / 2 - 1) + at(n / 2)) / 2.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const NOW_MS: u64 = 1_764_000_000_000;
+
+    fn local_ok() -> BackendStatus {
+        BackendStatus {
+            available: true,
+            healthy: true,
+            in_flight: 1,
+            latency_ms: Some(10.0),
+            ttft_ms: None,
+            cooldown_until: None,
+        }
+    }
+
+    fn report(healthy: bool) -> BackendReport {
+        BackendReport {
+            healthy,
+            latency_ms: None,
+            ttft_ms: None,
+            in_flight: 0,
+            cooldown_until_ms: 0,
+            reported_at_ms: NOW_MS - 1_000,
+        }
+    }
+
+    fn merged(local: &BackendStatus, reports: &[BackendReport], now: Instant) -> BackendStatus {
+        merge(local, &aggregate(reports, now, NOW_MS), now)
+    }
+
+    #[test]
+    fn alone_is_local() {
+        let now = Instant::now();
+        let s = merged(&local_ok(), &[], now);
+        assert!(s.available && s.healthy);
+        assert_eq!(s.in_flight, 1);
+        assert_eq!(s.latency_ms, Some(10.0));
+        let local_down = BackendStatus {
+            available: false,
+            healthy: false,
+            ..local_ok()
+        };
+        let s = merged(&local_down, &[], now);
+        assert!(!s.available && !s.healthy);
+    }
+
+    #[test]
+    fn majority_down_marks_unavailable_everywhere() {
+        let now = Instant::now();
+        // 3 voters, 2 say down: down here too although our own probes are fine.
+        let s = merged(&local_ok(), &[report(false), report(false)], now);
+        assert!(!s.available && !s.healthy);
+        // 3 voters, 1 says down: no majority.
+        let s = merged(&local_ok(), &[report(false), report(true)], now);
+        assert!(s.available && s.healthy);
+        // 2 voters, 1 says down: a tie is not a majority.
+        let s = merged(&local_ok(), &[report(false)], now);
+        assert!(s.available && s.healthy);
+        // Self counts as one voter: self + 1 peer down out of 3.
+        let local_down = BackendStatus {
+            available: false,
+            healthy: false,
+            ..local_ok()
+        };
+        let s = merged(&local_down, &[report(false), report(true)], now);
+        assert!(!s.available && !s.healthy);
+        // Peers cannot make a locally down backend available.
+        let s = merged(&local_down, &[report(true), report(true)], now);
+        assert!(!s.available && !s.healthy);
+    }
+
+    #[test]
+    fn cooldown_from_any_node_blocks() {
+        let now = Instant::now();
+        let mut peer = report(true);
+        peer.cooldown_until_ms = NOW_MS + 2_000;
+        let s = merged(&local_ok(), &[report(true), peer], now);
+        assert!(!s.available, "one peer's running cooldown is enough");
+        assert!(s.healthy, "a cooldown is not a health verdict");
+        assert_eq!(s.cooldown_until, Some(now + Duration::from_millis(2_000)));
+        // The latest cooldown wins, local or peer.
+        let local = BackendStatus {
+            cooldown_until: Some(now + Duration::from_millis(5_000)),
+            available: false,
+            ..local_ok()
+        };
+        let s = merged(&local, &[peer], now);
+        assert_eq!(s.cooldown_until, Some(now + Duration::from_millis(5_000)));
+        // An expired peer cooldown does not block.
+        let mut old = report(true);
+        old.cooldown_until_ms = NOW_MS - 1;
+        let s = merged(&local_ok(), &[old], now);
+        assert!(s.available);
+        assert_eq!(s.cooldown_until, None);
+    }
+
+    #[test]
+    fn latency_is_the_median() {
+        let now = Instant::now();
+        let with = |lat: Option<f64>| BackendReport {
+            latency_ms: lat,
+            ttft_ms: lat.map(|l| l * 10.0),
+            ..report(true)
+        };
+        // Self 10, peers 30, 50 → 30.
+        let s = merged(&local_ok(), &[with(Some(50.0)), with(Some(30.0))], now);
+        assert_eq!(s.latency_ms, Some(30.0));
+        assert_eq!(
+            s.ttft_ms,
+            Some(400.0),
+            "self has no ttft: median of 300, 500"
+        );
+        // Self 10, peers 30, 50, 1000 → (30 + 50) / 2.
+        let s = merged(
+            &local_ok(),
+            &[with(Some(50.0)), with(Some(1000.0)), with(Some(30.0))],
+            now,
+        );
+        assert_eq!(s.latency_ms, Some(40.0));
+        // Unmeasured peers do not count.
+        let s = merged(&local_ok(), &[with(None), with(Some(20.0))], now);
+        assert_eq!(s.latency_ms, Some(15.0));
+        // Nobody measured.
+        let local = BackendStatus {
+            latency_ms: None,
+            ..local_ok()
+        };
+        assert_eq!(merged(&local, &[with(None)], now).latency_ms, None);
+    }
+
+    #[test]
+    fn median_with_inserts_extra_anywhere() {
+        assert_eq!(median_with(&[], None), None);
+        assert_eq!(median_with(&[], Some(3.0)), Some(3.0));
+        assert_eq!(median_with(&[1.0, 2.0], Some(0.0)), Some(1.0));
+        assert_eq!(median_with(&[1.0, 2.0], Some(9.0)), Some(2.0));
+        assert_eq!(median_with(&[1.0, 3.0], Some(2.0)), Some(2.0));
+        assert_eq!(median_with(&[1.0, 3.0, 5.0], Some(4.0)), Some(3.5));
+        assert_eq!(median_with(&[1.0, 3.0, 5.0], None), Some(3.0));
+        assert_eq!(median_with(&[2.0, 2.0], Some(2.0)), Some(2.0));
+    }
+
+    #[test]
+    fn in_flight_is_summed() {
+        let now = Instant::now();
+        let r = |n| BackendReport {
+            in_flight: n,
+            ..report(true)
+        };
+        let s = merged(&local_ok(), &[r(4), r(7)], now);
+        assert_eq!(s.in_flight, 12);
+    }
+
+    #[test]
+    fn stale_reports_are_ignored() {
+        let now = Instant::now();
+        let stale = |healthy| BackendReport {
+            reported_at_ms: NOW_MS - 10_001,
+            in_flight: 50,
+            latency_ms: Some(900.0),
+            cooldown_until_ms: NOW_MS + 60_000,
+            ..report(healthy)
+        };
+        let agg = aggregate(&[stale(false), stale(false)], now, NOW_MS);
+        assert_eq!(agg, PeerAggregate::default());
+        let s = merge(&local_ok(), &agg, now);
+        assert!(s.available && s.healthy);
+        assert_eq!(s.in_flight, 1);
+        assert_eq!(s.latency_ms, Some(10.0));
+        assert_eq!(s.cooldown_until, None);
+        // Exactly at the limit still counts.
+        let edge = BackendReport {
+            reported_at_ms: NOW_MS - 10_000,
+            ..report(false)
+        };
+        let agg = aggregate(&[edge, edge], now, NOW_MS);
+        assert_eq!(agg.reporters, 2);
+        assert_eq!(agg.down, 2);
+    }
+}

@@ -1,0 +1,56 @@
+//! Cluster: gossip membership (chitchat) and the cluster-wide backend view.
+//!
+//! ```text
+//!  BackendTable ──local_status──► publisher ──set_self──► chitchat ◄──gossip──► peers
+//!        │                                                    │
+//!        │                                      live-nodes watcher (each round)
+//!        │                                                    ▼
+//!        └──local_status──► ClusterView::status ◄── PeerAggregate per backend (refresh task)
+//! ```
+//! - [`Cluster`] ([`membership`]) is the only code that touches chitchat: `join`, `live_nodes`,
+//!   `live_count_watch`, `set_self` / `delete_self`, `leave`. Gossip keys live in [`keys`].
+//! - [`publisher`] gossips this node's [`BackendReport`] per backend on meaningful change.
+//! - [`ClusterView`] implements [`crate::backends::BackendView`]: this node's own status merged with
+//!   the live peers' fresh reports; the rule is documented and tested in [`merge`].
+//!
+//! Wiring (in `app`):
+//! ```ignore
+//! let cluster = Cluster::join(&cfg.cluster, &cfg.node.id, &chitchat::transport::UdpTransport).await?;
+//! let _publisher = cluster::publisher(&cluster, backends.clone());
+//! let view = ClusterView::new(&cluster, backends.clone()); // Arc<ClusterView>: Deliver's `view`
+//! // /admin/cluster → view.admin_json(); on shutdown → cluster.leave().await
+//! ```
+//!
+//! Gossip is neither authenticated nor encrypted: keep the gossip port on a private network.
+
+pub mod keys;
+pub mod membership;
+pub mod merge;
+pub mod publisher;
+pub mod report;
+pub mod view;
+
+#[cfg(test)]
+mod tests;
+
+pub use keys::NodeStatus;
+pub use membership::{
+    Cluster, MEMBERS_METRIC, MEMBERSHIP_CHANGES_METRIC, Member, NodeInfo, failure_detector_config,
+};
+pub use merge::PeerAggregate;
+pub use publisher::publisher;
+pub use report::{BackendReport, MAX_REPORT_AGE, ReportError};
+pub use view::ClusterView;
+
+use std::net::SocketAddr;
+
+/// Why joining failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("{field}: {reason}")]
+    Config { field: &'static str, reason: String },
+    #[error("cannot resolve gossip address `{addr}`: {reason}")]
+    Resolve { addr: String, reason: String },
+    #[error("cannot start gossip on {addr}: {reason}")]
+    Start { addr: SocketAddr, reason: String },
+}

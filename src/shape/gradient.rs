@@ -1,0 +1,228 @@
+//! `ConcurrencyLimit`: a per-backend adaptive concurrency limit, Gradient2-style (as Netflix's
+//! concurrency-limits and Envoy's adaptive concurrency filter), plus the critical reserve check.
+//!
+//! Two EWMAs of the latency samples: a long one (the backend's baseline) and a short one (now).
+//! `gradient = clamp(TOLERANCE * long / short, 0.5, 1.0)`; `target = limit * gradient + sqrt(limit)`;
+//! the limit moves a `SMOOTHING` share towards the target, within `[min_limit, max_limit]`. So while the
+//! latency stays near its baseline the limit grows by about `sqrt(limit)` per sample; when queuing
+//! shows up as rising latency it shrinks. A dropped request (error, timeout, 429) multiplies the limit
+//! by `DROP_FACTOR`. The limit grows only while the backend is used near it (`in_flight >= limit / 2`).
+//! Pure: the caller feeds samples.
+
+use crate::config::{CongestionConfig, Priority};
+use std::time::Duration;
+
+/// How much slower than its baseline the backend may get before the limit shrinks.
+pub const TOLERANCE: f64 = 1.5;
+/// Share of the way to the new target the limit moves per sample.
+pub const SMOOTHING: f64 = 0.2;
+/// Multiplier on a dropped request.
+pub const DROP_FACTOR: f64 = 0.8;
+/// EWMA windows, in samples.
+pub const LONG_WINDOW: u32 = 600;
+pub const SHORT_WINDOW: u32 = 10;
+
+/// What became of one request sent to the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered: its round-trip time (or time to first token for streams).
+    Success(Duration),
+    /// Error, timeout or 429.
+    Dropped,
+}
+
+/// Samples averaged plainly before an EWMA switches to exponential smoothing, so its estimate is not
+/// dominated by the first sample.
+const WARMUP: u32 = 10;
+
+/// Exponential moving average over about `window` samples, after a `WARMUP` plain average.
+#[derive(Debug, Clone)]
+struct Ewma {
+    window: u32,
+    count: u32,
+    value: f64,
+}
+
+impl Ewma {
+    fn new(window: u32) -> Ewma {
+        Ewma {
+            window: window.max(1),
+            count: 0,
+            value: 0.0,
+        }
+    }
+    fn add(&mut self, sample: f64) -> f64 {
+        if self.count < WARMUP.min(self.window) {
+            self.count += 1;
+            self.value += (sample - self.value) / f64::from(self.count);
+        } else {
+            let alpha = 2.0 / (f64::from(self.window) + 1.0);
+            self.value += (sample - self.value) * alpha;
+        }
+        self.value
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ConcurrencyLimit {
+    enabled: bool,
+    limit: f64,
+    min: f64,
+    max: f64,
+    long: Ewma,
+    short: Ewma,
+}
+
+impl ConcurrencyLimit {
+    /// Starts at `initial_limit`. With `enabled: false` the limit is fixed at `max_limit`.
+    pub fn new(c: &CongestionConfig) -> Self {
+        let min = f64::from(c.min_limit.max(1));
+        let max = f64::from(c.max_limit).max(min);
+        let initial = if c.enabled {
+            f64::from(c.initial_limit)
+        } else {
+            max
+        };
+        ConcurrencyLimit {
+            enabled: c.enabled,
+            limit: initial.clamp(min, max),
+            min,
+            max,
+            long: Ewma::new(LONG_WINDOW),
+            short: Ewma::new(SHORT_WINDOW),
+        }
+    }
+
+    /// The current limit (whole requests).
+    pub fn limit(&self) -> u32 {
+        self.limit as u32
+    }
+
+    /// Feed one finished request; `in_flight` is the backend's in-flight count when it finished.
+    /// Returns the new limit.
+    pub fn on_sample(&mut self, outcome: Outcome, in_flight: u32) -> u32 {
+        if !self.enabled {
+            return self.limit();
+        }
+        let rtt = match outcome {
+            Outcome::Dropped => {
+                self.limit = (self.limit * DROP_FACTOR).clamp(self.min, self.max);
+                return self.limit();
+            }
+            Outcome::Success(rtt) => rtt.as_secs_f64().max(1e-6),
+        };
+        let short = self.short.add(rtt);
+        let mut long = self.long.add(rtt);
+        if long / short > 2.0 {
+            // Latency is back to normal after a long overload: let the baseline come down faster.
+            long *= 0.95;
+            self.long.value = long;
+        }
+        let gradient = (TOLERANCE * long / short).clamp(0.5, 1.0);
+        let target = self.limit * gradient + self.limit.sqrt();
+        let mut next = self.limit * (1.0 - SMOOTHING) + target * SMOOTHING;
+        if f64::from(in_flight) < self.limit / 2.0 {
+            // Idle or lightly used: no evidence the backend can take more.
+            next = next.min(self.limit);
+        }
+        self.limit = next.clamp(self.min, self.max);
+        self.limit()
+    }
+}
+
+/// Whether a request of `priority` may start on a backend with `in_flight` requests under `limit`:
+/// non-critical traffic may use only `limit * (1 - critical_reserve)` slots (at least 1), critical
+/// traffic all of them.
+pub fn allows(limit: u32, in_flight: u32, priority: Priority, critical_reserve: f64) -> bool {
+    if priority == Priority::Critical {
+        return in_flight < limit;
+    }
+    let reserve = critical_reserve.clamp(0.0, 1.0);
+    let share = ((f64::from(limit) * (1.0 - reserve)).floor() as u32).max(1);
+    in_flight < share
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> CongestionConfig {
+        CongestionConfig {
+            initial_limit: 32,
+            min_limit: 2,
+            max_limit: 512,
+            ..CongestionConfig::default()
+        }
+    }
+
+    fn feed(l: &mut ConcurrencyLimit, ms: u64, n: usize) -> u32 {
+        for _ in 0..n {
+            let in_flight = l.limit();
+            l.on_sample(Outcome::Success(Duration::from_millis(ms)), in_flight);
+        }
+        l.limit()
+    }
+
+    #[test]
+    fn grows_at_baseline_shrinks_on_latency_and_recovers() {
+        let mut l = ConcurrencyLimit::new(&cfg());
+        assert_eq!(l.limit(), 32);
+        let baseline = feed(&mut l, 100, 20);
+        assert!(baseline > 32, "{baseline}");
+        let slow = feed(&mut l, 400, 20);
+        assert!(slow < baseline / 2, "{slow} vs {baseline}");
+        assert!(slow >= 2);
+        let back = feed(&mut l, 100, 200);
+        assert!(back >= baseline, "{back} vs {baseline}");
+        assert_eq!(feed(&mut l, 100, 1000), 512);
+    }
+
+    #[test]
+    fn drops_back_off_multiplicatively_down_to_min() {
+        let mut l = ConcurrencyLimit::new(&cfg());
+        assert_eq!(l.on_sample(Outcome::Dropped, 32), 25);
+        assert_eq!(l.on_sample(Outcome::Dropped, 25), 20);
+        for _ in 0..50 {
+            l.on_sample(Outcome::Dropped, 0);
+        }
+        assert_eq!(l.limit(), 2);
+    }
+
+    #[test]
+    fn idle_backend_does_not_grow() {
+        let mut l = ConcurrencyLimit::new(&cfg());
+        for _ in 0..100 {
+            l.on_sample(Outcome::Success(Duration::from_millis(100)), 3);
+        }
+        assert_eq!(l.limit(), 32);
+        for _ in 0..100 {
+            l.on_sample(Outcome::Success(Duration::ZERO), 16);
+        }
+        assert!(l.limit() > 32);
+    }
+
+    #[test]
+    fn disabled_is_fixed_at_max() {
+        let mut l = ConcurrencyLimit::new(&CongestionConfig {
+            enabled: false,
+            ..cfg()
+        });
+        assert_eq!(l.on_sample(Outcome::Dropped, 1), 512);
+        assert_eq!(l.limit(), 512);
+    }
+
+    #[test]
+    fn reserve_is_kept_for_critical() {
+        for p in [Priority::High, Priority::Normal, Priority::Batch] {
+            assert!(allows(10, 7, p, 0.2));
+            assert!(!allows(10, 8, p, 0.2));
+        }
+        assert!(allows(10, 8, Priority::Critical, 0.2));
+        assert!(allows(10, 9, Priority::Critical, 0.2));
+        assert!(!allows(10, 10, Priority::Critical, 0.2));
+        // At least one slot for everyone; no reserve: the whole limit.
+        assert!(allows(1, 0, Priority::Batch, 0.5));
+        assert!(!allows(1, 1, Priority::Batch, 0.5));
+        assert!(allows(10, 9, Priority::Low, 0.0));
+    }
+}

@@ -1,0 +1,25 @@
+//! Shape: the second stage (between Receive and Route) — decides when a request may start.
+//!
+//! The mechanisms, each independent and unit-tested; the gateway wires them together:
+//! - [`priority`]: a request's class (tier, request type, header) and its client deadline.
+//! - [`AdmissionQueue`]: requests that cannot start yet wait here instead of getting an instant
+//!   429/503, served by priority, fairly among tenants (weighted fair queuing), earliest deadline first;
+//!   bounded, with deadlines, a maximum wait and CoDel shedding of non-critical work under congestion.
+//! - [`ConcurrencyLimit`]: a per-backend adaptive concurrency limit (Gradient2), and [`allows`], which
+//!   keeps a share of each limit for critical traffic.
+//! - [`Pacer`]: GCRA spacing of request starts to a backend.
+
+mod codel;
+mod fair;
+pub mod gradient;
+pub mod pacer;
+pub mod priority;
+pub mod queue;
+#[cfg(test)]
+mod queue_tests;
+mod ticket;
+
+pub use gradient::{ConcurrencyLimit, Outcome, allows};
+pub use pacer::Pacer;
+pub use priority::{classify, parse_deadline};
+pub use queue::{AdmissionQueue, QUEUE_LENGTH, QUEUE_WAIT, SHED_TOTAL, Shed, Ticket};

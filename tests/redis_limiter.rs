@@ -1,0 +1,538 @@
+//! The cluster limiter against a real `redis-server` started by each test (loopback, free port, no
+//! persistence, killed on drop). Several `ClusterLimiter`s on one Redis play the gateway nodes.
+//! Every wait polls with a deadline.
+
+use sluice::config::{LimitsConfig, RedisConfig, TenantConfig};
+use sluice::ratelimit::{
+    ClusterLimiter, LimitRequest, LocalLimiter, RECONCILE_LUA, RateLimiter, TOKEN_BUCKET_LUA,
+    bucket_keys,
+};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+const REDIS_SERVER: &str = "redis-server";
+
+/// A `redis-server` child process on 127.0.0.1, killed on drop.
+struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().unwrap().port()
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        Self::start_on(free_port())
+    }
+
+    fn start_on(port: u16) -> RedisServer {
+        let child = Command::new(REDIS_SERVER)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--dir", &std::env::temp_dir().to_string_lossy()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {REDIS_SERVER} ({e}); install it (bash tests/run.sh does)")
+            });
+        let mut server = RedisServer {
+            child: Some(child),
+            port,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if server.ping() {
+                return server;
+            }
+            if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("redis-server exited at start ({status}); port {port} taken?");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not answer PING"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .expect("connect to the test redis")
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(client) = redis::Client::open(self.url()) else {
+            return false;
+        };
+        let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(200)) else {
+            return false;
+        };
+        redis::cmd("PING").query::<String>(&mut c).is_ok()
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn tenant(id: &str, rpm: Option<u32>, burst: Option<u32>, tpm: Option<u64>) -> TenantConfig {
+    TenantConfig {
+        id: id.into(),
+        tier: "standard".into(),
+        keys: vec![],
+        key_envs: vec![],
+        limits: LimitsConfig {
+            requests_per_minute: rpm,
+            burst,
+            tokens_per_minute: tpm,
+        },
+    }
+}
+
+fn cfg(url: &str, timeout_ms: u64) -> RedisConfig {
+    RedisConfig {
+        url: url.into(),
+        timeout_ms,
+        breaker_failures: 3,
+        breaker_open_ms: 100,
+        key_prefix: "sluice".into(),
+    }
+}
+
+fn req(tenant: &str, tokens: u64) -> LimitRequest<'_> {
+    LimitRequest {
+        tenant,
+        requests: 1,
+        tokens,
+    }
+}
+
+async fn wait_mode(l: &ClusterLimiter, mode: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while l.mode() != mode {
+        assert!(
+            Instant::now() < deadline,
+            "mode stayed {} (wanted {mode})",
+            l.mode()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Checks `n` times (round robin over `nodes`), each within `max_each`; returns how many passed.
+async fn admitted(nodes: &[&ClusterLimiter], tenant: &str, n: usize, max_each: Duration) -> usize {
+    let mut ok = 0;
+    for i in 0..n {
+        let t = Instant::now();
+        let d = nodes[i % nodes.len()].check(req(tenant, 0)).await;
+        let took = t.elapsed();
+        assert!(took <= max_each, "check {i} took {took:?}");
+        ok += d.allowed as usize;
+    }
+    ok
+}
+
+/// Requests admitted by refill over `elapsed` at `rpm` (for upper bounds).
+fn refill(rpm: u32, elapsed: Duration) -> usize {
+    (elapsed.as_secs_f64() * rpm as f64 / 60.0).ceil() as usize
+}
+
+#[tokio::test]
+async fn three_nodes_share_one_global_limit() {
+    const N: u32 = 300;
+    let redis = RedisServer::start();
+    // A generous budget: this test is about exactness, every call must reach Redis.
+    let cfg = cfg(&redis.url(), 500);
+    let tenants = [tenant("acme", Some(N), Some(N), None)];
+    let (_tx, rx) = watch::channel(3usize);
+    let nodes: Vec<ClusterLimiter> = (0..3)
+        .map(|_| ClusterLimiter::new(&cfg, &tenants, rx.clone()).unwrap())
+        .collect();
+    for n in &nodes {
+        wait_mode(n, "global").await;
+    }
+    let refs: Vec<&ClusterLimiter> = nodes.iter().collect();
+    let t0 = Instant::now();
+    let got = admitted(&refs, "acme", 3 * N as usize, Duration::from_secs(1)).await;
+    let bound = N as usize + (N as usize).div_ceil(100) + refill(N, t0.elapsed());
+    assert!(
+        got >= N as usize && got <= bound,
+        "three nodes admitted {got}, limit {N} (bound {bound})"
+    );
+    for n in &nodes {
+        assert_eq!(n.redis_errors(), 0);
+        assert_eq!(n.mode(), "global");
+    }
+
+    // Three local limiters (no shared store) would admit the limit three times.
+    let locals: Vec<LocalLimiter> = (0..3).map(|_| LocalLimiter::new(&tenants)).collect();
+    let local: usize = (0..3 * N as usize)
+        .filter(|i| locals[i % 3].decide(req("acme", 0)).allowed)
+        .count();
+    assert!(
+        local >= 3 * N as usize - 1,
+        "local limiters admitted {local}"
+    );
+}
+
+#[tokio::test]
+async fn tokens_reserve_and_reconcile_are_global() {
+    let redis = RedisServer::start();
+    let cfg = cfg(&redis.url(), 500);
+    // 600 tokens per minute: 10 per second refill.
+    let tenants = [tenant("acme", None, None, Some(600))];
+    let (_tx, rx) = watch::channel(3usize);
+    let [a, b, c] = [0, 1, 2].map(|_| ClusterLimiter::new(&cfg, &tenants, rx.clone()).unwrap());
+    for n in [&a, &b, &c] {
+        wait_mode(n, "global").await;
+    }
+
+    let d = a.check(req("acme", 500)).await;
+    assert!(d.allowed);
+    assert_eq!(d.tokens_limit, Some(600));
+    let rem = d.tokens_remaining.unwrap();
+    assert!((100..=102).contains(&rem), "{rem}");
+
+    // Another node sees the reservation: 300 do not fit, retry ≈ 200 tokens at 10/s.
+    let d = b.check(req("acme", 300)).await;
+    assert!(!d.allowed);
+    let wait = d.retry_after.unwrap();
+    assert!(
+        wait > Duration::from_secs(19) && wait <= Duration::from_secs(20),
+        "{wait:?}"
+    );
+
+    // Only 100 were used: 400 go back to the global bucket.
+    a.reconcile("acme", 500, 100).await;
+    let d = c.check(req("acme", 300)).await;
+    assert!(d.allowed, "{d:?}");
+    let rem = d.tokens_remaining.unwrap();
+    assert!((200..=205).contains(&rem), "{rem}");
+
+    // Overage: the bucket goes into debt, bounded at -capacity.
+    a.reconcile("acme", 100, 5_000).await;
+    let [_, tok_key] = bucket_keys("sluice", "acme");
+    let level: f64 = redis::cmd("HGET")
+        .arg(&tok_key)
+        .arg("l")
+        .query::<String>(&mut redis.connection())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((-600.0..=-590.0).contains(&level), "level {level}");
+    let d = c.check(req("acme", 10)).await;
+    assert!(!d.allowed);
+    assert!(d.retry_after.unwrap() >= Duration::from_secs(60), "{d:?}");
+    for n in [&a, &b, &c] {
+        assert_eq!(n.redis_errors(), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_refusal_takes_nothing_from_either_bucket() {
+    let redis = RedisServer::start();
+    let tenants = [tenant("t", Some(60), Some(2), Some(100))];
+    let (_tx, rx) = watch::channel(1usize);
+    let l = ClusterLimiter::new(&cfg(&redis.url(), 500), &tenants, rx).unwrap();
+    wait_mode(&l, "global").await;
+    assert!(l.check(req("t", 100)).await.allowed);
+    // Token refusal: no request slot used.
+    let d = l.check(req("t", 50)).await;
+    assert!(!d.allowed);
+    assert_eq!(d.tokens_remaining, Some(0));
+    assert!(l.check(req("t", 0)).await.allowed);
+    assert!(!l.check(req("t", 0)).await.allowed);
+    assert_eq!(l.redis_errors(), 0);
+}
+
+#[tokio::test]
+async fn costs_above_capacity_are_clamped() {
+    let redis = RedisServer::start();
+    let tenants = [tenant("t", None, None, Some(100))];
+    let (_tx, rx) = watch::channel(1usize);
+    let l = ClusterLimiter::new(&cfg(&redis.url(), 500), &tenants, rx).unwrap();
+    wait_mode(&l, "global").await;
+    // A full bucket passes an ask larger than its capacity, and is then empty.
+    let d = l.check(req("t", 1_000_000)).await;
+    assert!(d.allowed, "{d:?}");
+    assert_eq!(d.tokens_remaining, Some(0));
+    let d = l.check(req("t", 1_000_000)).await;
+    assert!(!d.allowed);
+    // Waiting for a full bucket (100 tokens at 100/min), not for a million tokens.
+    assert!(d.retry_after.unwrap() <= Duration::from_secs(60), "{d:?}");
+    // Reconciling a clamped reservation refunds at most the capacity.
+    l.reconcile("t", 1_000_000, 0).await;
+    let d = l.check(req("t", 100)).await;
+    assert!(d.allowed, "{d:?}");
+    assert_eq!(l.redis_errors(), 0);
+}
+
+#[tokio::test]
+async fn over_limit_cache_answers_without_redis() {
+    let redis = RedisServer::start();
+    let tenants = [
+        tenant("t", Some(60), Some(3), None),
+        tenant("free", None, None, None),
+        tenant("tok-only", None, None, Some(1000)),
+    ];
+    let (_tx, rx) = watch::channel(1usize);
+    let l = ClusterLimiter::new(&cfg(&redis.url(), 500), &tenants, rx).unwrap();
+    wait_mode(&l, "global").await;
+
+    // Same semantics as the local limiter: a burst of 3, then one per second.
+    for i in 0..3 {
+        let d = l.check(req("t", 0)).await;
+        assert!(d.allowed, "{i}");
+        assert_eq!(d.limit, Some(60));
+        assert_eq!(d.remaining, Some(2 - i));
+    }
+    let d = l.check(req("t", 0)).await;
+    assert!(!d.allowed);
+    let wait = d.retry_after.unwrap();
+    assert!(
+        wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
+        "{wait:?}"
+    );
+    assert_eq!(l.redis_calls(), 4);
+
+    // Refused from the cache until the retry-after passes: no Redis call.
+    let mut last = wait;
+    for _ in 0..20 {
+        let d = l.check(req("t", 0)).await;
+        assert!(!d.allowed);
+        let w = d.retry_after.unwrap();
+        assert!(w <= last);
+        last = w;
+    }
+    assert_eq!(l.redis_calls(), 4);
+
+    // Tenants without limits (or asking no tokens of a token-only limit) never reach Redis.
+    assert!(l.check(req("free", 100)).await.allowed);
+    assert!(l.check(req("tok-only", 0)).await.allowed);
+    assert_eq!(l.redis_calls(), 4);
+
+    // Once it passes, Redis decides again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !l.check(req("t", 0)).await.allowed {
+        assert!(Instant::now() < deadline, "never admitted again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let calls = l.redis_calls();
+    assert!((5..=6).contains(&calls), "{calls}");
+}
+
+#[tokio::test]
+async fn keys_share_one_hash_slot_and_expire() {
+    let redis = RedisServer::start();
+    let tenants = [
+        tenant("acme", Some(60), Some(5), Some(6000)),
+        tenant("}odd{", Some(60), None, Some(6000)),
+    ];
+    let (_tx, rx) = watch::channel(1usize);
+    let l = ClusterLimiter::new(&cfg(&redis.url(), 500), &tenants, rx).unwrap();
+    wait_mode(&l, "global").await;
+    assert!(l.check(req("acme", 10)).await.allowed);
+    assert!(l.check(req("}odd{", 10)).await.allowed);
+
+    let mut con = redis.connection();
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
+    keys.sort();
+    let mut want: Vec<String> = bucket_keys("sluice", "acme")
+        .into_iter()
+        .chain(bucket_keys("sluice", "}odd{"))
+        .collect();
+    want.sort();
+    assert_eq!(keys, want);
+    assert_eq!(l.keys_of("acme").unwrap(), bucket_keys("sluice", "acme"));
+    for t in ["acme", "}odd{"] {
+        let [r, k] = bucket_keys("sluice", t);
+        assert!(r.ends_with(":req") && k.ends_with(":tok"));
+        assert_eq!(hash_tag(&r), hash_tag(&k));
+        assert_eq!(key_slot(&r), key_slot(&k), "{r} {k}");
+    }
+    assert_eq!(hash_tag("sluice:{acme}:req"), "acme");
+
+    // TTL ≈ time until full: 1 request at 1/s → ≤ 1 s; 10 tokens at 100/s → ≤ 100 ms.
+    let [r, k] = bucket_keys("sluice", "acme");
+    let pttl_r: i64 = redis::cmd("PTTL").arg(&r).query(&mut con).unwrap();
+    let pttl_k: i64 = redis::cmd("PTTL").arg(&k).query(&mut con).unwrap();
+    assert!(pttl_r > 0 && pttl_r <= 1_001, "{pttl_r}");
+    assert!(pttl_k > 0 && pttl_k <= 101, "{pttl_k}");
+
+    // The scripts name their keys only through KEYS (Cluster-safe), and document the contract.
+    for src in [TOKEN_BUCKET_LUA, RECONCILE_LUA] {
+        assert!(src.contains("KEYS[1]") && src.contains("{<tenant>}"));
+        assert!(!src.contains("sluice:"));
+    }
+
+    // A flushed script cache (failover, restart) is reloaded on NOSCRIPT, not an error.
+    let _: String = redis::cmd("SCRIPT").arg("FLUSH").query(&mut con).unwrap();
+    assert!(l.check(req("acme", 10)).await.allowed);
+    assert_eq!(l.redis_errors(), 0);
+    assert_eq!(l.mode(), "global");
+}
+
+#[tokio::test]
+async fn redis_killed_falls_back_fast_redivides_and_recovers() {
+    let mut redis = RedisServer::start();
+    let port = redis.port;
+    let tenants = [tenant("acme", Some(600), Some(60), None)];
+    let (tx, rx) = watch::channel(2usize);
+    let cfg = cfg(&redis.url(), 20);
+    let l = ClusterLimiter::new(&cfg, &tenants, rx).unwrap();
+    wait_mode(&l, "global").await;
+    assert!(l.check(req("acme", 0)).await.allowed);
+    let calls = l.redis_calls();
+    assert_eq!(calls, 1);
+
+    redis.kill();
+    // Every check answers at once, first from failed calls (breaker still closed), then from the
+    // open breaker; the quota is the global one ÷ 2 live nodes: burst 30, 300 per minute.
+    let t0 = Instant::now();
+    let got = admitted(&[&l], "acme", 100, Duration::from_millis(100)).await;
+    assert_eq!(l.mode(), "fallback");
+    assert!(
+        got >= 30 && got <= 30 + refill(300, t0.elapsed()),
+        "admitted {got} in fallback"
+    );
+    assert_eq!(
+        l.redis_calls() - calls,
+        cfg.breaker_failures as u64,
+        "no Redis call once the breaker is open"
+    );
+    assert_eq!(l.redis_errors(), cfg.breaker_failures as u64);
+
+    // A third node joins: the fallback is re-divided (600/3: burst 20).
+    tx.send(3).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while l.fallback_divisor() != 3 {
+        assert!(Instant::now() < deadline, "not re-divided");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let t0 = Instant::now();
+    let got = admitted(&[&l], "acme", 100, Duration::from_millis(100)).await;
+    assert!(
+        got >= 20 && got <= 20 + refill(200, t0.elapsed()),
+        "admitted {got} after re-division"
+    );
+
+    // Redis back on the same port: the probe closes the breaker.
+    let _redis = RedisServer::start_on(port);
+    wait_mode(&l, "global").await;
+    let calls = l.redis_calls();
+    assert!(l.check(req("acme", 0)).await.allowed);
+    assert_eq!(l.redis_calls(), calls + 1);
+}
+
+#[tokio::test]
+async fn frozen_redis_times_out_within_the_budget() {
+    let redis = RedisServer::start();
+    let tenants = [tenant("acme", Some(600), Some(60), None)];
+    let (_tx, rx) = watch::channel(1usize);
+    let l = ClusterLimiter::new(&cfg(&redis.url(), 20), &tenants, rx).unwrap();
+    wait_mode(&l, "global").await;
+
+    // SIGSTOP: the socket stays open but nothing answers; only the timeout saves the request.
+    redis.signal("-STOP");
+    let got = admitted(&[&l], "acme", 10, Duration::from_millis(100)).await;
+    assert_eq!(got, 10, "answered by the fallback");
+    assert_eq!(l.mode(), "fallback");
+    assert_eq!(l.redis_errors(), 3);
+
+    redis.signal("-CONT");
+    wait_mode(&l, "global").await;
+    let calls = l.redis_calls();
+    assert!(l.check(req("acme", 0)).await.allowed);
+    assert_eq!(l.redis_calls(), calls + 1);
+}
+
+#[tokio::test]
+async fn starts_in_fallback_without_redis_and_connects_in_the_background() {
+    let port = free_port();
+    let tenants = [tenant("acme", Some(60), Some(4), None)];
+    let (_tx, rx) = watch::channel(2usize);
+    let t0 = Instant::now();
+    let l =
+        ClusterLimiter::new(&cfg(&format!("redis://127.0.0.1:{port}"), 20), &tenants, rx).unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_millis(100),
+        "constructor blocked"
+    );
+    assert_eq!(l.mode(), "fallback");
+    let got = admitted(&[&l], "acme", 10, Duration::from_millis(100)).await;
+    assert_eq!(got, 2, "burst 4 ÷ 2 nodes");
+    assert_eq!(l.redis_calls(), 0);
+
+    let _redis = RedisServer::start_on(port);
+    wait_mode(&l, "global").await;
+    // Global bucket: the full burst of 4, whatever the fallback did.
+    let got = admitted(&[&l], "acme", 10, Duration::from_secs(1)).await;
+    assert_eq!(got, 4);
+}
+
+/// The Redis Cluster hash tag of a key: the text between the first `{` and the next `}`, if not
+/// empty; otherwise the whole key.
+fn hash_tag(key: &str) -> &str {
+    if let Some(open) = key.find('{')
+        && let Some(len) = key[open + 1..].find('}')
+        && len > 0
+    {
+        return &key[open + 1..open + 1 + len];
+    }
+    key
+}
+
+/// Redis Cluster's key slot: CRC16/XMODEM of the hash tag, mod 16384.
+fn key_slot(key: &str) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in hash_tag(key).as_bytes() {
+        crc ^= (b as u16) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+#[test]
+fn key_slot_matches_redis_cluster() {
+    // Values from the Redis Cluster specification / CLUSTER KEYSLOT.
+    assert_eq!(key_slot("123456789"), 0x31C3);
+    assert_eq!(key_slot("foo"), 12182);
+    assert_eq!(key_slot("{user1000}.following"), key_slot("user1000"));
+}
