@@ -11,6 +11,8 @@
       exit 1 when no sample matches.
   curl -s -H "Authorization: Bearer $T" NODE/admin/cluster | traffic.py members
       Live member count from the /admin/cluster JSON on stdin; exit 1 when it cannot be read.
+  traffic.py nodes --url http://127.0.0.1:8081 --name sluice-1 --url ...
+      One line per node from its /metrics: members seen, limiter mode, backend health, tenant decisions.
 """
 
 import argparse
@@ -42,7 +44,7 @@ class Summary:
         self.first_error = None
         self.started = None
         self.finished = None
-        # (seconds since start, status, backend, node) per request, for phase-by-phase reading
+        # [start (s since the run began), status, backend, node, latency (s)] per request
         self.log = []
 
     def add(self, t0, status, backend, node, latency, error=None):
@@ -57,7 +59,7 @@ class Summary:
                 self.errors[error] = self.errors.get(error, 0) + 1
                 self.first_error = self.first_error or error
             self.latencies.append(latency)
-            self.log.append((round(t0, 3), status or 0, backend or "", node or ""))
+            self.log.append((round(t0, 3), status or 0, backend or "", node or "", round(latency, 4)))
 
     def as_dict(self):
         lat = sorted(self.latencies)
@@ -229,6 +231,57 @@ def cmd_members(_a):
     return 1
 
 
+def scrape(url, timeout=2.0):
+    """{(name, frozenset(labels)): value} from a /metrics URL, or None when it does not answer."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=timeout) as r:
+            text = r.read().decode()
+    except Exception:
+        return None
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        m = SAMPLE.match(line.strip())
+        if m:
+            out[(m.group(1), frozenset(LABEL.findall(m.group(3) or "")))] = float(m.group(4))
+    return out
+
+
+def pick(samples, name, **labels):
+    want = set(labels.items())
+    return [(dict(k[1]), v) for k, v in samples.items() if k[0] == name and want <= k[1]]
+
+
+def cmd_nodes(a):
+    """One line per node: what its /metrics say about membership, the limiter, backends and tenants."""
+    print(f"  {'node':<10} {'members':>7}  {'limiter':<9} {'backends healthy':<32} tenants allowed/limited (since start)")
+    for url in a.url:
+        name = urllib.parse.urlsplit(url).port
+        s = scrape(url)
+        label = a.name[a.url.index(url)] if a.name else str(name)
+        if s is None:
+            print(f"  {label:<10} {'-':>7}  {'down':<9}")
+            continue
+        members = pick(s, "sluice_cluster_members")
+        members = str(int(members[0][1])) if members else "n/a"
+        modes = [lbl["mode"] for lbl, v in pick(s, "sluice_limiter_mode") if v == 1]
+        mode = modes[0] if modes else "n/a"
+        div = pick(s, "sluice_limiter_fallback_divisor")
+        if mode == "fallback" and div:
+            mode += f"/{int(div[0][1])}"
+        health = " ".join(f"{lbl['backend']}={'up' if v == 1 else 'DOWN'}" for lbl, v in sorted(pick(s, "sluice_backend_healthy"), key=lambda x: x[0]["backend"]))
+        tenants = {}
+        for lbl, v in pick(s, "sluice_limiter_decisions_total"):
+            t = tenants.setdefault(lbl.get("tenant", "?"), [0, 0])
+            t[0 if lbl.get("outcome") == "allowed" else 1] += int(v)
+        ten = " ".join(f"{t}={x[0]}/{x[1]}" for t, x in sorted(tenants.items()))
+        print(f"  {label:<10} {members:>7}  {mode:<9} {health:<32} {ten}")
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -247,8 +300,11 @@ def main():
     m.add_argument("--label", action="append", default=[], help="NAME=VALUE")
     m.add_argument("--sum", action="store_true")
     sub.add_parser("members")
+    n = sub.add_parser("nodes")
+    n.add_argument("--url", action="append", required=True, help="a node's base URL, e.g. http://127.0.0.1:8081")
+    n.add_argument("--name", action="append", default=[], help="display name for each --url, in order")
     a = p.parse_args()
-    return {"send": cmd_send, "metric": cmd_metric, "members": cmd_members}[a.cmd](a)
+    return {"send": cmd_send, "metric": cmd_metric, "members": cmd_members, "nodes": cmd_nodes}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,33 @@ pub struct App {
     pub deliver: Deliver,
     pub limiter: Arc<dyn RateLimiter>,
     pub metrics: PrometheusHandle,
+    /// Requests waiting for their tenant's bucket to refill.
+    pub rate_waiters: Waiters,
     id_prefix: String,
     next_id: AtomicU64,
+}
+
+/// A counter of waiting requests with a cap; a slot is held until dropped.
+#[derive(Debug, Default)]
+pub struct Waiters(std::sync::atomic::AtomicUsize);
+
+pub struct WaitSlot<'a>(&'a Waiters);
+
+impl Waiters {
+    pub fn enter(&self, max: usize) -> Option<WaitSlot<'_>> {
+        let n = self.0.fetch_add(1, Ordering::Relaxed);
+        if n >= max {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(WaitSlot(self))
+    }
+}
+
+impl Drop for WaitSlot<'_> {
+    fn drop(&mut self) {
+        (self.0).0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,14 +89,26 @@ impl App {
                 None => b.url.value.clone(),
             };
             clients.push(UpstreamClient::new(b.timeouts.connect(), tls.clone()));
-            backends.push(Arc::new(Backend::new(id, b.clone(), url)));
+            backends.push(Arc::new(
+                Backend::new(id, b.clone(), url).with_shaping(&cfg.shaping.congestion),
+            ));
         }
         let backends: BackendTable = Arc::new(backends);
         spawn_probers(&backends, &clients, shutdown.clone());
         let tenant_cfgs: Vec<_> = cfg.tenants.iter().map(|t| t.value.clone()).collect();
+        let router = Router::new(&cfg);
+        // Each backend wakes the queues of the routes that use it when a slot frees up.
+        for b in backends.iter() {
+            let queues = router
+                .decisions()
+                .filter(|d| d.pool.contains(&b.id))
+                .map(|d| d.queue.clone())
+                .collect();
+            b.attach_queues(queues);
+        }
         let app = App {
             tenants: TenantTable::new(&tenant_cfgs),
-            router: Router::new(&cfg),
+            router,
             limiter: Arc::new(LocalLimiter::new(&tenant_cfgs)),
             deliver: Deliver {
                 backends,
@@ -81,6 +118,7 @@ impl App {
                 default_max_tokens: cfg.routing.default_max_tokens,
             },
             metrics,
+            rate_waiters: Waiters::default(),
             id_prefix: format!("{:08x}", rand::random::<u32>()),
             next_id: AtomicU64::new(1),
             cfg,

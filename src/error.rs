@@ -39,6 +39,10 @@ pub enum GatewayError {
     UpstreamUnavailable { backend: String, reason: String },
     #[error("admin endpoints need `Authorization: Bearer <admin token>`")]
     AdminForbidden,
+    #[error("{0}")]
+    BadDeadline(String),
+    #[error("request not served: {0}")]
+    Shed(crate::shape::Shed),
 }
 
 impl GatewayError {
@@ -54,6 +58,9 @@ impl GatewayError {
             | GatewayError::Translate(_) => 400,
             GatewayError::RateLimited { .. } => 429,
             GatewayError::UpstreamUnavailable { .. } | GatewayError::NoHealthyBackend(_) => 503,
+            GatewayError::BadDeadline(_) => 400,
+            GatewayError::Shed(crate::shape::Shed::DeadlineExpired) => 504,
+            GatewayError::Shed(_) => 503,
             GatewayError::UpstreamTimeout(_) => 504,
         }
     }
@@ -74,6 +81,13 @@ impl GatewayError {
             GatewayError::NoHealthyBackend(_) => "no_healthy_backend",
             GatewayError::UpstreamTimeout(_) => "upstream_timeout",
             GatewayError::UpstreamUnavailable { .. } => "upstream_unavailable",
+            GatewayError::BadDeadline(_) => "bad_deadline",
+            GatewayError::Shed(s) => match s {
+                crate::shape::Shed::QueueFull => "shed_queue_full",
+                crate::shape::Shed::DeadlineExpired => "deadline_expired",
+                crate::shape::Shed::MaxWait => "shed_max_wait",
+                crate::shape::Shed::Congested => "shed_congested",
+            },
         }
     }
 
@@ -132,6 +146,9 @@ impl GatewayError {
         match self {
             GatewayError::RateLimited { decision, .. } => decision.retry_after,
             GatewayError::NoHealthyBackend(_) => Some(Duration::from_secs(1)),
+            GatewayError::Shed(s) if *s != crate::shape::Shed::DeadlineExpired => {
+                Some(Duration::from_secs(1))
+            }
             _ => None,
         }
     }

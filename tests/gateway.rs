@@ -241,7 +241,7 @@ async fn metrics_health_and_readiness_endpoints() {
 async fn rate_limited_tenant_gets_429_with_headers() {
     let m = mock("openai", "alpha", &[]);
     let cfg = format!(
-        "backends:\n{}tenants:\n  - {{ id: t, keys: [sk-t1], limits: {{ requests_per_minute: 60, burst: 2 }} }}\nrouting: {{}}\n",
+        "backends:\n{}tenants:\n  - {{ id: t, keys: [sk-t1], limits: {{ requests_per_minute: 60, burst: 2 }} }}\nrouting: {{}}\nshaping: {{ max_wait_ms: 0 }}\n",
         backend("sim", &m, "openai", "")
     );
     let gw = gateway(&cfg);

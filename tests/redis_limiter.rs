@@ -117,6 +117,7 @@ fn tenant(id: &str, rpm: Option<u32>, burst: Option<u32>, tpm: Option<u64>) -> T
             burst,
             tokens_per_minute: tpm,
         },
+        weight: 1,
     }
 }
 

@@ -1,11 +1,12 @@
 //! One backend's live state: atomics for the hot counters, short non-async locks for the estimators.
 
 use crate::balance::{Health, HealthPolicy, HealthState, PeakEwma};
-use crate::config::BackendConfig;
+use crate::config::{BackendConfig, CongestionConfig, Priority};
 use crate::observe::Metrics;
+use crate::shape::{AdmissionQueue, ConcurrencyLimit, Outcome, Pacer, allows};
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// A snapshot of one backend as the balancer sees it.
@@ -32,6 +33,15 @@ pub struct Backend {
     health: Mutex<Health>,
     latency: Mutex<PeakEwma>,
     ttft: Mutex<PeakEwma>,
+    /// Adaptive concurrency limit (congestion control); `limit` mirrors it for the hot path.
+    congestion: Mutex<ConcurrencyLimit>,
+    limit: AtomicU32,
+    congestion_enabled: bool,
+    critical_reserve: f64,
+    /// GCRA spacing of request starts (`smoothing`).
+    pub pacer: Option<Pacer>,
+    /// Queues of the routes that use this backend: told when a slot frees up.
+    queues: OnceLock<Vec<Arc<AdmissionQueue>>>,
 }
 
 const EWMA_TAU: Duration = Duration::from_secs(10);
@@ -59,6 +69,80 @@ impl Backend {
             health: Mutex::new(Health::new()),
             latency: Mutex::new(PeakEwma::new(EWMA_TAU)),
             ttft: Mutex::new(PeakEwma::new(EWMA_TAU)),
+            congestion: Mutex::new(ConcurrencyLimit::new(&CongestionConfig::default())),
+            limit: AtomicU32::new(CongestionConfig::default().initial_limit),
+            congestion_enabled: false,
+            critical_reserve: 0.0,
+            pacer: None,
+            queues: OnceLock::new(),
+        }
+    }
+
+    /// Turn on congestion control and smoothing as configured.
+    pub fn with_shaping(mut self, c: &CongestionConfig) -> Backend {
+        let limiter = ConcurrencyLimit::new(c);
+        self.limit = AtomicU32::new(limiter.limit());
+        self.congestion = Mutex::new(limiter);
+        self.congestion_enabled = c.enabled;
+        self.critical_reserve = c.critical_reserve;
+        self.pacer = self
+            .cfg
+            .smoothing
+            .map(|s| Pacer::new(s.rate_per_sec, s.burst));
+        Metrics::concurrency_limit(self.name(), self.concurrency_limit());
+        self
+    }
+
+    /// Attach the queues to wake when a slot frees (once, at start).
+    pub fn attach_queues(&self, queues: Vec<Arc<AdmissionQueue>>) {
+        let _ = self.queues.set(queues);
+    }
+
+    fn wake_queues(&self) {
+        if let Some(qs) = self.queues.get() {
+            for q in qs {
+                q.notify();
+            }
+        }
+    }
+
+    /// The most requests this backend takes at once now: the adaptive limit, capped by `max_concurrent`.
+    pub fn concurrency_limit(&self) -> u32 {
+        let adaptive = if self.congestion_enabled {
+            self.limit.load(Ordering::Relaxed)
+        } else {
+            u32::MAX
+        };
+        adaptive.min(self.cfg.max_concurrent.unwrap_or(u32::MAX))
+    }
+
+    /// Whether a request of `priority` may start here with `in_flight` already running (critical traffic
+    /// may use the reserved share).
+    pub fn has_room(&self, in_flight: u32, priority: Priority) -> bool {
+        let limit = self.concurrency_limit();
+        if limit == u32::MAX {
+            return true;
+        }
+        allows(limit, in_flight, priority, self.critical_reserve)
+    }
+
+    /// Feed the congestion controller with a finished request.
+    pub fn congestion_sample(&self, outcome: Outcome) {
+        if !self.congestion_enabled {
+            return;
+        }
+        let before = self.limit.load(Ordering::Relaxed);
+        let limit = self
+            .congestion
+            .lock()
+            .expect("congestion lock")
+            .on_sample(outcome, self.in_flight());
+        if limit != before {
+            self.limit.store(limit, Ordering::Relaxed);
+            Metrics::concurrency_limit(self.name(), self.concurrency_limit());
+            if limit > before {
+                self.wake_queues();
+            }
         }
     }
 
@@ -139,6 +223,9 @@ impl Backend {
             let healthy = state == HealthState::Healthy;
             tracing::info!(backend = %self.name(), healthy, "backend health changed");
             Metrics::healthy(self.name(), healthy);
+            if healthy {
+                self.wake_queues();
+            }
         }
     }
 }
@@ -157,5 +244,6 @@ impl Drop for InFlightGuard {
             .fetch_sub(1, Ordering::Relaxed)
             .saturating_sub(1);
         Metrics::backend_in_flight(self.backend.name(), n);
+        self.backend.wake_queues();
     }
 }

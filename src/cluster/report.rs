@@ -157,7 +157,7 @@ pub(crate) fn instant_to_unix_ms(until: Instant, now: Instant, now_unix_ms: u64)
         return 0;
     }
     let d = until - now;
-    let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0);
+    let ms = d.as_millis() + u128::from(!d.subsec_nanos().is_multiple_of(1_000_000));
     now_unix_ms.saturating_add(u64::try_from(ms).unwrap_or(u64::MAX))
 }
 

@@ -335,28 +335,3 @@ async fn join_rejects_unreachable_advertise_address() {
     assert_eq!(ok.self_node().gossip_addr.port(), 23001);
     ok.leave().await;
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tmp_measure_fd() {
-    for n in [2usize, 3, 5, 8] {
-        let net = ChannelTransport::default();
-        let ports: Vec<u16> = (0..n as u16).map(|i| 24000 + i).collect();
-        let mut cs = Vec::new();
-        for (i, p) in ports.iter().enumerate() {
-            let mut c = cfg(*p, &ports);
-            c.gossip_interval_ms = 300; c.dead_after_ms = 3000;
-            cs.push(Cluster::join(&c, &format!("m{i}"), &net).await.unwrap());
-        }
-        wait_for("all", DEADLINE, || cs.iter().all(|c| count(c) == n)).await;
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        let ch = cs[0].shared().chitchat.clone();
-        let t: Vec<_> = {
-            let g = ch.lock().await;
-            g.live_nodes().filter_map(|id| g.failure_detection_timeout(id)).collect()
-        };
-        let last = cs.pop().unwrap();
-        drop(last);
-        let took = wait_for("dead", Duration::from_secs(20), || count(&cs[0]) == n - 1).await;
-        eprintln!("n={n} timeouts={t:?} detected_after={took:?}");
-    }
-}

@@ -17,6 +17,9 @@ pub struct TenantConfig {
     pub key_envs: Vec<String>,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Share of queue service relative to other tenants of the same priority class (weighted fair queuing).
+    #[serde(default = "one")]
+    pub weight: u32,
 }
 
 /// Token buckets: `burst` requests at once, then `requests_per_minute` sustained; same for LLM tokens.
@@ -29,6 +32,10 @@ pub struct LimitsConfig {
     pub burst: Option<u32>,
     #[serde(default)]
     pub tokens_per_minute: Option<u64>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 fn default_tier() -> String {
@@ -61,6 +68,13 @@ impl TenantConfig {
                 format!("tenants[{i}].keys"),
                 Some(line),
                 "api keys must be at least 4 characters",
+            ));
+        }
+        if self.weight == 0 {
+            return Err(ConfigError::invalid(
+                format!("tenants[{i}].weight"),
+                Some(line),
+                "must be at least 1",
             ));
         }
         let l = &self.limits;

@@ -29,6 +29,16 @@ impl Endpoint {
         }
     }
 
+    /// Request type for priority rules.
+    pub fn request_type(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "chat",
+            Endpoint::Completions => "completions",
+            Endpoint::Messages => "messages",
+            Endpoint::Embeddings => "embeddings",
+        }
+    }
+
     /// The dialect the client speaks (and its errors' shape).
     pub fn client_protocol(self) -> Protocol {
         match self {

@@ -4,12 +4,14 @@
 use super::client::UpstreamClient;
 use super::plan::{self, Endpoint, Plan};
 use super::stream::{BoxError, OnFinish, StreamBody};
-use crate::backends::{Backend, BackendTable, BackendView};
+use crate::backends::{Backend, BackendTable, BackendView, InFlightGuard};
 use crate::balance::{self, Candidate};
+use crate::config::Priority;
 use crate::error::GatewayError;
 use crate::observe::Metrics;
 use crate::protocol::Protocol;
 use crate::route::RouteDecision;
+use crate::shape::{Outcome, Shed, Ticket};
 use crate::translate::{Usage, usage_from_body};
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
@@ -33,7 +35,7 @@ pub fn full_body(b: impl Into<Bytes>) -> RespBody {
 const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
 
 /// Called once with the actual usage (or None when unknown) after the response completes.
-pub type UsageSink = Box<dyn FnOnce(Option<Usage>) + Send>;
+pub type UsageSink = Box<dyn FnOnce(Option<Usage>) + Send + Sync>;
 
 /// One client request, parsed and admitted, as Deliver needs it.
 pub struct Call<'a> {
@@ -51,6 +53,10 @@ pub struct Call<'a> {
     pub est_input_tokens: u64,
     pub est_output_tokens: u64,
     pub on_usage: Option<UsageSink>,
+    /// Shape: the request's class, its client deadline, and its tenant's fair-queuing weight.
+    pub priority: Priority,
+    pub deadline: Option<Instant>,
+    pub weight: u32,
 }
 
 /// What Deliver returns: the response and the backend that answered (for headers and metrics).
@@ -78,22 +84,31 @@ enum Failure {
     Upstream(Response<RespBody>),
 }
 
+/// Why the pool had nothing to offer.
+struct Pool {
+    cands: Vec<Candidate>,
+    /// Some backend of the route serves this model and endpoint.
+    any_serves: bool,
+    /// Some untried backend is available (healthy, not cooling down), whatever its load.
+    any_available: bool,
+}
+
 impl Deliver {
-    /// Candidates of the route's pool that can take this call now.
-    fn candidates(
-        &self,
-        call: &Call<'_>,
-        tried: &[usize],
-        now: std::time::Instant,
-    ) -> (Vec<Candidate>, bool) {
-        let mut any_serves = false;
-        let mut out = Vec::with_capacity(call.route.pool.len());
+    /// Candidates of the route's pool for this call. With `capacity`, only backends with a free slot
+    /// under their concurrency limit for this call's priority.
+    fn candidates(&self, call: &Call<'_>, tried: &[usize], capacity: bool) -> Pool {
+        let now = std::time::Instant::now();
+        let mut pool = Pool {
+            cands: Vec::with_capacity(call.route.pool.len()),
+            any_serves: false,
+            any_available: false,
+        };
         for &id in call.route.pool.iter() {
             let b = &self.backends[id];
             if !b.cfg.serves(call.model) || !call.endpoint.servable_by(b.cfg.protocol) {
                 continue;
             }
-            any_serves = true;
+            pool.any_serves = true;
             if tried.contains(&id) {
                 continue;
             }
@@ -101,9 +116,9 @@ impl Deliver {
             if call.route.health_check && !st.available {
                 continue;
             }
-            if let Some(max) = b.cfg.max_concurrent
-                && st.in_flight >= max
-            {
+            pool.any_available = true;
+            // The slot check uses this node's own in-flight count: the concurrency limit is per node.
+            if capacity && !b.has_room(b.in_flight(), call.priority) {
                 continue;
             }
             let latency_ms = if call.stream {
@@ -115,7 +130,7 @@ impl Deliver {
             let cost = (p.input_per_1m * call.est_input_tokens as f64
                 + p.output_per_1m * call.est_output_tokens as f64)
                 / 1e6;
-            out.push(Candidate {
+            pool.cands.push(Candidate {
                 id,
                 weight: b.cfg.weight,
                 in_flight: st.in_flight,
@@ -123,7 +138,7 @@ impl Deliver {
                 cost,
             });
         }
-        (out, any_serves)
+        pool
     }
 
     fn pick(&self, call: &Call<'_>, cands: &[Candidate]) -> Option<usize> {
@@ -136,27 +151,55 @@ impl Deliver {
         })
     }
 
+    /// Pick a backend with a free slot and take the slot, waiting in the route's queue (by priority,
+    /// deadline and tenant share) while every backend is at its limit.
+    async fn acquire(
+        &self,
+        call: &Call<'_>,
+        tried: &[usize],
+    ) -> Result<(Arc<Backend>, InFlightGuard), GatewayError> {
+        let ticket = Ticket {
+            priority: call.priority,
+            tenant: Arc::from(call.tenant),
+            weight: call.weight,
+            deadline: call.deadline,
+            enqueued: Instant::now(),
+        };
+        let got = call
+            .route
+            .queue
+            .wait(ticket, || {
+                let pool = self.candidates(call, tried, true);
+                let id = self.pick(call, &pool.cands)?;
+                let b = self.backends[id].clone();
+                let guard = b.start();
+                Some((b, guard))
+            })
+            .await;
+        got.map_err(GatewayError::Shed)
+    }
+
     pub async fn forward(&self, mut call: Call<'_>) -> Result<Delivered, GatewayError> {
         let mut tried: Vec<usize> = Vec::new();
         let mut last: Option<Failure> = None;
         let mut last_backend: Option<Arc<str>> = None;
         for attempt in 0..self.max_attempts {
-            let (cands, any_serves) = self.candidates(&call, &tried, std::time::Instant::now());
-            if !any_serves {
+            let pool = self.candidates(&call, &tried, false);
+            if !pool.any_serves {
                 return Err(GatewayError::ModelNotFound(call.model.to_string()));
             }
-            let Some(id) = self.pick(&call, &cands) else {
+            if !pool.any_available {
                 break;
-            };
-            tried.push(id);
-            let backend = self.backends[id].clone();
+            }
+            let (backend, guard) = self.acquire(&call, &tried).await?;
+            tried.push(backend.id);
             Metrics::routing(
                 &call.route.route,
                 backend.name(),
                 call.route.algorithm.as_str(),
             );
             last_backend = Some(Arc::from(backend.name()));
-            match self.attempt(&mut call, &backend).await {
+            match self.attempt(&mut call, &backend, guard).await {
                 Attempt::Done(response) => {
                     return Ok(Delivered {
                         response,
@@ -182,7 +225,12 @@ impl Deliver {
         }
     }
 
-    async fn attempt(&self, call: &mut Call<'_>, backend: &Arc<Backend>) -> Attempt {
+    async fn attempt(
+        &self,
+        call: &mut Call<'_>,
+        backend: &Arc<Backend>,
+        guard: InFlightGuard,
+    ) -> Attempt {
         let cfg = &backend.cfg;
         let client_proto = call.endpoint.client_protocol();
         let model = cfg.model_for(call.model);
@@ -194,12 +242,37 @@ impl Deliver {
             Ok(r) => r,
             Err(e) => return Attempt::Retry("build", Failure::Error(e)),
         };
-        let guard = backend.start();
-        let sent_at = Instant::now();
+        // Smoothing: space request starts to this backend.
+        if let Some(p) = &backend.pacer {
+            let wait = p.reserve(Instant::now());
+            if !wait.is_zero() {
+                if call.deadline.is_some_and(|d| Instant::now() + wait >= d) {
+                    return Attempt::Done(error_response(
+                        &GatewayError::Shed(Shed::DeadlineExpired),
+                        client_proto,
+                    ));
+                }
+                tokio::time::sleep(wait).await;
+            }
+        }
+        // A request whose client deadline passed is never sent upstream.
+        let now = Instant::now();
+        let left = call.deadline.map(|d| d.saturating_duration_since(now));
+        if left.is_some_and(|l| l.is_zero()) {
+            return Attempt::Done(error_response(
+                &GatewayError::Shed(Shed::DeadlineExpired),
+                client_proto,
+            ));
+        }
+        let sent_at = now;
         let deadline = sent_at + cfg.timeouts.total();
+        let first_byte = left.map_or(cfg.timeouts.first_byte(), |l| {
+            l.min(cfg.timeouts.first_byte())
+        });
         let client = &self.clients[backend.id];
-        let resp = match tokio::time::timeout(cfg.timeouts.first_byte(), client.send(req)).await {
+        let resp = match tokio::time::timeout(first_byte, client.send(req)).await {
             Err(_) => {
+                backend.congestion_sample(Outcome::Dropped);
                 backend.passive(false, std::time::Instant::now());
                 return Attempt::Retry(
                     "timeout",
@@ -207,6 +280,7 @@ impl Deliver {
                 );
             }
             Ok(Err(e)) => {
+                backend.congestion_sample(Outcome::Dropped);
                 backend.passive(false, std::time::Instant::now());
                 let reason = if e.is_connect() { "connect" } else { "io" };
                 let err = GatewayError::UpstreamUnavailable {
@@ -219,6 +293,9 @@ impl Deliver {
         };
         let status = resp.status();
         let now = std::time::Instant::now();
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            backend.congestion_sample(Outcome::Dropped);
+        }
         if status == StatusCode::TOO_MANY_REQUESTS {
             let wait = retry_after(resp.headers()).unwrap_or(Duration::from_secs(1));
             backend.cooldown(now + wait);
@@ -270,10 +347,15 @@ impl Deliver {
         };
         let elapsed = sent_at.elapsed();
         backend.observe_latency(elapsed, std::time::Instant::now());
+        backend.congestion_sample(Outcome::Success(elapsed));
         Metrics::upstream(backend.name(), elapsed);
         drop(guard);
         // Pass-through bodies are only scanned for `usage` (no JSON tree); translated ones are parsed whole.
-        let parsed: Option<Value> = if plan.translated { serde_json::from_slice(&body).ok() } else { None };
+        let parsed: Option<Value> = if plan.translated {
+            serde_json::from_slice(&body).ok()
+        } else {
+            None
+        };
         let usage = match &parsed {
             Some(v) => usage_from_body(v),
             None => scan_usage(&body),
@@ -319,6 +401,12 @@ impl Deliver {
         let sink = call.on_usage.take();
         let on_finish: OnFinish = Box::new(move |out| {
             let now = std::time::Instant::now();
+            match (out.ttft, out.error) {
+                (Some(ttft), None | Some("client_gone")) => {
+                    b.congestion_sample(Outcome::Success(ttft))
+                }
+                _ => b.congestion_sample(Outcome::Dropped),
+            }
             if let Some(ttft) = out.ttft {
                 b.observe_ttft(ttft, now);
                 Metrics::ttft(b.name(), ttft);
@@ -369,10 +457,17 @@ fn scan_usage(body: &[u8]) -> Option<Usage> {
     let f = serde_json::from_slice::<Probe>(body).ok()?.usage?;
     let input = match f.prompt_tokens {
         Some(p) => p,
-        None => f.input_tokens? + f.cache_creation_input_tokens.unwrap_or(0) + f.cache_read_input_tokens.unwrap_or(0),
+        None => {
+            f.input_tokens?
+                + f.cache_creation_input_tokens.unwrap_or(0)
+                + f.cache_read_input_tokens.unwrap_or(0)
+        }
     };
     let output = f.completion_tokens.or(f.output_tokens).unwrap_or(0);
-    Some(Usage { input_tokens: input, output_tokens: output })
+    Some(Usage {
+        input_tokens: input,
+        output_tokens: output,
+    })
 }
 
 fn e_with(backend: &Backend, e: GatewayError) -> GatewayError {

@@ -4,10 +4,10 @@
 //! error kinds are a fixed set.
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
-use std::collections::HashMap;
-use std::sync::{LazyLock, RwLock};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::collections::HashMap;
 use std::sync::OnceLock;
+use std::sync::{LazyLock, RwLock};
 use std::time::Duration;
 
 pub const REQUESTS: &str = "sluice_requests_total";
@@ -24,6 +24,7 @@ pub const ERRORS: &str = "sluice_errors_total";
 pub const TOKENS: &str = "sluice_tokens_total";
 pub const COST: &str = "sluice_cost_microusd_total";
 pub const LIMITER_DECISIONS: &str = "sluice_limiter_decisions_total";
+pub const CONCURRENCY_LIMIT: &str = "sluice_backend_concurrency_limit";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -57,14 +58,21 @@ struct Cache<V> {
 
 impl<V: Clone> Cache<V> {
     fn new() -> Self {
-        Cache { map: RwLock::new(HashMap::new()) }
+        Cache {
+            map: RwLock::new(HashMap::new()),
+        }
     }
     fn get(&self, key: u64, make: impl FnOnce() -> V) -> V {
         if let Some(v) = self.map.read().expect("metric cache").get(&key) {
             return v.clone();
         }
         let v = make();
-        self.map.write().expect("metric cache").entry(key).or_insert(v).clone()
+        self.map
+            .write()
+            .expect("metric cache")
+            .entry(key)
+            .or_insert(v)
+            .clone()
     }
 }
 
@@ -102,17 +110,26 @@ impl Metrics {
             })
             .increment(1);
         REQ_DUR
-            .get(key(&[route], 0), || histogram!(REQUEST_DURATION, "route" => route.to_string()))
+            .get(
+                key(&[route], 0),
+                || histogram!(REQUEST_DURATION, "route" => route.to_string()),
+            )
             .record(elapsed.as_secs_f64());
     }
     pub fn upstream(backend: &str, elapsed: Duration) {
         UP_DUR
-            .get(key(&[backend], 0), || histogram!(UPSTREAM_DURATION, "backend" => backend.to_string()))
+            .get(
+                key(&[backend], 0),
+                || histogram!(UPSTREAM_DURATION, "backend" => backend.to_string()),
+            )
             .record(elapsed.as_secs_f64());
     }
     pub fn ttft(backend: &str, elapsed: Duration) {
         TTFT_H
-            .get(key(&[backend], 0), || histogram!(TTFT, "backend" => backend.to_string()))
+            .get(
+                key(&[backend], 0),
+                || histogram!(TTFT, "backend" => backend.to_string()),
+            )
             .record(elapsed.as_secs_f64());
     }
     pub fn in_flight(delta: f64) {
@@ -120,7 +137,10 @@ impl Metrics {
     }
     pub fn backend_in_flight(backend: &str, value: u32) {
         BE_INFLIGHT
-            .get(key(&[backend], 0), || gauge!(BACKEND_IN_FLIGHT, "backend" => backend.to_string()))
+            .get(
+                key(&[backend], 0),
+                || gauge!(BACKEND_IN_FLIGHT, "backend" => backend.to_string()),
+            )
             .set(value as f64);
     }
     pub fn routing(route: &str, backend: &str, algorithm: &'static str) {
@@ -130,8 +150,17 @@ impl Metrics {
             })
             .increment(1);
     }
+    /// `u32::MAX` (no limit) is exported as 0.
+    pub fn concurrency_limit(backend: &str, limit: u32) {
+        let v = if limit == u32::MAX { 0.0 } else { limit as f64 };
+        gauge!(CONCURRENCY_LIMIT, "backend" => backend.to_string()).set(v);
+    }
     pub fn healthy(backend: &str, healthy: bool) {
-        gauge!(BACKEND_HEALTHY, "backend" => backend.to_string()).set(if healthy { 1.0 } else { 0.0 });
+        gauge!(BACKEND_HEALTHY, "backend" => backend.to_string()).set(if healthy {
+            1.0
+        } else {
+            0.0
+        });
     }
     pub fn ejected(backend: &str) {
         counter!(BACKEND_EJECTIONS, "backend" => backend.to_string()).increment(1);
@@ -152,9 +181,10 @@ impl Metrics {
         }
         // Counters are integers: cost is kept in micro-dollars.
         COST_C
-            .get(key(&[tenant, backend], 0), || {
-                counter!(COST, "tenant" => tenant.to_string(), "backend" => backend.to_string())
-            })
+            .get(
+                key(&[tenant, backend], 0),
+                || counter!(COST, "tenant" => tenant.to_string(), "backend" => backend.to_string()),
+            )
             .increment((cost_usd * 1_000_000.0).round() as u64);
     }
     pub fn limiter(tenant: &str, outcome: &'static str) {

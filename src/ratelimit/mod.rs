@@ -7,10 +7,10 @@ mod local;
 mod overlimit;
 mod redis;
 
-pub use local::LocalLimiter;
 pub use self::redis::{
     ClusterLimiter, RECONCILE_LUA, RedisLimitError, TOKEN_BUCKET_LUA, bucket_keys, metric_names,
 };
+pub use local::LocalLimiter;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -582,6 +582,7 @@ mod tests {
                 burst,
                 tokens_per_minute: tpm,
             },
+            weight: 1,
         }
     }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 pub struct Tenant {
     pub id: String,
     pub tier: String,
+    pub weight: u32,
 }
 
 #[derive(Debug, Default)]
@@ -23,6 +24,7 @@ impl TenantTable {
             let tenant = Arc::new(Tenant {
                 id: t.id.clone(),
                 tier: t.tier.clone(),
+                weight: t.weight,
             });
             for k in t.resolved_keys() {
                 by_key.insert(k, tenant.clone());

@@ -1,12 +1,14 @@
 //! One request through the pipeline: Receive (id, auth, body) → Shape (admission) → Route → Deliver.
 
 use crate::app::App;
+use crate::config::Priority;
 use crate::deliver::{Call, Delivered, Endpoint, RespBody, UsageSink, error_response, full_body};
 use crate::error::GatewayError;
 use crate::observe::Metrics;
 use crate::protocol::Protocol;
 use crate::ratelimit::{Decision, LimitRequest};
 use crate::route::RequestMeta;
+use crate::shape::{classify, parse_deadline};
 use crate::translate::{estimate_prompt_tokens, requested_max_tokens};
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
@@ -170,19 +172,26 @@ async fn proxy(
         .and_then(Value::as_bool)
         == Some(true);
 
-    // Shape: admission through the rate-limiter seam. Tokens: reserve the estimate now, reconcile
-    // with the actual usage when the response (or the stream) ends.
+    // Shape: priority class and client deadline.
+    let shaping = &app.cfg.shaping;
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let priority = classify(
+        &shaping.priority,
+        header(&shaping.priority.header),
+        &tenant.tier,
+        endpoint.request_type(),
+    );
+    let now = tokio::time::Instant::now();
+    let deadline = parse_deadline(header(&shaping.deadline_header), now).map_err(|e| {
+        GatewayError::BadDeadline(format!("header `{}`: {e}", shaping.deadline_header))
+    })?;
+
+    // Admission through the rate-limiter seam. Tokens: reserve the estimate now, reconcile with the
+    // actual usage when the response (or the stream) ends.
     let est_input = estimate_prompt_tokens(&body);
     let est_output = requested_max_tokens(&body).unwrap_or(DEFAULT_EST_OUTPUT);
     let reserve = est_input + est_output;
-    let decision = app
-        .limiter
-        .check(LimitRequest {
-            tenant: &tenant.id,
-            requests: 1,
-            tokens: reserve,
-        })
-        .await;
+    let decision = admit(app, &tenant.id, reserve, priority, now, deadline).await;
     out.limit = Some(decision);
     if !decision.allowed {
         Metrics::limiter(&tenant.id, "limited");
@@ -222,10 +231,54 @@ async fn proxy(
         est_input_tokens: est_input,
         est_output_tokens: est_output,
         on_usage: Some(reconcile_sink(app.limiter.clone(), &tenant.id, reserve)),
+        priority,
+        deadline,
+        weight: tenant.weight,
     };
     let Delivered { response, backend } = app.deliver.forward(call).await?;
     out.backend = backend;
     Ok(response)
+}
+
+/// Ask the limiter; when the bucket is empty, wait for it to refill instead of refusing at once, as long
+/// as the wait fits the request's budget (`shaping.max_wait_ms`, the client deadline) and the number of
+/// waiters stays under `shaping.max_queue`. Critical requests do not wait: they are refused or admitted.
+async fn admit(
+    app: &App,
+    tenant: &str,
+    tokens: u64,
+    priority: Priority,
+    now: tokio::time::Instant,
+    deadline: Option<tokio::time::Instant>,
+) -> Decision {
+    let budget = now + std::time::Duration::from_millis(app.cfg.shaping.max_wait_ms);
+    let until = deadline.map_or(budget, |d| d.min(budget));
+    let mut waited = false;
+    loop {
+        let d = app
+            .limiter
+            .check(LimitRequest {
+                tenant,
+                requests: 1,
+                tokens,
+            })
+            .await;
+        if d.allowed {
+            return d;
+        }
+        let wait = d.retry_after.unwrap_or(std::time::Duration::from_secs(1));
+        if priority == Priority::Critical || tokio::time::Instant::now() + wait > until {
+            return d;
+        }
+        let Some(_slot) = app.rate_waiters.enter(app.cfg.shaping.max_queue) else {
+            return d;
+        };
+        if !waited {
+            Metrics::limiter(tenant, "queued");
+            waited = true;
+        }
+        tokio::time::sleep(wait).await;
+    }
 }
 
 /// After the response: give back (or charge) the difference between reserved and used tokens.

@@ -3,6 +3,7 @@
 
 use crate::balance::{Algorithm, PoolState, stable_hash};
 use crate::config::{Config, MatchConfig, RouteConfig};
+use crate::shape::AdmissionQueue;
 use http::{HeaderMap, HeaderName};
 use std::sync::{Arc, Mutex};
 
@@ -27,6 +28,8 @@ pub struct RouteDecision {
     pub health_check: bool,
     /// The selector's cursor and weights for this pool (shared by every request on the route).
     pub state: Arc<Mutex<PoolState>>,
+    /// Requests wait here when every backend of the pool is at its concurrency limit.
+    pub queue: Arc<AdmissionQueue>,
 }
 
 #[derive(Debug)]
@@ -60,6 +63,7 @@ fn decision(name: &str, r: &RouteConfig, cfg: &Config) -> RouteDecision {
         algorithm: r.algorithm.unwrap_or(cfg.routing.strategy),
         health_check: r.health_check,
         state: Arc::default(),
+        queue: Arc::new(AdmissionQueue::from_config(&cfg.shaping)),
     }
 }
 
@@ -103,9 +107,18 @@ impl Router {
                 algorithm: cfg.routing.strategy,
                 health_check: true,
                 state: Arc::default(),
+                queue: Arc::new(AdmissionQueue::from_config(&cfg.shaping)),
             },
         };
         Router { rules, default }
+    }
+
+    /// Every route's decision (rules, then the default): to attach queues to their backends.
+    pub fn decisions(&self) -> impl Iterator<Item = &RouteDecision> {
+        self.rules
+            .iter()
+            .map(|r| &r.decision)
+            .chain(std::iter::once(&self.default))
     }
 
     /// First matching rule, or the default route.

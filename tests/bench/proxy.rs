@@ -25,7 +25,11 @@ impl Drop for Kill {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_port(port: u16) {
@@ -37,7 +41,12 @@ fn wait_port(port: u16) {
 }
 
 fn need(cmd: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {cmd}")]).stdout(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 /// nginx serving the canned answer on `up`, and reverse-proxying `proxy` → `up` with keep-alive.
@@ -85,7 +94,13 @@ fn start_sluice(dir: &std::path::Path, up: u16) -> (Kill, u16) {
     let path = dir.join("sluice.yaml");
     std::fs::write(&path, cfg).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", "--config", path.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args([
+            "run",
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -115,7 +130,14 @@ fn wrk(dir: &std::path::Path, port: u16, secs: u64) -> f64 {
     )
     .unwrap();
     let out = Command::new("wrk")
-        .args(["-t1", "-c32", &format!("-d{secs}s"), "-s", script.to_str().unwrap(), &format!("http://127.0.0.1:{port}/v1/chat/completions")])
+        .args([
+            "-t1",
+            "-c32",
+            &format!("-d{secs}s"),
+            "-s",
+            script.to_str().unwrap(),
+            &format!("http://127.0.0.1:{port}/v1/chat/completions"),
+        ])
         .output()
         .expect("run wrk");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -131,7 +153,9 @@ fn wrk(dir: &std::path::Path, port: u16, secs: u64) -> f64 {
 
 /// Open-loop load at `rate` requests/s for `secs`: latency percentiles in microseconds.
 async fn fixed_rate(port: u16, rate: u64, secs: u64) -> (f64, f64, usize) {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(512).build_http();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(512)
+        .build_http();
     let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
     let n = rate * secs;
     let interval = Duration::from_nanos(1_000_000_000 / rate);
@@ -174,18 +198,33 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     if !need("wrk") || !need("nginx") {
-        eprintln!("skipped: the proxy benchmark needs wrk and nginx (apt-get install wrk nginx-light)");
+        eprintln!(
+            "skipped: the proxy benchmark needs wrk and nginx (apt-get install wrk nginx-light)"
+        );
         return;
     }
-    let secs: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
-    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
-    let rate: u64 = std::env::var("BENCH_RATE").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let secs: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let rate: u64 = std::env::var("BENCH_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     let dir = std::env::temp_dir().join(format!("sluice-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (up, nginx_port) = (free_port(), free_port());
     let _nginx = start_nginx(&dir, up, nginx_port);
     let (_sluice, sluice_port) = start_sluice(&dir, up);
-    let targets = [("direct", up), ("nginx", nginx_port), ("sluice", sluice_port)];
+    let targets = [
+        ("direct", up),
+        ("nginx", nginx_port),
+        ("sluice", sluice_port),
+    ];
 
     // Warm up every path (connection pools, caches).
     for (_, port) in targets {
@@ -200,12 +239,20 @@ fn main() {
             rps[i].push(r);
         }
     }
-    let (d, n, s) = (median(rps[0].clone()), median(rps[1].clone()), median(rps[2].clone()));
+    let (d, n, s) = (
+        median(rps[0].clone()),
+        median(rps[1].clone()),
+        median(rps[2].clone()),
+    );
     println!("median req/s: direct {d:.0}, nginx {n:.0}, sluice {s:.0}");
     println!("sluice / nginx throughput: {:.2}", s / n);
     println!("sluice / direct throughput: {:.2}", s / d);
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let lsecs = secs.max(5);
     println!("latency at {rate} req/s open loop, {lsecs}s per target, interleaved x {rounds}");
     let mut p50: Vec<Vec<f64>> = vec![Vec::new(); 3];
@@ -213,7 +260,9 @@ fn main() {
     for round in 0..rounds {
         for (i, (name, port)) in targets.iter().enumerate() {
             let (a, b, failed) = rt.block_on(fixed_rate(*port, rate, lsecs));
-            println!("  round {round} {name:>6}: p50 {a:>7.0} us  p99 {b:>7.0} us  failed {failed}");
+            println!(
+                "  round {round} {name:>6}: p50 {a:>7.0} us  p99 {b:>7.0} us  failed {failed}"
+            );
             p50[i].push(a);
             p99[i].push(b);
         }
