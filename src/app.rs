@@ -1,11 +1,12 @@
 //! Build the running gateway from a validated config: simulated upstreams, the backend table and its
 //! clients and probers, the router, the limiter. `main` and the tests both start Sluice through here.
 
-use crate::backends::{Backend, BackendTable, LocalView, spawn_probers};
+use crate::backends::{Backend, BackendTable, BackendView, LocalView, spawn_probers};
+use crate::cluster::{Cluster, ClusterView};
 use crate::config::{AffinityConfig, Config};
 use crate::deliver::{Deliver, UpstreamClient, tls_client_config};
 use crate::mock::{self, MockConfig};
-use crate::ratelimit::{LocalLimiter, RateLimiter};
+use crate::ratelimit::{ClusterLimiter, LocalLimiter, RateLimiter};
 use crate::receive::TenantTable;
 use crate::route::Router;
 use http::HeaderMap;
@@ -27,6 +28,8 @@ pub struct App {
     pub metrics: PrometheusHandle,
     /// Requests waiting for their tenant's bucket to refill.
     pub rate_waiters: Waiters,
+    /// Gossip membership and the merged backend view, when `cluster:` is configured.
+    pub cluster: Option<ClusterParts>,
     id_prefix: String,
     next_id: AtomicU64,
 }
@@ -54,10 +57,22 @@ impl Drop for WaitSlot<'_> {
     }
 }
 
+/// What a clustered node holds besides the local pipeline.
+pub struct ClusterParts {
+    /// Taken on shutdown to leave gracefully.
+    pub membership: tokio::sync::Mutex<Option<Cluster>>,
+    pub view: Arc<ClusterView>,
+    pub cluster_id: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot start simulated upstream `{name}`: {reason}")]
     Mock { name: String, reason: String },
+    #[error("cannot join the cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error("cannot start the redis limiter: {0}")]
+    Redis(#[from] crate::ratelimit::RedisLimitError),
 }
 
 impl App {
@@ -96,6 +111,36 @@ impl App {
         let backends: BackendTable = Arc::new(backends);
         spawn_probers(&backends, &clients, shutdown.clone());
         let tenant_cfgs: Vec<_> = cfg.tenants.iter().map(|t| t.value.clone()).collect();
+        let (view, limiter, cluster): (Arc<dyn BackendView>, Arc<dyn RateLimiter>, _) = match &cfg
+            .cluster
+        {
+            None => (
+                Arc::new(LocalView),
+                Arc::new(LocalLimiter::new(&tenant_cfgs)),
+                None,
+            ),
+            Some(cc) => {
+                let membership =
+                    Cluster::join(cc, &cfg.node.id, &chitchat::transport::UdpTransport).await?;
+                crate::cluster::publisher(&membership, backends.clone());
+                let view = ClusterView::new(&membership, backends.clone());
+                let limiter: Arc<dyn RateLimiter> = match &cc.redis {
+                    Some(rc) => Arc::new(ClusterLimiter::new(
+                        rc,
+                        &tenant_cfgs,
+                        membership.live_count_watch(),
+                    )?),
+                    None => Arc::new(LocalLimiter::new(&tenant_cfgs)),
+                };
+                tracing::info!(cluster = %cc.cluster_id, node = %cfg.node.id, limiter = limiter.mode(), "joined the cluster");
+                let parts = ClusterParts {
+                    membership: tokio::sync::Mutex::new(Some(membership)),
+                    view: view.clone(),
+                    cluster_id: cc.cluster_id.clone(),
+                };
+                (view as Arc<dyn BackendView>, limiter, Some(parts))
+            }
+        };
         let router = Router::new(&cfg);
         // Each backend wakes the queues of the routes that use it when a slot frees up.
         for b in backends.iter() {
@@ -109,21 +154,87 @@ impl App {
         let app = App {
             tenants: TenantTable::new(&tenant_cfgs),
             router,
-            limiter: Arc::new(LocalLimiter::new(&tenant_cfgs)),
+            limiter,
             deliver: Deliver {
                 backends,
                 clients,
-                view: Arc::new(LocalView),
+                view,
                 max_attempts: cfg.routing.max_attempts,
                 default_max_tokens: cfg.routing.default_max_tokens,
             },
             metrics,
             rate_waiters: Waiters::default(),
+            cluster,
             id_prefix: format!("{:08x}", rand::random::<u32>()),
             next_id: AtomicU64::new(1),
             cfg,
         };
         Ok(Arc::new(app))
+    }
+
+    /// Leave the cluster gracefully (peers see it at once instead of after the failure detector).
+    pub async fn leave(&self) {
+        if let Some(parts) = &self.cluster
+            && let Some(c) = parts.membership.lock().await.take()
+        {
+            c.leave().await;
+        }
+    }
+
+    /// `/admin/cluster`: this node, the limiter mode, members and the merged backend view.
+    pub fn admin_cluster(&self) -> Value {
+        let mut v = json!({
+            "node": self.cfg.node.id,
+            "limiter_mode": self.limiter.mode(),
+        });
+        match &self.cluster {
+            Some(parts) => {
+                v["cluster_id"] = json!(parts.cluster_id);
+                v["cluster"] = parts.view.admin_json();
+            }
+            None => {
+                let now = Instant::now();
+                v["cluster"] = json!({"members": [{"id": self.cfg.node.id, "is_self": true, "status": "ready"}]});
+                v["backends"] = self
+                    .deliver
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        let st = self.deliver.view.status(b, now);
+                        json!({"name": b.name(), "available": st.available, "healthy": st.healthy,
+                               "in_flight": st.in_flight, "latency_ms": st.latency_ms, "ttft_ms": st.ttft_ms})
+                    })
+                    .collect();
+            }
+        }
+        v
+    }
+
+    /// Whether `headers` carry the admin token (`admin_token_env` must name a set variable).
+    pub fn is_admin(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = self
+            .cfg
+            .admin_token_env
+            .as_ref()
+            .and_then(|e| std::env::var(e).ok())
+        else {
+            return false;
+        };
+        if token.is_empty() {
+            return false;
+        }
+        let given = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // Length first, then every byte: no early exit on the first difference.
+        given.is_some_and(|g| {
+            g.len() == token.len()
+                && g.bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        })
     }
 
     /// The client's `x-request-id` when it is short and printable, else a fresh one.

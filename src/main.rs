@@ -187,7 +187,8 @@ fn run(args: RunArgs) -> ExitCode {
             tracing::info!("shutdown signal received");
             s.cancel();
         });
-        sluice::receive::serve(app, listener, tls, shutdown, Duration::from_secs(30)).await;
+        sluice::receive::serve(app.clone(), listener, tls, shutdown, Duration::from_secs(30)).await;
+        app.leave().await;
         ExitCode::SUCCESS
     })
 }

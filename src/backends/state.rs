@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 /// A snapshot of one backend as the balancer sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct BackendStatus {
+    /// This node actively probes the backend (its health verdict is evidence for the cluster).
+    pub probed: bool,
     pub available: bool,
     pub healthy: bool,
     pub in_flight: u32,
@@ -166,6 +168,7 @@ impl Backend {
     pub fn local_status(&self, now: Instant) -> BackendStatus {
         let health = self.health.lock().expect("health lock");
         BackendStatus {
+            probed: self.cfg.health_check.is_some(),
             available: health.available(now),
             healthy: health.state() == HealthState::Healthy,
             in_flight: self.in_flight(),

@@ -2,9 +2,12 @@
 //! [`PeerAggregate`] (off the request path), then [`merge`] combines it with this node's own
 //! [`BackendStatus`] (on the request path: no allocation, no lock, no gossip state).
 //!
-//! Voters are this node plus every live peer with a fresh report (≤ [`MAX_REPORT_AGE`]) on the
-//! backend. Then:
-//! - `healthy` = locally healthy AND NOT (a strict majority of the voters say unhealthy);
+//! Reporters are this node plus every live peer with a fresh report (≤ [`MAX_REPORT_AGE`]) on the
+//! backend. Voters are the reporters with evidence on its health: they probe it actively, or they
+//! ejected it after failures (a node that neither probes nor saw failures has no say). Then:
+//! - `healthy` = locally healthy AND NOT (a strict majority of the voters say unhealthy); so a
+//!   backend failing the probes of the only node that probes it is down for every node, and one
+//!   node's bad path to a backend among three probing nodes does not take it out elsewhere;
 //! - `available` = locally available AND NOT (that majority) AND no cooldown reported by any voter
 //!   is still running;
 //! - `latency_ms`, `ttft_ms` = median of the voters' measured values (even count: mean of the two
@@ -23,7 +26,9 @@ use std::time::Instant;
 pub struct PeerAggregate {
     /// Peers with a fresh report.
     pub reporters: u32,
-    /// Of those, how many say unhealthy.
+    /// Of those, the ones with evidence on health: they probe it, or they ejected it.
+    pub voters: u32,
+    /// Of the voters, how many say unhealthy.
     pub down: u32,
     /// Sum of the peers' in-flight counts.
     pub in_flight: u32,
@@ -48,7 +53,10 @@ pub fn aggregate<'a>(
             continue;
         }
         agg.reporters += 1;
-        agg.down += u32::from(!r.healthy);
+        if r.probed || !r.healthy {
+            agg.voters += 1;
+            agg.down += u32::from(!r.healthy);
+        }
         agg.in_flight = agg.in_flight.saturating_add(r.in_flight);
         agg.latencies_ms.extend(r.latency_ms);
         agg.ttfts_ms.extend(r.ttft_ms);
@@ -62,12 +70,15 @@ pub fn aggregate<'a>(
 
 /// This node's status merged with the peers' (the rule in the module doc).
 pub fn merge(local: &BackendStatus, peers: &PeerAggregate, now: Instant) -> BackendStatus {
-    let voters = peers.reporters + 1;
-    let down = peers.down + u32::from(!verdict(local, now));
-    let majority_down = down * 2 > voters;
+    let local_ok = verdict(local, now);
+    let local_votes = local.probed || !local_ok;
+    let voters = peers.voters + u32::from(local_votes);
+    let down = peers.down + u32::from(local_votes && !local_ok);
+    let majority_down = voters > 0 && down * 2 > voters;
     let cooldown_until = local.cooldown_until.max(peers.cooldown_until);
     let cooling = cooldown_until.is_some_and(|c| c > now);
     BackendStatus {
+        probed: true,
         available: local.available && !majority_down && !cooling,
         healthy: local.healthy && !majority_down,
         in_flight: local.in_flight.saturating_add(peers.in_flight),
@@ -110,6 +121,7 @@ mod tests {
 
     fn local_ok() -> BackendStatus {
         BackendStatus {
+            probed: true,
             available: true,
             healthy: true,
             in_flight: 1,
@@ -119,8 +131,34 @@ mod tests {
         }
     }
 
+    #[test]
+    fn only_nodes_with_evidence_vote() {
+        let now = Instant::now();
+        let quiet = BackendReport {
+            probed: false,
+            ..report(true)
+        };
+        // The only node that probes it says down: down for everyone, even a node that never probes.
+        let local = BackendStatus {
+            probed: false,
+            ..local_ok()
+        };
+        assert!(!merged(&local, &[report(false), quiet], now).available);
+        // Nodes without probes and without failures have no say either way.
+        assert!(merged(&local, &[quiet, quiet], now).available);
+        // Two probing nodes, one says down: no majority.
+        assert!(merged(&local_ok(), &[report(false), quiet], now).available);
+        // A non-probing node that ejected it after failures has evidence: with it, a majority.
+        let ejected = BackendReport {
+            probed: false,
+            ..report(false)
+        };
+        assert!(!merged(&local_ok(), &[report(false), ejected], now).available);
+    }
+
     fn report(healthy: bool) -> BackendReport {
         BackendReport {
+            probed: true,
             healthy,
             latency_ms: None,
             ttft_ms: None,
@@ -142,6 +180,7 @@ mod tests {
         assert_eq!(s.in_flight, 1);
         assert_eq!(s.latency_ms, Some(10.0));
         let local_down = BackendStatus {
+            probed: true,
             available: false,
             healthy: false,
             ..local_ok()
@@ -164,6 +203,7 @@ mod tests {
         assert!(s.available && s.healthy);
         // Self counts as one voter: self + 1 peer down out of 3.
         let local_down = BackendStatus {
+            probed: true,
             available: false,
             healthy: false,
             ..local_ok()
@@ -186,6 +226,7 @@ mod tests {
         assert_eq!(s.cooldown_until, Some(now + Duration::from_millis(2_000)));
         // The latest cooldown wins, local or peer.
         let local = BackendStatus {
+            probed: true,
             cooldown_until: Some(now + Duration::from_millis(5_000)),
             available: false,
             ..local_ok()
@@ -204,6 +245,7 @@ mod tests {
     fn latency_is_the_median() {
         let now = Instant::now();
         let with = |lat: Option<f64>| BackendReport {
+            probed: true,
             latency_ms: lat,
             ttft_ms: lat.map(|l| l * 10.0),
             ..report(true)
@@ -228,6 +270,7 @@ mod tests {
         assert_eq!(s.latency_ms, Some(15.0));
         // Nobody measured.
         let local = BackendStatus {
+            probed: true,
             latency_ms: None,
             ..local_ok()
         };
@@ -250,6 +293,7 @@ mod tests {
     fn in_flight_is_summed() {
         let now = Instant::now();
         let r = |n| BackendReport {
+            probed: true,
             in_flight: n,
             ..report(true)
         };
@@ -261,6 +305,7 @@ mod tests {
     fn stale_reports_are_ignored() {
         let now = Instant::now();
         let stale = |healthy| BackendReport {
+            probed: true,
             reported_at_ms: NOW_MS - 10_001,
             in_flight: 50,
             latency_ms: Some(900.0),
@@ -276,6 +321,7 @@ mod tests {
         assert_eq!(s.cooldown_until, None);
         // Exactly at the limit still counts.
         let edge = BackendReport {
+            probed: true,
             reported_at_ms: NOW_MS - 10_000,
             ..report(false)
         };

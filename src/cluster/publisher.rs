@@ -88,6 +88,7 @@ mod tests {
 
     fn base() -> BackendReport {
         BackendReport {
+            probed: true,
             healthy: true,
             latency_ms: Some(100.0),
             ttft_ms: None,
@@ -122,6 +123,7 @@ mod tests {
         ));
         // 40 % but only 2 ms.
         let fast = BackendReport {
+            probed: true,
             latency_ms: Some(5.0),
             ..b
         };
@@ -152,6 +154,7 @@ mod tests {
     #[test]
     fn cooldown_moves_and_expiry() {
         let cooling = BackendReport {
+            probed: true,
             cooldown_until_ms: 1_002_000,
             ..base()
         };

@@ -18,6 +18,8 @@ pub const MAX_REPORT_AGE: Duration = Duration::from_secs(10);
 /// One node's view of one backend at `reported_at_ms`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BackendReport {
+    /// The node probes this backend; with `healthy: false` (an ejection) the node has evidence too.
+    pub probed: bool,
     /// The node's own verdict: probes say healthy and it has not ejected the backend.
     pub healthy: bool,
     pub latency_ms: Option<f64>,
@@ -43,6 +45,7 @@ impl BackendReport {
     /// The report for a local [`BackendStatus`] taken at `now` (= `now_unix_ms` on the wall clock).
     pub fn from_status(status: &BackendStatus, now: Instant, now_unix_ms: u64) -> BackendReport {
         BackendReport {
+            probed: status.probed,
             healthy: verdict(status, now),
             latency_ms: status.latency_ms,
             ttft_ms: status.ttft_ms,
@@ -56,7 +59,12 @@ impl BackendReport {
 
     pub fn encode(&self) -> String {
         let mut s = String::with_capacity(64);
-        let _ = write!(s, "h={}", u8::from(self.healthy));
+        let _ = write!(
+            s,
+            "h={};p={}",
+            u8::from(self.healthy),
+            u8::from(self.probed)
+        );
         if let Some(v) = self.latency_ms.filter(|v| v.is_finite() && *v >= 0.0) {
             let _ = write!(s, ";lat={v:.1}");
         }
@@ -73,6 +81,8 @@ impl BackendReport {
 
     pub fn decode(value: &str) -> Result<BackendReport, ReportError> {
         let mut healthy = None;
+        // Older nodes send no `p`: count their verdict as evidence.
+        let mut probed = true;
         let mut latency_ms = None;
         let mut ttft_ms = None;
         let mut in_flight = 0;
@@ -90,6 +100,7 @@ impl BackendReport {
                         _ => return Err(invalid("h", v)),
                     })
                 }
+                "p" => probed = v != "0",
                 "lat" => latency_ms = Some(parse_ms("lat", v)?),
                 "ttft" => ttft_ms = Some(parse_ms("ttft", v)?),
                 "inf" => in_flight = v.parse().map_err(|_| invalid("inf", v))?,
@@ -99,6 +110,7 @@ impl BackendReport {
             }
         }
         Ok(BackendReport {
+            probed,
             healthy: healthy.ok_or(ReportError::Missing("h"))?,
             latency_ms,
             ttft_ms,
@@ -175,6 +187,7 @@ mod tests {
 
     fn sample() -> BackendReport {
         BackendReport {
+            probed: true,
             healthy: true,
             latency_ms: Some(12.5),
             ttft_ms: Some(80.1),
@@ -188,7 +201,7 @@ mod tests {
     fn encode_is_compact() {
         assert_eq!(
             sample().encode(),
-            "h=1;lat=12.5;ttft=80.1;inf=3;cd=1764000000123;t=1764000000000"
+            "h=1;p=1;lat=12.5;ttft=80.1;inf=3;cd=1764000000123;t=1764000000000"
         );
     }
 
@@ -197,6 +210,7 @@ mod tests {
         let r = sample();
         assert_eq!(BackendReport::decode(&r.encode()), Ok(r));
         let r = BackendReport {
+            probed: true,
             healthy: false,
             latency_ms: None,
             ttft_ms: None,
@@ -204,13 +218,14 @@ mod tests {
             cooldown_until_ms: 0,
             reported_at_ms: 7,
         };
-        assert_eq!(r.encode(), "h=0;inf=0;cd=0;t=7");
+        assert_eq!(r.encode(), "h=0;p=1;inf=0;cd=0;t=7");
         assert_eq!(BackendReport::decode(&r.encode()), Ok(r));
     }
 
     #[test]
     fn decode_rounds_to_tenths_and_ignores_unknown_fields() {
         let r = BackendReport {
+            probed: true,
             latency_ms: Some(12.345),
             ..sample()
         };
@@ -250,6 +265,7 @@ mod tests {
     fn from_status_converts_cooldown_and_verdict() {
         let now = Instant::now();
         let status = BackendStatus {
+            probed: true,
             available: false,
             healthy: true,
             in_flight: 4,
@@ -263,6 +279,7 @@ mod tests {
         assert_eq!(r.reported_at_ms, 1_000_000);
         // Not available and no cooldown running: ejected → unhealthy verdict.
         let ejected = BackendStatus {
+            probed: true,
             cooldown_until: Some(now - Duration::from_millis(1)),
             ..status
         };

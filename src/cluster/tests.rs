@@ -61,7 +61,9 @@ fn count(c: &Cluster) -> usize {
 }
 
 fn table(name: &str) -> BackendTable {
-    let yaml = format!("name: {name}\nurl: http://127.0.0.1:9\nprotocol: openai\n");
+    let yaml = format!(
+        "name: {name}\nurl: http://127.0.0.1:9\nprotocol: openai\nhealth_check: {{ path: /health }}\n"
+    );
     let bc: BackendConfig = serde_saphyr::from_str(&yaml).expect("backend config");
     Arc::new(vec![Arc::new(Backend::new(
         0,

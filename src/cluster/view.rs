@@ -92,7 +92,8 @@ impl ClusterView {
             .map(|b| {
                 let local = b.local_status(now);
                 let merged = self.status(b, now);
-                let voters = self.peer_aggregate(b).map_or(0, |p| p.reporters) + 1;
+                let voters = self.peer_aggregate(b).map_or(0, |p| p.voters)
+                    + u32::from(local.probed || !local.healthy);
                 let mut reports = vec![report_json(
                     &self.shared.self_node.id,
                     true,

@@ -91,6 +91,13 @@ async fn dispatch(
             .header(CONTENT_TYPE, "text/plain; version=0.0.4")
             .body(full_body(app.metrics.render()))
             .expect("valid response"),
+        (&Method::GET, "/admin/cluster") => {
+            if app.is_admin(req.headers()) {
+                json_response(StatusCode::OK, &app.admin_cluster())
+            } else {
+                error_response(&GatewayError::AdminForbidden, Protocol::Openai)
+            }
+        }
         (&Method::GET, "/v1/models" | "/models") => match app.tenants.authenticate(req.headers()) {
             Some(_) => json_response(StatusCode::OK, &app.models()),
             None => error_response(&GatewayError::Unauthorized, Protocol::Openai),
