@@ -2,109 +2,17 @@
 //! persistence, killed on drop). Several `ClusterLimiter`s on one Redis play the gateway nodes.
 //! Every wait polls with a deadline.
 
+mod support;
+use support::redis::{RedisServer, free_port};
+
 use sluice::config::{LimitsConfig, RedisConfig, TenantConfig};
 use sluice::ratelimit::{
     ClusterLimiter, LimitRequest, LocalLimiter, RECONCILE_LUA, RateLimiter, TOKEN_BUCKET_LUA,
     bucket_keys,
 };
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
-
-const REDIS_SERVER: &str = "redis-server";
-
-/// A `redis-server` child process on 127.0.0.1, killed on drop.
-struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().unwrap().port()
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        Self::start_on(free_port())
-    }
-
-    fn start_on(port: u16) -> RedisServer {
-        let child = Command::new(REDIS_SERVER)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(["--dir", &std::env::temp_dir().to_string_lossy()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start {REDIS_SERVER} ({e}); install it (bash tests/run.sh does)")
-            });
-        let mut server = RedisServer {
-            child: Some(child),
-            port,
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if server.ping() {
-                return server;
-            }
-            if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("redis-server exited at start ({status}); port {port} taken?");
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not answer PING"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn connection(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_connection_with_timeout(Duration::from_secs(2))
-            .expect("connect to the test redis")
-    }
-
-    fn ping(&self) -> bool {
-        let Ok(client) = redis::Client::open(self.url()) else {
-            return false;
-        };
-        let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(200)) else {
-            return false;
-        };
-        redis::cmd("PING").query::<String>(&mut c).is_ok()
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().expect("running").id();
-        let ok = Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .expect("run kill")
-            .success();
-        assert!(ok, "kill {sig} {pid}");
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn tenant(id: &str, rpm: Option<u32>, burst: Option<u32>, tpm: Option<u64>) -> TenantConfig {
     TenantConfig {

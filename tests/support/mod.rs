@@ -3,6 +3,8 @@
 //! over real sockets. Every wait polls with a deadline; nothing sleeps a fixed time.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;

@@ -1,0 +1,405 @@
+//! The cluster with real processes: three gateway nodes gossiping over UDP on loopback, a real
+//! `redis-server` (killed and restarted mid-test), simulated upstreams.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use support::redis::RedisServer;
+use support::*;
+
+const ADMIN: &str = "admin-secret";
+
+fn udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Cluster {
+    nodes: Vec<Proc>,
+}
+
+/// Node `i`'s config: same backends (same order: affinity ids agree), its own gossip port, all seeds.
+fn node_config(
+    i: usize,
+    gossip: &[u16],
+    backends: &str,
+    tenants: &str,
+    redis: Option<&str>,
+    per_node: &str,
+) -> String {
+    let seeds: Vec<String> = gossip.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let redis = redis
+        .map(|u| format!("\n  redis: {{ url: \"{u}\", timeout_ms: 20 }}"))
+        .unwrap_or_default();
+    format!(
+        "node: {{ id: node-{i} }}\nadmin_token_env: SLUICE_ADMIN_TOKEN\nbackends:\n{backends}{per_node}{tenants}routing:\n  strategy: round-robin\n  affinity: {{ header: x-session-id }}\nshaping: {{ max_wait_ms: 0 }}\ncluster:\n  cluster_id: test\n  gossip_listen: 127.0.0.1:{}\n  seeds: [{}]\n  gossip_interval_ms: 100\n  dead_after_ms: 1500{redis}\n",
+        gossip[i],
+        seeds.join(", ")
+    )
+}
+
+fn start(configs: Vec<String>) -> Cluster {
+    let nodes = configs
+        .iter()
+        .map(|c| gateway_env(c, &[("SLUICE_ADMIN_TOKEN", ADMIN)]))
+        .collect();
+    Cluster { nodes }
+}
+
+async fn admin(node: &Proc) -> Value {
+    let auth = format!("Bearer {ADMIN}");
+    let r = request(
+        "GET",
+        &format!("{}/admin/cluster", node.url()),
+        &[("authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+async fn live_count(node: &Proc) -> u64 {
+    admin(node).await["cluster"]["live_count"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+async fn wait_members(c: &Cluster, n: u64) {
+    for node in &c.nodes {
+        let url = node.url();
+        eventually(Duration::from_secs(10), "all nodes see each other", || {
+            let url = url.clone();
+            async move {
+                let auth = format!("Bearer {ADMIN}");
+                let r = request(
+                    "GET",
+                    &format!("{url}/admin/cluster"),
+                    &[("authorization", &auth)],
+                    "",
+                )
+                .await;
+                r.json()["cluster"]["live_count"].as_u64() == Some(n)
+            }
+        })
+        .await;
+    }
+}
+
+async fn metric(node: &Proc, prefix: &str) -> Option<f64> {
+    let text = request("GET", &format!("{}/metrics", node.url()), &[], "")
+        .await
+        .text();
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Send `n` requests for `key` spread round-robin over the nodes, `conc` at a time; statuses.
+async fn spread(c: &Cluster, key: &str, n: usize, conc: usize) -> Vec<u16> {
+    let urls: Vec<String> = c.nodes.iter().map(|p| p.url()).collect();
+    let mut out = Vec::with_capacity(n);
+    let mut i = 0;
+    while i < n {
+        let mut set = tokio::task::JoinSet::new();
+        for j in i..(i + conc).min(n) {
+            let url = urls[j % urls.len()].clone();
+            let auth = format!("Bearer {key}");
+            set.spawn(async move {
+                request(
+                    "POST",
+                    &format!("{url}/v1/chat/completions"),
+                    &[
+                        ("authorization", &auth),
+                        ("content-type", "application/json"),
+                    ],
+                    hello("m").to_string(),
+                )
+                .await
+                .status
+            });
+        }
+        while let Some(s) = set.join_next().await {
+            out.push(s.unwrap());
+        }
+        i += conc;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_limit_holds_across_three_nodes_and_survives_redis_loss() {
+    let mut redis = RedisServer::start();
+    let m = mock("openai", "up", &[]);
+    let gossip = [udp_port(), udp_port(), udp_port()];
+    let backends = backend("up", &m, "openai", "");
+    // 60 per minute (1/s) with a burst of 30; the fast tenant refills at 10/s for the fallback check.
+    let tenants = "tenants:\n  - { id: t, keys: [sk-t], limits: { requests_per_minute: 60, burst: 30 } }\n  - { id: f, keys: [sk-f], limits: { requests_per_minute: 600, burst: 30 } }\n";
+    let c = start(
+        (0..3)
+            .map(|i| node_config(i, &gossip, &backends, tenants, Some(&redis.url()), ""))
+            .collect(),
+    );
+    wait_members(&c, 3).await;
+    eventually(
+        Duration::from_secs(10),
+        "limiter in global mode",
+        || async { admin(&c.nodes[0]).await["limiter_mode"] == "global" },
+    )
+    .await;
+
+    // 90 requests over three nodes: three independent nodes would admit 90, the global bucket ~30.
+    let t0 = Instant::now();
+    let statuses = spread(&c, "sk-t", 90, 15).await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    let bound = ((30.0 + elapsed.ceil()) * 1.01).ceil() as usize;
+    println!("global: admitted {admitted} of 90 in {elapsed:.2}s (bound {bound})");
+    assert!(
+        admitted >= 30 && admitted <= bound,
+        "admitted {admitted}, bound {bound}"
+    );
+
+    // Redis dies: no 5xx, fallback at once, each node holds limit/3.
+    redis.kill();
+    let statuses = spread(&c, "sk-f", 30, 10).await;
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    for node in &c.nodes {
+        eventually(Duration::from_secs(2), "fallback mode", || async {
+            admin(node).await["limiter_mode"] == "fallback"
+        })
+        .await;
+        assert_eq!(
+            metric(node, "sluice_limiter_fallback_divisor").await,
+            Some(3.0)
+        );
+    }
+    // Drain the fallback bursts, then measure the steady admitted rate over ~3 s against 10/s.
+    spread(&c, "sk-f", 60, 30).await;
+    let t0 = Instant::now();
+    let mut admitted = 0;
+    let mut total = 0;
+    while t0.elapsed() < Duration::from_secs(3) {
+        let s = spread(&c, "sk-f", 12, 12).await;
+        assert!(
+            s.iter().all(|s| *s == 200 || *s == 429),
+            "a 5xx while redis is down: {s:?}"
+        );
+        admitted += s.iter().filter(|s| **s == 200).count();
+        total += s.len();
+    }
+    let rate = admitted as f64 / t0.elapsed().as_secs_f64();
+    println!("fallback: admitted {admitted} of {total}, {rate:.1}/s against a global 10/s");
+    assert!((8.5..=11.5).contains(&rate), "fallback rate {rate:.2}/s");
+
+    // Redis back on the same port: global mode returns everywhere.
+    let _redis = RedisServer::start_on(redis.port);
+    for node in &c.nodes {
+        eventually(Duration::from_secs(10), "global mode again", || async {
+            admin(node).await["limiter_mode"] == "global"
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_is_seen_within_seconds_and_the_fallback_share_is_redivided() {
+    let m = mock("openai", "up", &[]);
+    let gossip = [udp_port(), udp_port(), udp_port()];
+    let backends = backend("up", &m, "openai", "");
+    // A Redis that is not there: every node is in fallback and divides by the live count.
+    let dead_redis = format!("redis://127.0.0.1:{}", support::redis::free_port());
+    let tenants = "tenants:\n  - { id: t, keys: [sk-t], limits: { requests_per_minute: 600 } }\n";
+    let mut c = start(
+        (0..3)
+            .map(|i| node_config(i, &gossip, &backends, tenants, Some(&dead_redis), ""))
+            .collect(),
+    );
+    wait_members(&c, 3).await;
+    for node in &c.nodes {
+        eventually(Duration::from_secs(5), "divisor 3", || async {
+            metric(node, "sluice_limiter_fallback_divisor").await == Some(3.0)
+        })
+        .await;
+    }
+    // Kill node 2 (no graceful leave).
+    let t0 = Instant::now();
+    c.nodes[2].kill();
+    for node in &c.nodes[..2] {
+        eventually(Duration::from_secs(8), "node-2 gone", || async {
+            live_count(node).await == 2
+        })
+        .await;
+    }
+    let seen = t0.elapsed();
+    println!(
+        "dead node seen by both survivors after {:.2}s",
+        seen.as_secs_f64()
+    );
+    assert!(seen < Duration::from_secs(5), "took {seen:?}");
+    for node in &c.nodes[..2] {
+        eventually(Duration::from_secs(3), "divisor 2", || async {
+            metric(node, "sluice_limiter_fallback_divisor").await == Some(2.0)
+        })
+        .await;
+    }
+    // The members list says who is gone.
+    let members = admin(&c.nodes[0]).await["cluster"]["members"].clone();
+    assert!(
+        members
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "node-2" && m["status"] != "ready"),
+        "{members}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_cooldowns_and_affinity_agree_across_nodes() {
+    let (a, b) = (mock("openai", "a", &[]), mock("openai", "b", &[]));
+    let cm = mock("openai", "c", &[]);
+    let gossip = [udp_port(), udp_port(), udp_port()];
+    // Only node-0 probes `a`: its verdict is the only evidence, so it counts for everyone.
+    let with_probe = |i: usize| {
+        let hc = if i == 0 {
+            ", health_check: { path: /health, interval_ms: 100, unhealthy_threshold: 1, healthy_threshold: 1 }"
+        } else {
+            ""
+        };
+        format!(
+            "{}{}{}",
+            backend("a", &a, "openai", hc),
+            backend("b", &b, "openai", ""),
+            backend("c", &cm, "openai", "")
+        )
+    };
+    let tenants = "tenants:\n  - { id: t, keys: [sk-t] }\n";
+    let c = start(
+        (0..3)
+            .map(|i| node_config(i, &gossip, &with_probe(i), tenants, None, ""))
+            .collect(),
+    );
+    wait_members(&c, 3).await;
+
+    // The admin endpoint needs the token.
+    let r = request(
+        "GET",
+        &format!("{}/admin/cluster", c.nodes[1].url()),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 403);
+
+    // Affinity: the same key maps to the same backend from every node.
+    for k in 0..12 {
+        let key = format!("session-{k}");
+        let mut seen = Vec::new();
+        for node in &c.nodes {
+            let r = chat(node, "sk-t", hello("m"), &[("x-session-id", &key)]).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            seen.push(r.header("x-sluice-backend").unwrap().to_string());
+        }
+        assert!(seen.windows(2).all(|w| w[0] == w[1]), "{key}: {seen:?}");
+    }
+    // Now `c` takes one request per 10 s: its next answers are 429s with Retry-After.
+    mock_control(&cm, json!({"rate_limit_rps": 0.1})).await;
+    // With affinity by header only, plain requests round-robin: drive `c` into its 429 via node-0.
+    let before = mock_requests(&cm).await;
+    eventually(
+        Duration::from_secs(5),
+        "node-0 saw a 429 from c",
+        || async {
+            chat(&c.nodes[0], "sk-t", hello("m"), &[]).await;
+            metric(
+                &c.nodes[0],
+                "sluice_failovers_total{backend=\"c\",reason=\"rate_limited\"}",
+            )
+            .await
+            .is_some()
+        },
+    )
+    .await;
+    // Within a few gossip rounds the cooldown holds on the other nodes too: nothing more reaches `c`.
+    let c_count = mock_requests(&cm).await;
+    assert!(c_count > before);
+    let t0 = Instant::now();
+    eventually(Duration::from_secs(3), "cooldown gossiped", || async {
+        for node in &c.nodes[1..] {
+            let v = admin(node).await;
+            let be = v["cluster"]["backends"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["name"] == "c")
+                .cloned()
+                .unwrap();
+            if be["merged"]["available"] != json!(false) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    println!(
+        "cooldown seen by the other nodes after {:.2}s",
+        t0.elapsed().as_secs_f64()
+    );
+    let now_count = mock_requests(&cm).await;
+    for node in &c.nodes[1..] {
+        for _ in 0..6 {
+            let r = chat(node, "sk-t", hello("m"), &[]).await;
+            assert_eq!(r.status, 200);
+            assert_ne!(r.header("x-sluice-backend"), Some("c"));
+        }
+    }
+    assert_eq!(
+        mock_requests(&cm).await,
+        now_count,
+        "a cooled-down backend got traffic"
+    );
+
+    // `a` fails node-0's probes: every node routes around it within a couple of gossip rounds.
+    mock_control(&a, json!({"healthy": false})).await;
+    let t0 = Instant::now();
+    for node in &c.nodes {
+        eventually(Duration::from_secs(3), "a routed around", || async {
+            let v = admin(node).await;
+            let be = v["cluster"]["backends"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["name"] == "a")
+                .cloned()
+                .unwrap();
+            be["merged"]["available"] == json!(false)
+        })
+        .await;
+    }
+    println!(
+        "probe failure on node-0 honoured by all after {:.2}s",
+        t0.elapsed().as_secs_f64()
+    );
+    let a_before = mock_requests(&a).await;
+    for node in &c.nodes {
+        for _ in 0..4 {
+            let r = chat(node, "sk-t", hello("m"), &[]).await;
+            assert_eq!(r.status, 200);
+            assert_eq!(r.header("x-sluice-backend"), Some("b"));
+        }
+    }
+    assert_eq!(mock_requests(&a).await, a_before);
+}
