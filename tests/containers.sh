@@ -222,6 +222,9 @@ lb_routes_to() { # lb_routes_to NODE: a few requests through the LB reach that n
     [ "$(jget "$WORK/probe.json" "d['keys']['sk-ops']['node'].get('$1', 0)")" -gt 0 ]
 }
 status_of() { jget "$1" "d['keys']['$2']['status']"; }
+since() { python3 -c 'import sys, time; print(round(time.time() - float(sys.argv[1]), 2))' "$1"; }
+# failed_after FILE KEY T: requests started after T seconds (into the run) that got neither 200 nor 429.
+failed_after() { jget "$1" "sum(1 for e in d['keys']['$2']['log'] if e[0] > $3 and e[1] not in (200, 429))"; }
 
 # ---------------------------------------------------------------------------------------------------------
 # the groups that need Docker
@@ -315,14 +318,20 @@ test_node_stop() {
   local bg=$!
   sleep 4
   docker stop -t 15 "${CID[sluice-2]}" >/dev/null
-  stopped_at=$(python3 -c "import sys, time; print(round(time.time() - float(sys.argv[1]), 2))" "$t_start")
+  stopped_at=$(since "$t_start")
   wait $bg
-  local sent failed after
+  local sent failed after late
   sent=$(jget "$WORK/stop.json" "d['keys']['sk-ops']['sent']")
   failed=$(jget "$WORK/stop.json" "d['keys']['sk-ops']['failed'] + d['keys']['sk-ops']['limited']")
+  late=$(failed_after "$WORK/stop.json" sk-ops "$stopped_at")
   after=$(jget "$WORK/stop.json" "sum(1 for e in d['keys']['sk-ops']['log'] if e[0] > $stopped_at + 0.5 and e[3] == 'sluice-2')")
   echo "   $sent sent over 12 s, sluice-2 stopped at ${stopped_at} s: $(status_of "$WORK/stop.json" sk-ops), nodes $(jget "$WORK/stop.json" "d['keys']['sk-ops']['node']")"
-  [ "$failed" -le 2 ] && ok "$failed of $sent requests failed while sluice-2 stopped (at most those in flight)" || bad "node stop: $failed of $sent failed: $(jget "$WORK/stop.json" "d['keys']['sk-ops']['errors']")"
+  # docker stop = SIGTERM: the node drains what it has; at most the requests in flight (4 workers) may fail.
+  if [ "$failed" -le 4 ] && [ "$late" = 0 ]; then
+    ok "$failed of $sent requests failed while sluice-2 stopped, none sent after the stop"
+  else
+    bad "node stop: $failed of $sent failed ($late sent after the stop): $(jget "$WORK/stop.json" "d['keys']['sk-ops']['errors']")"
+  fi
   [ "$after" = 0 ] && ok "after the stop the LB sent nothing to sluice-2" || bad "node stop: $after answers from sluice-2 after it stopped"
   if poll 15 nodes_see 2 1 3; then ok "sluice-1 and sluice-3 see 2 members"; else bad "after stop, members seen: $(members 1 || echo -) $(members 3 || echo -)"; fi
   docker start "${CID[sluice-2]}" >/dev/null
@@ -336,23 +345,32 @@ test_partition() {
   local net ip
   net=$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}' "${CID[sluice-3]}")
   ip=$(docker inspect -f "{{(index .NetworkSettings.Networks \"$net\").IPAddress}}" "${CID[sluice-3]}")
-  send --key sk-ops --duration 12 --rps 10 --concurrency 4 >"$WORK/partition.json" &
-  local bg=$!
+  local t_start cut_at bg
+  t_start=$(date +%s.%N)
+  send --key sk-ops --duration 12 --rps 10 --concurrency 4 --timeout 10 >"$WORK/partition.json" &
+  bg=$!
   sleep 2
   docker network disconnect "$net" "${CID[sluice-3]}"
-  local cut_at=$SECONDS
-  if poll 15 nodes_see 2 1 2; then ok "sluice-1 and sluice-2 see sluice-3 gone: 2 members ($((SECONDS - cut_at)) s)"; else bad "partition: members seen by 1, 2: $(members 1 || echo -) $(members 2 || echo -)"; fi
+  cut_at=$(since "$t_start")
+  if poll 15 nodes_see 2 1 2; then ok "sluice-1 and sluice-2 see sluice-3 gone: 2 members ($(since "$t_start") s into the run, cut at $cut_at s)"; else bad "partition: members seen by 1, 2: $(members 1 || echo -) $(members 2 || echo -)"; fi
   if poll 15 members_below 3 3; then
     ok "the cut-off sluice-3 sees the others gone ($(members 3) member(s))"
   else
     bad "partition: sluice-3 still sees $(members 3 || echo -) members"
   fi
   wait $bg
-  local sent failed
+  local sent failed late
   sent=$(jget "$WORK/partition.json" "d['keys']['sk-ops']['sent']")
   failed=$(jget "$WORK/partition.json" "d['keys']['sk-ops']['failed'] + d['keys']['sk-ops']['limited']")
-  echo "   $sent sent: $(status_of "$WORK/partition.json" sk-ops), nodes $(jget "$WORK/partition.json" "d['keys']['sk-ops']['node']"), p95 $(jget "$WORK/partition.json" "d['keys']['sk-ops']['p95']") s"
-  [ "$failed" -le 2 ] && ok "$failed of $sent requests failed while sluice-3 was cut off (the LB routes around it)" || bad "partition: $failed of $sent failed: $(jget "$WORK/partition.json" "d['keys']['sk-ops']['errors']")"
+  late=$(failed_after "$WORK/partition.json" sk-ops "$cut_at")
+  echo "   $sent sent, sluice-3 cut off at $cut_at s: $(status_of "$WORK/partition.json" sk-ops), nodes $(jget "$WORK/partition.json" "d['keys']['sk-ops']['node']"), p95 $(jget "$WORK/partition.json" "d['keys']['sk-ops']['p95']") s"
+  # Requests sluice-3 was serving when the cable was cut never get an answer (the client gives up after
+  # 10 s); every request sent after the cut must succeed (the LB retries elsewhere, then marks it down).
+  if [ "$failed" -le 4 ] && [ "$late" = 0 ]; then
+    ok "$failed of $sent requests failed (in flight on sluice-3 at the cut), none sent after it"
+  else
+    bad "partition: $failed of $sent failed, $late of them sent after the cut: $(jget "$WORK/partition.json" "d['keys']['sk-ops']['errors']")"
+  fi
   docker network connect --ip "$ip" --alias sluice-3 "$net" "${CID[sluice-3]}"
   if poll 30 nodes_see 3 1 2 3; then ok "reconnected: every node sees 3 members again"; else bad "after reconnect, members seen: $(members 1 || echo -) $(members 2 || echo -) $(members 3 || echo -)"; fi
   if poll 20 lb_routes_to sluice-3; then ok "the LB sends traffic to sluice-3 again"; else bad "LB does not route to sluice-3 after reconnect"; fi
