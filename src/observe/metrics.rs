@@ -14,7 +14,6 @@ pub const REQUESTS: &str = "sluice_requests_total";
 pub const REQUEST_DURATION: &str = "sluice_request_duration_seconds";
 pub const TTFT: &str = "sluice_time_to_first_token_seconds";
 pub const UPSTREAM_DURATION: &str = "sluice_upstream_duration_seconds";
-pub const IN_FLIGHT: &str = "sluice_in_flight_requests";
 pub const BACKEND_IN_FLIGHT: &str = "sluice_backend_in_flight";
 pub const ROUTING_DECISIONS: &str = "sluice_routing_decisions_total";
 pub const BACKEND_HEALTHY: &str = "sluice_backend_healthy";
@@ -131,9 +130,6 @@ impl Metrics {
                 || histogram!(TTFT, "backend" => backend.to_string()),
             )
             .record(elapsed.as_secs_f64());
-    }
-    pub fn in_flight(delta: f64) {
-        gauge!(IN_FLIGHT).increment(delta);
     }
     pub fn backend_in_flight(backend: &str, value: u32) {
         BE_INFLIGHT

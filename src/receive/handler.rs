@@ -60,6 +60,14 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<RespBody>
             started.elapsed(),
         );
     }
+    tracing::debug!(
+        request_id = %request_id,
+        route = out.route.as_deref().unwrap_or("-"),
+        backend = out.backend.as_deref().unwrap_or("-"),
+        status = resp.status().as_u16(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
     resp
 }
 
