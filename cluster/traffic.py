@@ -221,6 +221,8 @@ def cmd_members(_a):
         doc = json.load(sys.stdin)
     except ValueError:
         return 1
+    if isinstance(doc, dict) and isinstance(doc.get("cluster"), dict):
+        doc = doc["cluster"]  # {"node", "limiter_mode", "cluster": {"live_count", "members", "backends"}}
     if isinstance(doc, dict) and isinstance(doc.get("live_count"), int):
         print(doc["live_count"])
         return 0
@@ -259,9 +261,9 @@ def cmd_nodes(a):
     """One line per node: what its /metrics say about membership, the limiter, backends and tenants."""
     print(f"  {'node':<10} {'members':>7}  {'limiter':<9} {'backends healthy':<32} tenants allowed/limited (since start)")
     for url in a.url:
-        name = urllib.parse.urlsplit(url).port
         s = scrape(url)
-        label = a.name[a.url.index(url)] if a.name else str(name)
+        i = a.url.index(url)
+        label = a.name[i] if i < len(a.name) else urllib.parse.urlsplit(url).netloc
         if s is None:
             print(f"  {label:<10} {'-':>7}  {'down':<9}")
             continue
@@ -275,8 +277,11 @@ def cmd_nodes(a):
         health = " ".join(f"{lbl['backend']}={'up' if v == 1 else 'DOWN'}" for lbl, v in sorted(pick(s, "sluice_backend_healthy"), key=lambda x: x[0]["backend"]))
         tenants = {}
         for lbl, v in pick(s, "sluice_limiter_decisions_total"):
+            outcome = lbl.get("outcome")
+            if outcome not in ("allowed", "limited"):
+                continue  # "queued": waited for a token, then counted again as allowed or limited
             t = tenants.setdefault(lbl.get("tenant", "?"), [0, 0])
-            t[0 if lbl.get("outcome") == "allowed" else 1] += int(v)
+            t[0 if outcome == "allowed" else 1] += int(v)
         ten = " ".join(f"{t}={x[0]}/{x[1]}" for t, x in sorted(tenants.items()))
         print(f"  {label:<10} {members:>7}  {mode:<9} {health:<32} {ten}")
     return 0

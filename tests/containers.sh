@@ -73,7 +73,7 @@ cleanup() {
     if [ "$FAIL" -gt 0 ]; then
       dc logs --no-color --tail 30 >"$WORK/compose.log" 2>&1
       echo "-- last log lines of the stack (all in $WORK/compose.log):"
-      grep -v -e '^Attaching' "$WORK/compose.log" | grep -i -e warn -e error -e panic | tail -25
+      grep -v -e '^Attaching' -e 'Memory overcommit' "$WORK/compose.log" | grep -i -e warn -e error -e panic | tail -25
     fi
     if [ -n "${SLUICE_CT_KEEP:-}" ]; then
       echo "stack left up: ${COMPOSE[*]} -p $PROJECT -f $ROOT/docker-compose.yaml down -v"
@@ -84,7 +84,9 @@ cleanup() {
   [ -n "${SLUICE_CT_KEEP:-}" ] || [ "$FAIL" -gt 0 ] || rm -rf "$WORK"
   return $rc
 }
+exec 3>&1 # the script's stdout: a signal can arrive while a command's output goes to a file
 on_signal() {
+  exec 1>&3 2>&3
   bad "interrupted or timed out (SLUICE_CT_TIMEOUT=${SLUICE_CT_TIMEOUT:-900} s)"
   cleanup
   summary
@@ -166,7 +168,7 @@ EOF
   for f in cluster/build-images.sh cluster/demo.sh tests/containers.sh; do
     if out=$(bash -n "$f" 2>&1); then ok "bash -n $f"; else bad "bash -n $f: $out"; fi
   done
-  if out=$(python3 -m py_compile cluster/traffic.py 2>&1); then ok "cluster/traffic.py compiles"; else bad "cluster/traffic.py: $out"; fi
+  if out=$(python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])' cluster/traffic.py 2>&1); then ok "cluster/traffic.py compiles"; else bad "cluster/traffic.py: $out"; fi
 }
 
 # ---------------------------------------------------------------------------------------------------------
@@ -251,7 +253,15 @@ stack_up() {
   SLUICE_SUBNET="172.30.$((100 + RANDOM % 150)).0/24"
   SLUICE_ADMIN_TOKEN="ct-$RANDOM$RANDOM"
   t0=$SECONDS
-  if ! dc up -d --no-build >"$WORK/up.log" 2>&1; then
+  local try
+  for try in 1 2 3; do
+    dc up -d --no-build >"$WORK/up.log" 2>&1 && break
+    # Another network already uses this subnet: pick another one.
+    grep -qi 'overlap' "$WORK/up.log" || break
+    dc down -v --remove-orphans >/dev/null 2>&1
+    SLUICE_SUBNET="172.30.$((100 + RANDOM % 150)).0/24"
+  done
+  if ! dc ps -q sluice-1 | grep -q .; then
     bad "compose up (project $PROJECT)"
     tail -20 "$WORK/up.log"
     return 1
@@ -419,6 +429,14 @@ test_upstream() {
     bad "upstream paused: $late_slow requests started after 6 s took over 1 s"
   all_down() { for n in 1 2 3; do metric_is "$n" 0 sluice_backend_healthy backend=openai-sim || return 1; done; }
   if poll 10 all_down; then ok "every node marks openai-sim down (sluice_backend_healthy 0)"; else bad "openai-sim not marked down on every node"; fi
+  merged_down() {
+    admin 1 2>/dev/null | python3 -c '
+import json, sys
+c = json.load(sys.stdin).get("cluster", {})
+b = [b for b in c.get("backends", []) if b.get("name") == "openai-sim"]
+sys.exit(0 if b and b[0].get("merged", {}).get("available") is False else 1)'
+  }
+  if poll 10 merged_down; then ok "/admin/cluster: the merged (cluster-wide) view has openai-sim unavailable"; else bad "/admin/cluster merged view does not show openai-sim down"; fi
   docker unpause "${CID[mock-openai]}" >/dev/null && PAUSED=()
   all_up() { for n in 1 2 3; do metric_is "$n" 1 sluice_backend_healthy backend=openai-sim || return 1; done; }
   if poll 20 all_up; then ok "unpaused: openai-sim healthy again on every node"; else bad "openai-sim not healthy again"; fi

@@ -156,6 +156,20 @@ impl Backend {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Take a slot if one is free for `priority`, atomically with the check.
+    pub fn try_start(self: &Arc<Self>, priority: Priority) -> Option<InFlightGuard> {
+        let prev = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                self.has_room(n, priority).then_some(n + 1)
+            })
+            .ok()?;
+        Metrics::backend_in_flight(self.name(), prev + 1);
+        Some(InFlightGuard {
+            backend: self.clone(),
+        })
+    }
+
     /// Count a request in flight until the guard drops (the response body finished or was dropped).
     pub fn start(self: &Arc<Self>) -> InFlightGuard {
         let n = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;

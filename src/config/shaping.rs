@@ -130,10 +130,10 @@ fn default_reserve() -> f64 {
     0.1
 }
 fn default_codel_target() -> u64 {
-    50
+    500
 }
 fn default_codel_interval() -> u64 {
-    500
+    2000
 }
 
 impl Default for PriorityConfig {

@@ -172,7 +172,7 @@ impl Deliver {
                 let pool = self.candidates(call, tried, true);
                 let id = self.pick(call, &pool.cands)?;
                 let b = self.backends[id].clone();
-                let guard = b.start();
+                let guard = b.try_start(call.priority)?;
                 Some((b, guard))
             })
             .await;
@@ -270,7 +270,14 @@ impl Deliver {
             l.min(cfg.timeouts.first_byte())
         });
         let client = &self.clients[backend.id];
+        let client_bound = left.is_some_and(|l| l < cfg.timeouts.first_byte());
         let resp = match tokio::time::timeout(first_byte, client.send(req)).await {
+            Err(_) if client_bound => {
+                return Attempt::Done(error_response(
+                    &GatewayError::Shed(Shed::DeadlineExpired),
+                    client_proto,
+                ));
+            }
             Err(_) => {
                 backend.congestion_sample(Outcome::Dropped);
                 backend.passive(false, std::time::Instant::now());

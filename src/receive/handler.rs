@@ -245,7 +245,10 @@ async fn proxy(
         affinity_key: affinity_key.as_deref(),
         est_input_tokens: est_input,
         est_output_tokens: est_output,
-        on_usage: Some(reconcile_sink(app.limiter.clone(), &tenant.id, reserve)),
+        // Only a token bucket needs the actual usage back.
+        on_usage: decision
+            .tokens_limit
+            .map(|_| reconcile_sink(app.limiter.clone(), &tenant.id, reserve)),
         priority,
         deadline,
         weight: tenant.weight,

@@ -51,6 +51,8 @@ pub(super) struct Waiter<S> {
     pub enqueued: Instant,
     /// Running its `try_start` outside the lock: not to be shed meanwhile.
     pub trying: bool,
+    /// The capacity generation at which its last `try_start` failed.
+    pub blocked: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -129,6 +131,31 @@ impl<S> Fair<S> {
         tenant.waiters.insert(pos.key, waiter);
         class.len += 1;
         self.len += 1;
+    }
+
+    /// When the longest-waiting waiter arrived (the queue's delay, whatever the serve order).
+    pub fn oldest(&self) -> Option<Instant> {
+        self.classes
+            .iter()
+            .flat_map(|c| c.tenants.values())
+            .flat_map(|t| t.waiters.values())
+            .map(|w| w.enqueued)
+            .min()
+    }
+
+    /// The first waiter, in serve order (class, tenant tag, key), that has not failed to start at
+    /// capacity generation `epoch`.
+    pub fn first_unblocked(&self, epoch: u64) -> Option<(u64, &Waiter<S>)> {
+        self.classes.iter().find_map(|class| {
+            class.order.values().find_map(|name| {
+                class
+                    .tenants
+                    .get(name)?
+                    .waiters
+                    .iter()
+                    .find_map(|(k, w)| (w.blocked != Some(epoch)).then_some((k.id, w)))
+            })
+        })
     }
 
     /// The waiter served next and its place.
@@ -223,6 +250,7 @@ mod tests {
             slot: (),
             enqueued: Instant::now(),
             trying: false,
+            blocked: None,
         };
         f.push(p, weight, w);
     }

@@ -138,7 +138,8 @@ pub fn allows(limit: u32, in_flight: u32, priority: Priority, critical_reserve: 
         return in_flight < limit;
     }
     let reserve = critical_reserve.clamp(0.0, 1.0);
-    let share = ((f64::from(limit) * (1.0 - reserve)).floor() as u32).max(1);
+    let reserved = (f64::from(limit) * reserve).round() as u32;
+    let share = limit.saturating_sub(reserved).max(1);
     in_flight < share
 }
 

@@ -49,11 +49,14 @@ struct Inner {
     fair: Fair<Arc<Slot>>,
     codel: Codel,
     next_id: u64,
+    /// Bumped whenever capacity may have been freed (`notify`).
+    epoch: u64,
 }
 
 impl Inner {
+    /// Give the turn to the first waiter that has not already failed at the current capacity.
     fn wake_head(&self) {
-        if let Some((_, _, w)) = self.fair.head() {
+        if let Some((_, w)) = self.fair.first_unblocked(self.epoch) {
             w.slot.notify.notify_one();
         }
     }
@@ -120,6 +123,7 @@ impl AdmissionQueue {
                 fair: Fair::default(),
                 codel: Codel::new(codel_target, codel_interval),
                 next_id: 0,
+                epoch: 0,
             }),
             len: AtomicUsize::new(0),
             max_len,
@@ -158,6 +162,7 @@ impl AdmissionQueue {
             return;
         }
         let mut inner = self.lock();
+        inner.epoch += 1;
         self.congestion(&mut inner, Instant::now());
         inner.wake_head();
     }
@@ -182,7 +187,13 @@ impl AdmissionQueue {
         mut try_start: impl FnMut() -> Result<T, Option<Duration>>,
     ) -> Result<T, Shed> {
         let mut retry_at = None;
-        if self.is_empty() {
+        // Nobody waiting can use the current capacity (every waiter already failed at it): a newcomer
+        // may try at once; what it finds free is capacity no waiter could take.
+        let all_blocked = {
+            let inner = self.lock();
+            inner.fair.first_unblocked(inner.epoch).is_none()
+        };
+        if all_blocked {
             // Free capacity admits at once; only a passed deadline refuses (the client gave up).
             let now = Instant::now();
             if ticket.deadline.is_some_and(|d| now >= d) {
@@ -199,16 +210,18 @@ impl AdmissionQueue {
         let mut try_now = true;
         loop {
             let now = Instant::now();
-            let head = {
+            let (head, epoch) = {
                 let mut inner = self.lock();
                 if let Some(why) = self.check(&mut inner, &mut reg, &ticket, now) {
                     return Err(why);
                 }
-                let head = inner.fair.head_id() == Some(reg.pos.key.id);
+                let epoch = inner.epoch;
+                let head =
+                    inner.fair.first_unblocked(epoch).map(|(id, _)| id) == Some(reg.pos.key.id);
                 if let Some(w) = inner.fair.get_mut(&reg.pos).filter(|_| head && try_now) {
                     w.trying = true;
                 }
-                head
+                (head, epoch)
             };
             if head && try_now {
                 let got = try_start();
@@ -216,6 +229,11 @@ impl AdmissionQueue {
                 let mut inner = self.lock();
                 if let Some(w) = inner.fair.get_mut(&reg.pos) {
                     w.trying = false;
+                    w.blocked = got.is_err().then_some(epoch);
+                }
+                if got.is_err() {
+                    // Pass the turn on: a waiter behind may fit where this one does not.
+                    inner.wake_head();
                 }
                 match got {
                     Ok(v) => {
@@ -230,8 +248,9 @@ impl AdmissionQueue {
             let wake = {
                 let inner = self.lock();
                 match inner.fair.head() {
-                    Some((_, key, w)) if key.id == reg.pos.key.id => {
-                        let codel = inner.codel.next_check(w.enqueued, now);
+                    Some((_, key, _)) if key.id == reg.pos.key.id => {
+                        let oldest = inner.fair.oldest().unwrap_or(now);
+                        let codel = inner.codel.next_check(oldest, now);
                         earliest(expiry, earliest(codel, retry_at))
                     }
                     _ => expiry,
@@ -242,7 +261,13 @@ impl AdmissionQueue {
                 Some(at) => tokio::select! {
                     biased;
                     _ = notified => true,
-                    _ = tokio::time::sleep_until(at) => retry_at.is_some_and(|r| Instant::now() >= r),
+                    _ = tokio::time::sleep_until(at) => {
+                        let due = retry_at.is_some_and(|r| Instant::now() >= r);
+                        if due && let Some(w) = self.lock().fair.get_mut(&reg.pos) {
+                            w.blocked = None;
+                        }
+                        due
+                    }
                 },
                 None => {
                     notified.await;
@@ -302,9 +327,10 @@ impl AdmissionQueue {
             slot: slot.clone(),
             enqueued: t.enqueued,
             trying: false,
+            blocked: None,
         };
         inner.fair.push(&pos, t.weight, waiter);
-        self.changed(&inner, t.priority);
+        self.changed(&inner, t.priority, 1.0);
         Ok(Registration {
             queue: self,
             pos,
@@ -340,32 +366,27 @@ impl AdmissionQueue {
 
     /// Take a waiter out; if it was the head (or just started), the next head gets its turn.
     fn leave(&self, inner: &mut Inner, pos: &Pos, served: bool) {
-        let was_head = inner.fair.head_id() == Some(pos.key.id);
-        inner.fair.remove(pos, served);
-        self.changed(inner, pos.priority);
-        if was_head || served {
-            inner.wake_head();
+        if inner.fair.remove(pos, served).is_some() {
+            self.changed(inner, pos.priority, -1.0);
         }
+        inner.wake_head();
     }
 
     /// Remove another waiter and tell it why.
     fn shed(&self, inner: &mut Inner, pos: &Pos, why: Shed, now: Instant) {
-        let was_head = inner.fair.head_id() == Some(pos.key.id);
         if let Some(w) = inner.fair.remove(pos, false) {
             w.slot.shed(why);
             record_shed(why, pos.priority);
             record_wait(pos.priority, w.enqueued, now);
+            self.changed(inner, pos.priority, -1.0);
         }
-        self.changed(inner, pos.priority);
-        if was_head {
-            inner.wake_head();
-        }
+        inner.wake_head();
     }
 
     /// CoDel: shed the least important non-critical waiter while the queue stays congested.
     fn congestion(&self, inner: &mut Inner, now: Instant) {
         loop {
-            let head = inner.fair.head().map(|(_, _, w)| w.enqueued);
+            let head = inner.fair.oldest();
             if !inner.codel.should_shed(head, now) {
                 return;
             }
@@ -379,8 +400,8 @@ impl AdmissionQueue {
         }
     }
 
-    fn changed(&self, inner: &Inner, p: Priority) {
+    fn changed(&self, inner: &Inner, p: Priority, delta: f64) {
         self.len.store(inner.fair.len(), Ordering::SeqCst);
-        gauge!(QUEUE_LENGTH, "priority" => p.as_str()).set(inner.fair.class_len(p) as f64);
+        gauge!(QUEUE_LENGTH, "priority" => p.as_str()).increment(delta);
     }
 }

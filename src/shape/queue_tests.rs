@@ -313,7 +313,7 @@ async fn dropped_head_passes_its_wake_up_on() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn waiters_behind_a_blocked_head_do_not_jump_ahead() {
+async fn a_blocked_head_keeps_its_resource_but_does_not_block_others() {
     let q = Arc::new(AdmissionQueue::new(8, ms(60_000), ms(10_000), ms(10_000)));
     let a = Arc::new(AtomicUsize::new(0));
     let b = Arc::new(AtomicUsize::new(1));
@@ -321,19 +321,31 @@ async fn waiters_behind_a_blocked_head_do_not_jump_ahead() {
         let (q, pool) = (q.clone(), pool.clone());
         tokio::spawn(async move { q.wait(ticket(p, "t"), || take(&pool)).await })
     };
+    // Same resource: the waiter behind does not take the slot the head is waiting for.
     let head = spawn(High, &a);
     settle().await;
-    let behind = spawn(Normal, &b);
+    let same = spawn(Normal, &a);
     settle().await;
     q.notify();
     settle().await;
-    assert!(!head.is_finished() && !behind.is_finished());
-    assert_eq!(b.load(Ordering::SeqCst), 1);
+    assert!(!head.is_finished() && !same.is_finished());
+    // A waiter for another resource (another backend set) starts although the head cannot.
+    let other = spawn(Normal, &b);
+    settle().await;
+    q.notify();
+    settle().await;
+    assert_eq!(result(other).await, Ok(()));
+    assert!(!head.is_finished() && !same.is_finished());
+    // One slot on `a`: the head gets it, not the one behind.
     a.fetch_add(1, Ordering::SeqCst);
     q.notify();
     settle().await;
     assert_eq!(result(head).await, Ok(()));
-    assert_eq!(result(behind).await, Ok(()));
+    assert!(!same.is_finished());
+    a.fetch_add(1, Ordering::SeqCst);
+    q.notify();
+    settle().await;
+    assert_eq!(result(same).await, Ok(()));
 }
 
 #[tokio::test(start_paused = true)]

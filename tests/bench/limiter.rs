@@ -20,14 +20,26 @@ impl Drop for Kill {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 fn udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn need(cmd: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {cmd}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Start `sluice ARGS` and return it with the address it printed after `marker`.
@@ -43,7 +55,14 @@ fn spawn(args: &[&str], marker: &str) -> (Kill, String) {
     let addr = loop {
         let line = lines.next().expect("exited before starting").unwrap();
         if line.contains(marker) {
-            break line.split("://").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+            break line
+                .split("://")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string();
         }
     };
     std::thread::spawn(move || for _ in lines {});
@@ -53,7 +72,16 @@ fn spawn(args: &[&str], marker: &str) -> (Kill, String) {
 fn gateway(dir: &std::path::Path, name: &str, cfg: &str) -> (Kill, String) {
     let p = dir.join(format!("{name}.yaml"));
     std::fs::write(&p, cfg).unwrap();
-    spawn(&["run", "--config", p.to_str().unwrap(), "--listen", "127.0.0.1:0"], "sluice listening on")
+    spawn(
+        &[
+            "run",
+            "--config",
+            p.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "sluice listening on",
+    )
 }
 
 fn wrk(dir: &std::path::Path, addr: &str, key: &str, secs: u64) -> f64 {
@@ -64,16 +92,32 @@ fn wrk(dir: &std::path::Path, addr: &str, key: &str, secs: u64) -> f64 {
     )
     .unwrap();
     let out = Command::new("wrk")
-        .args(["-t1", "-c32", &format!("-d{secs}s"), "-s", script.to_str().unwrap(), &format!("http://{addr}/v1/chat/completions")])
+        .args([
+            "-t1",
+            "-c32",
+            &format!("-d{secs}s"),
+            "-s",
+            script.to_str().unwrap(),
+            &format!("http://{addr}/v1/chat/completions"),
+        ])
         .output()
         .expect("wrk");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!text.contains("Non-2xx"), "refusals during a throughput run:\n{text}");
-    text.lines().find_map(|l| l.strip_prefix("Requests/sec:")).and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("{text}"))
+    assert!(
+        !text.contains("Non-2xx"),
+        "refusals during a throughput run:\n{text}"
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{text}"))
 }
 
 fn metric(addr: &str, prefix: &str) -> f64 {
-    let out = Command::new("curl").args(["-s", &format!("http://{addr}/metrics")]).output().expect("curl");
+    let out = Command::new("curl")
+        .args(["-s", &format!("http://{addr}/metrics")])
+        .output()
+        .expect("curl");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.starts_with(prefix))
@@ -83,8 +127,22 @@ fn metric(addr: &str, prefix: &str) -> f64 {
 
 fn post(addr: &str, key: &str) -> u16 {
     let out = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", &format!("Authorization: Bearer {key}"), "-H", "Content-Type: application/json"])
-        .args(["-d", r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#, &format!("http://{addr}/v1/chat/completions")])
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            &format!("Authorization: Bearer {key}"),
+            "-H",
+            "Content-Type: application/json",
+        ])
+        .args([
+            "-d",
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+            &format!("http://{addr}/v1/chat/completions"),
+        ])
         .output()
         .expect("curl");
     String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
@@ -92,7 +150,9 @@ fn post(addr: &str, key: &str) -> u16 {
 
 fn cluster_cfg(up: &str, gossip: &[u16], i: usize, redis: Option<&str>, limit: u32) -> String {
     let seeds: Vec<String> = gossip.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let redis = redis.map(|r| format!("\n  redis: {{ url: \"{r}\" }}")).unwrap_or_default();
+    let redis = redis
+        .map(|r| format!("\n  redis: {{ url: \"{r}\" }}"))
+        .unwrap_or_default();
     format!(
         "node: {{ id: n{i} }}\nbackends:\n  - {{ name: up, url: \"http://{up}\", protocol: openai }}\ntenants:\n  - {{ id: capped, keys: [sk-capped], limits: {{ requests_per_minute: {limit}, burst: {limit} }} }}\n  - {{ id: open, keys: [sk-open], limits: {{ requests_per_minute: 100000000, burst: 1000000 }} }}\n  - {{ id: free, keys: [sk-free] }}\nrouting: {{}}\nshaping: {{ max_wait_ms: 0 }}\ncluster:\n  gossip_listen: 127.0.0.1:{}\n  seeds: [{}]\n  gossip_interval_ms: 100{redis}\n",
         gossip[i],
@@ -105,19 +165,42 @@ fn main() {
         eprintln!("skipped: the limiter benchmark needs wrk, redis-server and curl");
         return;
     }
-    let secs: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let secs: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
     let dir = std::env::temp_dir().join(format!("sluice-limiter-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let rport = free_port();
     let _redis = Kill(
         Command::new("redis-server")
-            .args(["--port", &rport.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &rport.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server"),
     );
     let redis = format!("redis://127.0.0.1:{rport}");
-    let (_up, up) = spawn(&["mock-upstream", "--listen", "127.0.0.1:0", "--protocol", "openai", "--output-tokens", "4"], "listening on");
+    let (_up, up) = spawn(
+        &[
+            "mock-upstream",
+            "--listen",
+            "127.0.0.1:0",
+            "--protocol",
+            "openai",
+            "--output-tokens",
+            "4",
+        ],
+        "listening on",
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", rport)).is_err() {
         assert!(Instant::now() < deadline, "redis did not start");
@@ -143,7 +226,10 @@ fn main() {
         let calls = metric(&addr, "sluice_limiter_redis_calls_total") - calls0;
         let reqs = metric(&addr, "sluice_limiter_decisions_total{tenant=\"open\"") - reqs0;
         let b = wrk(&dir, &addr, "sk-free", secs);
-        println!("  round {round}: redis limiter {a:.0} req/s ({:.2} redis calls/request), no limiter {b:.0} req/s", calls / reqs.max(1.0));
+        println!(
+            "  round {round}: redis limiter {a:.0} req/s ({:.2} redis calls/request), no limiter {b:.0} req/s",
+            calls / reqs.max(1.0)
+        );
         with.push(a);
         without.push(b);
     }
@@ -152,7 +238,10 @@ fn main() {
         v[v.len() / 2]
     };
     let (a, b) = (med(with), med(without));
-    println!("throughput with the redis limiter on every request: {a:.0} req/s; without: {b:.0} req/s; ratio {:.2}", a / b);
+    println!(
+        "throughput with the redis limiter on every request: {a:.0} req/s; without: {b:.0} req/s; ratio {:.2}",
+        a / b
+    );
     drop(_node);
 
     // 3: accuracy across three nodes: N = 300 per minute, burst N, offered 3N.
@@ -160,7 +249,13 @@ fn main() {
     for (label, with_redis) in [("redis (global)", true), ("no redis (per node)", false)] {
         let g = [udp_port(), udp_port(), udp_port()];
         let nodes: Vec<(Kill, String)> = (0..3)
-            .map(|i| gateway(&dir, &format!("acc{i}{with_redis}"), &cluster_cfg(&up, &g, i, with_redis.then_some(redis.as_str()), n)))
+            .map(|i| {
+                gateway(
+                    &dir,
+                    &format!("acc{i}{with_redis}"),
+                    &cluster_cfg(&up, &g, i, with_redis.then_some(redis.as_str()), n),
+                )
+            })
             .collect();
         if with_redis {
             for (_, a) in &nodes {
@@ -171,13 +266,17 @@ fn main() {
                 }
             }
             // A fresh bucket for this run.
-            let _ = Command::new("redis-cli").args(["-p", &rport.to_string(), "FLUSHALL"]).output();
+            let _ = Command::new("redis-cli")
+                .args(["-p", &rport.to_string(), "FLUSHALL"])
+                .output();
         }
         let t0 = Instant::now();
         let admitted: usize = std::thread::scope(|s| {
             let hs: Vec<_> = nodes
                 .iter()
-                .map(|(_, a)| s.spawn(move || (0..n).filter(|_| post(a, "sk-capped") == 200).count()))
+                .map(|(_, a)| {
+                    s.spawn(move || (0..n).filter(|_| post(a, "sk-capped") == 200).count())
+                })
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap()).sum()
         });

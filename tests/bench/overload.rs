@@ -201,6 +201,13 @@ fn main() {
         let p50 = quantile(crit.clone(), 0.5);
         let p99 = quantile(crit.clone(), 0.99);
         let ok = loaded.iter().filter(|s| s.status == 200).count();
+        // Goodput while the overload lasts (the backlog drained afterwards is not counted), and over the
+        // whole run until the last success.
+        let in_window = loaded
+            .iter()
+            .filter(|s| s.status == 200 && s.done_at.as_secs_f64() <= secs)
+            .count();
+        let goodput = in_window as f64 / secs;
         let end = loaded
             .iter()
             .filter(|s| s.status == 200)
@@ -209,7 +216,6 @@ fn main() {
             .unwrap_or_default()
             .as_secs_f64()
             .max(secs);
-        let goodput = ok as f64 / end;
         let crit_sent = count(&loaded, true, |_| true);
         let batch_sent = count(&loaded, false, |_| true);
         let crit_failed = count(&loaded, true, |s| s != 200);
@@ -231,9 +237,13 @@ fn main() {
             if ratio <= 1.5 { "PASS" } else { "MISS" }
         );
         println!(
-            "RESULT goodput = {ok} ok / {end:.2} s = {goodput:.1} req/s = {:.1}% of capacity {capacity:.0} req/s (target >= 90%) {}",
+            "RESULT goodput = {in_window} ok within the {secs:.0} s of overload = {goodput:.1} req/s = {:.1}% of capacity {capacity:.0} req/s (target >= 90%) {}",
             share * 100.0,
             if share >= 0.9 { "PASS" } else { "MISS" }
+        );
+        println!(
+            "  (all {ok} successes until the backlog drained at {end:.2} s: {:.1} req/s)",
+            ok as f64 / end
         );
         println!("RESULT batch shed = {batch_shed} of {batch_sent}");
         let text = metrics(&gw).await;

@@ -52,7 +52,7 @@ fn need(cmd: &str) -> bool {
 /// nginx serving the canned answer on `up`, and reverse-proxying `proxy` → `up` with keep-alive.
 fn start_nginx(dir: &std::path::Path, up: u16, proxy: u16) -> Kill {
     let conf = format!(
-        r#"worker_processes 1;
+        r#"worker_processes auto;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
 events {{ worker_connections 4096; }}
