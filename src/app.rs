@@ -30,6 +30,10 @@ pub struct App {
     pub rate_waiters: Waiters,
     /// Gossip membership and the merged backend view, when `cluster:` is configured.
     pub cluster: Option<ClusterParts>,
+    /// `x-sluice-node` on every response.
+    pub node_header: http::HeaderValue,
+    /// Shutting down: `/readyz` says 503 so load balancers move away.
+    pub draining: std::sync::atomic::AtomicBool,
     id_prefix: String,
     next_id: AtomicU64,
 }
@@ -161,9 +165,13 @@ impl App {
                 view,
                 max_attempts: cfg.routing.max_attempts,
                 default_max_tokens: cfg.routing.default_max_tokens,
+                max_wait: std::time::Duration::from_millis(cfg.shaping.max_wait_ms),
             },
             metrics,
             rate_waiters: Waiters::default(),
+            node_header: http::HeaderValue::from_str(&cfg.node.id)
+                .unwrap_or(http::HeaderValue::from_static("sluice")),
+            draining: std::sync::atomic::AtomicBool::new(false),
             cluster,
             id_prefix: format!("{:08x}", rand::random::<u32>()),
             next_id: AtomicU64::new(1),
@@ -250,8 +258,11 @@ impl App {
         format!("req-{}-{n:x}", self.id_prefix)
     }
 
-    /// Ready when at least one backend can take traffic.
+    /// Ready when not draining and at least one backend can take traffic.
     pub fn ready(&self) -> bool {
+        if self.draining.load(Ordering::Relaxed) {
+            return false;
+        }
         let now = Instant::now();
         self.deliver
             .backends

@@ -33,6 +33,11 @@ pub enum GatewayError {
     },
     #[error("no healthy backend for route `{0}`")]
     NoHealthyBackend(String),
+    #[error("every backend of route `{route}` is rate limited upstream: retry after {} ms", retry_after.as_millis())]
+    UpstreamsRateLimited {
+        route: String,
+        retry_after: Duration,
+    },
     #[error("upstream `{0}` timed out")]
     UpstreamTimeout(String),
     #[error("upstream `{backend}` is unreachable: {reason}")]
@@ -56,7 +61,7 @@ impl GatewayError {
             GatewayError::BadJson(_)
             | GatewayError::BadRequest { .. }
             | GatewayError::Translate(_) => 400,
-            GatewayError::RateLimited { .. } => 429,
+            GatewayError::RateLimited { .. } | GatewayError::UpstreamsRateLimited { .. } => 429,
             GatewayError::UpstreamUnavailable { .. } | GatewayError::NoHealthyBackend(_) => 503,
             GatewayError::BadDeadline(_) => 400,
             GatewayError::Shed(crate::shape::Shed::DeadlineExpired) => 504,
@@ -79,6 +84,7 @@ impl GatewayError {
             GatewayError::Translate(_) => "untranslatable",
             GatewayError::RateLimited { .. } => "rate_limited",
             GatewayError::NoHealthyBackend(_) => "no_healthy_backend",
+            GatewayError::UpstreamsRateLimited { .. } => "upstream_rate_limited",
             GatewayError::UpstreamTimeout(_) => "upstream_timeout",
             GatewayError::UpstreamUnavailable { .. } => "upstream_unavailable",
             GatewayError::BadDeadline(_) => "bad_deadline",
@@ -146,6 +152,7 @@ impl GatewayError {
         match self {
             GatewayError::RateLimited { decision, .. } => decision.retry_after,
             GatewayError::NoHealthyBackend(_) => Some(Duration::from_secs(1)),
+            GatewayError::UpstreamsRateLimited { retry_after, .. } => Some(*retry_after),
             GatewayError::Shed(s) if *s != crate::shape::Shed::DeadlineExpired => {
                 Some(Duration::from_secs(1))
             }

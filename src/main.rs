@@ -186,9 +186,13 @@ fn run(args: RunArgs) -> ExitCode {
             "try: curl{insecure} {scheme}://{local}/v1/chat/completions{auth} -H 'Content-Type: application/json' -d '{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'"
         );
         let s = shutdown.clone();
+        let drain = app.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!("shutdown signal received");
+            let grace = Duration::from_millis(drain.cfg.listen.drain_grace_ms);
+            tracing::info!(grace_ms = grace.as_millis() as u64, "shutdown signal received: not ready any more");
+            drain.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(grace).await;
             s.cancel();
         });
         sluice::receive::serve(app.clone(), listener, tls, shutdown, Duration::from_secs(30)).await;

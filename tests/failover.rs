@@ -158,3 +158,53 @@ async fn all_backends_down_is_a_clear_503() {
         503
     );
 }
+
+#[tokio::test]
+async fn when_every_backend_is_cooling_down_the_request_waits_or_gets_429() {
+    // Each upstream takes one request per second: the second answer is a 429 with Retry-After: 1.
+    let a = mock("openai", "a", &["--rate-limit-rps", "1"]);
+    let b = mock("openai", "b", &["--rate-limit-rps", "1"]);
+    let pool = format!(
+        "backends:\n{}{}{TENANTS}routing:\n  strategy: round-robin\n",
+        backend("a", &a, "openai", ""),
+        backend("b", &b, "openai", "")
+    );
+    // No waiting allowed: once both cool down, a clear 429 with Retry-After (not a 503 "unhealthy").
+    let gw = gateway(&format!("{pool}shaping: {{ max_wait_ms: 0 }}\n"));
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let r = chat(&gw, "sk-acme", hello("m"), &[]).await;
+        statuses.push(r.status);
+        if r.status == 429 {
+            assert!(r.header("retry-after").is_some(), "{}", r.text());
+            let code = r.json()["error"]["code"].clone();
+            assert!(
+                code == "upstream_rate_limited" || code.is_null(),
+                "{}",
+                r.text()
+            );
+        }
+    }
+    assert!(!statuses.contains(&503), "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let ok_without_waiting = statuses.iter().filter(|s| **s == 200).count();
+    let first = statuses;
+    // With room to wait, a request that finds every backend cooling down waits for the first to
+    // come back and succeeds. (The one that ran into both 429s has used its attempts: it gets the
+    // upstream's 429 with Retry-After.)
+    let gw = gateway(&format!("{pool}shaping: {{ max_wait_ms: 3000 }}\n"));
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let r = chat(&gw, "sk-acme", hello("m"), &[]).await;
+        if r.status == 429 {
+            assert!(r.header("retry-after").is_some());
+        }
+        statuses.push(r.status);
+    }
+    let ok_waiting = statuses.iter().filter(|s| **s == 200).count();
+    assert!(!statuses.contains(&503), "{statuses:?}");
+    assert!(
+        ok_waiting > ok_without_waiting,
+        "waiting {statuses:?} vs not waiting {first:?}"
+    );
+}

@@ -287,3 +287,47 @@ fn validate_command_names_field_and_line() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn sigterm_turns_readyz_off_first_and_keeps_serving_during_the_grace() {
+    let m = mock("openai", "alpha", &[]);
+    let mut gw = gateway(&one_backend(
+        &m,
+        "listen: { drain_grace_ms: 3000 }\nnode: { id: edge-7 }\n",
+    ));
+    let r = chat(&gw, "sk-acme", hello("m"), &[]).await;
+    assert_eq!(r.header("x-sluice-node"), Some("edge-7"));
+    let pid = gw.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let url = gw.url();
+    eventually(Duration::from_secs(2), "readyz 503 while draining", || {
+        let url = url.clone();
+        async move {
+            request("GET", &format!("{url}/readyz"), &[], "")
+                .await
+                .status
+                == 503
+        }
+    })
+    .await;
+    // Still serving while the load balancer moves away.
+    assert_eq!(chat(&gw, "sk-acme", hello("m"), &[]).await.status, 200);
+    // Then it exits by itself.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if gw.child.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not exit after the grace"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -2,7 +2,8 @@
 # Runs every Sluice test. First installs what is missing on a Debian machine that has only the Rust
 # toolchain: redis-server and python3-venv from Debian's packages, and a virtualenv with the official
 # `openai` and `anthropic` SDKs and pytest. Then the Rust unit and integration tests (real processes on
-# loopback) and the SDK tests.
+# loopback), the SDK tests, and the container tests of the docker-compose demo when a Docker engine
+# answers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,3 +33,6 @@ cargo test
 
 echo "== SDK tests (official openai and anthropic clients)"
 SLUICE_BIN="$TARGET/debug/sluice" "$VENV/bin/pytest" -q tests/sdk
+
+echo "== container tests (docker-compose demo: 3 nodes, Redis, load balancer; skipped without a Docker engine)"
+SLUICE_BIN="$TARGET/debug/sluice" bash tests/containers.sh

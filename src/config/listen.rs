@@ -18,6 +18,10 @@ pub struct ListenConfig {
     pub max_body_bytes: usize,
     #[serde(default = "default_max_header")]
     pub max_header_bytes: usize,
+    /// On SIGTERM: answer `/readyz` with 503 this long before closing the listener, so a load
+    /// balancer stops sending first; then in-flight requests drain.
+    #[serde(default)]
+    pub drain_grace_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -44,6 +48,7 @@ impl Default for ListenConfig {
             tls: None,
             max_body_bytes: default_max_body(),
             max_header_bytes: default_max_header(),
+            drain_grace_ms: 0,
         }
     }
 }

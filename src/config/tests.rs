@@ -92,15 +92,21 @@ fn duplicates_and_ranges_are_rejected() {
 }
 
 #[test]
-fn every_example_config_is_valid() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster/examples");
+fn every_shipped_config_is_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster");
     let mut n = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let p = entry.unwrap().path();
-        if p.extension().is_some_and(|e| e == "yaml") {
-            Config::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            n += 1;
+    for sub in ["examples", "local", "nodes"] {
+        for entry in std::fs::read_dir(root.join(sub)).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|e| e == "yaml") {
+                Config::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                n += 1;
+            }
         }
     }
-    assert!(n >= 2, "expected example configs in {}", dir.display());
+    assert!(
+        n >= 8,
+        "expected example and node configs under {}",
+        root.display()
+    );
 }

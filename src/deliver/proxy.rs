@@ -71,6 +71,8 @@ pub struct Deliver {
     pub view: Arc<dyn BackendView>,
     pub max_attempts: u32,
     pub default_max_tokens: u32,
+    /// Longest a request may wait (for a slot, or for a cooldown to end): `shaping.max_wait_ms`.
+    pub max_wait: Duration,
 }
 
 enum Attempt {
@@ -91,6 +93,9 @@ struct Pool {
     any_serves: bool,
     /// Some untried backend is available (healthy, not cooling down), whatever its load.
     any_available: bool,
+    /// When none is available and every one of them is only cooling down (a 429's Retry-After), the
+    /// earliest end of those cooldowns.
+    cooldown_end: Option<std::time::Instant>,
 }
 
 impl Deliver {
@@ -102,7 +107,9 @@ impl Deliver {
             cands: Vec::with_capacity(call.route.pool.len()),
             any_serves: false,
             any_available: false,
+            cooldown_end: None,
         };
+        let mut only_cooling = true;
         for &id in call.route.pool.iter() {
             let b = &self.backends[id];
             if !b.cfg.serves(call.model) || !call.endpoint.servable_by(b.cfg.protocol) {
@@ -114,6 +121,10 @@ impl Deliver {
             }
             let st = self.view.status(b, now);
             if call.route.health_check && !st.available {
+                match st.cooldown_until.filter(|c| *c > now && st.healthy) {
+                    Some(c) => pool.cooldown_end = Some(pool.cooldown_end.map_or(c, |e| e.min(c))),
+                    None => only_cooling = false,
+                }
                 continue;
             }
             pool.any_available = true;
@@ -137,6 +148,9 @@ impl Deliver {
                 latency_ms,
                 cost,
             });
+        }
+        if pool.any_available || !only_cooling {
+            pool.cooldown_end = None;
         }
         pool
     }
@@ -183,13 +197,30 @@ impl Deliver {
         let mut tried: Vec<usize> = Vec::new();
         let mut last: Option<Failure> = None;
         let mut last_backend: Option<Arc<str>> = None;
+        let mut waited_cooldown = false;
         for attempt in 0..self.max_attempts {
             let pool = self.candidates(&call, &tried, false);
             if !pool.any_serves {
                 return Err(GatewayError::ModelNotFound(call.model.to_string()));
             }
             if !pool.any_available {
-                break;
+                // Every backend is only cooling down after upstream 429s: wait for the first to come
+                // back when that fits the request's budget, else answer 429 with when to retry.
+                let Some(end) = pool.cooldown_end else { break };
+                let wait = end.saturating_duration_since(std::time::Instant::now());
+                let budget = call.deadline.map_or(self.max_wait, |d| {
+                    d.saturating_duration_since(Instant::now())
+                        .min(self.max_wait)
+                });
+                if wait > budget || waited_cooldown {
+                    return Err(GatewayError::UpstreamsRateLimited {
+                        route: call.route.route.to_string(),
+                        retry_after: wait.max(Duration::from_millis(1)),
+                    });
+                }
+                waited_cooldown = true;
+                tokio::time::sleep(wait).await;
+                continue;
             }
             let (backend, guard) = self.acquire(&call, &tried).await?;
             tried.push(backend.id);

@@ -35,6 +35,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<RespBody>
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert("x-request-id", v);
     }
+    h.insert("x-sluice-node", app.node_header.clone());
     if let Some(r) = out
         .route
         .as_deref()
