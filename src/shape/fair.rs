@@ -168,10 +168,6 @@ impl<S> Fair<S> {
         })
     }
 
-    pub fn head_id(&self) -> Option<u64> {
-        self.head().map(|(_, k, _)| k.id)
-    }
-
     pub fn get_mut(&mut self, pos: &Pos) -> Option<&mut Waiter<S>> {
         let class = &mut self.classes[pos.priority as usize];
         class
