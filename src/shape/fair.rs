@@ -254,7 +254,7 @@ mod tests {
     /// Serve everything, returning tenant names in serve order.
     fn drain(f: &mut Fair<()>, all: &[Pos]) -> Vec<u64> {
         let mut out = Vec::new();
-        while let Some(id) = f.head_id() {
+        while let Some(id) = f.head().map(|(_, k, _)| k.id) {
             let p = all.iter().find(|p| p.key.id == id).unwrap();
             f.remove(p, true).unwrap();
             out.push(id);
