@@ -81,7 +81,12 @@ pub enum StartError {
 
 impl App {
     /// Start what the config needs besides the listener (simulated upstreams, probers).
-    pub async fn build(cfg: Config, shutdown: CancellationToken) -> Result<Arc<App>, StartError> {
+    /// `workers`: how many serving threads will each want their own upstream client set.
+    pub async fn build(
+        cfg: Config,
+        shutdown: CancellationToken,
+        workers: usize,
+    ) -> Result<Arc<App>, StartError> {
         let metrics = crate::observe::install();
         let mut mocks: HashMap<String, SocketAddr> = HashMap::new();
         for m in &cfg.mock_upstreams {
@@ -114,6 +119,16 @@ impl App {
         }
         let backends: BackendTable = Arc::new(backends);
         spawn_probers(&backends, &clients, shutdown.clone());
+        // One more client set per serving worker (see `deliver::set_worker`).
+        let mut client_sets = vec![clients];
+        for _ in 0..workers {
+            let set = cfg
+                .backends
+                .iter()
+                .map(|b| UpstreamClient::new(b.value.timeouts.connect(), tls.clone()))
+                .collect();
+            client_sets.push(set);
+        }
         let tenant_cfgs: Vec<_> = cfg.tenants.iter().map(|t| t.value.clone()).collect();
         let (view, limiter, cluster): (Arc<dyn BackendView>, Arc<dyn RateLimiter>, _) = match &cfg
             .cluster
@@ -161,7 +176,7 @@ impl App {
             limiter,
             deliver: Deliver {
                 backends,
-                clients,
+                clients: client_sets,
                 view,
                 max_attempts: cfg.routing.max_attempts,
                 default_max_tokens: cfg.routing.default_max_tokens,

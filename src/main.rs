@@ -54,6 +54,9 @@ struct RunArgs {
     /// Log JSON lines.
     #[arg(long)]
     log_json: bool,
+    /// Serving threads (default: one per core).
+    #[arg(long, env = "SLUICE_WORKERS")]
+    workers: Option<usize>,
 }
 
 fn init_tracing(json: bool) {
@@ -127,6 +130,15 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// Background work (probes, gossip, the Redis supervisor, built-in simulated upstreams): one thread.
+fn background_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 fn run(args: RunArgs) -> ExitCode {
     let (mut cfg, source) = match &args.config {
         Some(p) => match Config::load(p) {
@@ -142,7 +154,7 @@ fn run(args: RunArgs) -> ExitCode {
         cfg.listen.address = l;
     }
     init_tracing(args.log_json || cfg.node.log_json);
-    runtime().block_on(async move {
+    background_runtime().block_on(async move {
         let addr = match cfg.listen.socket_addr() {
             Ok(a) => a,
             Err(e) => {
@@ -160,18 +172,19 @@ fn run(args: RunArgs) -> ExitCode {
             },
             None => None,
         };
-        let listener = match tokio::net::TcpListener::bind(addr).await {
+        let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+        let listeners = match sluice::receive::reuseport_listeners(addr, workers) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("cannot listen on {addr}: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        let local = listener.local_addr().unwrap_or(addr);
+        let local = listeners[0].local_addr().unwrap_or(addr);
         let scheme = if tls.is_some() { "https" } else { "http" };
         let key = cfg.tenants.first().and_then(|t| t.value.resolved_keys().into_iter().next());
         let shutdown = CancellationToken::new();
-        let app = match App::build(cfg, shutdown.clone()).await {
+        let app = match App::build(cfg, shutdown.clone(), workers).await {
             Ok(a) => a,
             Err(e) => {
                 eprintln!("{e}");
@@ -195,7 +208,30 @@ fn run(args: RunArgs) -> ExitCode {
             tokio::time::sleep(grace).await;
             s.cancel();
         });
-        sluice::receive::serve(app.clone(), listener, tls, shutdown, Duration::from_secs(30)).await;
+        // One thread per core, each a single-threaded runtime with its own listener (SO_REUSEPORT) and
+        // its own upstream connections: a request never crosses threads.
+        let threads: Vec<_> = listeners
+            .into_iter()
+            .enumerate()
+            .map(|(i, listener)| {
+                let (app, tls, shutdown) = (app.clone(), tls.clone(), shutdown.clone());
+                std::thread::Builder::new()
+                    .name(format!("sluice-worker-{i}"))
+                    .spawn(move || {
+                        sluice::deliver::set_worker(i);
+                        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("worker runtime");
+                        rt.block_on(async move {
+                            match tokio::net::TcpListener::from_std(listener) {
+                                Ok(l) => sluice::receive::serve(app, l, tls, shutdown, Duration::from_secs(30)).await,
+                                Err(e) => tracing::error!(error = %e, worker = i, "cannot register the listener"),
+                            }
+                        });
+                    })
+                    .expect("spawn worker thread")
+            })
+            .collect();
+        let joined = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join())));
+        let _ = joined.await;
         app.leave().await;
         ExitCode::SUCCESS
     })

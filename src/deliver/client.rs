@@ -14,6 +14,22 @@ use std::time::Duration;
 
 pub type UpstreamError = hyper_util::client::legacy::Error;
 
+thread_local! {
+    /// Which client set this thread uses: 0 for background tasks, 1.. for the serving workers, so each
+    /// worker's upstream connections live on its own runtime (no cross-thread wakeups per request).
+    static CLIENT_SET: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Mark this thread as serving worker `i` (0-based): it uses client set `i + 1`.
+pub fn set_worker(i: usize) {
+    CLIENT_SET.with(|c| c.set(i + 1));
+}
+
+/// The client set of this thread.
+pub fn client_set() -> usize {
+    CLIENT_SET.with(|c| c.get())
+}
+
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
     inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,

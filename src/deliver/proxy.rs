@@ -67,7 +67,8 @@ pub struct Delivered {
 
 pub struct Deliver {
     pub backends: BackendTable,
-    pub clients: Vec<UpstreamClient>,
+    /// `[client set][backend id]`: set 0 for background tasks, one per serving worker after it.
+    pub clients: Vec<Vec<UpstreamClient>>,
     pub view: Arc<dyn BackendView>,
     pub max_attempts: u32,
     pub default_max_tokens: u32,
@@ -300,7 +301,8 @@ impl Deliver {
         let first_byte = left.map_or(cfg.timeouts.first_byte(), |l| {
             l.min(cfg.timeouts.first_byte())
         });
-        let client = &self.clients[backend.id];
+        let set = super::client::client_set().min(self.clients.len() - 1);
+        let client = &self.clients[set][backend.id];
         let client_bound = left.is_some_and(|l| l < cfg.timeouts.first_byte());
         let resp = match tokio::time::timeout(first_byte, client.send(req)).await {
             Err(_) if client_bound => {

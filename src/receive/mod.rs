@@ -8,5 +8,5 @@ mod tls;
 
 pub use auth::{Tenant, TenantTable};
 pub use handler::handle;
-pub use server::serve;
+pub use server::{reuseport_listeners, serve};
 pub use tls::load_tls;

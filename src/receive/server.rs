@@ -12,6 +12,35 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+/// `n` listening sockets on `addr` sharing the port with SO_REUSEPORT, so the kernel spreads
+/// connections over one accept loop per worker. Port 0: the first socket picks the port, the others join it.
+pub fn reuseport_listeners(
+    addr: std::net::SocketAddr,
+    n: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(n);
+    let mut bind_to = addr;
+    for _ in 0..n.max(1) {
+        let s = Socket::new(
+            Domain::for_address(bind_to),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
+        s.set_reuse_address(true)?;
+        #[cfg(unix)]
+        s.set_reuse_port(true)?;
+        s.set_nonblocking(true)?;
+        s.set_tcp_nodelay(true)?;
+        s.bind(&bind_to.into())?;
+        s.listen(4096)?;
+        let l: std::net::TcpListener = s.into();
+        bind_to = l.local_addr()?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
 /// Serve until `shutdown`, then wait up to `drain` for open connections to finish.
 pub async fn serve(
     app: Arc<App>,
