@@ -18,7 +18,16 @@ const ANSWER: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":
 
 struct Kill(Child);
 impl Drop for Kill {
+    /// SIGTERM first (nginx's master then stops its workers), SIGKILL if it lingers.
     fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
