@@ -445,3 +445,38 @@ fn key_slot_matches_redis_cluster() {
     assert_eq!(key_slot("foo"), 12182);
     assert_eq!(key_slot("{user1000}.following"), key_slot("user1000"));
 }
+
+/// A large request limit is leased: a node takes up to 64 requests per Redis call, yet the cluster
+/// stays within about 1% of the limit.
+#[tokio::test]
+async fn large_limits_are_leased_and_stay_within_one_percent() {
+    const N: u32 = 20_000;
+    let redis = RedisServer::start();
+    let cfg = cfg(&redis.url(), 500);
+    let tenants = [tenant("big", Some(N), Some(N), None)];
+    let (_tx, rx) = watch::channel(3usize);
+    let nodes: Vec<ClusterLimiter> = (0..3)
+        .map(|_| ClusterLimiter::new(&cfg, &tenants, rx.clone()).unwrap())
+        .collect();
+    for n in &nodes {
+        wait_mode(n, "global").await;
+    }
+    let refs: Vec<&ClusterLimiter> = nodes.iter().collect();
+    let t0 = Instant::now();
+    let offered = 2 * N as usize;
+    let got = admitted(&refs, "big", offered, Duration::from_secs(1)).await;
+    let bound = N as usize + (N as usize).div_ceil(100) + refill(N, t0.elapsed());
+    let calls: u64 = nodes.iter().map(|n| n.redis_calls()).sum();
+    println!(
+        "leased: admitted {got} of {offered} (limit {N}, bound {bound}) with {calls} redis calls"
+    );
+    assert!(
+        got >= N as usize - (N as usize).div_ceil(100) && got <= bound,
+        "admitted {got}, bound {bound}"
+    );
+    // Admissions cost a fraction of a call each; refusals near and past the limit are cached.
+    assert!(
+        (calls as usize) < got / 10,
+        "{calls} redis calls for {got} admissions"
+    );
+}

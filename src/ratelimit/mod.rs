@@ -3,6 +3,7 @@
 
 mod breaker;
 mod fallback;
+mod lease;
 mod local;
 mod overlimit;
 mod redis;

@@ -20,6 +20,7 @@
 
 use super::breaker::Breaker;
 use super::fallback::Fallback;
+use super::lease::{Lease, lease_size};
 use super::local::Quotas;
 use super::overlimit::{Hit, OverLimitCache};
 use super::{Decision, LimitFuture, LimitRequest, LocalLimiter, RateLimiter, ReconcileFuture};
@@ -51,6 +52,7 @@ pub mod metric_names {
     pub const REDIS_ERRORS: &str = "sluice_limiter_redis_errors_total";
     /// Counter: refusals answered from the over-limit cache (no Redis call).
     pub const CACHE_HITS: &str = "sluice_limiter_cache_hits_total";
+    pub const LEASE_HITS: &str = "sluice_limiter_lease_hits_total";
     /// Gauge: the live node count the fallback quotas are divided by.
     pub const FALLBACK_DIVISOR: &str = "sluice_limiter_fallback_divisor";
 }
@@ -94,6 +96,8 @@ struct Plan {
     rpm: u32,
     burst: u32,
     tpm: u64,
+    /// Request tokens taken ahead (request-only limits): see `lease`.
+    lease: Lease,
 }
 
 impl Plan {
@@ -108,6 +112,7 @@ impl Plan {
             // Same default as the local limiter: one second's worth.
             burst: q.burst.unwrap_or(rpm.div_ceil(60).max(1)).max(1),
             tpm: q.tokens_per_minute.unwrap_or(0),
+            lease: Lease::default(),
         })
     }
 
@@ -334,16 +339,51 @@ impl Inner {
         }
         let clamped = tokens.min(plan.tpm);
         let now = Instant::now();
+        // Request-only limits may be leased: several request tokens per Redis call.
+        let lease = if tokens == 0 && req.requests == 1 {
+            lease_size(plan.rpm, plan.burst, self.fallback.divisor())
+        } else {
+            0
+        };
+        if lease > 1 && plan.lease.take(now) {
+            counter!(LEASE_HITS).increment(1);
+            return Decision {
+                allowed: true,
+                limit: Some(plan.rpm),
+                ..Decision::default()
+            };
+        }
         if let Some(hit) = self.cache.check(req.tenant, req.requests, clamped, now) {
             counter!(CACHE_HITS).increment(1);
             return plan.cached(hit, tokens > 0);
         }
+        if lease > 1 {
+            let d = self.call_check(plan, req, lease, 0).await;
+            if d.allowed {
+                plan.lease.grant(lease, Instant::now());
+                return d;
+            }
+            // Fewer than a lease left: ask for exactly one.
+            plan.lease.clear();
+        }
+        self.call_check(plan, req, req.requests, tokens).await
+    }
+
+    /// One script call taking `requests` and `tokens`; a failure answers from the local fallback.
+    async fn call_check(
+        &self,
+        plan: &Plan,
+        req: LimitRequest<'_>,
+        requests: u32,
+        tokens: u64,
+    ) -> Decision {
+        let clamped = tokens.min(plan.tpm);
         let mut inv = self.check_script.prepare_invoke();
         inv.key(&plan.keys[0])
             .key(&plan.keys[1])
             .arg(plan.rpm)
             .arg(plan.burst)
-            .arg(req.requests)
+            .arg(requests)
             .arg(plan.tpm)
             .arg(tokens);
         let reply = match self.call::<Vec<i64>>(&inv).await {

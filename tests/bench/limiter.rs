@@ -148,13 +148,20 @@ fn post(addr: &str, key: &str) -> u16 {
     String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
 }
 
-fn cluster_cfg(up: &str, gossip: &[u16], i: usize, redis: Option<&str>, limit: u32) -> String {
+fn cluster_cfg(
+    up: &str,
+    gossip: &[u16],
+    i: usize,
+    redis: Option<&str>,
+    limit: u32,
+    max_wait_ms: u64,
+) -> String {
     let seeds: Vec<String> = gossip.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let redis = redis
         .map(|r| format!("\n  redis: {{ url: \"{r}\" }}"))
         .unwrap_or_default();
     format!(
-        "node: {{ id: n{i} }}\nbackends:\n  - {{ name: up, url: \"http://{up}\", protocol: openai }}\ntenants:\n  - {{ id: capped, keys: [sk-capped], limits: {{ requests_per_minute: {limit}, burst: {limit} }} }}\n  - {{ id: open, keys: [sk-open], limits: {{ requests_per_minute: 100000000, burst: 1000000 }} }}\n  - {{ id: free, keys: [sk-free] }}\nrouting: {{}}\nshaping: {{ max_wait_ms: 0 }}\ncluster:\n  gossip_listen: 127.0.0.1:{}\n  seeds: [{}]\n  gossip_interval_ms: 100{redis}\n",
+        "node: {{ id: n{i} }}\nbackends:\n  - {{ name: up, url: \"http://{up}\", protocol: openai }}\ntenants:\n  - {{ id: capped, keys: [sk-capped], limits: {{ requests_per_minute: {limit}, burst: {limit} }} }}\n  - {{ id: open, keys: [sk-open], limits: {{ requests_per_minute: 100000000, burst: 1000000 }} }}\n  - {{ id: free, keys: [sk-free] }}\nrouting: {{}}\nshaping: {{ max_wait_ms: {max_wait_ms} }}\ncluster:\n  gossip_listen: 127.0.0.1:{}\n  seeds: [{}]\n  gossip_interval_ms: 100{redis}\n",
         gossip[i],
         seeds.join(", ")
     )
@@ -209,7 +216,11 @@ fn main() {
 
     // 1 + 2: one node in a cluster of one, Redis limiter vs no limit.
     let g = [udp_port()];
-    let (_node, addr) = gateway(&dir, "single", &cluster_cfg(&up, &g, 0, Some(&redis), 100));
+    let (_node, addr) = gateway(
+        &dir,
+        "single",
+        &cluster_cfg(&up, &g, 0, Some(&redis), 100, 5000),
+    );
     let wait = Instant::now() + Duration::from_secs(10);
     while metric(&addr, "sluice_limiter_mode{mode=\"global\"}") < 1.0 {
         assert!(Instant::now() < wait, "limiter never reached global mode");
@@ -253,7 +264,7 @@ fn main() {
                 gateway(
                     &dir,
                     &format!("acc{i}{with_redis}"),
-                    &cluster_cfg(&up, &g, i, with_redis.then_some(redis.as_str()), n),
+                    &cluster_cfg(&up, &g, i, with_redis.then_some(redis.as_str()), n, 0),
                 )
             })
             .collect();

@@ -20,7 +20,9 @@ struct Kill(Child);
 impl Drop for Kill {
     /// SIGTERM first (nginx's master then stops its workers), SIGKILL if it lingers.
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.0.try_wait() {
