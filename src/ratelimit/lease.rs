@@ -58,7 +58,7 @@ mod tests {
     #[test]
     fn sized_to_one_percent_of_the_limit_across_nodes() {
         assert_eq!(lease_size(300, 300, 3), 1);
-        assert_eq!(lease_size(60_000, 60_000, 3), 64.min(200));
+        assert_eq!(lease_size(60_000, 60_000, 3), MAX_LEASE);
         assert_eq!(lease_size(6_000, 6_000, 3), 20);
         assert_eq!(lease_size(6_000, 600, 3), 2);
         assert_eq!(lease_size(100_000_000, 1_000_000, 1), MAX_LEASE);
