@@ -40,9 +40,15 @@ impl Lease {
         }
     }
 
-    /// A new lease of `n` requests, one of which the caller uses now.
+    /// A new lease of `n` requests, one of which the caller uses now. Requests that raced for a lease
+    /// add theirs to what is left rather than dropping it (those tokens are already out of the bucket).
     pub fn grant(&self, n: u32, now: Instant) {
-        *self.state.lock().expect("lease lock") = Some((n.saturating_sub(1), now));
+        let mut s = self.state.lock().expect("lease lock");
+        let kept = match *s {
+            Some((left, at)) if now.duration_since(at) < LEASE_TTL => left,
+            _ => 0,
+        };
+        *s = Some((kept + n.saturating_sub(1), now));
     }
 
     /// Forget what is left (the bucket refused, or limits changed).
@@ -73,6 +79,10 @@ mod tests {
         assert!(l.take(t));
         assert!(l.take(t));
         assert!(!l.take(t));
+        // Two racing grants add up.
+        l.grant(2, t);
+        l.grant(2, t);
+        assert!(l.take(t) && l.take(t) && !l.take(t));
         l.grant(5, t);
         assert!(!l.take(t + LEASE_TTL));
     }
