@@ -160,6 +160,9 @@ impl App {
                 (view as Arc<dyn BackendView>, limiter, Some(parts))
             }
         };
+        if limiter.mode() == "local" {
+            metrics::gauge!(crate::ratelimit::metric_names::MODE_GAUGE, "mode" => "local").set(1.0);
+        }
         let router = Router::new(&cfg);
         // Each backend wakes the queues of the routes that use it when a slot frees up.
         for b in backends.iter() {

@@ -232,6 +232,7 @@ async fn metrics_health_and_readiness_endpoints() {
         "sluice_tokens_total",
         "sluice_cost_microusd_total",
         "sluice_backend_in_flight",
+        "sluice_limiter_mode{mode=\"local\"} 1",
     ] {
         assert!(text.contains(name), "missing {name} in\n{text}");
     }

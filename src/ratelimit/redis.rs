@@ -52,6 +52,7 @@ pub mod metric_names {
     pub const REDIS_ERRORS: &str = "sluice_limiter_redis_errors_total";
     /// Counter: refusals answered from the over-limit cache (no Redis call).
     pub const CACHE_HITS: &str = "sluice_limiter_cache_hits_total";
+    /// Counter: admissions answered from a request lease (no Redis call).
     pub const LEASE_HITS: &str = "sluice_limiter_lease_hits_total";
     /// Gauge: the live node count the fallback quotas are divided by.
     pub const FALLBACK_DIVISOR: &str = "sluice_limiter_fallback_divisor";
