@@ -195,6 +195,17 @@ async fn rate_limited_requests_wait_for_tokens_instead_of_429() {
         &[("tenant", "t"), ("outcome", "queued")],
     );
     assert!(q.is_some_and(|q| q >= 2.0), "{q:?}\n{text}");
+    // Token waits show in the queue metrics too.
+    let waits = metric(
+        &text,
+        "sluice_queue_wait_seconds_count",
+        &[("priority", "normal")],
+    );
+    assert!(waits.is_some_and(|w| w >= 2.0), "{waits:?}\n{text}");
+    assert_eq!(
+        metric(&text, "sluice_queue_length", &[("priority", "normal")]),
+        Some(0.0)
+    );
     assert_eq!(
         metric(
             &text,

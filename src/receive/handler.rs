@@ -272,7 +272,7 @@ async fn admit(
 ) -> Decision {
     let budget = now + std::time::Duration::from_millis(app.cfg.shaping.max_wait_ms);
     let until = deadline.map_or(budget, |d| d.min(budget));
-    let mut waited = false;
+    let mut waiting: Option<TokenWait> = None;
     loop {
         let d = app
             .limiter
@@ -292,11 +292,34 @@ async fn admit(
         let Some(_slot) = app.rate_waiters.enter(app.cfg.shaping.max_queue) else {
             return d;
         };
-        if !waited {
+        if waiting.is_none() {
             Metrics::limiter(tenant, "queued");
-            waited = true;
+            waiting = Some(TokenWait::start(priority, now));
         }
         tokio::time::sleep(wait).await;
+    }
+}
+
+/// A request waiting for its tenant's bucket shows in the same queue metrics as one waiting for a
+/// backend slot: `sluice_queue_length` while it waits, `sluice_queue_wait_seconds` when it leaves.
+struct TokenWait {
+    priority: Priority,
+    since: tokio::time::Instant,
+}
+
+impl TokenWait {
+    fn start(priority: Priority, since: tokio::time::Instant) -> TokenWait {
+        metrics::gauge!(crate::shape::QUEUE_LENGTH, "priority" => priority.as_str()).increment(1.0);
+        TokenWait { priority, since }
+    }
+}
+
+impl Drop for TokenWait {
+    fn drop(&mut self) {
+        let p = self.priority.as_str();
+        metrics::gauge!(crate::shape::QUEUE_LENGTH, "priority" => p).decrement(1.0);
+        metrics::histogram!(crate::shape::QUEUE_WAIT, "priority" => p)
+            .record(self.since.elapsed().as_secs_f64());
     }
 }
 
