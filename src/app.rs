@@ -112,7 +112,7 @@ impl App {
                 Some(name) => format!("http://{}", mocks[name]),
                 None => b.url.value.clone(),
             };
-            clients.push(UpstreamClient::new(b.timeouts.connect(), tls.clone()));
+            clients.push(UpstreamClient::new(b.timeouts.connect(), tls.clone(), &url));
             backends.push(Arc::new(
                 Backend::new(id, b.clone(), url).with_shaping(&cfg.shaping.congestion),
             ));
@@ -122,10 +122,9 @@ impl App {
         // One more client set per serving worker (see `deliver::set_worker`).
         let mut client_sets = vec![clients];
         for _ in 0..workers {
-            let set = cfg
-                .backends
+            let set = backends
                 .iter()
-                .map(|b| UpstreamClient::new(b.value.timeouts.connect(), tls.clone()))
+                .map(|b| UpstreamClient::new(b.cfg.timeouts.connect(), tls.clone(), &b.base_url))
                 .collect();
             client_sets.push(set);
         }

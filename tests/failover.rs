@@ -208,3 +208,41 @@ async fn when_every_backend_is_cooling_down_the_request_waits_or_gets_429() {
         "waiting {statuses:?} vs not waiting {first:?}"
     );
 }
+
+#[tokio::test]
+async fn pooled_connections_to_a_restarted_upstream_are_replaced_without_errors() {
+    let mut m = mock("openai", "first", &[]);
+    let addr = m.addr.clone();
+    let gw = gateway(&format!(
+        "backends:\n{}{TENANTS}routing: {{}}\n",
+        backend("up", &m, "openai", ", eject_after: 1")
+    ));
+    for _ in 0..4 {
+        assert_eq!(chat(&gw, "sk-acme", hello("m"), &[]).await.status, 200);
+    }
+    // The upstream restarts on the same address: every pooled keep-alive connection is now dead.
+    m.kill();
+    let _m2 = spawn(
+        &[
+            "mock-upstream",
+            "--listen",
+            &addr,
+            "--protocol",
+            "openai",
+            "--name",
+            "second",
+        ],
+        &[],
+        "listening on",
+    );
+    for _ in 0..4 {
+        let r = chat(&gw, "sk-acme", hello("m"), &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(
+            r.json()["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .contains("second")
+        );
+    }
+}

@@ -12,7 +12,124 @@ use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub type UpstreamError = hyper_util::client::legacy::Error;
+/// Why a request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+    #[error("{0}")]
+    Pooled(#[from] hyper_util::client::legacy::Error),
+}
+
+impl UpstreamError {
+    /// Nothing reached the upstream: no connection could be made.
+    pub fn is_connect(&self) -> bool {
+        match self {
+            UpstreamError::Connect(_) | UpstreamError::ConnectTimeout => true,
+            UpstreamError::Http(_) => false,
+            UpstreamError::Pooled(e) => e.is_connect(),
+        }
+    }
+}
+
+/// Plain-HTTP/1.1 connections of one worker to one backend: no cross-thread pool, no dispatch through
+/// a shared checkout. A connection is reused once its previous exchange has finished (`is_ready`).
+#[derive(Debug)]
+struct H1Pool {
+    authority: String,
+    connect_timeout: Duration,
+    conns: std::sync::Mutex<Vec<hyper::client::conn::http1::SendRequest<Full<Bytes>>>>,
+}
+
+impl H1Pool {
+    fn checkout(&self) -> Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+        let mut conns = self.conns.lock().expect("pool lock");
+        conns.retain(|c| !c.is_closed());
+        let i = conns.iter().position(|c| c.is_ready())?;
+        Some(conns.swap_remove(i))
+    }
+
+    fn checkin(&self, c: hyper::client::conn::http1::SendRequest<Full<Bytes>>) {
+        let mut conns = self.conns.lock().expect("pool lock");
+        if conns.len() < 1024 {
+            conns.push(c);
+        }
+    }
+
+    async fn connect(
+        &self,
+    ) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, UpstreamError> {
+        let stream = tokio::time::timeout(
+            self.connect_timeout,
+            tokio::net::TcpStream::connect(&self.authority),
+        )
+        .await
+        .map_err(|_| UpstreamError::ConnectTimeout)?
+        .map_err(UpstreamError::Connect)?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended with error");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn send(
+        &self,
+        mut req: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        // Origin-form on the wire, the authority in Host.
+        let uri = req.uri().clone();
+        if let Some(pq) = uri.path_and_query()
+            && let Ok(origin) = http::Uri::try_from(pq.as_str())
+        {
+            *req.uri_mut() = origin;
+        }
+        if !req.headers().contains_key(http::header::HOST)
+            && let Ok(h) = http::HeaderValue::from_str(&self.authority)
+        {
+            req.headers_mut().insert(http::header::HOST, h);
+        }
+        if let Some(mut sender) = self.checkout() {
+            // A reused connection the upstream may have just closed: on failure before any response,
+            // retry once on a fresh one (the request body is a cheap clone).
+            let retry = clone_request(&req);
+            match sender.send_request(req).await {
+                Ok(resp) => {
+                    self.checkin(sender);
+                    return Ok(resp);
+                }
+                Err(e) if e.is_canceled() || e.is_closed() || e.is_incomplete_message() => {
+                    req = retry;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut sender = self.connect().await?;
+        let resp = sender.send_request(req).await?;
+        self.checkin(sender);
+        Ok(resp)
+    }
+}
+
+fn clone_request(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut b = Request::builder()
+        .method(req.method().clone())
+        .uri(req.uri().clone())
+        .version(req.version());
+    if let Some(h) = b.headers_mut() {
+        *h = req.headers().clone();
+    }
+    b.body(req.body().clone())
+        .expect("a clone of a valid request")
+}
 
 thread_local! {
     /// Which client set this thread uses: 0 for background tasks, 1.. for the serving workers, so each
@@ -33,6 +150,8 @@ pub fn client_set() -> usize {
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
     inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// For `http://` backends: this worker's own HTTP/1.1 connections.
+    h1: Option<Arc<H1Pool>>,
 }
 
 /// TLS roots for https upstreams: the system's, plus `SLUICE_EXTRA_CA` (a PEM file) when set, so a
@@ -63,7 +182,31 @@ pub fn tls_client_config() -> Arc<rustls::ClientConfig> {
 }
 
 impl UpstreamClient {
-    pub fn new(connect_timeout: Duration, tls: Arc<rustls::ClientConfig>) -> UpstreamClient {
+    /// `base_url`: the backend's; plain `http://` ones get a per-worker HTTP/1.1 pool.
+    pub fn new(
+        connect_timeout: Duration,
+        tls: Arc<rustls::ClientConfig>,
+        base_url: &str,
+    ) -> UpstreamClient {
+        let h1 = base_url
+            .parse::<http::Uri>()
+            .ok()
+            .filter(|u| u.scheme_str() == Some("http"))
+            .and_then(|u| {
+                let a = u.authority()?;
+                Some(if a.port().is_some() {
+                    a.to_string()
+                } else {
+                    format!("{}:80", a.host())
+                })
+            })
+            .map(|authority| {
+                Arc::new(H1Pool {
+                    authority,
+                    connect_timeout,
+                    conns: Default::default(),
+                })
+            });
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(connect_timeout));
@@ -78,14 +221,17 @@ impl UpstreamClient {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
             .build(https);
-        UpstreamClient { inner }
+        UpstreamClient { inner, h1 }
     }
 
     pub async fn send(
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        self.inner.request(req).await
+        match &self.h1 {
+            Some(pool) => pool.send(req).await,
+            None => Ok(self.inner.request(req).await?),
+        }
     }
 
     /// An active health probe: any 2xx within the timeout is healthy.
