@@ -98,15 +98,16 @@ impl H1Pool {
             req.headers_mut().insert(http::header::HOST, h);
         }
         if let Some(mut sender) = self.checkout() {
-            // A reused connection the upstream may have just closed: on failure before any response,
-            // retry once on a fresh one (the request body is a cheap clone).
+            // A reused connection the upstream may have just closed: when the request was never sent
+            // (canceled), retry once on a fresh one (the body is a cheap clone). A request that may
+            // have reached the upstream is not resent here: failover decides, as for any error.
             let retry = clone_request(&req);
             match sender.send_request(req).await {
                 Ok(resp) => {
                     self.checkin(sender);
                     return Ok(resp);
                 }
-                Err(e) if e.is_canceled() || e.is_closed() || e.is_incomplete_message() => {
+                Err(e) if e.is_canceled() => {
                     req = retry;
                 }
                 Err(e) => return Err(e.into()),
