@@ -339,7 +339,7 @@ impl Deliver {
         if status == StatusCode::TOO_MANY_REQUESTS {
             let wait = retry_after(resp.headers()).unwrap_or(Duration::from_secs(1));
             backend.cooldown(now + wait);
-            let body = read_limited(resp.into_body(), deadline)
+            let body = read_limited(backend, resp.into_body(), deadline)
                 .await
                 .unwrap_or_default();
             return Attempt::Retry(
@@ -355,7 +355,7 @@ impl Deliver {
         }
         if status.is_server_error() {
             backend.passive(false, now);
-            let body = read_limited(resp.into_body(), deadline)
+            let body = read_limited(backend, resp.into_body(), deadline)
                 .await
                 .unwrap_or_default();
             return Attempt::Retry(
@@ -365,7 +365,7 @@ impl Deliver {
         }
         backend.passive(true, now);
         if !status.is_success() {
-            let body = read_limited(resp.into_body(), deadline)
+            let body = read_limited(backend, resp.into_body(), deadline)
                 .await
                 .unwrap_or_default();
             return Attempt::Done(upstream_error(client_proto, status, &body, &plan, None));
@@ -381,9 +381,9 @@ impl Deliver {
             );
         }
         // Whole body: read, count usage, translate if needed.
-        let body = match read_limited(resp.into_body(), deadline).await {
+        let body = match read_limited(backend, resp.into_body(), deadline).await {
             Ok(b) => b,
-            Err(e) => return Attempt::Retry("body", Failure::Error(e_with(backend, e))),
+            Err(e) => return Attempt::Retry("body", Failure::Error(e)),
         };
         let elapsed = sent_at.elapsed();
         backend.observe_latency(elapsed, std::time::Instant::now());
@@ -510,13 +510,6 @@ fn scan_usage(body: &[u8]) -> Option<Usage> {
     })
 }
 
-fn e_with(backend: &Backend, e: GatewayError) -> GatewayError {
-    match e {
-        GatewayError::UpstreamTimeout(_) => GatewayError::UpstreamTimeout(backend.name().into()),
-        other => other,
-    }
-}
-
 fn record_usage(call: &mut Call<'_>, backend: &Backend, usage: Option<Usage>) {
     record_usage_parts(call.tenant, backend, usage);
     if let Some(s) = call.on_usage.take() {
@@ -584,15 +577,17 @@ fn build_request(
         })
 }
 
+/// A whole upstream body, bounded in size and by the request's total deadline.
 async fn read_limited(
+    backend: &Backend,
     body: hyper::body::Incoming,
     deadline: Instant,
 ) -> Result<Bytes, GatewayError> {
     let limited = http_body_util::Limited::new(body, MAX_UPSTREAM_BODY);
     match tokio::time::timeout_at(deadline, limited.collect()).await {
-        Err(_) => Err(GatewayError::UpstreamTimeout(String::new())),
+        Err(_) => Err(GatewayError::UpstreamTimeout(backend.name().into())),
         Ok(Err(e)) => Err(GatewayError::UpstreamUnavailable {
-            backend: String::new(),
+            backend: backend.name().into(),
             reason: e.to_string(),
         }),
         Ok(Ok(c)) => Ok(c.to_bytes()),
