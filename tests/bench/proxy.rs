@@ -20,8 +20,8 @@ struct Kill(Child);
 impl Drop for Kill {
     /// SIGTERM first (nginx's master then stops its workers), SIGKILL if it lingers.
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
+        let _ = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {}", self.0.id())])
             .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
