@@ -65,32 +65,29 @@ local tcost = tonumber(ARGV[5])
 
 local has_r = rpm > 0
 local has_t = tpm > 0 and tcost > 0
+
+-- One bucket's look: its refill rate per ms, current level, the cost clamped to the capacity, whether
+-- the cost fits, and the wait in ms until it would.
+local function look(key, cap, per_minute, cost)
+  local rate = per_minute / 60000
+  if cost > cap then
+    cost = cap
+  end
+  local level = level_of(key, cap, rate)
+  if level < cost then
+    return rate, level, cost, false, math.max(1, math.ceil((cost - level) / rate))
+  end
+  return rate, level, cost, true, 0
+end
+
 local rrate, rlevel, trate, tlevel
 local rok, tok = true, true
 local rwait, twait = 0, 0
-
 if has_r then
-  rrate = rpm / 60000
-  if rcost > burst then
-    rcost = burst
-  end
-  rlevel = level_of(KEYS[1], burst, rrate)
-  if rlevel < rcost then
-    rok = false
-    rwait = math.max(1, math.ceil((rcost - rlevel) / rrate))
-  end
+  rrate, rlevel, rcost, rok, rwait = look(KEYS[1], burst, rpm, rcost)
 end
-
 if has_t then
-  trate = tpm / 60000
-  if tcost > tpm then
-    tcost = tpm
-  end
-  tlevel = level_of(KEYS[2], tpm, trate)
-  if tlevel < tcost then
-    tok = false
-    twait = math.max(1, math.ceil((tcost - tlevel) / trate))
-  end
+  trate, tlevel, tcost, tok, twait = look(KEYS[2], tpm, tpm, tcost)
 end
 
 local allowed = rok and tok
