@@ -7,39 +7,25 @@
 //!
 //! `cargo bench --bench limiter` (needs `wrk` and `redis-server`). Env: BENCH_SECONDS (default 8).
 
+mod common;
+use common::{Kill, free_port, median, need};
+
+const BODY: &str = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+
+fn wrk(dir: &std::path::Path, addr: &str, key: &str, secs: u64) -> f64 {
+    common::wrk(dir, addr, key, BODY, secs)
+}
+
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 fn udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn need(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// Start `sluice ARGS` and return it with the address it printed after `marker`.
@@ -82,35 +68,6 @@ fn gateway(dir: &std::path::Path, name: &str, cfg: &str) -> (Kill, String) {
         ],
         "sluice listening on",
     )
-}
-
-fn wrk(dir: &std::path::Path, addr: &str, key: &str, secs: u64) -> f64 {
-    let script = dir.join(format!("{key}.lua"));
-    std::fs::write(
-        &script,
-        format!("wrk.method = \"POST\"\nwrk.body = [[{{\"model\":\"m\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}]]\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"Authorization\"] = \"Bearer {key}\"\n"),
-    )
-    .unwrap();
-    let out = Command::new("wrk")
-        .args([
-            "-t1",
-            "-c32",
-            &format!("-d{secs}s"),
-            "-s",
-            script.to_str().unwrap(),
-            &format!("http://{addr}/v1/chat/completions"),
-        ])
-        .output()
-        .expect("wrk");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        !text.contains("Non-2xx"),
-        "refusals during a throughput run:\n{text}"
-    );
-    text.lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{text}"))
 }
 
 fn metric(addr: &str, prefix: &str) -> f64 {
@@ -244,11 +201,7 @@ fn main() {
         with.push(a);
         without.push(b);
     }
-    let med = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (a, b) = (med(with), med(without));
+    let (a, b) = (median(with), median(without));
     println!(
         "throughput with the redis limiter on every request: {a:.0} req/s; without: {b:.0} req/s; ratio {:.2}",
         a / b

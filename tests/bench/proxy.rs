@@ -5,43 +5,19 @@
 //! `cargo bench --bench proxy` (needs `wrk` and `nginx` on PATH: `apt-get install wrk nginx-light`).
 //! Env: BENCH_SECONDS (per wrk round, default 8), BENCH_ROUNDS (default 3), BENCH_RATE (default 1000).
 
+mod common;
+use common::{Kill, free_port, median, need, wrk};
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello in one short sentence please."}]}"#;
 const ANSWER: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#;
-
-struct Kill(Child);
-impl Drop for Kill {
-    /// SIGTERM first (nginx's master then stops its workers), SIGKILL if it lingers.
-    fn drop(&mut self) {
-        let _ = Command::new("sh")
-            .args(["-c", &format!("kill -TERM {}", self.0.id())])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn wait_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -49,15 +25,6 @@ fn wait_port(port: u16) {
         assert!(Instant::now() < deadline, "port {port} never opened");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn need(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
 }
 
 /// nginx serving the canned answer on `up`, and reverse-proxying `proxy` → `up` with keep-alive.
@@ -130,38 +97,6 @@ fn start_sluice(dir: &std::path::Path, up: u16) -> (Kill, u16) {
     (Kill(child), port)
 }
 
-/// wrk throughput (requests/s) with a POST body.
-fn wrk(dir: &std::path::Path, port: u16, secs: u64) -> f64 {
-    let script = dir.join("post.lua");
-    std::fs::write(
-        &script,
-        format!(
-            "wrk.method = \"POST\"\nwrk.body = [[{BODY}]]\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"Authorization\"] = \"Bearer sk-bench\"\n"
-        ),
-    )
-    .unwrap();
-    let out = Command::new("wrk")
-        .args([
-            "-t1",
-            "-c32",
-            &format!("-d{secs}s"),
-            "-s",
-            script.to_str().unwrap(),
-            &format!("http://127.0.0.1:{port}/v1/chat/completions"),
-        ])
-        .output()
-        .expect("run wrk");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let rps = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("no wrk result:\n{text}"));
-    let non2xx = text.lines().any(|l| l.contains("Non-2xx"));
-    assert!(!non2xx, "errors during the run:\n{text}");
-    rps
-}
-
 /// Open-loop load at `rate` requests/s for `secs`: latency percentiles in microseconds.
 async fn fixed_rate(port: u16, rate: u64, secs: u64) -> (f64, f64, usize) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
@@ -202,11 +137,6 @@ async fn fixed_rate(port: u16, rate: u64, secs: u64) -> (f64, f64, usize) {
     (pct(0.50), pct(0.99), failed)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() {
     if !need("wrk") || !need("nginx") {
         eprintln!(
@@ -239,13 +169,13 @@ fn main() {
 
     // Warm up every path (connection pools, caches).
     for (_, port) in targets {
-        wrk(&dir, port, 1);
+        wrk(&dir, &format!("127.0.0.1:{port}"), "sk-bench", BODY, 1);
     }
     println!("throughput: wrk -t1 -c32, {secs}s x {rounds} rounds, interleaved");
     let mut rps: Vec<Vec<f64>> = vec![Vec::new(); 3];
     for round in 0..rounds {
         for (i, (name, port)) in targets.iter().enumerate() {
-            let r = wrk(&dir, *port, secs);
+            let r = wrk(&dir, &format!("127.0.0.1:{port}"), "sk-bench", BODY, secs);
             println!("  round {round} {name:>6}: {r:>9.0} req/s");
             rps[i].push(r);
         }
