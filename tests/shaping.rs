@@ -36,6 +36,20 @@ impl Done {
     }
 }
 
+/// Every request answered 200.
+fn assert_all_ok(done: &[Done]) {
+    for d in done {
+        assert_eq!(d.status(), 200, "{}: {}", d.tag, d.resp.text());
+    }
+}
+
+/// Completion times of the requests whose tag starts with `prefix`.
+fn finished<'a>(done: &'a [Done], prefix: &'a str) -> impl Iterator<Item = Duration> + 'a {
+    done.iter()
+        .filter(move |d| d.tag.starts_with(prefix))
+        .map(|d| d.at)
+}
+
 /// Send a chat request in the background.
 fn spawn_chat(
     gw: &Proc,
@@ -179,9 +193,7 @@ async fn rate_limited_requests_wait_for_tokens_instead_of_429() {
         .map(|i| spawn_chat(&gw, "sk-t1", &[], hello("m"), t0, format!("r{i}")))
         .collect();
     let mut done = join_all(hs).await;
-    for d in &done {
-        assert_eq!(d.status(), 200, "{}: {}", d.tag, d.resp.text());
-    }
+    assert_all_ok(&done);
     done.sort_by_key(|d| d.at);
     let at: Vec<f64> = done.iter().map(|d| d.took().as_secs_f64()).collect();
     // Two from the burst at once, then one token per second.
@@ -329,9 +341,7 @@ async fn backend_capacity_queue_holds_requests_and_caps_in_flight() {
         s["max_in_flight"].as_u64().unwrap() <= 2,
         "backend saw more than max_concurrent: {s}"
     );
-    for d in &done {
-        assert_eq!(d.status(), 200, "{}: {}", d.tag, d.resp.text());
-    }
+    assert_all_ok(&done);
     assert_eq!(s["requests"], 6);
     // They waited for slots: at least three rounds of 300 ms.
     let last = done.iter().map(|d| d.at).max().unwrap();
@@ -498,21 +508,9 @@ async fn critical_requests_are_served_before_queued_batch_requests() {
     let filler = filler.await.unwrap();
     assert_eq!(filler.status(), 200);
     let done = join_all(hs).await;
-    for d in &done {
-        assert_eq!(d.status(), 200, "{}: {}", d.tag, d.resp.text());
-    }
-    let last_critical = done
-        .iter()
-        .filter(|d| d.tag.starts_with("critical"))
-        .map(|d| d.at)
-        .max()
-        .unwrap();
-    let first_batch = done
-        .iter()
-        .filter(|d| d.tag.starts_with("batch"))
-        .map(|d| d.at)
-        .min()
-        .unwrap();
+    assert_all_ok(&done);
+    let last_critical = finished(&done, "critical").max().unwrap();
+    let first_batch = finished(&done, "batch").min().unwrap();
     let order: Vec<_> = done.iter().map(|d| (&d.tag, d.at)).collect();
     assert!(
         last_critical < first_batch,
@@ -650,25 +648,13 @@ async fn a_quiet_tenant_is_not_starved_by_a_noisy_one() {
         ));
     }
     let done = join_all(hs).await;
-    for d in &done {
-        assert_eq!(d.status(), 200, "{}: {}", d.tag, d.resp.text());
-    }
-    let quiet_last = done
-        .iter()
-        .filter(|d| d.tag.starts_with('b'))
-        .map(|d| d.at)
-        .max()
-        .unwrap();
+    assert_all_ok(&done);
+    let quiet_last = finished(&done, "b").max().unwrap();
     let noisy_after = done
         .iter()
         .filter(|d| d.tag.starts_with('a') && d.at > quiet_last)
         .count();
-    let noisy_last = done
-        .iter()
-        .filter(|d| d.tag.starts_with('a'))
-        .map(|d| d.at)
-        .max()
-        .unwrap();
+    let noisy_last = finished(&done, "a").max().unwrap();
     assert!(
         noisy_after >= 15,
         "the quiet tenant finished at {quiet_last:?}, only {noisy_after} noisy requests after it \
@@ -1092,9 +1078,7 @@ async fn queue_length_gauge_counts_the_waiters_of_every_route() {
         Some(3.0),
         "three requests wait (two on route one, one on route two)"
     );
-    for d in join_all(hs).await {
-        assert_eq!(d.status(), 200, "{}: {}", d.tag, d.resp.text());
-    }
+    assert_all_ok(&join_all(hs).await);
 }
 
 /// One queue per route: a request that only an idle backend of the pool can serve (another model)
