@@ -1,0 +1,76 @@
+//! What the benchmarks share: child processes stopped on drop, free ports, tool checks, a wrk run.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process: SIGTERM on drop (nginx's master then stops its workers), SIGKILL if it lingers.
+pub struct Kill(pub Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {}", self.0.id())])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether `cmd` is on PATH.
+pub fn need(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// wrk (1 thread, 32 connections) POSTing `body` with `key` to `addr`'s chat endpoint for `secs`:
+/// requests/s. Any non-2xx answer fails the run.
+pub fn wrk(dir: &std::path::Path, addr: &str, key: &str, body: &str, secs: u64) -> f64 {
+    let script = dir.join(format!("{key}.lua"));
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.body = [[{body}]]\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"Authorization\"] = \"Bearer {key}\"\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new("wrk")
+        .args([
+            "-t1",
+            "-c32",
+            &format!("-d{secs}s"),
+            "-s",
+            script.to_str().unwrap(),
+        ])
+        .arg(format!("http://{addr}/v1/chat/completions"))
+        .output()
+        .expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("Non-2xx"), "errors during the run:\n{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no wrk result:\n{text}"))
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
