@@ -9,6 +9,7 @@ use crate::mock::{self, MockConfig};
 use crate::ratelimit::{ClusterLimiter, LocalLimiter, RateLimiter};
 use crate::receive::TenantTable;
 use crate::route::Router;
+use crate::translate::RequestScan;
 use http::HeaderMap;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
@@ -272,7 +273,12 @@ impl App {
             return v.to_string();
         }
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        format!("req-{}-{n:x}", self.id_prefix)
+        let mut id = String::with_capacity(32);
+        id.push_str("req-");
+        id.push_str(&self.id_prefix);
+        id.push('-');
+        push_hex(&mut id, n);
+        id
     }
 
     /// Ready when not draining and at least one backend can take traffic.
@@ -302,20 +308,53 @@ impl App {
         json!({"object": "list", "data": data})
     }
 
-    /// The session key for affinity, from the configured header or body field.
-    pub fn affinity_key(&self, headers: &HeaderMap, body: &Value) -> Option<String> {
-        let AffinityConfig { header, body_field } = self.cfg.routing.affinity.as_ref()?;
-        if let Some(h) = header {
-            return headers
+    /// The body field that pins a session, when affinity is keyed by one (and not by a header).
+    pub fn affinity_body_field(&self) -> Option<&str> {
+        let a = self.cfg.routing.affinity.as_ref()?;
+        if a.header.is_some() {
+            return None;
+        }
+        a.body_field.as_deref()
+    }
+
+    /// The session key: the affinity header's value, or the body field's (read by the body scan).
+    pub fn affinity_key(&self, headers: &HeaderMap, scan: &RequestScan) -> Option<String> {
+        let AffinityConfig { header, .. } = self.cfg.routing.affinity.as_ref()?;
+        match header {
+            Some(h) => headers
                 .get(h.as_str())
                 .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
+                .map(str::to_string),
+            None => scan.affinity.clone(),
         }
-        let f = body_field.as_ref()?;
-        match body.get(f)? {
-            Value::String(s) => Some(s.clone()),
-            Value::Null => None,
-            other => Some(other.to_string()),
+    }
+}
+
+/// `n` in lowercase hex, without going through the formatting machinery (once per request).
+fn push_hex(out: &mut String, n: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 16];
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = DIGITS[(n & 0xf) as usize];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(buf[i..].iter().map(|b| char::from(*b)));
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_matches_the_formatter() {
+        for n in [0u64, 1, 9, 10, 15, 16, 255, 4096, 0xdead_beef, u64::MAX] {
+            let mut s = String::new();
+            super::push_hex(&mut s, n);
+            assert_eq!(s, format!("{n:x}"));
         }
     }
 }

@@ -12,6 +12,8 @@ use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::plan::UPSTREAM_PATHS;
+
 /// Why a request got no response.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -41,6 +43,8 @@ impl UpstreamError {
 #[derive(Debug)]
 struct H1Pool {
     authority: String,
+    /// `Host` for every request (origin-form targets carry no authority).
+    host: http::HeaderValue,
     connect_timeout: Duration,
     conns: std::sync::Mutex<Vec<hyper::client::conn::http1::SendRequest<Full<Bytes>>>>,
 }
@@ -85,32 +89,23 @@ impl H1Pool {
         &self,
         mut req: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        // Origin-form on the wire, the authority in Host.
-        let uri = req.uri().clone();
-        if let Some(pq) = uri.path_and_query()
-            && let Ok(origin) = http::Uri::try_from(pq.as_str())
-        {
-            *req.uri_mut() = origin;
-        }
-        if !req.headers().contains_key(http::header::HOST)
-            && let Ok(h) = http::HeaderValue::from_str(&self.authority)
-        {
-            req.headers_mut().insert(http::header::HOST, h);
+        if !req.headers().contains_key(http::header::HOST) {
+            req.headers_mut()
+                .insert(http::header::HOST, self.host.clone());
         }
         if let Some(mut sender) = self.checkout() {
-            // A reused connection the upstream may have just closed: when the request was never sent
-            // (canceled), retry once on a fresh one (the body is a cheap clone). A request that may
-            // have reached the upstream is not resent here: failover decides, as for any error.
-            let retry = clone_request(&req);
-            match sender.send_request(req).await {
+            // A reused connection the upstream may have just closed: a request it never sent comes
+            // back, and goes once more on a fresh connection. A request that may have reached the
+            // upstream is not resent here: failover decides, as for any error.
+            match sender.try_send_request(req).await {
                 Ok(resp) => {
                     self.checkin(sender);
                     return Ok(resp);
                 }
-                Err(e) if e.is_canceled() => {
-                    req = retry;
-                }
-                Err(e) => return Err(e.into()),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(e.into_error().into()),
+                },
             }
         }
         let mut sender = self.connect().await?;
@@ -118,18 +113,6 @@ impl H1Pool {
         self.checkin(sender);
         Ok(resp)
     }
-}
-
-fn clone_request(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
-    let mut b = Request::builder()
-        .method(req.method().clone())
-        .uri(req.uri().clone())
-        .version(req.version());
-    if let Some(h) = b.headers_mut() {
-        *h = req.headers().clone();
-    }
-    b.body(req.body().clone())
-        .expect("a clone of a valid request")
 }
 
 thread_local! {
@@ -153,6 +136,10 @@ pub struct UpstreamClient {
     inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     /// For `http://` backends: this worker's own HTTP/1.1 connections.
     h1: Option<Arc<H1Pool>>,
+    /// Request targets of the upstream API paths, parsed once: origin-form for the HTTP/1.1 pool,
+    /// absolute for the pooled client.
+    targets: Arc<[(&'static str, http::Uri)]>,
+    base_url: Arc<str>,
 }
 
 /// TLS roots for https upstreams: the system's, plus `SLUICE_EXTRA_CA` (a PEM file) when set, so a
@@ -201,13 +188,26 @@ impl UpstreamClient {
                     format!("{}:80", a.host())
                 })
             })
-            .map(|authority| {
-                Arc::new(H1Pool {
+            .and_then(|authority| {
+                Some(Arc::new(H1Pool {
+                    host: http::HeaderValue::from_str(&authority).ok()?,
                     authority,
                     connect_timeout,
                     conns: Default::default(),
-                })
+                }))
             });
+        let base_url: Arc<str> = Arc::from(base_url.trim_end_matches('/'));
+        let origin_prefix = match &h1 {
+            Some(_) => base_url
+                .parse::<http::Uri>()
+                .map(|u| u.path().trim_end_matches('/').to_string())
+                .unwrap_or_default(),
+            None => base_url.to_string(),
+        };
+        let targets: Arc<[(&'static str, http::Uri)]> = UPSTREAM_PATHS
+            .iter()
+            .filter_map(|p| Some((*p, format!("{origin_prefix}{p}").parse().ok()?)))
+            .collect();
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(connect_timeout));
@@ -222,9 +222,31 @@ impl UpstreamClient {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
             .build(https);
-        UpstreamClient { inner, h1 }
+        UpstreamClient {
+            inner,
+            h1,
+            targets,
+            base_url,
+        }
     }
 
+    /// The request target for an upstream API `path` (origin-form when the HTTP/1.1 pool sends it).
+    pub fn target(&self, path: &str) -> Result<http::Uri, http::uri::InvalidUri> {
+        if let Some((_, uri)) = self.targets.iter().find(|(p, _)| *p == path) {
+            return Ok(uri.clone());
+        }
+        let base = match &self.h1 {
+            Some(_) => self
+                .base_url
+                .parse::<http::Uri>()
+                .map(|u| u.path().trim_end_matches('/').to_string())
+                .unwrap_or_default(),
+            None => self.base_url.to_string(),
+        };
+        format!("{base}{path}").parse()
+    }
+
+    /// Send a request built with [`UpstreamClient::target`].
     pub async fn send(
         &self,
         req: Request<Full<Bytes>>,

@@ -7,6 +7,6 @@ mod proxy;
 mod stream;
 
 pub use client::{UpstreamClient, client_set, set_worker, tls_client_config};
-pub use plan::Endpoint;
+pub use plan::{Endpoint, RequestBody};
 pub use proxy::{Call, Deliver, Delivered, RespBody, UsageSink, error_response, full_body};
 pub use stream::{BoxError, StreamOutcome};

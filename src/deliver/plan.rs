@@ -8,6 +8,35 @@ use crate::protocol::Protocol;
 use crate::translate as tr;
 use bytes::Bytes;
 use serde_json::Value;
+use std::sync::OnceLock;
+
+/// The client's body: the bytes as received, and their JSON tree, built only when a plan rewrites
+/// or translates the body (pass-through requests never build it).
+#[derive(Debug)]
+pub struct RequestBody {
+    raw: Bytes,
+    tree: OnceLock<Value>,
+}
+
+impl RequestBody {
+    /// `raw` must already have been scanned as a JSON object.
+    pub fn new(raw: Bytes) -> RequestBody {
+        RequestBody {
+            raw,
+            tree: OnceLock::new(),
+        }
+    }
+
+    pub fn raw(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// The JSON tree, parsed on first use.
+    pub fn tree(&self) -> &Value {
+        self.tree
+            .get_or_init(|| serde_json::from_slice(&self.raw).unwrap_or(Value::Null))
+    }
+}
 
 /// The API a client called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +81,7 @@ impl Endpoint {
         !(self == Endpoint::Embeddings && proto == Protocol::Anthropic)
     }
 
+    /// The upstream API path for a backend of `proto`: one of [`UPSTREAM_PATHS`].
     fn upstream_path(self, proto: Protocol) -> &'static str {
         match (self, proto) {
             (_, Protocol::Anthropic) => "/v1/messages",
@@ -61,6 +91,14 @@ impl Endpoint {
         }
     }
 }
+
+/// Every path [`Endpoint::upstream_path`] can return.
+pub const UPSTREAM_PATHS: [&str; 4] = [
+    "/v1/messages",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/chat/completions",
+];
 
 /// One attempt's request, and how to read its response.
 pub struct Plan {
@@ -82,18 +120,14 @@ pub fn plan(
     let Call {
         endpoint,
         body,
-        raw,
         model: client_model,
         stream,
+        include_usage: wants_usage,
         ..
     } = *call;
     let client = endpoint.client_protocol();
     let path = endpoint.upstream_path(backend_proto);
     if client == backend_proto {
-        let wants_usage = body
-            .pointer("/stream_options/include_usage")
-            .and_then(Value::as_bool)
-            == Some(true);
         let inject = stream
             && backend_proto == Protocol::Openai
             && endpoint != Endpoint::Embeddings
@@ -101,12 +135,12 @@ pub fn plan(
         if model == client_model && !inject {
             return Ok(Plan {
                 path,
-                body: raw.clone(),
+                body: body.raw().clone(),
                 translated: false,
                 injected_usage: false,
             });
         }
-        let mut v = body.clone();
+        let mut v = body.tree().clone();
         v["model"] = Value::String(model.to_string());
         if inject {
             v["stream_options"] = serde_json::json!({"include_usage": true});
@@ -120,12 +154,12 @@ pub fn plan(
     }
     let v = match (endpoint, backend_proto) {
         (Endpoint::Chat, Protocol::Anthropic) => {
-            tr::chat_request_to_messages(body, model, default_max_tokens)?
+            tr::chat_request_to_messages(body.tree(), model, default_max_tokens)?
         }
         (Endpoint::Completions, Protocol::Anthropic) => {
-            tr::completion_request_to_messages(body, model, default_max_tokens)?
+            tr::completion_request_to_messages(body.tree(), model, default_max_tokens)?
         }
-        (Endpoint::Messages, Protocol::Openai) => tr::messages_request_to_chat(body, model)?,
+        (Endpoint::Messages, Protocol::Openai) => tr::messages_request_to_chat(body.tree(), model)?,
         _ => {
             return Err(GatewayError::BadRequest {
                 field: "model".into(),
@@ -181,5 +215,26 @@ pub fn error_back(client: Protocol, status: u16, body: &[u8]) -> Value {
     match client {
         Protocol::Openai => tr::error_to_openai(status, body),
         Protocol::Anthropic => tr::error_to_anthropic(status, body),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Endpoint, UPSTREAM_PATHS};
+    use crate::protocol::Protocol;
+
+    #[test]
+    fn every_upstream_path_is_listed() {
+        let endpoints = [
+            Endpoint::Chat,
+            Endpoint::Completions,
+            Endpoint::Messages,
+            Endpoint::Embeddings,
+        ];
+        for e in endpoints {
+            for p in [Protocol::Openai, Protocol::Anthropic] {
+                assert!(UPSTREAM_PATHS.contains(&e.upstream_path(p)), "{e:?} {p:?}");
+            }
+        }
     }
 }

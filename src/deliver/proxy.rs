@@ -2,7 +2,7 @@
 //! nothing has reached the client, then hand back a full or streamed response.
 
 use super::client::UpstreamClient;
-use super::plan::{self, Endpoint, Plan};
+use super::plan::{self, Endpoint, Plan, RequestBody};
 use super::stream::{BoxError, OnFinish, StreamBody};
 use crate::backends::{Backend, BackendTable, BackendView, InFlightGuard};
 use crate::balance::{self, Candidate};
@@ -12,9 +12,9 @@ use crate::observe::Metrics;
 use crate::protocol::Protocol;
 use crate::route::RouteDecision;
 use crate::shape::{Outcome, Shed, Ticket};
-use crate::translate::{Usage, usage_from_body};
+use crate::translate::{Usage, usage_from_body, usage_from_object};
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
@@ -40,8 +40,7 @@ pub type UsageSink = Box<dyn FnOnce(Option<Usage>) + Send + Sync>;
 /// One client request, parsed and admitted, as Deliver needs it.
 pub struct Call<'a> {
     pub endpoint: Endpoint,
-    pub body: &'a Value,
-    pub raw: &'a Bytes,
+    pub body: &'a RequestBody,
     pub stream: bool,
     pub include_usage: bool,
     pub model: &'a str,
@@ -270,7 +269,9 @@ impl Deliver {
             Ok(p) => p,
             Err(e) => return Attempt::Done(error_response(&e, client_proto)),
         };
-        let req = match build_request(backend, call, &plan) {
+        let set = super::client::client_set().min(self.clients.len() - 1);
+        let client = &self.clients[set][backend.id];
+        let req = match build_request(backend, client, call, &plan) {
             Ok(r) => r,
             Err(e) => return Attempt::Retry("build", Failure::Error(e)),
         };
@@ -301,8 +302,6 @@ impl Deliver {
         let first_byte = left.map_or(cfg.timeouts.first_byte(), |l| {
             l.min(cfg.timeouts.first_byte())
         });
-        let set = super::client::client_set().min(self.clients.len() - 1);
-        let client = &self.clients[set][backend.id];
         let client_bound = left.is_some_and(|l| l < cfg.timeouts.first_byte());
         let resp = match tokio::time::timeout(first_byte, client.send(req)).await {
             Err(_) if client_bound => {
@@ -479,35 +478,15 @@ impl Deliver {
     }
 }
 
-/// `usage` of an OpenAI or Anthropic body without building a JSON tree.
+/// `usage` of an OpenAI or Anthropic body without building a tree of the whole body: only the object
+/// after its last `"usage"` key is parsed (both APIs put it last, at the top level; inside a JSON string
+/// the quotes would be escaped, so the match is a key). Same result as [`usage_from_body`].
 fn scan_usage(body: &[u8]) -> Option<Usage> {
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        usage: Option<Fields>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Fields {
-        prompt_tokens: Option<u64>,
-        completion_tokens: Option<u64>,
-        input_tokens: Option<u64>,
-        output_tokens: Option<u64>,
-        cache_creation_input_tokens: Option<u64>,
-        cache_read_input_tokens: Option<u64>,
-    }
-    let f = serde_json::from_slice::<Probe>(body).ok()?.usage?;
-    let input = match f.prompt_tokens {
-        Some(p) => p,
-        None => {
-            f.input_tokens?
-                + f.cache_creation_input_tokens.unwrap_or(0)
-                + f.cache_read_input_tokens.unwrap_or(0)
-        }
-    };
-    let output = f.completion_tokens.or(f.output_tokens).unwrap_or(0);
-    Some(Usage {
-        input_tokens: input,
-        output_tokens: output,
-    })
+    let at = body.windows(7).rposition(|w| w == b"\"usage\"")?;
+    let rest = body[at + 7..].trim_ascii_start().strip_prefix(b":")?;
+    let mut de = serde_json::Deserializer::from_slice(rest);
+    let v: Value = serde::Deserialize::deserialize(&mut de).ok()?;
+    usage_from_object(&v)
 }
 
 fn record_usage(call: &mut Call<'_>, backend: &Backend, usage: Option<Usage>) {
@@ -533,15 +512,23 @@ fn record_usage_parts(tenant: &str, backend: &Backend, usage: Option<Usage>) {
     }
 }
 
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 fn build_request(
     backend: &Backend,
+    client: &UpstreamClient,
     call: &Call<'_>,
     plan: &Plan,
 ) -> Result<Request<Full<Bytes>>, GatewayError> {
-    let url = format!("{}{}", backend.base_url, plan.path);
-    let mut b = Request::post(url)
-        .header(CONTENT_TYPE, "application/json")
-        .header("x-request-id", call.request_id);
+    let target = client
+        .target(plan.path)
+        .map_err(|e| GatewayError::UpstreamUnavailable {
+            backend: backend.name().into(),
+            reason: format!("invalid upstream url: {e}"),
+        })?;
+    let mut b = Request::post(target)
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .header(X_REQUEST_ID.clone(), call.request_id);
     match backend.cfg.protocol {
         Protocol::Openai => {
             if let Some(k) = &backend.api_key {
@@ -646,4 +633,40 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = inner.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scan_usage;
+    use crate::translate::{Usage, usage_from_body};
+
+    fn both(raw: &str) -> (Option<Usage>, Option<Usage>) {
+        let tree = serde_json::from_str(raw).ok();
+        (
+            scan_usage(raw.as_bytes()),
+            tree.as_ref().and_then(usage_from_body),
+        )
+    }
+
+    #[test]
+    fn scanned_usage_equals_the_tree_usage() {
+        for raw in [
+            r#"{"id":"c","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#,
+            r#"{"usage" : {"input_tokens":5,"output_tokens":7,"cache_read_input_tokens":2,"cache_creation_input_tokens":1},"content":[{"type":"text","text":"x"}]}"#,
+            r#"{"choices":[{"message":{"content":"the \"usage\": {\"prompt_tokens\": 999} is quoted"}}],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
+            r#"{"usage":null}"#,
+            r#"{"choices":[]}"#,
+            r#"{"usage":{"completion_tokens":2}}"#,
+        ] {
+            let (scanned, tree) = both(raw);
+            assert_eq!(scanned, tree, "{raw}");
+        }
+        assert_eq!(
+            scan_usage(br#"{"usage":{"prompt_tokens":4,"completion_tokens":5}}"#),
+            Some(Usage {
+                input_tokens: 4,
+                output_tokens: 5
+            })
+        );
+    }
 }

@@ -6,6 +6,7 @@
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::OnceLock;
 use std::sync::{LazyLock, RwLock};
 use std::time::Duration;
@@ -49,29 +50,48 @@ pub fn install() -> PrometheusHandle {
 }
 
 /// Handles by label set, so the hot path neither allocates label strings nor hashes them in the
-/// registry: a read lock and a u64 lookup. Label values come from config (routes, backends, tenants), so
-/// the map stays small.
+/// registry: a read lock and a lookup by a precomputed u64. Label values come from config (routes,
+/// backends, tenants), so the map stays small.
 struct Cache<V> {
-    map: RwLock<HashMap<u64, V>>,
+    map: RwLock<HashMap<u64, V, BuildHasherDefault<Prehashed>>>,
 }
 
-impl<V: Clone> Cache<V> {
-    fn new() -> Self {
-        Cache {
-            map: RwLock::new(HashMap::new()),
+/// The keys are hashes already ([`key`]): use them as they are.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
         }
     }
-    fn get(&self, key: u64, make: impl FnOnce() -> V) -> V {
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+impl<V> Cache<V> {
+    fn new() -> Self {
+        Cache {
+            map: RwLock::new(HashMap::default()),
+        }
+    }
+    /// Run `f` on the handle for `key`, registering it with `make` the first time.
+    fn with(&self, key: u64, make: impl FnOnce() -> V, f: impl FnOnce(&V)) {
         if let Some(v) = self.map.read().expect("metric cache").get(&key) {
-            return v.clone();
+            return f(v);
         }
         let v = make();
-        self.map
+        f(self
+            .map
             .write()
             .expect("metric cache")
             .entry(key)
-            .or_insert(v)
-            .clone()
+            .or_insert(v));
     }
 }
 
@@ -104,47 +124,41 @@ pub struct Metrics;
 impl Metrics {
     pub fn request(route: &str, backend: &str, status: u16, elapsed: Duration) {
         REQ_COUNT
-            .get(key(&[route, backend], status as u64), || {
+            .with(key(&[route, backend], status as u64), || {
                 counter!(REQUESTS, "route" => route.to_string(), "backend" => backend.to_string(), "status" => status.to_string())
-            })
-            .increment(1);
-        REQ_DUR
-            .get(
-                key(&[route], 0),
-                || histogram!(REQUEST_DURATION, "route" => route.to_string()),
-            )
-            .record(elapsed.as_secs_f64());
+            }, |h| h.increment(1));
+        REQ_DUR.with(
+            key(&[route], 0),
+            || histogram!(REQUEST_DURATION, "route" => route.to_string()),
+            |h| h.record(elapsed.as_secs_f64()),
+        );
     }
     pub fn upstream(backend: &str, elapsed: Duration) {
-        UP_DUR
-            .get(
-                key(&[backend], 0),
-                || histogram!(UPSTREAM_DURATION, "backend" => backend.to_string()),
-            )
-            .record(elapsed.as_secs_f64());
+        UP_DUR.with(
+            key(&[backend], 0),
+            || histogram!(UPSTREAM_DURATION, "backend" => backend.to_string()),
+            |h| h.record(elapsed.as_secs_f64()),
+        );
     }
     pub fn ttft(backend: &str, elapsed: Duration) {
-        TTFT_H
-            .get(
-                key(&[backend], 0),
-                || histogram!(TTFT, "backend" => backend.to_string()),
-            )
-            .record(elapsed.as_secs_f64());
+        TTFT_H.with(
+            key(&[backend], 0),
+            || histogram!(TTFT, "backend" => backend.to_string()),
+            |h| h.record(elapsed.as_secs_f64()),
+        );
     }
     pub fn backend_in_flight(backend: &str, value: u32) {
-        BE_INFLIGHT
-            .get(
-                key(&[backend], 0),
-                || gauge!(BACKEND_IN_FLIGHT, "backend" => backend.to_string()),
-            )
-            .set(value as f64);
+        BE_INFLIGHT.with(
+            key(&[backend], 0),
+            || gauge!(BACKEND_IN_FLIGHT, "backend" => backend.to_string()),
+            |h| h.set(value as f64),
+        );
     }
     pub fn routing(route: &str, backend: &str, algorithm: &'static str) {
         ROUTING
-            .get(key(&[route, backend, algorithm], 0), || {
+            .with(key(&[route, backend, algorithm], 0), || {
                 counter!(ROUTING_DECISIONS, "route" => route.to_string(), "backend" => backend.to_string(), "algorithm" => algorithm)
-            })
-            .increment(1);
+            }, |h| h.increment(1));
     }
     /// `u32::MAX` (no limit) is exported as 0.
     pub fn concurrency_limit(backend: &str, limit: u32) {
@@ -170,24 +184,22 @@ impl Metrics {
     pub fn tokens(tenant: &str, backend: &str, input: u64, output: u64, cost_usd: f64) {
         for (kind, n, tag) in [("input", input, 1u64), ("output", output, 2)] {
             TOKENS_C
-                .get(key(&[tenant, backend], tag), || {
+                .with(key(&[tenant, backend], tag), || {
                     counter!(TOKENS, "tenant" => tenant.to_string(), "backend" => backend.to_string(), "kind" => kind)
-                })
-                .increment(n);
+                }, |h| h.increment(n));
         }
         // Counters are integers: cost is kept in micro-dollars.
-        COST_C
-            .get(
-                key(&[tenant, backend], 0),
-                || counter!(COST, "tenant" => tenant.to_string(), "backend" => backend.to_string()),
-            )
-            .increment((cost_usd * 1_000_000.0).round() as u64);
+        COST_C.with(
+            key(&[tenant, backend], 0),
+            || counter!(COST, "tenant" => tenant.to_string(), "backend" => backend.to_string()),
+            |h| h.increment((cost_usd * 1_000_000.0).round() as u64),
+        );
     }
     pub fn limiter(tenant: &str, outcome: &'static str) {
-        LIMITER
-            .get(key(&[tenant, outcome], 0), || {
-                counter!(LIMITER_DECISIONS, "tenant" => tenant.to_string(), "outcome" => outcome)
-            })
-            .increment(1);
+        LIMITER.with(
+            key(&[tenant, outcome], 0),
+            || counter!(LIMITER_DECISIONS, "tenant" => tenant.to_string(), "outcome" => outcome),
+            |h| h.increment(1),
+        );
     }
 }

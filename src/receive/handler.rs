@@ -2,16 +2,18 @@
 
 use crate::app::App;
 use crate::config::Priority;
-use crate::deliver::{Call, Delivered, Endpoint, RespBody, UsageSink, error_response, full_body};
+use crate::deliver::{
+    Call, Delivered, Endpoint, RequestBody, RespBody, UsageSink, error_response, full_body,
+};
 use crate::error::GatewayError;
 use crate::observe::Metrics;
 use crate::protocol::Protocol;
 use crate::ratelimit::{Decision, LimitRequest};
 use crate::route::RequestMeta;
 use crate::shape::{classify, parse_deadline};
-use crate::translate::{estimate_prompt_tokens, requested_max_tokens};
+use crate::translate::scan_request;
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -21,6 +23,11 @@ use std::time::Instant;
 
 /// Output tokens assumed for cost estimates when the client sets no `max_tokens`.
 const DEFAULT_EST_OUTPUT: u64 = 256;
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_SLUICE_NODE: HeaderName = HeaderName::from_static("x-sluice-node");
+static X_SLUICE_ROUTE: HeaderName = HeaderName::from_static("x-sluice-route");
+static X_SLUICE_BACKEND: HeaderName = HeaderName::from_static("x-sluice-backend");
 
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<RespBody> {
     let started = Instant::now();
@@ -33,22 +40,22 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<RespBody>
     let mut resp = dispatch(&app, req, &request_id, &mut out).await;
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        h.insert("x-request-id", v);
+        h.insert(X_REQUEST_ID.clone(), v);
     }
-    h.insert("x-sluice-node", app.node_header.clone());
+    h.insert(X_SLUICE_NODE.clone(), app.node_header.clone());
     if let Some(r) = out
         .route
         .as_deref()
         .and_then(|r| HeaderValue::from_str(r).ok())
     {
-        h.insert("x-sluice-route", r);
+        h.insert(X_SLUICE_ROUTE.clone(), r);
     }
     if let Some(b) = out
         .backend
         .as_deref()
         .and_then(|b| HeaderValue::from_str(b).ok())
     {
-        h.insert("x-sluice-backend", b);
+        h.insert(X_SLUICE_BACKEND.clone(), b);
     }
     if let Some(d) = out.limit {
         rate_limit_headers(h, &d);
@@ -169,24 +176,16 @@ async fn proxy(
             )));
         }
     };
-    let body: Value =
-        serde_json::from_slice(&raw).map_err(|e| GatewayError::BadJson(e.to_string()))?;
-    if !body.is_object() {
-        return Err(GatewayError::BadJson("expected a json object".into()));
-    }
-    let model = body
-        .get("model")
-        .and_then(Value::as_str)
-        .filter(|m| !m.is_empty())
+    let scan = scan_request(&raw, app.affinity_body_field())
+        .map_err(|e| GatewayError::BadJson(e.to_string()))?;
+    let model = scan
+        .model
+        .as_deref()
         .ok_or_else(|| GatewayError::BadRequest {
             field: "model".into(),
             reason: "a non-empty string is required".into(),
         })?;
-    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let include_usage = body
-        .pointer("/stream_options/include_usage")
-        .and_then(Value::as_bool)
-        == Some(true);
+    let (stream, include_usage) = (scan.stream, scan.include_usage);
 
     // Shape: priority class and client deadline.
     let shaping = &app.cfg.shaping;
@@ -204,8 +203,8 @@ async fn proxy(
 
     // Admission through the rate-limiter seam. Tokens: reserve the estimate now, reconcile with the
     // actual usage when the response (or the stream) ends.
-    let est_input = estimate_prompt_tokens(&body);
-    let est_output = requested_max_tokens(&body).unwrap_or(DEFAULT_EST_OUTPUT);
+    let est_input = scan.prompt_tokens;
+    let est_output = scan.max_tokens.unwrap_or(DEFAULT_EST_OUTPUT);
     let reserve = est_input + est_output;
     let decision = admit(app, &tenant.id, reserve, priority, now, deadline).await;
     out.limit = Some(decision);
@@ -231,11 +230,11 @@ async fn proxy(
     out.route = Some(route.route.clone());
 
     // Balance + Deliver.
-    let affinity_key = app.affinity_key(&parts.headers, &body);
+    let affinity_key = app.affinity_key(&parts.headers, &scan);
+    let body = RequestBody::new(raw);
     let call = Call {
         endpoint,
         body: &body,
-        raw: &raw,
         stream,
         include_usage,
         model,

@@ -9,10 +9,10 @@ use serde_json::Value;
 /// Flat estimate for one image / audio / file / document part.
 pub const MEDIA_TOKENS: u64 = 1000;
 
-const CHARS_PER_TOKEN: u64 = 4;
+pub(super) const CHARS_PER_TOKEN: u64 = 4;
 
 /// Keys whose string values are identifiers or enums, not prompt text.
-const SKIP_KEYS: &[&str] = &[
+pub(super) const SKIP_KEYS: &[&str] = &[
     "type",
     "role",
     "id",
@@ -24,16 +24,16 @@ const SKIP_KEYS: &[&str] = &[
     "cache_control",
 ];
 
-const MEDIA_TYPES: &[&str] = &["image", "image_url", "input_audio", "file", "document"];
+pub(super) const MEDIA_TYPES: &[&str] = &["image", "image_url", "input_audio", "file", "document"];
 
-#[derive(Default)]
-struct Tally {
-    chars: u64,
-    media: u64,
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Tally {
+    pub(super) chars: u64,
+    pub(super) media: u64,
 }
 
 impl Tally {
-    fn walk(&mut self, v: &Value) {
+    pub(super) fn walk(&mut self, v: &Value) {
         match v {
             Value::String(s) => self.chars += s.chars().count() as u64,
             Value::Array(items) => items.iter().for_each(|i| self.walk(i)),

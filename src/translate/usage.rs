@@ -53,7 +53,8 @@ impl UsageDetail {
             return None;
         }
         let cache_read = u
-            .pointer("/prompt_tokens_details/cached_tokens")
+            .get("prompt_tokens_details")
+            .and_then(|d| d.get("cached_tokens"))
             .and_then(Value::as_u64)
             .unwrap_or(0);
         Some(UsageDetail {
@@ -100,13 +101,18 @@ impl UsageDetail {
     }
 }
 
+/// Usage from one `usage` object of either protocol.
+pub fn usage_from_object(u: &Value) -> Option<Usage> {
+    UsageDetail::from_any(u).map(|d| d.usage)
+}
+
 /// Usage of an untranslated body or stream-event payload of either protocol: a top-level
 /// `usage` (OpenAI `prompt_tokens`/`completion_tokens`, Anthropic `input_tokens`/`output_tokens`)
 /// or an Anthropic `message_start`'s `message.usage`. `None` when absent or `null`.
 pub fn usage_from_body(body: &Value) -> Option<Usage> {
     body.get("usage")
         .filter(|u| u.is_object())
-        .or_else(|| body.pointer("/message/usage"))
+        .or_else(|| body.get("message").and_then(|m| m.get("usage")))
         .and_then(UsageDetail::from_any)
         .map(|d| d.usage)
 }
@@ -134,7 +140,8 @@ impl StreamUsage {
         match v.get("type").and_then(Value::as_str) {
             Some("message_start") => {
                 if let Some(d) = v
-                    .pointer("/message/usage")
+                    .get("message")
+                    .and_then(|m| m.get("usage"))
                     .and_then(UsageDetail::from_anthropic)
                 {
                     self.usage = Some(d.usage);

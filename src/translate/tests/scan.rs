@@ -1,0 +1,127 @@
+//! `scan_request` against the tree-based helpers on the same bodies.
+
+use crate::translate::{estimate_prompt_tokens, requested_max_tokens, scan_request};
+use serde_json::{Value, json};
+
+/// What the tree-based path reads from `body`.
+fn by_tree(
+    body: &Value,
+    field: Option<&str>,
+) -> (Option<String>, bool, bool, Option<u64>, u64, Option<String>) {
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+        .map(str::to_string);
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let usage = body
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        == Some(true);
+    let affinity = field.and_then(|f| match body.get(f)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    });
+    (
+        model,
+        stream,
+        usage,
+        requested_max_tokens(body),
+        estimate_prompt_tokens(body),
+        affinity,
+    )
+}
+
+fn by_scan(
+    body: &Value,
+    field: Option<&str>,
+) -> (Option<String>, bool, bool, Option<u64>, u64, Option<String>) {
+    let s = scan_request(body.to_string().as_bytes(), field).expect("scans");
+    (
+        s.model,
+        s.stream,
+        s.include_usage,
+        s.max_tokens,
+        s.prompt_tokens,
+        s.affinity,
+    )
+}
+
+fn bodies() -> Vec<Value> {
+    let tools = json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"q": {"type": "string", "description": "query é"}}}}}]);
+    vec![
+        json!({}),
+        json!({"model": "", "stream": "yes", "max_tokens": -1}),
+        json!({"model": 7, "stream": true, "stream_options": {"include_usage": true}}),
+        json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "abcdefgh"}], "max_tokens": 100}),
+        json!({"model": "m", "max_completion_tokens": null, "max_tokens": 9}),
+        json!({"model": "m", "max_completion_tokens": 50, "max_tokens": 100, "stream_options": {"include_usage": false}}),
+        json!({"system": "abcd", "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "abcd"}]},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_long_identifier", "name": "fn", "input": {"q": "ab", "n": [1, 2.5, null, true]}}]},
+        ]}),
+        json!({"prompt": ["abcdefghi", "ünïcödé ✓"], "user": "u-1"}),
+        json!({"input": ["one", "two"], "user": 42}),
+        json!({"messages": [{"role": "user", "content": [
+            {"text": "before the type", "type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+            {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+            {"type": {"nested": "not a string"}, "text": "counted"},
+            {"type": "text", "text": "quote \" and \\ escapes \u{1F600}", "cache_control": {"type": "ephemeral"}},
+        ]}], "tools": tools, "functions": null, "user": null}),
+        json!({"messages": "plain", "tools": [], "user": {"id": 1}}),
+    ]
+}
+
+#[test]
+fn scan_agrees_with_the_tree_helpers() {
+    for body in bodies() {
+        for field in [None, Some("user"), Some("messages"), Some("model")] {
+            assert_eq!(
+                by_scan(&body, field),
+                by_tree(&body, field),
+                "body {body} field {field:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn scan_keeps_the_last_of_duplicate_top_level_keys() {
+    let raw = br#"{"model":"a","messages":[{"content":"aaaaaaaaaaaa"}],"model":"b","messages":[{"content":"bbbb"}]}"#;
+    let s = scan_request(raw, None).unwrap();
+    let tree: Value = serde_json::from_slice(raw).unwrap();
+    assert_eq!(s.model.as_deref(), Some("b"));
+    assert_eq!(s.prompt_tokens, estimate_prompt_tokens(&tree));
+}
+
+#[test]
+fn scan_rejects_what_the_parser_rejects() {
+    for raw in [
+        &b"{\"model\": "[..],
+        b"not json",
+        b"{\"a\":1} trailing",
+        b"",
+        b"{\"a\":1,}",
+    ] {
+        let want = serde_json::from_slice::<Value>(raw)
+            .unwrap_err()
+            .to_string();
+        let got = scan_request(raw, None).unwrap_err().to_string();
+        assert_eq!(got, want, "{}", String::from_utf8_lossy(raw));
+    }
+    for raw in [&b"[1, 2]"[..], b"\"text\"", b"  42", b"null"] {
+        assert_eq!(
+            scan_request(raw, None).unwrap_err().to_string(),
+            "expected a json object"
+        );
+    }
+}
+
+#[test]
+fn scan_escaped_keys_are_the_same_keys() {
+    let s = scan_request(br#"{"mod\u0065l":"m","str\u0065am":true}"#, None).unwrap();
+    assert_eq!(s.model.as_deref(), Some("m"));
+    assert!(s.stream);
+}
