@@ -12,7 +12,46 @@ use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::stream::BoxError;
+
+use super::h1;
 use super::plan::UPSTREAM_PATHS;
+
+/// An upstream answer's body: from this worker's own HTTP/1.1 connection, or from hyper's client.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    H1(h1::Body),
+    Hyper(Incoming),
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::H1(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Hyper(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::H1(b) => b.is_end_stream(),
+            UpstreamBody::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            UpstreamBody::H1(b) => b.size_hint(),
+            UpstreamBody::Hyper(b) => b.size_hint(),
+        }
+    }
+}
 
 /// Why a request got no response.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +64,10 @@ pub enum UpstreamError {
     Http(#[from] hyper::Error),
     #[error("{0}")]
     Pooled(#[from] hyper_util::client::legacy::Error),
+    #[error("{0}")]
+    Io(std::io::Error),
+    #[error("{0}")]
+    Protocol(&'static str),
 }
 
 impl UpstreamError {
@@ -32,86 +75,9 @@ impl UpstreamError {
     pub fn is_connect(&self) -> bool {
         match self {
             UpstreamError::Connect(_) | UpstreamError::ConnectTimeout => true,
-            UpstreamError::Http(_) => false,
+            UpstreamError::Http(_) | UpstreamError::Io(_) | UpstreamError::Protocol(_) => false,
             UpstreamError::Pooled(e) => e.is_connect(),
         }
-    }
-}
-
-/// Plain-HTTP/1.1 connections of one worker to one backend: no cross-thread pool, no dispatch through
-/// a shared checkout. A connection is reused once its previous exchange has finished (`is_ready`).
-#[derive(Debug)]
-struct H1Pool {
-    authority: String,
-    /// `Host` for every request (origin-form targets carry no authority).
-    host: http::HeaderValue,
-    connect_timeout: Duration,
-    conns: std::sync::Mutex<Vec<hyper::client::conn::http1::SendRequest<Full<Bytes>>>>,
-}
-
-impl H1Pool {
-    fn checkout(&self) -> Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
-        let mut conns = self.conns.lock().expect("pool lock");
-        conns.retain(|c| !c.is_closed());
-        let i = conns.iter().position(|c| c.is_ready())?;
-        Some(conns.swap_remove(i))
-    }
-
-    fn checkin(&self, c: hyper::client::conn::http1::SendRequest<Full<Bytes>>) {
-        let mut conns = self.conns.lock().expect("pool lock");
-        if conns.len() < 1024 {
-            conns.push(c);
-        }
-    }
-
-    async fn connect(
-        &self,
-    ) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, UpstreamError> {
-        let stream = tokio::time::timeout(
-            self.connect_timeout,
-            tokio::net::TcpStream::connect(&self.authority),
-        )
-        .await
-        .map_err(|_| UpstreamError::ConnectTimeout)?
-        .map_err(UpstreamError::Connect)?;
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended with error");
-            }
-        });
-        Ok(sender)
-    }
-
-    async fn send(
-        &self,
-        mut req: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        if !req.headers().contains_key(http::header::HOST) {
-            req.headers_mut()
-                .insert(http::header::HOST, self.host.clone());
-        }
-        if let Some(mut sender) = self.checkout() {
-            // A reused connection the upstream may have just closed: a request it never sent comes
-            // back, and goes once more on a fresh connection. A request that may have reached the
-            // upstream is not resent here: failover decides, as for any error.
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    self.checkin(sender);
-                    return Ok(resp);
-                }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(e.into_error().into()),
-                },
-            }
-        }
-        let mut sender = self.connect().await?;
-        let resp = sender.send_request(req).await?;
-        self.checkin(sender);
-        Ok(resp)
     }
 }
 
@@ -135,7 +101,7 @@ pub fn client_set() -> usize {
 pub struct UpstreamClient {
     inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     /// For `http://` backends: this worker's own HTTP/1.1 connections.
-    h1: Option<Arc<H1Pool>>,
+    h1: Option<Arc<h1::Pool>>,
     /// Request targets of the upstream API paths, parsed once: origin-form for the HTTP/1.1 pool,
     /// absolute for the pooled client.
     targets: Arc<[(&'static str, http::Uri)]>,
@@ -188,14 +154,7 @@ impl UpstreamClient {
                     format!("{}:80", a.host())
                 })
             })
-            .and_then(|authority| {
-                Some(Arc::new(H1Pool {
-                    host: http::HeaderValue::from_str(&authority).ok()?,
-                    authority,
-                    connect_timeout,
-                    conns: Default::default(),
-                }))
-            });
+            .and_then(|authority| h1::Pool::new(authority, connect_timeout).map(Arc::new));
         let base_url: Arc<str> = Arc::from(base_url.trim_end_matches('/'));
         let origin_prefix = match &h1 {
             Some(_) => base_url
@@ -247,13 +206,13 @@ impl UpstreamClient {
     }
 
     /// Send a request built with [`UpstreamClient::target`].
-    pub async fn send(
-        &self,
-        req: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(&self, req: Request<Bytes>) -> Result<Response<UpstreamBody>, UpstreamError> {
         match &self.h1 {
-            Some(pool) => pool.send(req).await,
-            None => Ok(self.inner.request(req).await?),
+            Some(pool) => Ok(pool.send(req).await?.map(UpstreamBody::H1)),
+            None => {
+                let resp = self.inner.request(req.map(Full::new)).await?;
+                Ok(resp.map(UpstreamBody::Hyper))
+            }
         }
     }
 

@@ -1,7 +1,8 @@
 //! The attempt loop: pick a backend, send, fail over on connect error / timeout / 5xx / 429 while
 //! nothing has reached the client, then hand back a full or streamed response.
 
-use super::client::UpstreamClient;
+use super::body::read_whole;
+use super::client::{UpstreamBody, UpstreamClient};
 use super::plan::{self, Endpoint, Plan, RequestBody};
 use super::stream::{BoxError, OnFinish, StreamBody};
 use crate::backends::{Backend, BackendTable, BackendView, InFlightGuard};
@@ -428,7 +429,7 @@ impl Deliver {
         &self,
         call: &mut Call<'_>,
         backend: &Arc<Backend>,
-        resp: Response<hyper::body::Incoming>,
+        resp: Response<UpstreamBody>,
         plan: &Plan,
         guard: crate::backends::InFlightGuard,
         sent_at: Instant,
@@ -482,7 +483,7 @@ impl Deliver {
 /// after its last `"usage"` key is parsed (both APIs put it last, at the top level; inside a JSON string
 /// the quotes would be escaped, so the match is a key). Same result as [`usage_from_body`].
 fn scan_usage(body: &[u8]) -> Option<Usage> {
-    let at = body.windows(7).rposition(|w| w == b"\"usage\"")?;
+    let at = memchr::memmem::rfind(body, b"\"usage\"")?;
     let rest = body[at + 7..].trim_ascii_start().strip_prefix(b":")?;
     let mut de = serde_json::Deserializer::from_slice(rest);
     let v: Value = serde::Deserialize::deserialize(&mut de).ok()?;
@@ -519,7 +520,7 @@ fn build_request(
     client: &UpstreamClient,
     call: &Call<'_>,
     plan: &Plan,
-) -> Result<Request<Full<Bytes>>, GatewayError> {
+) -> Result<Request<Bytes>, GatewayError> {
     let target = client
         .target(plan.path)
         .map_err(|e| GatewayError::UpstreamUnavailable {
@@ -557,7 +558,7 @@ fn build_request(
             }
         }
     }
-    b.body(Full::new(plan.body.clone()))
+    b.body(plan.body.clone())
         .map_err(|e| GatewayError::UpstreamUnavailable {
             backend: backend.name().into(),
             reason: format!("cannot build request: {e}"),
@@ -567,17 +568,16 @@ fn build_request(
 /// A whole upstream body, bounded in size and by the request's total deadline.
 async fn read_limited(
     backend: &Backend,
-    body: hyper::body::Incoming,
+    body: UpstreamBody,
     deadline: Instant,
 ) -> Result<Bytes, GatewayError> {
-    let limited = http_body_util::Limited::new(body, MAX_UPSTREAM_BODY);
-    match tokio::time::timeout_at(deadline, limited.collect()).await {
+    match tokio::time::timeout_at(deadline, read_whole(body, MAX_UPSTREAM_BODY)).await {
         Err(_) => Err(GatewayError::UpstreamTimeout(backend.name().into())),
         Ok(Err(e)) => Err(GatewayError::UpstreamUnavailable {
             backend: backend.name().into(),
             reason: e.to_string(),
         }),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Ok(b)) => Ok(b),
     }
 }
 

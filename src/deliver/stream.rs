@@ -1,11 +1,11 @@
 //! The streamed response body: SSE passed through chunk by chunk (or translated event by event), with
 //! the idle and total timeouts, time-to-first-token, and usage read from the final events.
 
+use super::client::UpstreamBody;
 use crate::protocol::Protocol;
 use crate::translate::{SseEvent, SseParser, StreamUsage, Usage, encode_sse};
 use bytes::Bytes;
 use http_body::{Body, Frame};
-use hyper::body::Incoming;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -91,7 +91,7 @@ pub struct StreamOutcome {
 pub type OnFinish = Box<dyn FnOnce(StreamOutcome) + Send>;
 
 pub struct StreamBody {
-    inner: Incoming,
+    inner: UpstreamBody,
     mode: Mode,
     client: Protocol,
     pending: VecDeque<Bytes>,
@@ -107,7 +107,7 @@ pub struct StreamBody {
 impl StreamBody {
     /// `transform: None` passes bytes through untouched.
     pub fn new(
-        inner: Incoming,
+        inner: UpstreamBody,
         transform: Option<Box<dyn StreamTransform>>,
         client: Protocol,
         sent_at: Instant,

@@ -114,8 +114,7 @@ cache!(UP_DUR, Histogram);
 cache!(TTFT_H, Histogram);
 cache!(BE_INFLIGHT, Gauge);
 cache!(ROUTING, Counter);
-cache!(TOKENS_C, Counter);
-cache!(COST_C, Counter);
+cache!(TOKENS_C, (Counter, Counter, Counter));
 cache!(LIMITER, Counter);
 
 /// Typed helpers so call sites cannot misspell a name or a label.
@@ -182,18 +181,18 @@ impl Metrics {
         counter!(ERRORS, "kind" => kind).increment(1);
     }
     pub fn tokens(tenant: &str, backend: &str, input: u64, output: u64, cost_usd: f64) {
-        for (kind, n, tag) in [("input", input, 1u64), ("output", output, 2)] {
-            TOKENS_C
-                .with(key(&[tenant, backend], tag), || {
-                    counter!(TOKENS, "tenant" => tenant.to_string(), "backend" => backend.to_string(), "kind" => kind)
-                }, |h| h.increment(n));
-        }
-        // Counters are integers: cost is kept in micro-dollars.
-        COST_C.with(
-            key(&[tenant, backend], 0),
-            || counter!(COST, "tenant" => tenant.to_string(), "backend" => backend.to_string()),
-            |h| h.increment((cost_usd * 1_000_000.0).round() as u64),
-        );
+        let make = || {
+            let c = |kind: &'static str| counter!(TOKENS, "tenant" => tenant.to_string(), "backend" => backend.to_string(), "kind" => kind);
+            let cost =
+                counter!(COST, "tenant" => tenant.to_string(), "backend" => backend.to_string());
+            (c("input"), c("output"), cost)
+        };
+        TOKENS_C.with(key(&[tenant, backend], 0), make, |(i, o, cost)| {
+            i.increment(input);
+            o.increment(output);
+            // Counters are integers: cost is kept in micro-dollars.
+            cost.increment((cost_usd * 1_000_000.0).round() as u64);
+        });
     }
     pub fn limiter(tenant: &str, outcome: &'static str) {
         LIMITER.with(

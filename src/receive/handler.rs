@@ -3,7 +3,8 @@
 use crate::app::App;
 use crate::config::Priority;
 use crate::deliver::{
-    Call, Delivered, Endpoint, RequestBody, RespBody, UsageSink, error_response, full_body,
+    Call, Delivered, Endpoint, ReadError, RequestBody, RespBody, UsageSink, error_response,
+    full_body, read_whole,
 };
 use crate::error::GatewayError;
 use crate::observe::Metrics;
@@ -15,7 +16,6 @@ use crate::translate::scan_request;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -162,15 +162,10 @@ async fn proxy(
         return Err(GatewayError::PayloadTooLarge(max));
     }
     let (parts, body) = req.into_parts();
-    let raw: Bytes = match Limited::new(body, max).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return Err(GatewayError::PayloadTooLarge(max));
-        }
-        Err(e) => {
+    let raw: Bytes = match read_whole(body, max).await {
+        Ok(b) => b,
+        Err(ReadError::TooLarge(_)) => return Err(GatewayError::PayloadTooLarge(max)),
+        Err(ReadError::Body(e)) => {
             return Err(GatewayError::BadJson(format!(
                 "could not read the body: {e}"
             )));

@@ -1,0 +1,256 @@
+//! The HTTP/1.1 client against a scripted server on loopback: framings, reuse, stale connections,
+//! malformed answers.
+
+use super::Pool;
+use crate::deliver::client::UpstreamError;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the server does with one request: write these pieces (pausing between them), then either keep
+/// the connection open for the next request or close it.
+#[derive(Clone)]
+struct Reply {
+    pieces: Vec<&'static str>,
+    close: bool,
+}
+
+fn reply(pieces: &[&'static str]) -> Reply {
+    Reply {
+        pieces: pieces.to_vec(),
+        close: false,
+    }
+}
+
+/// A server answering requests in order from `replies`; returns its address, the number of
+/// connections it accepted, and the request heads it saw.
+async fn server(
+    replies: Vec<Reply>,
+) -> (String, Arc<AtomicUsize>, Arc<std::sync::Mutex<Vec<String>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let replies = Arc::new(std::sync::Mutex::new(replies.into_iter()));
+    let (a, s) = (accepted.clone(), seen.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = l.accept().await else {
+                return;
+            };
+            a.fetch_add(1, Ordering::SeqCst);
+            let (replies, seen) = (replies.clone(), s.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Some(req) = read_request(&mut sock).await else {
+                        return;
+                    };
+                    seen.lock().unwrap().push(req);
+                    let Some(r) = replies.lock().unwrap().next() else {
+                        return;
+                    };
+                    for p in r.pieces {
+                        if sock.write_all(p.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        sock.flush().await.ok();
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    if r.close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted, seen)
+}
+
+/// One request (head and content-length body) as text.
+async fn read_request(sock: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let n = sock.read(&mut chunk).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return Some(String::from_utf8_lossy(&buf[..end + 4 + len]).to_string());
+        }
+        let n = sock.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn pool(addr: &str) -> Arc<Pool> {
+    Arc::new(Pool::new(addr.to_string(), Duration::from_secs(2)).unwrap())
+}
+
+fn post(body: &'static str) -> http::Request<Bytes> {
+    http::Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(Bytes::from_static(body.as_bytes()))
+        .unwrap()
+}
+
+async fn call(p: &Arc<Pool>, body: &'static str) -> Result<(u16, String), String> {
+    let resp = p.send(post(body)).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&bytes).to_string()))
+}
+
+#[tokio::test]
+async fn content_length_answers_reuse_one_connection() {
+    let ok =
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 7\r\n\r\n{\"a\":1}";
+    let (addr, accepted, seen) = server(vec![reply(&[ok]), reply(&[ok]), reply(&[ok])]).await;
+    let p = pool(&addr);
+    for _ in 0..3 {
+        assert_eq!(
+            call(&p, "{\"x\":1}").await.unwrap(),
+            (200, "{\"a\":1}".into())
+        );
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "keep-alive reuses the connection"
+    );
+    let first = seen.lock().unwrap()[0].clone();
+    assert!(
+        first.starts_with("POST /v1/chat/completions HTTP/1.1\r\n"),
+        "{first}"
+    );
+    assert!(first.contains(&format!("host: {addr}\r\n")), "{first}");
+    assert!(first.contains("content-length: 7\r\n"), "{first}");
+    assert!(first.ends_with("\r\n\r\n{\"x\":1}"), "{first}");
+}
+
+#[tokio::test]
+async fn chunked_answers_split_anywhere_are_decoded() {
+    let pieces = [
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
+        "7\r\ndata: ",
+        "a\r",
+        "\n5;ext=1\r\nhello\r\n",
+        "0\r\n",
+        "x-trailer: 1\r\n\r\n",
+    ];
+    let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    let (addr, accepted, _) = server(vec![reply(&pieces), reply(&[ok])]).await;
+    let p = pool(&addr);
+    assert_eq!(call(&p, "{}").await.unwrap(), (200, "data: ahello".into()));
+    assert_eq!(call(&p, "{}").await.unwrap(), (200, "ok".into()));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "a finished chunked body frees the connection"
+    );
+}
+
+#[tokio::test]
+async fn interim_answers_are_skipped_and_close_is_honoured() {
+    let pieces = [
+        "HTTP/1.1 100 Continue\r\n\r\n",
+        "HTTP/1.1 201 Created\r\nconnection: close\r\ncontent-length: 3\r\n\r\nnew",
+    ];
+    let until_close = Reply {
+        pieces: vec!["HTTP/1.0 200 OK\r\n\r\nall of ", "it"],
+        close: true,
+    };
+    let (addr, accepted, _) = server(vec![reply(&pieces), until_close]).await;
+    let p = pool(&addr);
+    assert_eq!(call(&p, "{}").await.unwrap(), (201, "new".into()));
+    assert_eq!(call(&p, "{}").await.unwrap(), (200, "all of it".into()));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "connection: close is not reused"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_connection_the_upstream_closed_is_not_used() {
+    let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    let first = Reply {
+        pieces: vec![ok],
+        close: true,
+    };
+    let (addr, accepted, _) = server(vec![first, reply(&[ok])]).await;
+    let p = pool(&addr);
+    assert_eq!(call(&p, "{}").await.unwrap(), (200, "ok".into()));
+    // The server closed after answering (without saying so): the pooled connection is dead by the
+    // time the next request comes. Wait until the runtime has seen the close.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while p
+        .idle
+        .lock()
+        .unwrap()
+        .first()
+        .is_some_and(|c| c.is_usable())
+    {
+        assert!(tokio::time::Instant::now() < deadline, "close never seen");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(call(&p, "{}").await.unwrap(), (200, "ok".into()));
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn broken_answers_are_errors() {
+    let cases: [(&[&'static str], &str); 4] = [
+        (&["HTTP/1.1 2x0 OK\r\n\r\n"], "malformed"),
+        (
+            &["HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort"],
+            "mid-body",
+        ),
+        (
+            &["HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"],
+            "chunk size",
+        ),
+        (
+            &["HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nx"],
+            "conflicting",
+        ),
+    ];
+    for (pieces, want) in cases {
+        let r = Reply {
+            pieces: pieces.to_vec(),
+            close: true,
+        };
+        let (addr, _, _) = server(vec![r]).await;
+        let err = call(&pool(&addr), "{}").await.unwrap_err();
+        assert!(err.contains(want), "{pieces:?}: {err}");
+    }
+    // Nobody listening: a connect error, which failover treats as "never reached the upstream".
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let err = pool(&addr).send(post("{}")).await.unwrap_err();
+    assert!(matches!(err, UpstreamError::Connect(_)), "{err}");
+    assert!(err.is_connect());
+}
