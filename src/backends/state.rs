@@ -3,6 +3,7 @@
 use crate::balance::{Health, HealthPolicy, HealthState, PeakEwma};
 use crate::config::{BackendConfig, CongestionConfig, Priority};
 use crate::observe::Metrics;
+use crate::observe::metrics::BackendHandles;
 use crate::shape::{AdmissionQueue, ConcurrencyLimit, Outcome, Pacer, allows};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -44,6 +45,10 @@ pub struct Backend {
     pub pacer: Option<Pacer>,
     /// Queues of the routes that use this backend: told when a slot frees up.
     queues: OnceLock<Vec<Arc<AdmissionQueue>>>,
+    /// Its metric handles (in flight, upstream duration, time to first token).
+    pub metrics: BackendHandles,
+    /// The name as the `x-sluice-backend` header value (None if it cannot be one).
+    pub name_header: Option<http::HeaderValue>,
 }
 
 const EWMA_TAU: Duration = Duration::from_secs(10);
@@ -61,6 +66,7 @@ impl Backend {
             eject_for: Duration::from_millis(cfg.eject_for_ms),
         };
         Metrics::healthy(&cfg.name, true);
+        let cfg_name = cfg.name.clone();
         Backend {
             id,
             base_url: base_url.trim_end_matches('/').to_string(),
@@ -77,6 +83,8 @@ impl Backend {
             critical_reserve: 0.0,
             pacer: None,
             queues: OnceLock::new(),
+            metrics: Metrics::backend_handles(&cfg_name),
+            name_header: http::HeaderValue::from_str(&cfg_name).ok(),
         }
     }
 
@@ -164,7 +172,7 @@ impl Backend {
                 self.has_room(n, priority).then_some(n + 1)
             })
             .ok()?;
-        Metrics::backend_in_flight(self.name(), prev + 1);
+        self.metrics.in_flight.set(f64::from(prev + 1));
         Some(InFlightGuard {
             backend: self.clone(),
         })
@@ -173,7 +181,7 @@ impl Backend {
     /// Count a request in flight until the guard drops (the response body finished or was dropped).
     pub fn start(self: &Arc<Self>) -> InFlightGuard {
         let n = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        Metrics::backend_in_flight(self.name(), n);
+        self.metrics.in_flight.set(f64::from(n));
         InFlightGuard {
             backend: self.clone(),
         }
@@ -260,7 +268,7 @@ impl Drop for InFlightGuard {
             .in_flight
             .fetch_sub(1, Ordering::Relaxed)
             .saturating_sub(1);
-        Metrics::backend_in_flight(self.backend.name(), n);
+        self.backend.metrics.in_flight.set(f64::from(n));
         self.backend.wake_queues();
     }
 }

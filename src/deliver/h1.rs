@@ -24,6 +24,8 @@ use tokio::net::TcpStream;
 /// Largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
+/// Bodies up to this size are copied behind the head and sent in one write.
+const INLINE_BODY: usize = 16 * 1024;
 /// Idle connections kept per worker and backend.
 const MAX_IDLE: usize = 1024;
 
@@ -107,17 +109,24 @@ impl Pool {
         req: Request<Bytes>,
     ) -> Result<Response<Body>, UpstreamError> {
         let (parts, body) = req.into_parts();
-        let head = encode_head(&parts, &self.host, body.len());
+        let mut msg = encode_head(&parts, &self.host, body.len());
+        // A small body goes out in the same write as the head; a large one after it, uncopied.
+        let rest = if body.len() <= INLINE_BODY {
+            msg.extend_from_slice(&body);
+            None
+        } else {
+            Some(body)
+        };
         let conn = match self.checkout() {
             Some(c) => c,
             None => self.connect().await?,
         };
-        exchange(self.clone(), conn, &head, &body).await
+        exchange(self.clone(), conn, &msg, rest.as_ref()).await
     }
 }
 
 fn encode_head(parts: &http::request::Parts, host: &HeaderValue, body_len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
+    let mut out = Vec::with_capacity(256 + body_len.min(INLINE_BODY));
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -147,16 +156,11 @@ fn encode_head(parts: &http::request::Parts, host: &HeaderValue, body_len: usize
 async fn exchange(
     pool: Arc<Pool>,
     mut conn: Conn,
-    head: &[u8],
-    body: &Bytes,
+    msg: &[u8],
+    rest: Option<&Bytes>,
 ) -> Result<Response<Body>, UpstreamError> {
-    if body.len() <= 16 * 1024 {
-        let mut msg = Vec::with_capacity(head.len() + body.len());
-        msg.extend_from_slice(head);
-        msg.extend_from_slice(body);
-        conn.io.write_all(&msg).await.map_err(UpstreamError::Io)?;
-    } else {
-        conn.io.write_all(head).await.map_err(UpstreamError::Io)?;
+    conn.io.write_all(msg).await.map_err(UpstreamError::Io)?;
+    if let Some(body) = rest {
         conn.io.write_all(body).await.map_err(UpstreamError::Io)?;
     }
     loop {

@@ -62,7 +62,7 @@ pub struct Call<'a> {
 /// What Deliver returns: the response and the backend that answered (for headers and metrics).
 pub struct Delivered {
     pub response: Response<RespBody>,
-    pub backend: Option<Arc<str>>,
+    pub backend: Option<Arc<Backend>>,
 }
 
 pub struct Deliver {
@@ -197,7 +197,7 @@ impl Deliver {
     pub async fn forward(&self, mut call: Call<'_>) -> Result<Delivered, GatewayError> {
         let mut tried: Vec<usize> = Vec::new();
         let mut last: Option<Failure> = None;
-        let mut last_backend: Option<Arc<str>> = None;
+        let mut last_backend: Option<Arc<Backend>> = None;
         let mut waited_cooldown = false;
         for attempt in 0..self.max_attempts {
             let pool = self.candidates(&call, &tried, false);
@@ -230,7 +230,7 @@ impl Deliver {
                 backend.name(),
                 call.route.algorithm.as_str(),
             );
-            last_backend = Some(Arc::from(backend.name()));
+            last_backend = Some(backend.clone());
             match self.attempt(&mut call, &backend, guard).await {
                 Attempt::Done(response) => {
                     return Ok(Delivered {
@@ -388,7 +388,7 @@ impl Deliver {
         let elapsed = sent_at.elapsed();
         backend.observe_latency(elapsed, std::time::Instant::now());
         backend.congestion_sample(Outcome::Success(elapsed));
-        Metrics::upstream(backend.name(), elapsed);
+        backend.metrics.upstream.record(elapsed.as_secs_f64());
         drop(guard);
         // Pass-through bodies are only scanned for `usage` (no JSON tree); translated ones are parsed whole.
         let parsed: Option<Value> = if plan.translated {
@@ -449,9 +449,9 @@ impl Deliver {
             }
             if let Some(ttft) = out.ttft {
                 b.observe_ttft(ttft, now);
-                Metrics::ttft(b.name(), ttft);
+                b.metrics.ttft.record(ttft.as_secs_f64());
             }
-            Metrics::upstream(b.name(), sent_at.elapsed());
+            b.metrics.upstream.record(sent_at.elapsed().as_secs_f64());
             if let Some(kind) = out.error {
                 Metrics::error(kind);
             }
@@ -485,9 +485,63 @@ impl Deliver {
 fn scan_usage(body: &[u8]) -> Option<Usage> {
     let at = memchr::memmem::rfind(body, b"\"usage\"")?;
     let rest = body[at + 7..].trim_ascii_start().strip_prefix(b":")?;
+    let rest = rest.trim_ascii_start();
+    if rest.first() != Some(&b'{') {
+        return None;
+    }
     let mut de = serde_json::Deserializer::from_slice(rest);
-    let v: Value = serde::Deserialize::deserialize(&mut de).ok()?;
-    usage_from_object(&v)
+    match serde::Deserialize::deserialize(&mut de) {
+        Ok(fields) => UsageFields::usage(fields),
+        // Anything unusual (a duplicate key, say): the tree decides.
+        Err(_) => {
+            let mut de = serde_json::Deserializer::from_slice(rest);
+            let v: Value = serde::Deserialize::deserialize(&mut de).ok()?;
+            usage_from_object(&v)
+        }
+    }
+}
+
+/// The `usage` fields either API uses, read without building a tree; a field counts as present even
+/// when null, as in [`usage_from_object`].
+#[derive(serde::Deserialize)]
+struct UsageFields {
+    #[serde(default, deserialize_with = "present")]
+    prompt_tokens: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    completion_tokens: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    input_tokens: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    output_tokens: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    cache_read_input_tokens: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    cache_creation_input_tokens: Option<Value>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    <Value as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+impl UsageFields {
+    fn usage(self) -> Option<Usage> {
+        let num = |v: &Option<Value>| v.as_ref().and_then(Value::as_u64).unwrap_or(0);
+        if self.prompt_tokens.is_some() || self.completion_tokens.is_some() {
+            return Some(Usage {
+                input_tokens: num(&self.prompt_tokens),
+                output_tokens: num(&self.completion_tokens),
+            });
+        }
+        if self.input_tokens.is_some() || self.output_tokens.is_some() {
+            return Some(Usage {
+                input_tokens: num(&self.input_tokens)
+                    + num(&self.cache_read_input_tokens)
+                    + num(&self.cache_creation_input_tokens),
+                output_tokens: num(&self.output_tokens),
+            });
+        }
+        None
+    }
 }
 
 fn record_usage(call: &mut Call<'_>, backend: &Backend, usage: Option<Usage>) {
@@ -657,6 +711,11 @@ mod tests {
             r#"{"usage":null}"#,
             r#"{"choices":[]}"#,
             r#"{"usage":{"completion_tokens":2}}"#,
+            r#"{"usage":{"prompt_tokens":null,"total_tokens":3,"prompt_tokens_details":{"cached_tokens":1}}}"#,
+            r#"{"usage":{"input_tokens":"x","output_tokens":2.5,"cache_read_input_tokens":3}}"#,
+            r#"{"usage":{"prompt_tokens":1,"prompt_tokens":7,"completion_tokens":2}}"#,
+            r#"{"usage":[1,2]}"#,
+            r#"{"usage":{}}"#,
         ] {
             let (scanned, tree) = both(raw);
             assert_eq!(scanned, tree, "{raw}");

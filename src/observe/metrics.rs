@@ -110,12 +110,24 @@ macro_rules! cache {
 }
 cache!(REQ_COUNT, Counter);
 cache!(REQ_DUR, Histogram);
-cache!(UP_DUR, Histogram);
-cache!(TTFT_H, Histogram);
-cache!(BE_INFLIGHT, Gauge);
 cache!(ROUTING, Counter);
 cache!(TOKENS_C, (Counter, Counter, Counter));
 cache!(LIMITER, Counter);
+
+/// One backend's handles, resolved when the backend is built: the per-request updates then cost an
+/// atomic operation, no lookup.
+#[derive(Clone)]
+pub struct BackendHandles {
+    pub in_flight: Gauge,
+    pub upstream: Histogram,
+    pub ttft: Histogram,
+}
+
+impl std::fmt::Debug for BackendHandles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BackendHandles")
+    }
+}
 
 /// Typed helpers so call sites cannot misspell a name or a label.
 pub struct Metrics;
@@ -132,26 +144,12 @@ impl Metrics {
             |h| h.record(elapsed.as_secs_f64()),
         );
     }
-    pub fn upstream(backend: &str, elapsed: Duration) {
-        UP_DUR.with(
-            key(&[backend], 0),
-            || histogram!(UPSTREAM_DURATION, "backend" => backend.to_string()),
-            |h| h.record(elapsed.as_secs_f64()),
-        );
-    }
-    pub fn ttft(backend: &str, elapsed: Duration) {
-        TTFT_H.with(
-            key(&[backend], 0),
-            || histogram!(TTFT, "backend" => backend.to_string()),
-            |h| h.record(elapsed.as_secs_f64()),
-        );
-    }
-    pub fn backend_in_flight(backend: &str, value: u32) {
-        BE_INFLIGHT.with(
-            key(&[backend], 0),
-            || gauge!(BACKEND_IN_FLIGHT, "backend" => backend.to_string()),
-            |h| h.set(value as f64),
-        );
+    pub fn backend_handles(backend: &str) -> BackendHandles {
+        BackendHandles {
+            in_flight: gauge!(BACKEND_IN_FLIGHT, "backend" => backend.to_string()),
+            upstream: histogram!(UPSTREAM_DURATION, "backend" => backend.to_string()),
+            ttft: histogram!(TTFT, "backend" => backend.to_string()),
+        }
     }
     pub fn routing(route: &str, backend: &str, algorithm: &'static str) {
         ROUTING

@@ -1,6 +1,7 @@
 //! One request through the pipeline: Receive (id, auth, body) → Shape (admission) → Route → Deliver.
 
 use crate::app::App;
+use crate::backends::Backend;
 use crate::config::Priority;
 use crate::deliver::{
     Call, Delivered, Endpoint, ReadError, RequestBody, RespBody, UsageSink, error_response,
@@ -10,7 +11,7 @@ use crate::error::GatewayError;
 use crate::observe::Metrics;
 use crate::protocol::Protocol;
 use crate::ratelimit::{Decision, LimitRequest};
-use crate::route::RequestMeta;
+use crate::route::{RequestMeta, RouteDecision};
 use crate::shape::{classify, parse_deadline};
 use crate::translate::scan_request;
 use bytes::Bytes;
@@ -43,18 +44,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<RespBody>
         h.insert(X_REQUEST_ID.clone(), v);
     }
     h.insert(X_SLUICE_NODE.clone(), app.node_header.clone());
-    if let Some(r) = out
-        .route
-        .as_deref()
-        .and_then(|r| HeaderValue::from_str(r).ok())
-    {
+    if let Some(r) = out.route.and_then(|r| r.header.clone()) {
         h.insert(X_SLUICE_ROUTE.clone(), r);
     }
-    if let Some(b) = out
-        .backend
-        .as_deref()
-        .and_then(|b| HeaderValue::from_str(b).ok())
-    {
+    if let Some(b) = out.backend.as_ref().and_then(|b| b.name_header.clone()) {
         h.insert(X_SLUICE_BACKEND.clone(), b);
     }
     if let Some(d) = out.limit {
@@ -62,16 +55,16 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<RespBody>
     }
     if out.route.is_some() {
         Metrics::request(
-            out.route.as_deref().unwrap_or("-"),
-            out.backend.as_deref().unwrap_or("-"),
+            out.route.map_or("-", |r| &r.route),
+            out.backend.as_ref().map_or("-", |b| b.name()),
             resp.status().as_u16(),
             started.elapsed(),
         );
     }
     tracing::debug!(
         request_id = %request_id,
-        route = out.route.as_deref().unwrap_or("-"),
-        backend = out.backend.as_deref().unwrap_or("-"),
+        route = out.route.map_or("-", |r| &r.route),
+        backend = out.backend.as_ref().map_or("-", |b| b.name()),
         status = resp.status().as_u16(),
         elapsed_us = started.elapsed().as_micros() as u64,
         "request"
@@ -79,17 +72,17 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<RespBody>
     resp
 }
 
-struct Outcome {
-    route: Option<Arc<str>>,
-    backend: Option<Arc<str>>,
+struct Outcome<'a> {
+    route: Option<&'a RouteDecision>,
+    backend: Option<Arc<Backend>>,
     limit: Option<Decision>,
 }
 
-async fn dispatch(
-    app: &App,
+async fn dispatch<'a>(
+    app: &'a App,
     req: Request<Incoming>,
     request_id: &str,
-    out: &mut Outcome,
+    out: &mut Outcome<'a>,
 ) -> Response<RespBody> {
     let path = req.uri().path();
     match (req.method(), path) {
@@ -140,12 +133,12 @@ async fn dispatch(
     }
 }
 
-async fn proxy(
-    app: &App,
+async fn proxy<'a>(
+    app: &'a App,
     req: Request<Incoming>,
     endpoint: Endpoint,
     request_id: &str,
-    out: &mut Outcome,
+    out: &mut Outcome<'a>,
 ) -> Result<Response<RespBody>, GatewayError> {
     let tenant = app
         .tenants
@@ -222,7 +215,7 @@ async fn proxy(
         request_id,
     };
     let route = app.router.decide(&meta);
-    out.route = Some(route.route.clone());
+    out.route = Some(route);
 
     // Balance + Deliver.
     let affinity_key = app.affinity_key(&parts.headers, &scan);

@@ -71,7 +71,9 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))
         .max_buf_size(max_header.max(8192))
-        .keep_alive(true);
+        .keep_alive(true)
+        // Head and a small body in one buffer and one write(2), rather than writev over a queue.
+        .writev(false);
     builder
         .http2()
         .timer(TokioTimer::new())

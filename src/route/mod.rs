@@ -22,6 +22,8 @@ pub struct RequestMeta<'a> {
 #[derive(Debug, Clone)]
 pub struct RouteDecision {
     pub route: Arc<str>,
+    /// `route` as the `x-sluice-route` header value (None if it cannot be one).
+    pub header: Option<http::HeaderValue>,
     pub pool: Arc<[usize]>,
     pub algorithm: Algorithm,
     /// Skip unhealthy backends.
@@ -59,6 +61,7 @@ fn decision(name: &str, r: &RouteConfig, cfg: &Config) -> RouteDecision {
         .collect();
     RouteDecision {
         route: Arc::from(name),
+        header: http::HeaderValue::from_str(name).ok(),
         pool: pool.into(),
         algorithm: r.algorithm.unwrap_or(cfg.routing.strategy),
         health_check: r.health_check,
@@ -103,6 +106,7 @@ impl Router {
             Some(d) => decision("default", d, cfg),
             None => RouteDecision {
                 route: Arc::from("default"),
+                header: Some(http::HeaderValue::from_static("default")),
                 pool: (0..cfg.backends.len()).collect::<Vec<_>>().into(),
                 algorithm: cfg.routing.strategy,
                 health_check: true,

@@ -99,6 +99,14 @@ async fn read_request(sock: &mut TcpStream) -> Option<String> {
     }
 }
 
+/// A reply after which the server closes the connection.
+fn closing(pieces: &[&'static str]) -> Reply {
+    Reply {
+        pieces: pieces.to_vec(),
+        close: true,
+    }
+}
+
 fn pool(addr: &str) -> Arc<Pool> {
     Arc::new(Pool::new(addr.to_string(), Duration::from_secs(2)).unwrap())
 }
@@ -177,10 +185,7 @@ async fn interim_answers_are_skipped_and_close_is_honoured() {
         "HTTP/1.1 100 Continue\r\n\r\n",
         "HTTP/1.1 201 Created\r\nconnection: close\r\ncontent-length: 3\r\n\r\nnew",
     ];
-    let until_close = Reply {
-        pieces: vec!["HTTP/1.0 200 OK\r\n\r\nall of ", "it"],
-        close: true,
-    };
+    let until_close = closing(&["HTTP/1.0 200 OK\r\n\r\nall of ", "it"]);
     let (addr, accepted, _) = server(vec![reply(&pieces), until_close]).await;
     let p = pool(&addr);
     assert_eq!(call(&p, "{}").await.unwrap(), (201, "new".into()));
@@ -195,10 +200,7 @@ async fn interim_answers_are_skipped_and_close_is_honoured() {
 #[tokio::test]
 async fn an_idle_connection_the_upstream_closed_is_not_used() {
     let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-    let first = Reply {
-        pieces: vec![ok],
-        close: true,
-    };
+    let first = closing(&[ok]);
     let (addr, accepted, _) = server(vec![first, reply(&[ok])]).await;
     let p = pool(&addr);
     assert_eq!(call(&p, "{}").await.unwrap(), (200, "ok".into()));
@@ -237,10 +239,7 @@ async fn broken_answers_are_errors() {
         ),
     ];
     for (pieces, want) in cases {
-        let r = Reply {
-            pieces: pieces.to_vec(),
-            close: true,
-        };
+        let r = closing(pieces);
         let (addr, _, _) = server(vec![r]).await;
         let err = call(&pool(&addr), "{}").await.unwrap_err();
         assert!(err.contains(want), "{pieces:?}: {err}");
