@@ -253,3 +253,22 @@ async fn broken_answers_are_errors() {
     assert!(matches!(err, UpstreamError::Connect(_)), "{err}");
     assert!(err.is_connect());
 }
+
+#[tokio::test]
+async fn a_large_body_goes_out_whole_and_an_unread_answer_frees_nothing() {
+    let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    let long = "HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\nonly the start";
+    let (addr, accepted, seen) = server(vec![reply(&[ok]), reply(&[long]), reply(&[ok])]).await;
+    let p = pool(&addr);
+    let big: &'static str = Box::leak("x".repeat(100_000).into_boxed_str());
+    assert_eq!(call(&p, big).await.unwrap(), (200, "ok".into()));
+    assert!(
+        seen.lock().unwrap()[0].ends_with(big),
+        "the whole body arrived"
+    );
+    // An answer dropped before its body ended takes its connection with it.
+    let resp = p.send(post("{}")).await.unwrap();
+    drop(resp);
+    assert_eq!(call(&p, "{}").await.unwrap(), (200, "ok".into()));
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
