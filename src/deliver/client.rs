@@ -105,7 +105,8 @@ pub struct UpstreamClient {
     /// Request targets of the upstream API paths, parsed once: origin-form for the HTTP/1.1 pool,
     /// absolute for the pooled client.
     targets: Arc<[(&'static str, http::Uri)]>,
-    base_url: Arc<str>,
+    /// What goes before a path not among the parsed ones.
+    prefix: Arc<str>,
 }
 
 /// TLS roots for https upstreams: the system's, plus `SLUICE_EXTRA_CA` (a PEM file) when set, so a
@@ -155,17 +156,18 @@ impl UpstreamClient {
                 })
             })
             .and_then(|authority| h1::Pool::new(authority, connect_timeout).map(Arc::new));
-        let base_url: Arc<str> = Arc::from(base_url.trim_end_matches('/'));
-        let origin_prefix = match &h1 {
+        let base_url = base_url.trim_end_matches('/');
+        // Origin-form targets (the base URL's path) for the HTTP/1.1 pool, absolute ones for hyper.
+        let prefix: Arc<str> = match &h1 {
             Some(_) => base_url
                 .parse::<http::Uri>()
-                .map(|u| u.path().trim_end_matches('/').to_string())
-                .unwrap_or_default(),
-            None => base_url.to_string(),
+                .map(|u| Arc::from(u.path().trim_end_matches('/')))
+                .unwrap_or_else(|_| Arc::from("")),
+            None => Arc::from(base_url),
         };
         let targets: Arc<[(&'static str, http::Uri)]> = UPSTREAM_PATHS
             .iter()
-            .filter_map(|p| Some((*p, format!("{origin_prefix}{p}").parse().ok()?)))
+            .filter_map(|p| Some((*p, format!("{prefix}{p}").parse().ok()?)))
             .collect();
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -185,24 +187,16 @@ impl UpstreamClient {
             inner,
             h1,
             targets,
-            base_url,
+            prefix,
         }
     }
 
     /// The request target for an upstream API `path` (origin-form when the HTTP/1.1 pool sends it).
     pub fn target(&self, path: &str) -> Result<http::Uri, http::uri::InvalidUri> {
-        if let Some((_, uri)) = self.targets.iter().find(|(p, _)| *p == path) {
-            return Ok(uri.clone());
+        match self.targets.iter().find(|(p, _)| *p == path) {
+            Some((_, uri)) => Ok(uri.clone()),
+            None => format!("{}{path}", self.prefix).parse(),
         }
-        let base = match &self.h1 {
-            Some(_) => self
-                .base_url
-                .parse::<http::Uri>()
-                .map(|u| u.path().trim_end_matches('/').to_string())
-                .unwrap_or_default(),
-            None => self.base_url.to_string(),
-        };
-        format!("{base}{path}").parse()
     }
 
     /// Send a request built with [`UpstreamClient::target`].

@@ -58,6 +58,8 @@ impl Tally {
 }
 
 /// Estimated prompt tokens of a chat, messages or completions request body; at least 1.
+/// The tree-based reference that [`super::scan_request`] is tested against.
+#[cfg(test)]
 pub fn estimate_prompt_tokens(body: &Value) -> u64 {
     let mut tally = Tally::default();
     for key in ["messages", "system", "prompt", "input"] {
@@ -75,6 +77,7 @@ pub fn estimate_prompt_tokens(body: &Value) -> u64 {
 }
 
 /// The output limit a request asks for: `max_completion_tokens`, else `max_tokens`.
+#[cfg(test)]
 pub fn requested_max_tokens(body: &Value) -> Option<u64> {
     ["max_completion_tokens", "max_tokens"]
         .iter()

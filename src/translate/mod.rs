@@ -29,7 +29,9 @@ pub use completion::{
     MessagesToCompletionStream, completion_request_to_messages, messages_response_to_completion,
 };
 pub use error::{TranslateError, error_to_anthropic, error_to_openai};
-pub use estimate::{MEDIA_TOKENS, estimate_prompt_tokens, requested_max_tokens};
+pub use estimate::MEDIA_TOKENS;
+#[cfg(test)]
+pub use estimate::{estimate_prompt_tokens, requested_max_tokens};
 pub use request_to_anthropic::chat_request_to_messages;
 pub use request_to_openai::messages_request_to_chat;
 pub use response::{chat_response_to_messages, messages_response_to_chat};

@@ -2,8 +2,8 @@
 //! estimate, an affinity field) without building a JSON tree: most requests are passed through as
 //! the bytes they came in, so the tree is only built later, when a translation or rewrite needs it.
 //!
-//! The results equal those of the tree-based helpers ([`super::estimate_prompt_tokens`],
-//! [`super::requested_max_tokens`]) on the same body; the tests hold the two side by side.
+//! The results equal those of the tree-based helpers in `estimate.rs` (kept as the reference) on the
+//! same body; the tests hold the two side by side.
 
 use super::estimate::{CHARS_PER_TOKEN, MEDIA_TOKENS, MEDIA_TYPES, SKIP_KEYS, Tally};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
