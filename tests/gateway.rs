@@ -101,24 +101,12 @@ async fn anthropic_clients_get_anthropic_shaped_errors() {
         "backends:\n{}{TENANTS}routing: {{}}\n",
         backend("a", &m, "anthropic", "")
     ));
-    let r = request(
-        "POST",
-        &format!("{}/v1/messages", gw.url()),
-        &[("x-api-key", "sk-acme")],
-        "[1,",
-    )
-    .await;
+    let r = messages(&gw, "sk-acme", "[1,").await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["type"], "error");
     assert_eq!(r.json()["error"]["type"], "invalid_request_error");
     let ok = json!({"model": "claude", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]});
-    let r = request(
-        "POST",
-        &format!("{}/v1/messages", gw.url()),
-        &[("x-api-key", "sk-acme")],
-        ok.to_string(),
-    )
-    .await;
+    let r = messages(&gw, "sk-acme", ok.to_string()).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["type"], "message");
 }

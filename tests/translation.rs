@@ -82,13 +82,7 @@ async fn model_groups_pick_the_backend_and_unknown_models_are_404_in_the_callers
     assert_eq!(r.json()["error"]["param"], "model");
     let msg =
         json!({"model": "nope", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]});
-    let r = request(
-        "POST",
-        &format!("{}/v1/messages", gw.url()),
-        &[("x-api-key", "sk-acme")],
-        msg.to_string(),
-    )
-    .await;
+    let r = messages(&gw, "sk-acme", msg.to_string()).await;
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"]["type"], "not_found_error");
     // /v1/models lists the groups.
@@ -117,13 +111,7 @@ async fn upstream_errors_come_back_in_the_callers_dialect() {
     // Anthropic caller, OpenAI backend.
     let msg =
         json!({"model": "fast", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]});
-    let r = request(
-        "POST",
-        &format!("{}/v1/messages", gw.url()),
-        &[("x-api-key", "sk-acme")],
-        msg.to_string(),
-    )
-    .await;
+    let r = messages(&gw, "sk-acme", msg.to_string()).await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.json()["type"], "error");
     assert_eq!(r.json()["error"]["type"], "invalid_request_error");

@@ -22,6 +22,21 @@ pub struct TenantConfig {
     pub weight: u32,
 }
 
+impl TenantConfig {
+    /// A tenant with these limits and every other field at its default (no keys, standard tier,
+    /// weight 1): what code that builds limiters directly needs.
+    pub fn with_limits(id: &str, limits: LimitsConfig) -> TenantConfig {
+        TenantConfig {
+            id: id.into(),
+            tier: default_tier(),
+            keys: vec![],
+            key_envs: vec![],
+            limits,
+            weight: one(),
+        }
+    }
+}
+
 /// Token buckets: `burst` requests at once, then `requests_per_minute` sustained; same for LLM tokens.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

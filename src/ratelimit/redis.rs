@@ -613,18 +613,12 @@ mod tests {
     use crate::config::LimitsConfig;
 
     fn tenant(id: &str, rpm: Option<u32>, burst: Option<u32>, tpm: Option<u64>) -> TenantConfig {
-        TenantConfig {
-            id: id.into(),
-            tier: "standard".into(),
-            keys: vec![],
-            key_envs: vec![],
-            limits: LimitsConfig {
-                requests_per_minute: rpm,
-                burst,
-                tokens_per_minute: tpm,
-            },
-            weight: 1,
-        }
+        let limits = LimitsConfig {
+            requests_per_minute: rpm,
+            burst,
+            tokens_per_minute: tpm,
+        };
+        TenantConfig::with_limits(id, limits)
     }
 
     fn cfg(url: &str) -> RedisConfig {

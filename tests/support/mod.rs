@@ -186,6 +186,17 @@ pub async fn request(
         .expect("request timed out")
 }
 
+/// POST `body` to the Anthropic-style `/v1/messages` with `key` in `x-api-key`.
+pub async fn messages(gw: &Proc, key: &str, body: impl Into<String>) -> Resp {
+    request(
+        "POST",
+        &format!("{}/v1/messages", gw.url()),
+        &[("x-api-key", key)],
+        body.into(),
+    )
+    .await
+}
+
 pub async fn chat(gw: &Proc, key: &str, body: serde_json::Value, extra: &[(&str, &str)]) -> Resp {
     let auth = format!("Bearer {key}");
     let mut h = vec![

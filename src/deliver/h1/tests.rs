@@ -130,6 +130,16 @@ async fn call(p: &Arc<Pool>, body: &'static str) -> Result<(u16, String), String
     Ok((status, String::from_utf8_lossy(&bytes).to_string()))
 }
 
+/// Two requests in a row against `replies`: their answers, and how many connections they took.
+async fn two_calls(replies: Vec<Reply>, want: [(u16, &str); 2], connections: usize) {
+    let (addr, accepted, _) = server(replies).await;
+    let p = pool(&addr);
+    for (status, body) in want {
+        assert_eq!(call(&p, "{}").await.unwrap(), (status, body.to_string()));
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), connections);
+}
+
 #[tokio::test]
 async fn content_length_answers_reuse_one_connection() {
     let ok =
@@ -168,15 +178,10 @@ async fn chunked_answers_split_anywhere_are_decoded() {
         "x-trailer: 1\r\n\r\n",
     ];
     let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-    let (addr, accepted, _) = server(vec![reply(&pieces), reply(&[ok])]).await;
-    let p = pool(&addr);
-    assert_eq!(call(&p, "{}").await.unwrap(), (200, "data: ahello".into()));
-    assert_eq!(call(&p, "{}").await.unwrap(), (200, "ok".into()));
-    assert_eq!(
-        accepted.load(Ordering::SeqCst),
-        1,
-        "a finished chunked body frees the connection"
-    );
+    let replies = vec![reply(&pieces), reply(&[ok])];
+    let want = [(200, "data: ahello"), (200, "ok")];
+    // A finished chunked body frees the connection.
+    two_calls(replies, want, 1).await;
 }
 
 #[tokio::test]
@@ -186,15 +191,13 @@ async fn interim_answers_are_skipped_and_close_is_honoured() {
         "HTTP/1.1 201 Created\r\nconnection: close\r\ncontent-length: 3\r\n\r\nnew",
     ];
     let until_close = closing(&["HTTP/1.0 200 OK\r\n\r\nall of ", "it"]);
-    let (addr, accepted, _) = server(vec![reply(&pieces), until_close]).await;
-    let p = pool(&addr);
-    assert_eq!(call(&p, "{}").await.unwrap(), (201, "new".into()));
-    assert_eq!(call(&p, "{}").await.unwrap(), (200, "all of it".into()));
-    assert_eq!(
-        accepted.load(Ordering::SeqCst),
+    // `connection: close` is not reused.
+    two_calls(
+        vec![reply(&pieces), until_close],
+        [(201, "new"), (200, "all of it")],
         2,
-        "connection: close is not reused"
-    );
+    )
+    .await;
 }
 
 #[tokio::test]
