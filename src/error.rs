@@ -1,8 +1,12 @@
 //! Errors a client can see. Each maps to an HTTP status, an error type in the client's API shape,
 //! and a low-cardinality metric label.
 
-use crate::protocol::Protocol;
+use crate::observe::Metrics;
+use crate::protocol::{Protocol, RespBody, full_body};
 use crate::ratelimit::Decision;
+use crate::shape::AdmitError;
+use http::Response;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use serde_json::json;
 use std::time::Duration;
 use thiserror::Error;
@@ -50,7 +54,33 @@ pub enum GatewayError {
     Shed(crate::shape::Shed),
 }
 
+impl From<AdmitError> for GatewayError {
+    fn from(e: AdmitError) -> GatewayError {
+        match e {
+            AdmitError::BadDeadline { .. } => GatewayError::BadDeadline(e.to_string()),
+            AdmitError::RateLimited { tenant, decision } => GatewayError::RateLimited {
+                tenant,
+                retry_after_ms: decision.retry_after.unwrap_or_default().as_millis() as u64,
+                decision: Box::new(decision),
+            },
+        }
+    }
+}
+
 impl GatewayError {
+    /// This error as a response in the client's dialect (counted in `sluice_errors_total`).
+    pub fn response(&self, proto: Protocol) -> Response<RespBody> {
+        Metrics::error(self.kind());
+        let mut b = Response::builder()
+            .status(self.status())
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(w) = self.retry_after() {
+            b = b.header(RETRY_AFTER, w.as_secs_f64().ceil().max(1.0).to_string());
+        }
+        b.body(full_body(self.body(proto).to_string()))
+            .expect("valid response")
+    }
+
     pub fn status(&self) -> u16 {
         match self {
             GatewayError::Unauthorized => 401,

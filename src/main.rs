@@ -204,7 +204,7 @@ fn run(args: RunArgs) -> ExitCode {
             wait_for_signal().await;
             let grace = Duration::from_millis(drain.cfg.listen.drain_grace_ms);
             tracing::info!(grace_ms = grace.as_millis() as u64, "shutdown signal received: not ready any more");
-            drain.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+            drain.pipeline.admin.drain();
             tokio::time::sleep(grace).await;
             s.cancel();
         });
@@ -214,7 +214,7 @@ fn run(args: RunArgs) -> ExitCode {
             .into_iter()
             .enumerate()
             .map(|(i, listener)| {
-                let (app, tls, shutdown) = (app.clone(), tls.clone(), shutdown.clone());
+                let (pipeline, tls, shutdown) = (app.pipeline.clone(), tls.clone(), shutdown.clone());
                 std::thread::Builder::new()
                     .name(format!("sluice-worker-{i}"))
                     .spawn(move || {
@@ -222,7 +222,7 @@ fn run(args: RunArgs) -> ExitCode {
                         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("worker runtime");
                         rt.block_on(async move {
                             match tokio::net::TcpListener::from_std(listener) {
-                                Ok(l) => sluice::receive::serve(app, l, tls, shutdown, Duration::from_secs(30)).await,
+                                Ok(l) => sluice::receive::serve(pipeline, l, tls, shutdown, Duration::from_secs(30)).await,
                                 Err(e) => tracing::error!(error = %e, worker = i, "cannot register the listener"),
                             }
                         });

@@ -1,7 +1,6 @@
 //! Backend health: active-probe state machine, passive outlier ejection with
 //! backoff, and 429 cooldown.
 
-use super::Candidate;
 use std::time::{Duration, Instant};
 
 /// Health as decided by active probes.
@@ -159,20 +158,6 @@ impl Health {
     }
 }
 
-/// The candidates whose health is [`available`](Health::available) at `now`,
-/// in input order. What to do when none are left (fail, or ignore health as
-/// a last resort) is the caller's choice.
-pub fn eligible<'a, I>(backends: I, now: Instant) -> Vec<Candidate>
-where
-    I: IntoIterator<Item = (Candidate, &'a Health)>,
-{
-    backends
-        .into_iter()
-        .filter(|(_, h)| h.available(now))
-        .map(|(c, _)| c)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,30 +297,5 @@ mod tests {
         h.cooldown_until(t0 + 9 * S);
         assert_eq!(h.cooldown(), Some(t0 + 9 * S));
         assert!(!h.available(t0 + 6 * S));
-    }
-
-    #[test]
-    fn eligible_filters_unavailable() {
-        let p = policy();
-        let t0 = Instant::now();
-        let mut hs: [Health; 4] = std::array::from_fn(|_| Health::new());
-        for _ in 0..3 {
-            hs[1].probe(false, &p);
-        }
-        hs[2].passive(false, &p, t0);
-        hs[2].passive(false, &p, t0);
-        hs[3].cooldown_until(t0 + S);
-        let ids = |now| -> Vec<usize> {
-            eligible(
-                hs.iter().enumerate().map(|(i, h)| (Candidate::new(i), h)),
-                now,
-            )
-            .into_iter()
-            .map(|c| c.id)
-            .collect()
-        };
-        assert_eq!(ids(t0), [0]);
-        assert_eq!(ids(t0 + S), [0, 3]);
-        assert_eq!(ids(t0 + 10 * S), [0, 2, 3]);
     }
 }

@@ -1,31 +1,36 @@
-//! Balance: the fourth stage of a request's path (receive → shape → route →
-//! **balance** → deliver). Given the pool a route picked, it chooses one
-//! backend.
+//! Balance: the fourth stage (receive → shape → route → **balance** → deliver). Given the pool a
+//! route picked, it chooses one backend. May import `config`, `protocol`, `route` (its input),
+//! `shape` (a backend's concurrency gate) and `observe`; never `deliver`, `receive` or `cluster`,
+//! and no I/O.
 //!
-//! Everything here is pure logic: no I/O, no clocks, no tasks. Time comes in
-//! as [`std::time::Instant`] arguments and randomness as a `FnMut() -> f64`,
-//! so every decision is deterministic under test. The gateway keeps the live
-//! per-backend state ([`Health`], [`PeakEwma`], in-flight counts) and a
-//! [`PoolState`] per pool, then per request:
+//! [`Balancer`] owns the live [`BackendTable`] and answers "which backend for this call, excluding
+//! these" ([`Balancer::take`]), or why there is none ([`Balancer::survey`]). Underneath, everything
+//! is pure logic with time and randomness injected, so every decision is deterministic under test:
 //!
-//! 1. builds a [`Candidate`] for every backend of the pool and keeps the
-//!    [`eligible`] ones (healthy, not ejected, not cooling down after a 429);
-//! 2. picks one with [`rendezvous`] when the request carries an affinity key,
-//!    otherwise with [`select`] and the pool's [`Algorithm`];
-//! 3. feeds the outcome back: [`PeakEwma::observe`] with the latency (time to
-//!    first token for streams), [`Health::passive`] with success/failure and
-//!    [`Health::cooldown_until`] on an upstream 429 with `Retry-After`.
-//!
-//! Active probes report through [`Health::probe`].
+//! 1. [`candidates::filter`] keeps the backends of the pool that serve the model and endpoint, are
+//!    available ([`Health`]: healthy, not ejected, not cooling down after a 429) and have a free
+//!    slot, and estimates the call's cost on each;
+//! 2. [`rendezvous`] picks one when the call carries an affinity key, otherwise [`select`] with the
+//!    route's [`Algorithm`];
+//! 3. Deliver feeds the outcome back to the [`Backend`]: latency (time to first token for streams)
+//!    into its [`PeakEwma`], success/failure into [`Health::passive`], an upstream's Retry-After into
+//!    [`Health::cooldown_until`]. Active probes report through [`Health::probe`].
 
 mod affinity;
-mod algorithm;
+mod backend;
+mod balancer;
+pub mod candidates;
 mod ewma;
 mod health;
 mod select;
+mod table;
 
-pub use affinity::{rendezvous, stable_hash};
-pub use algorithm::Algorithm;
+pub use crate::config::Algorithm;
+pub use affinity::rendezvous;
+pub use backend::{Backend, BackendStatus, InFlightGuard};
+pub use balancer::{Balancer, Survey};
+pub use candidates::Want;
 pub use ewma::PeakEwma;
-pub use health::{Health, HealthPolicy, HealthState, eligible};
+pub use health::{Health, HealthPolicy, HealthState};
 pub use select::{Candidate, PoolState, select};
+pub use table::{BackendTable, BackendView, LocalView};

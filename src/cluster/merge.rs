@@ -18,7 +18,7 @@
 //! [`MAX_REPORT_AGE`]: super::report::MAX_REPORT_AGE
 
 use super::report::{BackendReport, unix_ms_to_instant, verdict};
-use crate::backends::BackendStatus;
+use crate::balance::BackendStatus;
 use std::time::Instant;
 
 /// The live peers' fresh reports on one backend, pre-folded. This node is not in it.

@@ -10,7 +10,7 @@
 //! - [`Cluster`] ([`membership`]) is the only code that touches chitchat: `join`, `live_nodes`,
 //!   `live_count_watch`, `set_self` / `delete_self`, `leave`. Gossip keys live in [`keys`].
 //! - [`publisher`] gossips this node's [`BackendReport`] per backend on meaningful change.
-//! - [`ClusterView`] implements [`crate::backends::BackendView`]: this node's own status merged with
+//! - [`ClusterView`] implements [`crate::balance::BackendView`]: this node's own status merged with
 //!   the live peers' fresh reports; the rule is documented and tested in [`merge`].
 //!
 //! Wiring (in `app`):

@@ -5,7 +5,7 @@
 use super::keys;
 use super::membership::Cluster;
 use super::report::{BackendReport, unix_now_ms};
-use crate::backends::BackendTable;
+use crate::balance::BackendTable;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;

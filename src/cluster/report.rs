@@ -8,7 +8,7 @@
 //! `cd` cooldown (429 `Retry-After`) until, unix ms (0: none), `t` report time, unix ms.
 //! Unknown fields are ignored, so a newer node can add some.
 
-use crate::backends::BackendStatus;
+use crate::balance::BackendStatus;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

@@ -2,7 +2,7 @@
 //! 127.0.0.1), driven as scripted steps. No fixed sleeps: every step polls with a deadline.
 
 use super::*;
-use crate::backends::{Backend, BackendTable, BackendView};
+use crate::balance::{Backend, BackendTable, BackendView};
 use crate::config::{BackendConfig, ClusterConfig};
 use chitchat::transport::{ChannelTransport, UdpTransport};
 use std::sync::Arc;

@@ -10,7 +10,7 @@
 use super::membership::{Cluster, Member, Shared};
 use super::merge::{PeerAggregate, aggregate, merge};
 use super::report::{BackendReport, unix_now_ms};
-use crate::backends::{Backend, BackendStatus, BackendTable, BackendView};
+use crate::balance::{Backend, BackendStatus, BackendTable, BackendView};
 use serde_json::{Value, json};
 use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::Instant;

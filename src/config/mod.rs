@@ -1,8 +1,10 @@
-//! Config: the YAML file every stage reads. Serde types (one file per section), `load`, then `validate`.
+//! Config: beside the pipeline, the YAML file every stage reads. Serde types (one file per section),
+//! `load`, then `validate`. Imports only `protocol`: no runtime module.
 //!
 //! Parse errors (unknown fields, wrong types) come from the YAML reader with their line; semantic errors
 //! (`validate`) name the field path and, where the field is wrapped in [`Spanned`], its line.
 
+mod algorithm;
 mod backend;
 mod cluster;
 mod error;
@@ -11,6 +13,7 @@ mod routing;
 mod shaping;
 mod tenant;
 
+pub use algorithm::Algorithm;
 pub use backend::{BackendConfig, HealthCheckConfig, PriceConfig, SmoothingConfig, TimeoutsConfig};
 pub use cluster::{ClusterConfig, RedisConfig};
 pub use error::ConfigError;

@@ -1,7 +1,7 @@
 //! `routing:` the seed's rules block: match on headers, path, tenant tier and model → a backend pool.
 
+use super::Algorithm;
 use super::{ConfigError, Spanned};
-use crate::balance::Algorithm;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 

@@ -16,7 +16,7 @@ fn embedded_default_is_valid() {
 fn minimal_config_gets_defaults() {
     let c = Config::parse(MIN).unwrap();
     assert_eq!(c.listen.address, "127.0.0.1:8080");
-    assert_eq!(c.routing.strategy, crate::balance::Algorithm::Adaptive);
+    assert_eq!(c.routing.strategy, super::Algorithm::Adaptive);
     assert_eq!(c.routing.max_attempts, 2);
     assert_eq!(c.backends[0].value.weight, 1);
 }

@@ -12,10 +12,9 @@ use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::stream::BoxError;
-
 use super::h1;
-use super::plan::UPSTREAM_PATHS;
+pub use super::upstream_error::UpstreamError;
+use crate::protocol::{BoxError, UPSTREAM_PATHS};
 
 /// An upstream answer's body: from this worker's own HTTP/1.1 connection, or from hyper's client.
 #[derive(Debug)]
@@ -49,34 +48,6 @@ impl http_body::Body for UpstreamBody {
         match self {
             UpstreamBody::H1(b) => b.size_hint(),
             UpstreamBody::Hyper(b) => b.size_hint(),
-        }
-    }
-}
-
-/// Why a request got no response.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("connect: {0}")]
-    Connect(std::io::Error),
-    #[error("connect timed out")]
-    ConnectTimeout,
-    #[error("{0}")]
-    Http(#[from] hyper::Error),
-    #[error("{0}")]
-    Pooled(#[from] hyper_util::client::legacy::Error),
-    #[error("{0}")]
-    Io(std::io::Error),
-    #[error("{0}")]
-    Protocol(&'static str),
-}
-
-impl UpstreamError {
-    /// Nothing reached the upstream: no connection could be made.
-    pub fn is_connect(&self) -> bool {
-        match self {
-            UpstreamError::Connect(_) | UpstreamError::ConnectTimeout => true,
-            UpstreamError::Http(_) | UpstreamError::Io(_) | UpstreamError::Protocol(_) => false,
-            UpstreamError::Pooled(e) => e.is_connect(),
         }
     }
 }

@@ -8,7 +8,7 @@
 //! are skipped. A connection goes back to the pool only after its answer was read to the end and
 //! the upstream did not ask to close it. Anything else (TLS, HTTP/2) uses hyper's pooled client.
 
-use super::client::UpstreamError;
+use super::upstream_error::UpstreamError;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Version};

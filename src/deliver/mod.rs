@@ -1,15 +1,25 @@
-//! Deliver: the fifth stage. Send to the chosen backend over a pooled connection, fail over while
-//! nothing has reached the client, translate between API dialects, stream SSE through, count usage.
+//! Deliver: the fifth stage (receive → shape → route → balance → **deliver**): only the attempt.
+//! Ask Balance for a backend (through Shape's slot pass), send over a pooled connection, fail over
+//! while nothing has reached the client, stream SSE back, report outcomes to the backend. Protocol
+//! knowledge (plans, translation, usage) comes from `translate`. May import every earlier stage's
+//! types, `translate`, `protocol` and `observe`; never `receive` or `cluster`.
+//!
+//! Files: [`forward`] the attempt loop; `attempt` one try; `upstream` the request and its answer;
+//! `stream` the streamed body; `client` and `h1` the connections; `probe` active health checks.
 
-mod body;
+mod attempt;
+mod call;
 mod client;
+mod forward;
 mod h1;
-mod plan;
-mod proxy;
+mod probe;
 mod stream;
+mod upstream;
+mod upstream_error;
 
-pub use body::{ReadError, read_whole};
+pub use call::{Call, Delivered};
 pub use client::{UpstreamBody, UpstreamClient, client_set, set_worker, tls_client_config};
-pub use plan::{Endpoint, RequestBody};
-pub use proxy::{Call, Deliver, Delivered, RespBody, UsageSink, error_response, full_body};
-pub use stream::{BoxError, StreamOutcome};
+pub use forward::Deliver;
+pub use probe::spawn_probers;
+pub use stream::StreamOutcome;
+pub use upstream_error::UpstreamError;

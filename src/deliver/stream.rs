@@ -2,8 +2,8 @@
 //! the idle and total timeouts, time-to-first-token, and usage read from the final events.
 
 use super::client::UpstreamBody;
-use crate::protocol::Protocol;
-use crate::translate::{SseEvent, SseParser, StreamUsage, Usage, encode_sse};
+use crate::protocol::{BoxError, Protocol};
+use crate::translate::{SseParser, StreamTransform, StreamUsage, Usage, stream_error_event};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use std::collections::VecDeque;
@@ -11,62 +11,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Turns upstream SSE events into the client's frames (a translator, or a filter).
-pub trait StreamTransform: Send {
-    fn push(&mut self, ev: &SseEvent) -> Vec<Bytes>;
-    fn finish(&mut self) -> Vec<Bytes>;
-    fn usage(&self) -> Option<Usage>;
-}
-
-macro_rules! transform_for {
-    ($($t:ty),*) => {$(
-        impl StreamTransform for $t {
-            fn push(&mut self, ev: &SseEvent) -> Vec<Bytes> { <$t>::push(self, ev) }
-            fn finish(&mut self) -> Vec<Bytes> { <$t>::finish(self) }
-            fn usage(&self) -> Option<Usage> { <$t>::usage(self) }
-        }
-    )*};
-}
-transform_for!(
-    crate::translate::MessagesToChatStream,
-    crate::translate::ChatToMessagesStream,
-    crate::translate::MessagesToCompletionStream
-);
-
-/// Same protocol, but we asked the upstream for `stream_options.include_usage` the client did not:
-/// re-encode events and drop the usage-only chunk the client does not expect.
-#[derive(Default)]
-pub struct DropInjectedUsage {
-    usage: StreamUsage,
-}
-
-impl StreamTransform for DropInjectedUsage {
-    fn push(&mut self, ev: &SseEvent) -> Vec<Bytes> {
-        self.usage.observe(ev);
-        let usage_only = ev.data.contains("\"usage\"")
-            && serde_json::from_str::<serde_json::Value>(&ev.data)
-                .ok()
-                .and_then(|v| {
-                    v.get("choices")
-                        .and_then(|c| c.as_array())
-                        .map(|c| c.is_empty())
-                })
-                .unwrap_or(false);
-        if usage_only {
-            return Vec::new();
-        }
-        vec![encode_sse(ev.event.as_deref(), &ev.data)]
-    }
-    fn finish(&mut self) -> Vec<Bytes> {
-        Vec::new()
-    }
-    fn usage(&self) -> Option<Usage> {
-        self.usage.usage()
-    }
-}
 
 enum Mode {
     /// Bytes go out as they came; events are parsed on the side for usage.
@@ -152,7 +96,8 @@ impl StreamBody {
             self.pending.extend(t.finish());
         }
         if let Some(kind) = error {
-            self.pending.push_back(error_event(self.client, kind));
+            self.pending
+                .push_back(stream_error_event(self.client, kind));
         }
         self.done = true;
         if let Some(f) = self.on_finish.take() {
@@ -181,25 +126,6 @@ impl StreamBody {
                     self.pending.extend(t.push(&ev));
                 }
             }
-        }
-    }
-}
-
-/// An in-band error at the end of a broken stream, in the client's dialect.
-fn error_event(client: Protocol, kind: &'static str) -> Bytes {
-    let msg = match kind {
-        "idle_timeout" => "upstream stream went idle",
-        "total_timeout" => "upstream stream exceeded the total timeout",
-        _ => "upstream stream broke off",
-    };
-    match client {
-        Protocol::Openai => {
-            let v = serde_json::json!({"error": {"message": msg, "type": "server_error", "param": null, "code": kind}});
-            encode_sse(None, &v.to_string())
-        }
-        Protocol::Anthropic => {
-            let v = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": msg}});
-            encode_sse(Some("error"), &v.to_string())
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Built-in simulated AI provider (OpenAI- or Anthropic-compatible) speaking real HTTP and SSE.
+//! Outside the pipeline, on the backend's side of it: a built-in simulated AI provider (OpenAI- or
+//! Anthropic-compatible) speaking real HTTP and SSE. Imports only `protocol`.
 //!
 //! Used by the embedded default config, integration tests (`sluice mock-upstream`), the docker
 //! demo and benchmarks. Behaviour (latency, pacing, errors, rate limits, health) is configurable

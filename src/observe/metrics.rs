@@ -1,4 +1,5 @@
-//! Every metric name Sluice exports, and the recorder behind `/metrics`.
+//! The recorder behind `/metrics`, and the typed helpers every stage records through (names and
+//! labels come from [`super::catalogue`]).
 //!
 //! Labels stay low-cardinality: route and backend names come from config, statuses are numbers,
 //! error kinds are a fixed set.
@@ -11,20 +12,8 @@ use std::sync::OnceLock;
 use std::sync::{LazyLock, RwLock};
 use std::time::Duration;
 
-pub const REQUESTS: &str = "sluice_requests_total";
-pub const REQUEST_DURATION: &str = "sluice_request_duration_seconds";
-pub const TTFT: &str = "sluice_time_to_first_token_seconds";
-pub const UPSTREAM_DURATION: &str = "sluice_upstream_duration_seconds";
-pub const BACKEND_IN_FLIGHT: &str = "sluice_backend_in_flight";
-pub const ROUTING_DECISIONS: &str = "sluice_routing_decisions_total";
-pub const BACKEND_HEALTHY: &str = "sluice_backend_healthy";
-pub const BACKEND_EJECTIONS: &str = "sluice_backend_ejections_total";
-pub const FAILOVERS: &str = "sluice_failovers_total";
-pub const ERRORS: &str = "sluice_errors_total";
-pub const TOKENS: &str = "sluice_tokens_total";
-pub const COST: &str = "sluice_cost_microusd_total";
-pub const LIMITER_DECISIONS: &str = "sluice_limiter_decisions_total";
-pub const CONCURRENCY_LIMIT: &str = "sluice_backend_concurrency_limit";
+use super::catalogue::*;
+use crate::config::Priority;
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -96,9 +85,9 @@ impl<V> Cache<V> {
 }
 
 fn key(parts: &[&str], n: u64) -> u64 {
-    let mut h = crate::balance::stable_hash(&n.to_le_bytes());
+    let mut h = crate::hash::stable_hash(&n.to_le_bytes());
     for p in parts {
-        h = h.rotate_left(17) ^ crate::balance::stable_hash(p.as_bytes());
+        h = h.rotate_left(17) ^ crate::hash::stable_hash(p.as_bytes());
     }
     h
 }
@@ -136,53 +125,52 @@ impl Metrics {
     pub fn request(route: &str, backend: &str, status: u16, elapsed: Duration) {
         REQ_COUNT
             .with(key(&[route, backend], status as u64), || {
-                counter!(REQUESTS, "route" => route.to_string(), "backend" => backend.to_string(), "status" => status.to_string())
+                counter!(REQUESTS.name, "route" => route.to_string(), "backend" => backend.to_string(), "status" => status.to_string())
             }, |h| h.increment(1));
         REQ_DUR.with(
             key(&[route], 0),
-            || histogram!(REQUEST_DURATION, "route" => route.to_string()),
+            || histogram!(REQUEST_DURATION.name, "route" => route.to_string()),
             |h| h.record(elapsed.as_secs_f64()),
         );
     }
     pub fn backend_handles(backend: &str) -> BackendHandles {
         BackendHandles {
-            in_flight: gauge!(BACKEND_IN_FLIGHT, "backend" => backend.to_string()),
-            upstream: histogram!(UPSTREAM_DURATION, "backend" => backend.to_string()),
-            ttft: histogram!(TTFT, "backend" => backend.to_string()),
+            in_flight: gauge!(BACKEND_IN_FLIGHT.name, "backend" => backend.to_string()),
+            upstream: histogram!(UPSTREAM_DURATION.name, "backend" => backend.to_string()),
+            ttft: histogram!(TTFT.name, "backend" => backend.to_string()),
         }
     }
     pub fn routing(route: &str, backend: &str, algorithm: &'static str) {
         ROUTING
             .with(key(&[route, backend, algorithm], 0), || {
-                counter!(ROUTING_DECISIONS, "route" => route.to_string(), "backend" => backend.to_string(), "algorithm" => algorithm)
+                counter!(ROUTING_DECISIONS.name, "route" => route.to_string(), "backend" => backend.to_string(), "algorithm" => algorithm)
             }, |h| h.increment(1));
     }
     /// `u32::MAX` (no limit) is exported as 0.
     pub fn concurrency_limit(backend: &str, limit: u32) {
         let v = if limit == u32::MAX { 0.0 } else { limit as f64 };
-        gauge!(CONCURRENCY_LIMIT, "backend" => backend.to_string()).set(v);
+        gauge!(CONCURRENCY_LIMIT.name, "backend" => backend.to_string()).set(v);
     }
     pub fn healthy(backend: &str, healthy: bool) {
-        gauge!(BACKEND_HEALTHY, "backend" => backend.to_string()).set(if healthy {
+        gauge!(BACKEND_HEALTHY.name, "backend" => backend.to_string()).set(if healthy {
             1.0
         } else {
             0.0
         });
     }
     pub fn ejected(backend: &str) {
-        counter!(BACKEND_EJECTIONS, "backend" => backend.to_string()).increment(1);
+        counter!(BACKEND_EJECTIONS.name, "backend" => backend.to_string()).increment(1);
     }
     pub fn failover(backend: &str, reason: &'static str) {
-        counter!(FAILOVERS, "backend" => backend.to_string(), "reason" => reason).increment(1);
+        counter!(FAILOVERS.name, "backend" => backend.to_string(), "reason" => reason).increment(1);
     }
     pub fn error(kind: &'static str) {
-        counter!(ERRORS, "kind" => kind).increment(1);
+        counter!(ERRORS.name, "kind" => kind).increment(1);
     }
     pub fn tokens(tenant: &str, backend: &str, input: u64, output: u64, cost_usd: f64) {
         let make = || {
-            let c = |kind: &'static str| counter!(TOKENS, "tenant" => tenant.to_string(), "backend" => backend.to_string(), "kind" => kind);
-            let cost =
-                counter!(COST, "tenant" => tenant.to_string(), "backend" => backend.to_string());
+            let c = |kind: &'static str| counter!(TOKENS.name, "tenant" => tenant.to_string(), "backend" => backend.to_string(), "kind" => kind);
+            let cost = counter!(COST.name, "tenant" => tenant.to_string(), "backend" => backend.to_string());
             (c("input"), c("output"), cost)
         };
         TOKENS_C.with(key(&[tenant, backend], 0), make, |(i, o, cost)| {
@@ -195,8 +183,35 @@ impl Metrics {
     pub fn limiter(tenant: &str, outcome: &'static str) {
         LIMITER.with(
             key(&[tenant, outcome], 0),
-            || counter!(LIMITER_DECISIONS, "tenant" => tenant.to_string(), "outcome" => outcome),
+            || counter!(LIMITER_DECISIONS.name, "tenant" => tenant.to_string(), "outcome" => outcome),
             |h| h.increment(1),
         );
+    }
+    /// A request started waiting (for a backend slot or its tenant's tokens).
+    pub fn queue_entered(p: Priority) {
+        gauge!(QUEUE_LENGTH.name, "priority" => p.as_str()).increment(1.0);
+    }
+    /// A request stopped waiting after `waited`, admitted or not.
+    pub fn queue_left(p: Priority, waited: Duration) {
+        gauge!(QUEUE_LENGTH.name, "priority" => p.as_str()).decrement(1.0);
+        Metrics::queue_wait(p, waited);
+    }
+    /// The queue length of class `p` changed by `delta`.
+    pub fn queue_length(p: Priority, delta: f64) {
+        gauge!(QUEUE_LENGTH.name, "priority" => p.as_str()).increment(delta);
+    }
+    pub fn queue_wait(p: Priority, waited: Duration) {
+        histogram!(QUEUE_WAIT.name, "priority" => p.as_str()).record(waited.as_secs_f64());
+    }
+    /// A request of class `p` left a queue without starting, for `reason`.
+    pub fn shed(reason: &'static str, p: Priority) {
+        counter!(SHED.name, "reason" => reason, "priority" => p.as_str()).increment(1);
+    }
+    /// The limiter's mode: 1 for `mode`, 0 for the others it can be in.
+    pub fn limiter_mode(mode: &'static str, others: &[&'static str]) {
+        gauge!(LIMITER_MODE.name, "mode" => mode).set(1.0);
+        for o in others {
+            gauge!(LIMITER_MODE.name, "mode" => *o).set(0.0);
+        }
     }
 }

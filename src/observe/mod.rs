@@ -1,5 +1,10 @@
-//! Observe: sits beside every stage. Metric names in one place, the Prometheus recorder, request ids.
+//! Observe: beside every stage. The metric catalogue (every name and label in one place), the typed
+//! helpers the stages record through, the Prometheus recorder, and the operator endpoints
+//! (`/healthz`, `/readyz`, `/metrics`, `/admin/cluster`). Imports `config` and reads the other
+//! stages only through the admin endpoint's inputs.
 
+pub mod admin;
+pub mod catalogue;
 pub mod metrics;
 
 pub use self::metrics::{Metrics, install};

@@ -1,49 +1,44 @@
-//! One request through the pipeline: Receive (id, auth, body) → Shape (admission) → Route → Deliver.
+//! One request through the pipeline, read top to bottom: Receive (id, auth, body) → Shape (the door)
+//! → Route → Balance + Deliver (the attempt loop) → the response, with Sluice's headers.
 
-use crate::app::App;
-use crate::backends::Backend;
-use crate::config::Priority;
-use crate::deliver::{
-    Call, Delivered, Endpoint, ReadError, RequestBody, RespBody, UsageSink, error_response,
-    full_body, read_whole,
-};
+use super::Pipeline;
+use super::affinity;
+use crate::balance::Backend;
+use crate::deliver::{Call, Delivered};
 use crate::error::GatewayError;
 use crate::observe::Metrics;
-use crate::protocol::Protocol;
-use crate::ratelimit::{Decision, LimitRequest};
+use crate::observe::admin::json_response_bytes;
+use crate::protocol::{Endpoint, Protocol, ReadError, RequestBody, RespBody, read_whole};
+use crate::ratelimit::Decision;
 use crate::route::{RequestMeta, RouteDecision};
-use crate::shape::{classify, parse_deadline};
+use crate::shape::Arrival;
 use crate::translate::scan_request;
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
+use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
-
-/// Output tokens assumed for cost estimates when the client sets no `max_tokens`.
-const DEFAULT_EST_OUTPUT: u64 = 256;
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_SLUICE_NODE: HeaderName = HeaderName::from_static("x-sluice-node");
 static X_SLUICE_ROUTE: HeaderName = HeaderName::from_static("x-sluice-route");
 static X_SLUICE_BACKEND: HeaderName = HeaderName::from_static("x-sluice-backend");
 
-pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<RespBody> {
+pub async fn handle(p: Arc<Pipeline>, req: Request<Incoming>) -> Response<RespBody> {
     let started = Instant::now();
-    let request_id = app.request_id(req.headers());
+    let request_id = p.ids.for_request(req.headers());
     let mut out = Outcome {
         route: None,
         backend: None,
         limit: None,
     };
-    let mut resp = dispatch(&app, req, &request_id, &mut out).await;
+    let mut resp = dispatch(&p, req, &request_id, &mut out).await;
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert(X_REQUEST_ID.clone(), v);
     }
-    h.insert(X_SLUICE_NODE.clone(), app.node_header.clone());
+    h.insert(X_SLUICE_NODE.clone(), p.node_header.clone());
     if let Some(r) = out.route.and_then(|r| r.header.clone()) {
         h.insert(X_SLUICE_ROUTE.clone(), r);
     }
@@ -72,6 +67,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<RespBody>
     resp
 }
 
+/// What the response headers and metrics report of the request's way through.
 struct Outcome<'a> {
     route: Option<&'a RouteDecision>,
     backend: Option<Arc<Backend>>,
@@ -79,73 +75,118 @@ struct Outcome<'a> {
 }
 
 async fn dispatch<'a>(
-    app: &'a App,
+    p: &'a Pipeline,
     req: Request<Incoming>,
     request_id: &str,
     out: &mut Outcome<'a>,
 ) -> Response<RespBody> {
     let path = req.uri().path();
+    if let Some(r) = p.admin.answer(req.method(), path, req.headers()) {
+        return r;
+    }
     match (req.method(), path) {
-        (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
-        (&Method::GET, "/readyz") => {
-            let ready = app.ready();
-            let status = if ready {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            json_response(status, &json!({"ready": ready}))
-        }
-        (&Method::GET, "/metrics") => Response::builder()
-            .header(CONTENT_TYPE, "text/plain; version=0.0.4")
-            .body(full_body(app.metrics.render()))
-            .expect("valid response"),
-        (&Method::GET, "/admin/cluster") => {
-            if app.is_admin(req.headers()) {
-                json_response(StatusCode::OK, &app.admin_cluster())
-            } else {
-                error_response(&GatewayError::AdminForbidden, Protocol::Openai)
-            }
-        }
-        (&Method::GET, "/v1/models" | "/models") => match app.tenants.authenticate(req.headers()) {
-            Some(_) => json_response(StatusCode::OK, &app.models()),
-            None => error_response(&GatewayError::Unauthorized, Protocol::Openai),
+        (&Method::GET, "/v1/models" | "/models") => match p.tenants.authenticate(req.headers()) {
+            Some(_) => json_response_bytes(StatusCode::OK, p.models.clone()),
+            None => GatewayError::Unauthorized.response(Protocol::Openai),
         },
-        (m, p) => match Endpoint::from_path(p) {
+        (m, path) => match Endpoint::from_path(path) {
             Some(ep) if m == Method::POST => {
                 let proto = ep.client_protocol();
-                match proxy(app, req, ep, request_id, out).await {
+                match proxy(p, req, ep, request_id, out).await {
                     Ok(r) => r,
                     Err(e) => {
                         if let GatewayError::RateLimited { decision, .. } = &e {
                             out.limit = Some(**decision);
                         }
-                        error_response(&e, proto)
+                        e.response(proto)
                     }
                 }
             }
-            Some(ep) => error_response(
-                &GatewayError::MethodNotAllowed(p.to_string()),
-                ep.client_protocol(),
-            ),
-            None => error_response(&GatewayError::NotFound(p.to_string()), Protocol::Openai),
+            Some(ep) => {
+                GatewayError::MethodNotAllowed(path.to_string()).response(ep.client_protocol())
+            }
+            None => GatewayError::NotFound(path.to_string()).response(Protocol::Openai),
         },
     }
 }
 
 async fn proxy<'a>(
-    app: &'a App,
+    p: &'a Pipeline,
     req: Request<Incoming>,
     endpoint: Endpoint,
     request_id: &str,
     out: &mut Outcome<'a>,
 ) -> Result<Response<RespBody>, GatewayError> {
-    let tenant = app
+    // Receive: the tenant, the body (bounded), one scan of it.
+    let tenant = p
         .tenants
         .authenticate(req.headers())
         .cloned()
         .ok_or(GatewayError::Unauthorized)?;
-    let max = app.cfg.listen.max_body_bytes;
+    let (parts, raw) = read_body(req, p.max_body_bytes).await?;
+    let scan = scan_request(&raw, affinity::body_field(p.affinity.as_ref()))
+        .map_err(|e| GatewayError::BadJson(e.to_string()))?;
+    let model = scan
+        .model
+        .as_deref()
+        .ok_or_else(|| GatewayError::BadRequest {
+            field: "model".into(),
+            reason: "a non-empty string is required".into(),
+        })?;
+
+    // Shape: class, deadline, the tenant's buckets (waiting for a refill when that fits).
+    let admitted = p
+        .door
+        .admit(Arrival {
+            tenant: &tenant.id,
+            tier: &tenant.tier,
+            weight: tenant.weight,
+            headers: &parts.headers,
+            request_type: endpoint.request_type(),
+            prompt_tokens: scan.prompt_tokens,
+            max_tokens: scan.max_tokens,
+        })
+        .await?;
+    out.limit = Some(admitted.decision);
+
+    // Route.
+    let route = p.router.decide(&RequestMeta {
+        path: parts.uri.path(),
+        headers: &parts.headers,
+        tier: &tenant.tier,
+        model,
+        request_id,
+    });
+    out.route = Some(route);
+
+    // Balance + Deliver.
+    let affinity_key = affinity::key(p.affinity.as_ref(), &parts.headers, &scan);
+    let body = RequestBody::new(raw);
+    let call = Call {
+        endpoint,
+        body: &body,
+        stream: scan.stream,
+        include_usage: scan.include_usage,
+        model,
+        tenant: &tenant.id,
+        route,
+        request_id,
+        client_headers: &parts.headers,
+        affinity_key: affinity_key.as_deref(),
+        est_input_tokens: scan.prompt_tokens,
+        admitted: &admitted,
+        on_usage: admitted.usage_sink(),
+    };
+    let Delivered { response, backend } = p.deliver.forward(call).await?;
+    out.backend = backend;
+    Ok(response)
+}
+
+/// The request's head and whole body, refused past `max` bytes (declared or sent).
+async fn read_body(
+    req: Request<Incoming>,
+    max: usize,
+) -> Result<(http::request::Parts, Bytes), GatewayError> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -155,183 +196,13 @@ async fn proxy<'a>(
         return Err(GatewayError::PayloadTooLarge(max));
     }
     let (parts, body) = req.into_parts();
-    let raw: Bytes = match read_whole(body, max).await {
-        Ok(b) => b,
-        Err(ReadError::TooLarge(_)) => return Err(GatewayError::PayloadTooLarge(max)),
-        Err(ReadError::Body(e)) => {
-            return Err(GatewayError::BadJson(format!(
-                "could not read the body: {e}"
-            )));
-        }
-    };
-    let scan = scan_request(&raw, app.affinity_body_field())
-        .map_err(|e| GatewayError::BadJson(e.to_string()))?;
-    let model = scan
-        .model
-        .as_deref()
-        .ok_or_else(|| GatewayError::BadRequest {
-            field: "model".into(),
-            reason: "a non-empty string is required".into(),
-        })?;
-    let (stream, include_usage) = (scan.stream, scan.include_usage);
-
-    // Shape: priority class and client deadline.
-    let shaping = &app.cfg.shaping;
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    let priority = classify(
-        &shaping.priority,
-        header(&shaping.priority.header),
-        &tenant.tier,
-        endpoint.request_type(),
-    );
-    let now = tokio::time::Instant::now();
-    let deadline = parse_deadline(header(&shaping.deadline_header), now).map_err(|e| {
-        GatewayError::BadDeadline(format!("header `{}`: {e}", shaping.deadline_header))
-    })?;
-
-    // Admission through the rate-limiter seam. Tokens: reserve the estimate now, reconcile with the
-    // actual usage when the response (or the stream) ends.
-    let est_input = scan.prompt_tokens;
-    let est_output = scan.max_tokens.unwrap_or(DEFAULT_EST_OUTPUT);
-    let reserve = est_input + est_output;
-    let decision = admit(app, &tenant.id, reserve, priority, now, deadline).await;
-    out.limit = Some(decision);
-    if !decision.allowed {
-        Metrics::limiter(&tenant.id, "limited");
-        return Err(GatewayError::RateLimited {
-            tenant: tenant.id.clone(),
-            retry_after_ms: decision.retry_after.unwrap_or_default().as_millis() as u64,
-            decision: Box::new(decision),
-        });
+    match read_whole(body, max).await {
+        Ok(b) => Ok((parts, b)),
+        Err(ReadError::TooLarge(_)) => Err(GatewayError::PayloadTooLarge(max)),
+        Err(ReadError::Body(e)) => Err(GatewayError::BadJson(format!(
+            "could not read the body: {e}"
+        ))),
     }
-    Metrics::limiter(&tenant.id, "allowed");
-
-    // Route.
-    let meta = RequestMeta {
-        path: parts.uri.path(),
-        headers: &parts.headers,
-        tier: &tenant.tier,
-        model,
-        request_id,
-    };
-    let route = app.router.decide(&meta);
-    out.route = Some(route);
-
-    // Balance + Deliver.
-    let affinity_key = app.affinity_key(&parts.headers, &scan);
-    let body = RequestBody::new(raw);
-    let call = Call {
-        endpoint,
-        body: &body,
-        stream,
-        include_usage,
-        model,
-        tenant: &tenant.id,
-        route,
-        request_id,
-        client_headers: &parts.headers,
-        affinity_key: affinity_key.as_deref(),
-        est_input_tokens: est_input,
-        est_output_tokens: est_output,
-        // Only a token bucket needs the actual usage back.
-        on_usage: decision
-            .tokens_limit
-            .map(|_| reconcile_sink(app.limiter.clone(), &tenant.id, reserve)),
-        priority,
-        deadline,
-        weight: tenant.weight,
-    };
-    let Delivered { response, backend } = app.deliver.forward(call).await?;
-    out.backend = backend;
-    Ok(response)
-}
-
-/// Ask the limiter; when the bucket is empty, wait for it to refill instead of refusing at once, as long
-/// as the wait fits the request's budget (`shaping.max_wait_ms`, the client deadline) and the number of
-/// waiters stays under `shaping.max_queue`. Critical requests do not wait: they are refused or admitted.
-async fn admit(
-    app: &App,
-    tenant: &str,
-    tokens: u64,
-    priority: Priority,
-    now: tokio::time::Instant,
-    deadline: Option<tokio::time::Instant>,
-) -> Decision {
-    let budget = now + std::time::Duration::from_millis(app.cfg.shaping.max_wait_ms);
-    let until = deadline.map_or(budget, |d| d.min(budget));
-    let mut waiting: Option<TokenWait> = None;
-    loop {
-        let d = app
-            .limiter
-            .check(LimitRequest {
-                tenant,
-                requests: 1,
-                tokens,
-            })
-            .await;
-        if d.allowed {
-            return d;
-        }
-        let wait = d.retry_after.unwrap_or(std::time::Duration::from_secs(1));
-        if priority == Priority::Critical || tokio::time::Instant::now() + wait > until {
-            return d;
-        }
-        let Some(_slot) = app.rate_waiters.enter(app.cfg.shaping.max_queue) else {
-            return d;
-        };
-        if waiting.is_none() {
-            Metrics::limiter(tenant, "queued");
-            waiting = Some(TokenWait::start(priority, now));
-        }
-        tokio::time::sleep(wait).await;
-    }
-}
-
-/// A request waiting for its tenant's bucket shows in the same queue metrics as one waiting for a
-/// backend slot: `sluice_queue_length` while it waits, `sluice_queue_wait_seconds` when it leaves.
-struct TokenWait {
-    priority: Priority,
-    since: tokio::time::Instant,
-}
-
-impl TokenWait {
-    fn start(priority: Priority, since: tokio::time::Instant) -> TokenWait {
-        metrics::gauge!(crate::shape::QUEUE_LENGTH, "priority" => priority.as_str()).increment(1.0);
-        TokenWait { priority, since }
-    }
-}
-
-impl Drop for TokenWait {
-    fn drop(&mut self) {
-        let p = self.priority.as_str();
-        metrics::gauge!(crate::shape::QUEUE_LENGTH, "priority" => p).decrement(1.0);
-        metrics::histogram!(crate::shape::QUEUE_WAIT, "priority" => p)
-            .record(self.since.elapsed().as_secs_f64());
-    }
-}
-
-/// After the response: give back (or charge) the difference between reserved and used tokens.
-fn reconcile_sink(
-    limiter: Arc<dyn crate::ratelimit::RateLimiter>,
-    tenant: &str,
-    reserved: u64,
-) -> UsageSink {
-    let tenant = tenant.to_string();
-    Box::new(move |usage| {
-        let Some(u) = usage else { return };
-        let actual = u.input_tokens + u.output_tokens;
-        if actual != reserved {
-            tokio::spawn(async move { limiter.reconcile(&tenant, reserved, actual).await });
-        }
-    })
-}
-
-fn json_response(status: StatusCode, v: &Value) -> Response<RespBody> {
-    Response::builder()
-        .status(status)
-        .header(CONTENT_TYPE, "application/json")
-        .body(full_body(v.to_string()))
-        .expect("valid response")
 }
 
 /// OpenAI-style `x-ratelimit-*` headers for the request and token buckets.

@@ -1,12 +1,21 @@
-//! Receive: the first stage. Accept connections (HTTP/1.1, HTTP/2, TLS), give every request an id,
-//! enforce size limits, find the tenant from its API key, parse the body, then hand on.
+//! Receive: the first stage (**receive** → shape → route → balance → deliver). Accept connections
+//! (HTTP/1.1, HTTP/2, TLS), give every request an id, enforce size limits, find the tenant from its
+//! API key, read and scan the body once, then walk the request through the later stages
+//! ([`handle`]) and hand back their response. The only module that calls every stage; nothing
+//! imports it but `app` and `main`.
 
+mod affinity;
 mod auth;
 mod handler;
+pub mod models;
+mod pipeline;
+mod request_id;
 mod server;
 mod tls;
 
 pub use auth::{Tenant, TenantTable};
 pub use handler::handle;
+pub use pipeline::Pipeline;
+pub use request_id::RequestIds;
 pub use server::{reuseport_listeners, serve};
 pub use tls::load_tls;

@@ -1,7 +1,7 @@
 //! The accept loop: HTTP/1.1 and HTTP/2 (h2c by preface, h2 by ALPN over TLS), header size limits,
 //! graceful drain on shutdown.
 
-use crate::app::App;
+use super::Pipeline;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -58,14 +58,14 @@ async fn keep_a_timer_near(shutdown: CancellationToken) {
 
 /// Serve until `shutdown`, then wait up to `drain` for open connections to finish.
 pub async fn serve(
-    app: Arc<App>,
+    pipeline: Arc<Pipeline>,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
     drain: Duration,
 ) {
     let mut builder = Builder::new(TokioExecutor::new());
-    let max_header = app.cfg.listen.max_header_bytes;
+    let max_header = pipeline.max_header_bytes;
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -94,10 +94,10 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
+        let p = pipeline.clone();
         let svc = service_fn(move |req| {
-            let app = app.clone();
-            async move { Ok::<_, std::convert::Infallible>(crate::receive::handle(app, req).await) }
+            let p = p.clone();
+            async move { Ok::<_, std::convert::Infallible>(super::handle(p, req).await) }
         });
         match &tls {
             None => {

@@ -1,11 +1,12 @@
-//! Route: the third stage. Rules in order, first match wins → a backend pool and an algorithm.
-//! Pure: no I/O, no clock; the decision is a typed value handed to Balance.
+//! Route: the third stage (receive → shape → **route** → balance → deliver). Rules in order, first
+//! match wins → a backend pool and an algorithm. Pure: no I/O, no clock, no runtime state; the
+//! decision is plain data handed to Balance. May import `config` only.
 
-use crate::balance::{Algorithm, PoolState, stable_hash};
+use crate::config::Algorithm;
 use crate::config::{Config, MatchConfig, RouteConfig};
-use crate::shape::AdmissionQueue;
+use crate::hash::stable_hash;
 use http::{HeaderMap, HeaderName};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// What Route looks at.
 #[derive(Debug, Clone, Copy)]
@@ -18,9 +19,12 @@ pub struct RequestMeta<'a> {
     pub request_id: &'a str,
 }
 
-/// Route's output.
+/// Route's output: plain data. The stages after it keep their per-route runtime state (selector
+/// state, slot queue) in tables of their own, indexed by [`RouteDecision::index`].
 #[derive(Debug, Clone)]
 pub struct RouteDecision {
+    /// Position among [`Router::decisions`]: rules in order, then the default.
+    pub index: usize,
     pub route: Arc<str>,
     /// `route` as the `x-sluice-route` header value (None if it cannot be one).
     pub header: Option<http::HeaderValue>,
@@ -28,10 +32,6 @@ pub struct RouteDecision {
     pub algorithm: Algorithm,
     /// Skip unhealthy backends.
     pub health_check: bool,
-    /// The selector's cursor and weights for this pool (shared by every request on the route).
-    pub state: Arc<Mutex<PoolState>>,
-    /// Requests wait here when every backend of the pool is at its concurrency limit.
-    pub queue: Arc<AdmissionQueue>,
 }
 
 #[derive(Debug)]
@@ -51,7 +51,7 @@ pub struct Router {
     default: RouteDecision,
 }
 
-fn decision(name: &str, r: &RouteConfig, cfg: &Config) -> RouteDecision {
+fn decision(index: usize, name: &str, r: &RouteConfig, cfg: &Config) -> RouteDecision {
     let pool: Vec<usize> = r
         .backend
         .value
@@ -60,13 +60,12 @@ fn decision(name: &str, r: &RouteConfig, cfg: &Config) -> RouteDecision {
         .filter_map(|n| cfg.backends.iter().position(|b| &b.value.name == n))
         .collect();
     RouteDecision {
+        index,
         route: Arc::from(name),
         header: http::HeaderValue::from_str(name).ok(),
         pool: pool.into(),
         algorithm: r.algorithm.unwrap_or(cfg.routing.strategy),
         health_check: r.health_check,
-        state: Arc::default(),
-        queue: Arc::new(AdmissionQueue::from_config(&cfg.shaping)),
     }
 }
 
@@ -77,7 +76,8 @@ impl Router {
             .routing
             .rules
             .iter()
-            .map(|r| {
+            .enumerate()
+            .map(|(i, r)| {
                 let r = &r.value;
                 let MatchConfig {
                     headers,
@@ -98,26 +98,25 @@ impl Router {
                     tiers: user_tier.as_ref().map(|t| t.as_slice().to_vec()),
                     models: model.as_ref().map(|m| m.as_slice().to_vec()),
                     weight: r.route.weight.unwrap_or(100),
-                    decision: decision(&r.name, &r.route, cfg),
+                    decision: decision(i, &r.name, &r.route, cfg),
                 }
             })
             .collect();
         let default = match &cfg.routing.default {
-            Some(d) => decision("default", d, cfg),
+            Some(d) => decision(cfg.routing.rules.len(), "default", d, cfg),
             None => RouteDecision {
+                index: cfg.routing.rules.len(),
                 route: Arc::from("default"),
                 header: Some(http::HeaderValue::from_static("default")),
                 pool: (0..cfg.backends.len()).collect::<Vec<_>>().into(),
                 algorithm: cfg.routing.strategy,
                 health_check: true,
-                state: Arc::default(),
-                queue: Arc::new(AdmissionQueue::from_config(&cfg.shaping)),
             },
         };
         Router { rules, default }
     }
 
-    /// Every route's decision (rules, then the default): to attach queues to their backends.
+    /// Every route's decision (rules, then the default), in [`RouteDecision::index`] order.
     pub fn decisions(&self) -> impl Iterator<Item = &RouteDecision> {
         self.rules
             .iter()

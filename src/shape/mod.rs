@@ -1,6 +1,9 @@
-//! Shape: the second stage (between Receive and Route) — decides when a request may start.
+//! Shape: the second stage (receive → **shape** → route → balance → deliver) — decides when a
+//! request may start. May import `config`, `ratelimit` (its seam to the buckets) and `observe`.
 //!
-//! The mechanisms, each independent and unit-tested; the gateway wires them together:
+//! [`Door`] is the one way in: a request passes it once ([`Door::admit`]: class, deadline, its
+//! tenant's buckets) and gets an [`Admitted`] pass, the only way to a backend slot
+//! ([`Admitted::slot`]). The mechanisms behind it, each independent and unit-tested:
 //! - [`priority`]: a request's class (tier, request type, header) and its client deadline.
 //! - [`AdmissionQueue`]: requests that cannot start yet wait here instead of getting an instant
 //!   429/503, served by priority, fairly among tenants (weighted fair queuing), earliest deadline first;
@@ -10,6 +13,7 @@
 //! - [`Pacer`]: GCRA spacing of request starts to a backend.
 
 mod codel;
+mod door;
 mod fair;
 pub mod gradient;
 pub mod pacer;
@@ -19,7 +23,8 @@ pub mod queue;
 mod queue_tests;
 mod ticket;
 
+pub use door::{AdmitError, Admitted, Arrival, DEFAULT_EST_OUTPUT, Door, Paced, UsageSink};
 pub use gradient::{ConcurrencyLimit, Outcome, allows};
 pub use pacer::Pacer;
 pub use priority::{classify, parse_deadline};
-pub use queue::{AdmissionQueue, QUEUE_LENGTH, QUEUE_WAIT, SHED_TOTAL, Shed, Ticket};
+pub use queue::{AdmissionQueue, Shed, Ticket};

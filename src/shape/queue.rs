@@ -10,19 +10,12 @@ use super::codel::Codel;
 use super::fair::{Fair, Key, Pos, Waiter};
 pub use super::ticket::{Shed, Ticket};
 use crate::config::{Priority, ShapingConfig};
-use metrics::{counter, gauge, histogram};
+use crate::observe::Metrics;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
-
-/// Gauge, label `priority`: requests waiting.
-pub const QUEUE_LENGTH: &str = "sluice_queue_length";
-/// Histogram, label `priority`: time from `Ticket::enqueued` to leaving the queue (admitted or shed).
-pub const QUEUE_WAIT: &str = "sluice_queue_wait_seconds";
-/// Counter, labels `reason` ([`Shed::label`]) and `priority`.
-pub const SHED_TOTAL: &str = "sluice_shed_total";
 
 /// A queued waiter's mailbox: woken to try, or told it was shed (already removed from the queue).
 #[derive(Debug, Default)]
@@ -94,12 +87,11 @@ impl Drop for Registration<'_> {
 }
 
 fn record_shed(why: Shed, p: Priority) {
-    counter!(SHED_TOTAL, "reason" => why.label(), "priority" => p.as_str()).increment(1);
+    Metrics::shed(why.label(), p);
 }
 
 fn record_wait(p: Priority, enqueued: Instant, now: Instant) {
-    let waited = now.saturating_duration_since(enqueued).as_secs_f64();
-    histogram!(QUEUE_WAIT, "priority" => p.as_str()).record(waited);
+    Metrics::queue_wait(p, now.saturating_duration_since(enqueued));
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
@@ -402,6 +394,6 @@ impl AdmissionQueue {
 
     fn changed(&self, inner: &Inner, p: Priority, delta: f64) {
         self.len.store(inner.fair.len(), Ordering::SeqCst);
-        gauge!(QUEUE_LENGTH, "priority" => p.as_str()).increment(delta);
+        Metrics::queue_length(p, delta);
     }
 }

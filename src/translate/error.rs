@@ -1,5 +1,7 @@
 //! Translation errors, and upstream error bodies rewritten into each client's error shape.
 
+use crate::protocol::Protocol;
+use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 /// Why a request or response could not be translated. Both variants are client errors
@@ -210,4 +212,23 @@ pub fn error_to_anthropic(status: u16, body: &[u8]) -> Value {
         _ => anthropic_type_for_status(status).to_string(),
     };
     json!({"type": "error", "error": {"type": kind, "message": up.message}})
+}
+
+/// An in-band error at the end of a broken stream, in the client's dialect.
+pub fn stream_error_event(client: Protocol, kind: &'static str) -> Bytes {
+    let msg = match kind {
+        "idle_timeout" => "upstream stream went idle",
+        "total_timeout" => "upstream stream exceeded the total timeout",
+        _ => "upstream stream broke off",
+    };
+    match client {
+        Protocol::Openai => {
+            let v = serde_json::json!({"error": {"message": msg, "type": "server_error", "param": null, "code": kind}});
+            super::encode_sse(None, &v.to_string())
+        }
+        Protocol::Anthropic => {
+            let v = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": msg}});
+            super::encode_sse(Some("error"), &v.to_string())
+        }
+    }
 }

@@ -1,4 +1,6 @@
-//! OpenAI Chat Completions ↔ Anthropic Messages translation: requests, responses, streams, errors.
+//! Translate: protocol knowledge Deliver uses (pure; imports only `protocol` and `error`). What to
+//! send to a backend of either dialect ([`plan`]), and OpenAI Chat Completions ↔ Anthropic Messages
+//! translation of requests, responses, streams and errors; usage read from bodies and streams.
 //!
 //! Everything here is pure (no I/O; only the clock, for OpenAI `created`). Bodies are
 //! `serde_json::Value`s. What the target API cannot express fails with
@@ -13,6 +15,7 @@ mod completion;
 mod error;
 mod estimate;
 mod messages_to_anthropic;
+mod plan;
 mod request_to_anthropic;
 mod request_to_openai;
 mod response;
@@ -20,7 +23,9 @@ mod scan;
 mod sse;
 mod stream_anthropic;
 mod stream_openai;
+mod transform;
 mod usage;
+mod usage_scan;
 
 #[cfg(test)]
 mod tests;
@@ -28,10 +33,11 @@ mod tests;
 pub use completion::{
     MessagesToCompletionStream, completion_request_to_messages, messages_response_to_completion,
 };
-pub use error::{TranslateError, error_to_anthropic, error_to_openai};
+pub use error::{TranslateError, error_to_anthropic, error_to_openai, stream_error_event};
 pub use estimate::MEDIA_TOKENS;
 #[cfg(test)]
 pub use estimate::{estimate_prompt_tokens, requested_max_tokens};
+pub use plan::{Plan, PlanInput, error_back, plan, response_back, stream_transform};
 pub use request_to_anthropic::chat_request_to_messages;
 pub use request_to_openai::messages_request_to_chat;
 pub use response::{chat_response_to_messages, messages_response_to_chat};
@@ -39,4 +45,6 @@ pub use scan::{RequestScan, ScanError, scan_request};
 pub use sse::{SseEvent, SseParser, encode_sse};
 pub use stream_anthropic::ChatToMessagesStream;
 pub use stream_openai::MessagesToChatStream;
+pub use transform::{DropInjectedUsage, StreamTransform};
 pub use usage::{StreamUsage, Usage, usage_from_body, usage_from_object};
+pub use usage_scan::scan_usage;

@@ -1,7 +1,8 @@
-//! Active health checks: `GET {base}{path}` every interval, with a timeout; verdicts go to the backend's state.
+//! Active health checks: `GET {base}{path}` every interval with a timeout, through the backend's
+//! own upstream client; verdicts go to the backend's health in Balance.
 
-use super::BackendTable;
-use crate::deliver::UpstreamClient;
+use super::client::UpstreamClient;
+use crate::balance::BackendTable;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 

@@ -1,6 +1,8 @@
-//! One backend's live state: atomics for the hot counters, short non-async locks for the estimators.
+//! One backend's live state: config plus what we learn (health, latency, in-flight, cooldown, its
+//! adaptive concurrency limit). Atomics for the hot counters, short non-async locks for the
+//! estimators. Deliver and the health prober write to it; the balancer reads it.
 
-use crate::balance::{Health, HealthPolicy, HealthState, PeakEwma};
+use super::{Health, HealthPolicy, HealthState, PeakEwma};
 use crate::config::{BackendConfig, CongestionConfig, Priority};
 use crate::observe::Metrics;
 use crate::observe::metrics::BackendHandles;
@@ -29,7 +31,7 @@ pub struct Backend {
     pub cfg: BackendConfig,
     /// Resolved base url (`mock://` replaced by the in-process simulator's address), no trailing slash.
     pub base_url: String,
-    /// The API key to inject, read once from `api_key_env` at start.
+    /// The API key to inject (`api_key_env`, read once at start by whoever builds the table).
     pub api_key: Option<String>,
     pub policy: HealthPolicy,
     in_flight: AtomicU32,
@@ -55,7 +57,6 @@ const EWMA_TAU: Duration = Duration::from_secs(10);
 
 impl Backend {
     pub fn new(id: usize, cfg: BackendConfig, base_url: String) -> Backend {
-        let api_key = cfg.api_key_env.as_ref().and_then(|e| std::env::var(e).ok());
         let policy = HealthPolicy {
             unhealthy_threshold: cfg
                 .health_check
@@ -70,7 +71,7 @@ impl Backend {
         Backend {
             id,
             base_url: base_url.trim_end_matches('/').to_string(),
-            api_key,
+            api_key: None,
             policy,
             cfg,
             in_flight: AtomicU32::new(0),
@@ -86,6 +87,12 @@ impl Backend {
             metrics: Metrics::backend_handles(&cfg_name),
             name_header: http::HeaderValue::from_str(&cfg_name).ok(),
         }
+    }
+
+    /// The key Deliver injects into every request to this backend.
+    pub fn with_api_key(mut self, key: Option<String>) -> Backend {
+        self.api_key = key;
+        self
     }
 
     /// Turn on congestion control and smoothing as configured.
@@ -270,5 +277,12 @@ impl Drop for InFlightGuard {
             .saturating_sub(1);
         self.backend.metrics.in_flight.set(f64::from(n));
         self.backend.wake_queues();
+    }
+}
+
+/// A slot on a backend waits out the backend's pacing (`smoothing`) before it starts.
+impl crate::shape::Paced for (Arc<Backend>, InFlightGuard) {
+    fn pacer(&self) -> Option<&Pacer> {
+        self.0.pacer.as_ref()
     }
 }

@@ -1,10 +1,24 @@
-//! Whole bodies read into one buffer, bounded in size: the client's request before admission, an
-//! upstream's non-streamed answer. A body that arrives in one frame (the usual case) is handed on as
-//! is, without copying or an intermediate list.
+//! HTTP bodies on either side: the response body type Sluice answers with, and whole bodies read
+//! into one buffer, bounded in size (the client's request before admission, an upstream's
+//! non-streamed answer). A body that arrives in one frame (the usual case) is handed on as is,
+//! without copying or an intermediate list.
 
 use bytes::{Bytes, BytesMut};
 use http_body::Body;
 use http_body_util::BodyExt;
+use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every response body Sluice sends: whole, or streamed.
+pub type RespBody = UnsyncBoxBody<Bytes, BoxError>;
+
+pub fn full_body(b: impl Into<Bytes>) -> RespBody {
+    Full::new(b.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
 
 /// Why a body could not be read whole.
 #[derive(Debug, thiserror::Error)]

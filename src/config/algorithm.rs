@@ -1,9 +1,9 @@
-//! The balancing algorithms a pool can name in the config.
+//! The balancing algorithms a pool can name in the config (Balance implements them).
 
 use serde::Deserialize;
 use std::fmt;
 
-/// How [`select`](super::select) chooses among eligible candidates.
+/// How Balance's `select` chooses among eligible candidates.
 ///
 /// Deserializes from snake_case (`least_cost`) and also from the kebab-case
 /// spellings the seed config uses (`least-cost`).

@@ -1,13 +1,7 @@
-//! Backends: the live table of upstreams between Route and Deliver. Config plus what we learn
-//! (health, latency, in-flight, cooldown). Balance reads it through [`BackendView`]; Deliver and the
-//! health prober write to it; the cluster layer can merge gossip into the same view later.
+//! The live backend table and the view the balancer reads it through: this node's own knowledge,
+//! or (in a cluster) the same merged with the peers' reports.
 
-mod prober;
-mod state;
-
-pub use prober::spawn_probers;
-pub use state::{Backend, BackendStatus, InFlightGuard};
-
+use super::{Backend, BackendStatus};
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -1,4 +1,13 @@
-//! The two wire protocols Sluice speaks, on either side of the proxy.
+//! What both sides of the proxy speak, shared by every stage (imports nothing of the pipeline):
+//! the two API dialects, the endpoints a client calls, the request body, response bodies.
+
+mod body;
+mod endpoint;
+mod request;
+
+pub use body::{BoxError, ReadError, RespBody, full_body, read_whole};
+pub use endpoint::{Endpoint, UPSTREAM_PATHS};
+pub use request::RequestBody;
 
 use serde::Deserialize;
 

@@ -1,0 +1,256 @@
+//! One attempt on one backend: plan the upstream request, send it within the timeouts, classify the
+//! answer (retry elsewhere, or done), and pass a success back whole or streamed.
+
+use super::call::Call;
+use super::client::{UpstreamBody, UpstreamClient};
+use super::stream::{OnFinish, StreamBody};
+use super::upstream::{build_request, error_chain, read_limited, retry_after, upstream_error};
+use crate::balance::{Backend, InFlightGuard, candidates};
+use crate::error::GatewayError;
+use crate::observe::Metrics;
+use crate::protocol::{RespBody, full_body};
+use crate::shape::{Outcome, Shed};
+use crate::translate::{
+    Plan, Usage, plan, response_back, scan_usage, stream_transform, usage_from_body,
+};
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{Response, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+pub(super) enum Attempt {
+    Done(Response<RespBody>),
+    /// Retryable: try another backend if attempts remain. Carries what to answer if none remain.
+    Retry(&'static str, Failure),
+}
+
+pub(super) enum Failure {
+    Error(GatewayError),
+    Upstream(Response<RespBody>),
+}
+
+/// One try on `backend`, whose slot `guard` holds until the response ends.
+pub(super) async fn attempt(
+    call: &mut Call<'_>,
+    backend: &Arc<Backend>,
+    client: &UpstreamClient,
+    guard: InFlightGuard,
+    default_max_tokens: u32,
+) -> Attempt {
+    let cfg = &backend.cfg;
+    let client_proto = call.endpoint.client_protocol();
+    let model = cfg.model_for(call.model);
+    let plan = match plan(&call.plan_input(), cfg.protocol, model, default_max_tokens) {
+        Ok(p) => p,
+        Err(e) => return Attempt::Done(e.response(client_proto)),
+    };
+    let req = match build_request(backend, client, call, &plan) {
+        Ok(r) => r,
+        Err(e) => return Attempt::Retry("build", Failure::Error(e)),
+    };
+    // A request whose client deadline passed is never sent upstream.
+    let now = Instant::now();
+    let left = call
+        .admitted
+        .deadline
+        .map(|d| d.saturating_duration_since(now));
+    if left.is_some_and(|l| l.is_zero()) {
+        return Attempt::Done(GatewayError::Shed(Shed::DeadlineExpired).response(client_proto));
+    }
+    let sent_at = now;
+    let deadline = sent_at + cfg.timeouts.total();
+    let first_byte = left.map_or(cfg.timeouts.first_byte(), |l| {
+        l.min(cfg.timeouts.first_byte())
+    });
+    let client_bound = left.is_some_and(|l| l < cfg.timeouts.first_byte());
+    let resp = match tokio::time::timeout(first_byte, client.send(req)).await {
+        Err(_) if client_bound => {
+            return Attempt::Done(GatewayError::Shed(Shed::DeadlineExpired).response(client_proto));
+        }
+        Err(_) => {
+            backend.congestion_sample(Outcome::Dropped);
+            backend.passive(false, std::time::Instant::now());
+            return Attempt::Retry(
+                "timeout",
+                Failure::Error(GatewayError::UpstreamTimeout(backend.name().into())),
+            );
+        }
+        Ok(Err(e)) => {
+            backend.congestion_sample(Outcome::Dropped);
+            backend.passive(false, std::time::Instant::now());
+            let reason = if e.is_connect() { "connect" } else { "io" };
+            let err = GatewayError::UpstreamUnavailable {
+                backend: backend.name().into(),
+                reason: error_chain(&e),
+            };
+            return Attempt::Retry(reason, Failure::Error(err));
+        }
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status();
+    let now = std::time::Instant::now();
+    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        backend.congestion_sample(Outcome::Dropped);
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        let wait = retry_after(resp.headers()).unwrap_or(Duration::from_secs(1));
+        backend.cooldown(now + wait);
+        let body = read_limited(backend, resp.into_body(), deadline)
+            .await
+            .unwrap_or_default();
+        return Attempt::Retry(
+            "rate_limited",
+            Failure::Upstream(upstream_error(
+                client_proto,
+                status,
+                &body,
+                &plan,
+                Some(wait),
+            )),
+        );
+    }
+    if status.is_server_error() {
+        backend.passive(false, now);
+        let body = read_limited(backend, resp.into_body(), deadline)
+            .await
+            .unwrap_or_default();
+        return Attempt::Retry(
+            "5xx",
+            Failure::Upstream(upstream_error(client_proto, status, &body, &plan, None)),
+        );
+    }
+    backend.passive(true, now);
+    if !status.is_success() {
+        let body = read_limited(backend, resp.into_body(), deadline)
+            .await
+            .unwrap_or_default();
+        return Attempt::Done(upstream_error(client_proto, status, &body, &plan, None));
+    }
+    let is_sse = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if is_sse {
+        return Attempt::Done(stream_response(
+            call, backend, resp, &plan, guard, sent_at, deadline,
+        ));
+    }
+    // Whole body: read, count usage, translate if needed.
+    let body = match read_limited(backend, resp.into_body(), deadline).await {
+        Ok(b) => b,
+        Err(e) => return Attempt::Retry("body", Failure::Error(e)),
+    };
+    let elapsed = sent_at.elapsed();
+    backend.observe_latency(elapsed, std::time::Instant::now());
+    backend.congestion_sample(Outcome::Success(elapsed));
+    backend.metrics.upstream.record(elapsed.as_secs_f64());
+    drop(guard);
+    // Pass-through bodies are only scanned for `usage` (no JSON tree); translated ones are parsed whole.
+    let parsed: Option<Value> = if plan.translated {
+        serde_json::from_slice(&body).ok()
+    } else {
+        None
+    };
+    let usage = match &parsed {
+        Some(v) => usage_from_body(v),
+        None => scan_usage(&body),
+    };
+    record_usage(call, backend, usage);
+    let out = if plan.translated {
+        let Some(v) = parsed else {
+            let e = GatewayError::UpstreamUnavailable {
+                backend: backend.name().into(),
+                reason: "upstream answered invalid json".into(),
+            };
+            return Attempt::Done(e.response(client_proto));
+        };
+        match response_back(call.endpoint, &v, call.model) {
+            Ok(v) => Bytes::from(v.to_string()),
+            Err(e) => return Attempt::Done(e.response(client_proto)),
+        }
+    } else {
+        body
+    };
+    let response = Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json")
+        .body(full_body(out))
+        .expect("valid response");
+    Attempt::Done(response)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stream_response(
+    call: &mut Call<'_>,
+    backend: &Arc<Backend>,
+    resp: Response<UpstreamBody>,
+    plan: &Plan,
+    guard: InFlightGuard,
+    sent_at: Instant,
+    deadline: Instant,
+) -> Response<RespBody> {
+    let transform = stream_transform(call.endpoint, plan, call.model, call.include_usage);
+    let b = backend.clone();
+    let tenant: Arc<str> = Arc::from(call.tenant);
+    let sink = call.on_usage.take();
+    let on_finish: OnFinish = Box::new(move |out| {
+        let now = std::time::Instant::now();
+        match (out.ttft, out.error) {
+            (Some(ttft), None | Some("client_gone")) => b.congestion_sample(Outcome::Success(ttft)),
+            _ => b.congestion_sample(Outcome::Dropped),
+        }
+        if let Some(ttft) = out.ttft {
+            b.observe_ttft(ttft, now);
+            b.metrics.ttft.record(ttft.as_secs_f64());
+        }
+        b.metrics.upstream.record(sent_at.elapsed().as_secs_f64());
+        if let Some(kind) = out.error {
+            Metrics::error(kind);
+        }
+        record_usage_parts(&tenant, &b, out.usage);
+        if let Some(s) = sink {
+            s(out.usage.map(|u| u.total()));
+        }
+        drop(guard);
+    });
+    let body = StreamBody::new(
+        resp.into_body(),
+        transform,
+        call.endpoint.client_protocol(),
+        sent_at,
+        backend.cfg.timeouts.idle(),
+        deadline,
+        on_finish,
+    );
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(body.boxed_unsync())
+        .expect("valid response")
+}
+
+fn record_usage(call: &mut Call<'_>, backend: &Backend, usage: Option<Usage>) {
+    record_usage_parts(call.tenant, backend, usage);
+    if let Some(s) = call.on_usage.take() {
+        s(usage.map(|u| u.total()));
+    }
+}
+
+fn record_usage_parts(tenant: &str, backend: &Backend, usage: Option<Usage>) {
+    if let Some(u) = usage {
+        let cost = candidates::cost(backend.cfg.price, u.input_tokens, u.output_tokens);
+        Metrics::tokens(
+            tenant,
+            backend.name(),
+            u.input_tokens,
+            u.output_tokens,
+            cost,
+        );
+    }
+}

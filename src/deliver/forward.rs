@@ -1,0 +1,116 @@
+//! The attempt loop: ask Balance for a backend (through Shape's slot queue), send, fail over on
+//! connect error / timeout / 5xx / 429 while nothing has reached the client, and hand back a full or
+//! streamed response.
+
+use super::attempt::{Attempt, Failure};
+use super::call::{Call, Delivered};
+use super::client::UpstreamClient;
+use crate::balance::{Backend, Balancer, InFlightGuard, Survey};
+use crate::error::GatewayError;
+use crate::observe::Metrics;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+pub struct Deliver {
+    pub balancer: Arc<Balancer>,
+    /// `[client set][backend id]`: set 0 for background tasks, one per serving worker after it.
+    pub clients: Vec<Vec<UpstreamClient>>,
+    pub max_attempts: u32,
+    pub default_max_tokens: u32,
+    /// Longest a request may wait for a cooldown to end: `shaping.max_wait_ms`.
+    pub max_wait: Duration,
+}
+
+impl Deliver {
+    /// A backend with a free slot for this call, excluding `tried`, waiting in Shape's queue while
+    /// every backend of the route is at its limit.
+    async fn slot(
+        &self,
+        call: &Call<'_>,
+        tried: &[usize],
+    ) -> Result<(Arc<Backend>, InFlightGuard), GatewayError> {
+        let want = call.want();
+        call.admitted
+            .slot(call.route.index, || {
+                self.balancer.take(call.route, &want, tried)
+            })
+            .await
+            .map_err(GatewayError::Shed)
+    }
+
+    pub async fn forward(&self, mut call: Call<'_>) -> Result<Delivered, GatewayError> {
+        let mut tried: Vec<usize> = Vec::new();
+        let mut last: Option<Failure> = None;
+        let mut last_backend: Option<Arc<Backend>> = None;
+        let mut waited_cooldown = false;
+        for attempt in 0..self.max_attempts {
+            match self.balancer.survey(call.route, &call.want(), &tried) {
+                Survey::Available => {}
+                Survey::NotServed => {
+                    return Err(GatewayError::ModelNotFound(call.model.to_string()));
+                }
+                Survey::Unavailable => break,
+                Survey::CoolingUntil(end) => {
+                    // Every backend is only cooling down after upstream 429s: wait for the first to
+                    // come back when that fits the request's budget, else answer 429 with when.
+                    let wait = end.saturating_duration_since(std::time::Instant::now());
+                    let budget = call.admitted.deadline.map_or(self.max_wait, |d| {
+                        d.saturating_duration_since(Instant::now())
+                            .min(self.max_wait)
+                    });
+                    if wait > budget || waited_cooldown {
+                        return Err(GatewayError::UpstreamsRateLimited {
+                            route: call.route.route.to_string(),
+                            retry_after: wait.max(Duration::from_millis(1)),
+                        });
+                    }
+                    waited_cooldown = true;
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            }
+            let (backend, guard) = self.slot(&call, &tried).await?;
+            tried.push(backend.id);
+            Metrics::routing(
+                &call.route.route,
+                backend.name(),
+                call.route.algorithm.as_str(),
+            );
+            last_backend = Some(backend.clone());
+            let client =
+                &self.clients[super::client::client_set().min(self.clients.len() - 1)][backend.id];
+            match super::attempt::attempt(
+                &mut call,
+                &backend,
+                client,
+                guard,
+                self.default_max_tokens,
+            )
+            .await
+            {
+                Attempt::Done(response) => {
+                    return Ok(Delivered {
+                        response,
+                        backend: last_backend,
+                    });
+                }
+                Attempt::Retry(reason, failure) => {
+                    if attempt + 1 < self.max_attempts {
+                        Metrics::failover(backend.name(), reason);
+                        tracing::info!(request_id = %call.request_id, backend = %backend.name(), reason, "failing over");
+                    }
+                    last = Some(failure);
+                }
+            }
+        }
+        match last {
+            Some(Failure::Upstream(response)) => Ok(Delivered {
+                response,
+                backend: last_backend,
+            }),
+            Some(Failure::Error(e)) => Err(e),
+            None => Err(GatewayError::NoHealthyBackend(call.route.route.to_string())),
+        }
+    }
+}

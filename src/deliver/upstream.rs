@@ -1,0 +1,127 @@
+//! The upstream side of an attempt: the request as the backend's API wants it (its key injected),
+//! its whole answer read within bounds, and its errors in the client's dialect.
+
+use super::call::Call;
+use super::client::{UpstreamBody, UpstreamClient};
+use crate::balance::Backend;
+use crate::error::GatewayError;
+use crate::protocol::{Endpoint, Protocol, RespBody, full_body, read_whole};
+use crate::translate::{Plan, error_back};
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use http::{HeaderMap, Request, Response, StatusCode};
+use serde_json::Value;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Largest non-streamed upstream body we read into memory.
+const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub(super) fn build_request(
+    backend: &Backend,
+    client: &UpstreamClient,
+    call: &Call<'_>,
+    plan: &Plan,
+) -> Result<Request<Bytes>, GatewayError> {
+    let target = client
+        .target(plan.path)
+        .map_err(|e| GatewayError::UpstreamUnavailable {
+            backend: backend.name().into(),
+            reason: format!("invalid upstream url: {e}"),
+        })?;
+    let mut b = Request::post(target)
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .header(X_REQUEST_ID.clone(), call.request_id);
+    match backend.cfg.protocol {
+        Protocol::Openai => {
+            if let Some(k) = &backend.api_key {
+                b = b.header("authorization", format!("Bearer {k}"));
+            }
+            for h in ["openai-organization", "openai-project"] {
+                if let Some(v) = call.client_headers.get(h) {
+                    b = b.header(h, v);
+                }
+            }
+        }
+        Protocol::Anthropic => {
+            if let Some(k) = &backend.api_key {
+                b = b.header("x-api-key", k.as_str());
+            }
+            let version = call
+                .client_headers
+                .get("anthropic-version")
+                .cloned()
+                .unwrap_or(HeaderValue::from_static("2023-06-01"));
+            b = b.header("anthropic-version", version);
+            if call.endpoint == Endpoint::Messages
+                && let Some(v) = call.client_headers.get("anthropic-beta")
+            {
+                b = b.header("anthropic-beta", v);
+            }
+        }
+    }
+    b.body(plan.body.clone())
+        .map_err(|e| GatewayError::UpstreamUnavailable {
+            backend: backend.name().into(),
+            reason: format!("cannot build request: {e}"),
+        })
+}
+
+/// A whole upstream body, bounded in size and by the request's total deadline.
+pub(super) async fn read_limited(
+    backend: &Backend,
+    body: UpstreamBody,
+    deadline: Instant,
+) -> Result<Bytes, GatewayError> {
+    match tokio::time::timeout_at(deadline, read_whole(body, MAX_UPSTREAM_BODY)).await {
+        Err(_) => Err(GatewayError::UpstreamTimeout(backend.name().into())),
+        Ok(Err(e)) => Err(GatewayError::UpstreamUnavailable {
+            backend: backend.name().into(),
+            reason: e.to_string(),
+        }),
+        Ok(Ok(b)) => Ok(b),
+    }
+}
+
+pub(super) fn retry_after(h: &HeaderMap) -> Option<Duration> {
+    let v = h.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    v.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(3600.0)))
+}
+
+/// An upstream error answer, in the client's dialect when the protocols differ.
+pub(super) fn upstream_error(
+    client: Protocol,
+    status: StatusCode,
+    body: &Bytes,
+    plan: &Plan,
+    wait: Option<Duration>,
+) -> Response<RespBody> {
+    let out = if plan.translated || serde_json::from_slice::<Value>(body).is_err() {
+        Bytes::from(error_back(client, status.as_u16(), body).to_string())
+    } else {
+        body.clone()
+    };
+    let mut b = Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json");
+    if let Some(w) = wait {
+        b = b.header(RETRY_AFTER, w.as_secs().max(1).to_string());
+    }
+    b.body(full_body(out)).expect("valid response")
+}
+
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}

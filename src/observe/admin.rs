@@ -1,0 +1,124 @@
+//! The operator endpoints: `/healthz`, `/readyz` (503 while draining or with no backend able to take
+//! traffic), `/metrics`, and `/admin/cluster` behind the admin token. What they report of the other
+//! stages comes in as closures wired by `app`, so this file imports none of them.
+
+use crate::error::GatewayError;
+use crate::protocol::{Protocol, RespBody, full_body};
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, Method, Response, StatusCode};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+type Probe<T> = Box<dyn Fn() -> T + Send + Sync>;
+
+pub struct Admin {
+    metrics: PrometheusHandle,
+    /// The variable holding the admin token (`admin_token_env`).
+    token_env: Option<String>,
+    /// Shutting down: `/readyz` says 503 so load balancers move away.
+    draining: AtomicBool,
+    /// Some backend can take traffic.
+    any_backend: Probe<bool>,
+    /// `/admin/cluster`'s body.
+    cluster: Probe<Value>,
+}
+
+impl Admin {
+    pub fn new(
+        metrics: PrometheusHandle,
+        token_env: Option<String>,
+        any_backend: Probe<bool>,
+        cluster: Probe<Value>,
+    ) -> Admin {
+        Admin {
+            metrics,
+            token_env,
+            draining: AtomicBool::new(false),
+            any_backend,
+            cluster,
+        }
+    }
+
+    /// Stop saying ready (on SIGTERM, before the listeners close).
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Ready when not draining and at least one backend can take traffic.
+    pub fn ready(&self) -> bool {
+        !self.draining.load(Ordering::Relaxed) && (self.any_backend)()
+    }
+
+    /// The answer to an operator endpoint, or None when `path` is not one.
+    pub fn answer(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Option<Response<RespBody>> {
+        if method != Method::GET {
+            return None;
+        }
+        Some(match path {
+            "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
+            "/readyz" => {
+                let ready = self.ready();
+                let status = if ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                json_response(status, &json!({"ready": ready}))
+            }
+            "/metrics" => Response::builder()
+                .header(CONTENT_TYPE, "text/plain; version=0.0.4")
+                .body(full_body(self.metrics.render()))
+                .expect("valid response"),
+            "/admin/cluster" if self.is_admin(headers) => {
+                json_response(StatusCode::OK, &(self.cluster)())
+            }
+            "/admin/cluster" => GatewayError::AdminForbidden.response(Protocol::Openai),
+            _ => return None,
+        })
+    }
+
+    /// Whether `headers` carry the admin token (`admin_token_env` must name a set variable).
+    pub fn is_admin(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = self.token_env.as_ref().and_then(|e| std::env::var(e).ok()) else {
+            return false;
+        };
+        if token.is_empty() {
+            return false;
+        }
+        let given = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // Length first, then every byte: no early exit on the first difference.
+        given.is_some_and(|g| {
+            g.len() == token.len()
+                && g.bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        })
+    }
+}
+
+pub fn json_response(status: StatusCode, v: &Value) -> Response<RespBody> {
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json")
+        .body(full_body(v.to_string()))
+        .expect("valid response")
+}
+
+/// A JSON body already serialized.
+pub fn json_response_bytes(status: StatusCode, body: bytes::Bytes) -> Response<RespBody> {
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json")
+        .body(full_body(body))
+        .expect("valid response")
+}

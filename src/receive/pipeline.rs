@@ -1,0 +1,31 @@
+//! The built pipeline a request walks: what Receive holds itself (tenants, ids, limits), then each
+//! later stage in flow order. `app` builds it; `handler` walks it.
+
+use super::{RequestIds, TenantTable};
+use crate::config::AffinityConfig;
+use crate::deliver::Deliver;
+use crate::observe::admin::Admin;
+use crate::route::Router;
+use crate::shape::Door;
+use bytes::Bytes;
+
+pub struct Pipeline {
+    // Receive.
+    pub tenants: TenantTable,
+    pub ids: RequestIds,
+    /// `listen.max_body_bytes`.
+    pub max_body_bytes: usize,
+    /// `listen.max_header_bytes`.
+    pub max_header_bytes: usize,
+    pub affinity: Option<AffinityConfig>,
+    /// `/v1/models`' body.
+    pub models: Bytes,
+    /// `x-sluice-node` on every response.
+    pub node_header: http::HeaderValue,
+    // Shape, Route, Balance + Deliver.
+    pub door: Door,
+    pub router: Router,
+    pub deliver: Deliver,
+    // Beside them.
+    pub admin: Admin,
+}

@@ -1,0 +1,260 @@
+//! Shape's one door. A request passes it once: [`Door::admit`] classifies it (priority, client
+//! deadline) and takes from its tenant's buckets, waiting for a refill instead of refusing at once
+//! when the wait fits its budget; the [`Admitted`] pass it gets back is then the only way to a
+//! backend slot ([`Admitted::slot`]): the route's queue (priority, fairness, deadline, CoDel) and the
+//! backend's pacing. Deliver asks for a slot without knowing how queues work.
+
+use super::{AdmissionQueue, Pacer, Shed, Ticket, classify, parse_deadline};
+use crate::config::{Priority, ShapingConfig};
+use crate::observe::Metrics;
+use crate::ratelimit::{Decision, LimitRequest, RateLimiter};
+use http::HeaderMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Output tokens assumed for the token reservation when the client sets no `max_tokens`.
+pub const DEFAULT_EST_OUTPUT: u64 = 256;
+
+/// Why the door refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AdmitError {
+    #[error("header `{header}`: {reason}")]
+    BadDeadline { header: String, reason: String },
+    #[error("rate limit exceeded for tenant `{tenant}`")]
+    RateLimited { tenant: String, decision: Decision },
+}
+
+/// Who is asking: the tenant, and what the request is.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival<'a> {
+    pub tenant: &'a str,
+    pub tier: &'a str,
+    /// Fair-queuing weight among tenants of the same class.
+    pub weight: u32,
+    pub headers: &'a HeaderMap,
+    /// `chat`, `messages`, … for priority rules.
+    pub request_type: &'a str,
+    /// Estimated prompt tokens and requested output tokens, if the client set `max_tokens`.
+    pub prompt_tokens: u64,
+    pub max_tokens: Option<u64>,
+}
+
+/// A slot holder that may have to wait for its backend's pacing before starting.
+pub trait Paced {
+    fn pacer(&self) -> Option<&Pacer>;
+}
+
+/// Called once with the tokens a response actually used (None when unknown), after it completed.
+pub type UsageSink = Box<dyn FnOnce(Option<u64>) + Send + Sync>;
+
+pub struct Door {
+    limiter: Arc<dyn RateLimiter>,
+    shaping: ShapingConfig,
+    /// Requests waiting for their tenant's bucket to refill.
+    token_waiters: AtomicUsize,
+    /// Each route's slot queue, by route index.
+    queues: Vec<Arc<AdmissionQueue>>,
+}
+
+/// Past the door: the request's class, deadline and limiter verdict, and its way to a slot.
+pub struct Admitted<'a> {
+    door: &'a Door,
+    pub priority: Priority,
+    pub deadline: Option<Instant>,
+    pub decision: Decision,
+    tenant: Arc<str>,
+    weight: u32,
+    /// Tokens reserved from the token bucket (estimate), reconciled after the response.
+    pub reserved: u64,
+    /// Estimated output tokens (for cost estimates).
+    pub est_output: u64,
+}
+
+impl Door {
+    /// `routes`: how many routes (rules plus the default) will ask for slots.
+    pub fn new(limiter: Arc<dyn RateLimiter>, shaping: &ShapingConfig, routes: usize) -> Door {
+        Door {
+            limiter,
+            queues: (0..routes)
+                .map(|_| Arc::new(AdmissionQueue::from_config(shaping)))
+                .collect(),
+            shaping: shaping.clone(),
+            token_waiters: AtomicUsize::new(0),
+        }
+    }
+
+    /// The slot queue of route `index` (backends wake it when a slot frees up).
+    pub fn queue(&self, index: usize) -> &Arc<AdmissionQueue> {
+        &self.queues[index]
+    }
+
+    pub fn limiter(&self) -> &Arc<dyn RateLimiter> {
+        &self.limiter
+    }
+
+    /// Classify and admit, waiting for the tenant's bucket when that fits the request's budget
+    /// (`shaping.max_wait_ms`, the client deadline) and the waiters stay under `shaping.max_queue`.
+    /// Critical requests do not wait: they are refused or admitted. Tokens: the estimate is reserved
+    /// now and reconciled with the actual usage when the response ends ([`Admitted::usage_sink`]).
+    pub async fn admit(&self, a: Arrival<'_>) -> Result<Admitted<'_>, AdmitError> {
+        let s = &self.shaping;
+        let header = |name: &str| a.headers.get(name).and_then(|v| v.to_str().ok());
+        let priority = classify(
+            &s.priority,
+            header(&s.priority.header),
+            a.tier,
+            a.request_type,
+        );
+        let now = Instant::now();
+        let deadline = parse_deadline(header(&s.deadline_header), now).map_err(|reason| {
+            AdmitError::BadDeadline {
+                header: s.deadline_header.clone(),
+                reason,
+            }
+        })?;
+        let est_output = a.max_tokens.unwrap_or(DEFAULT_EST_OUTPUT);
+        let reserved = a.prompt_tokens + est_output;
+        let decision = self.take(a.tenant, reserved, priority, now, deadline).await;
+        if !decision.allowed {
+            Metrics::limiter(a.tenant, "limited");
+            return Err(AdmitError::RateLimited {
+                tenant: a.tenant.to_string(),
+                decision,
+            });
+        }
+        Metrics::limiter(a.tenant, "allowed");
+        Ok(Admitted {
+            door: self,
+            priority,
+            deadline,
+            decision,
+            tenant: Arc::from(a.tenant),
+            weight: a.weight,
+            reserved,
+            est_output,
+        })
+    }
+
+    async fn take(
+        &self,
+        tenant: &str,
+        tokens: u64,
+        priority: Priority,
+        now: Instant,
+        deadline: Option<Instant>,
+    ) -> Decision {
+        let budget = now + Duration::from_millis(self.shaping.max_wait_ms);
+        let until = deadline.map_or(budget, |d| d.min(budget));
+        let mut waiting: Option<TokenWait> = None;
+        loop {
+            let d = self
+                .limiter
+                .check(LimitRequest {
+                    tenant,
+                    requests: 1,
+                    tokens,
+                })
+                .await;
+            if d.allowed {
+                return d;
+            }
+            let wait = d.retry_after.unwrap_or(Duration::from_secs(1));
+            if priority == Priority::Critical || Instant::now() + wait > until {
+                return d;
+            }
+            let Some(_slot) = WaitSlot::enter(&self.token_waiters, self.shaping.max_queue) else {
+                return d;
+            };
+            if waiting.is_none() {
+                Metrics::limiter(tenant, "queued");
+                waiting = Some(TokenWait::start(priority, now));
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+impl Admitted<'_> {
+    /// A slot on a backend of route `route`: `try_take` is run whenever this request is the head of
+    /// the route's queue until it returns one; then the slot's pacing is waited out. Cancel-safe.
+    pub async fn slot<T: Paced>(
+        &self,
+        route: usize,
+        try_take: impl FnMut() -> Option<T>,
+    ) -> Result<T, Shed> {
+        let ticket = Ticket {
+            priority: self.priority,
+            tenant: self.tenant.clone(),
+            weight: self.weight,
+            deadline: self.deadline,
+            enqueued: Instant::now(),
+        };
+        let got = self.door.queues[route].wait(ticket, try_take).await?;
+        if let Some(p) = got.pacer() {
+            let wait = p.reserve(Instant::now());
+            if !wait.is_zero() {
+                if self.deadline.is_some_and(|d| Instant::now() + wait >= d) {
+                    return Err(Shed::DeadlineExpired);
+                }
+                tokio::time::sleep(wait).await;
+            }
+        }
+        Ok(got)
+    }
+
+    /// Gives back (or charges) the difference between reserved and used tokens after the response;
+    /// only a token bucket needs it.
+    pub fn usage_sink(&self) -> Option<UsageSink> {
+        self.decision.tokens_limit?;
+        let limiter = self.door.limiter.clone();
+        let tenant = self.tenant.clone();
+        let reserved = self.reserved;
+        Some(Box::new(move |actual| {
+            let Some(actual) = actual else { return };
+            if actual != reserved {
+                tokio::spawn(async move { limiter.reconcile(&tenant, reserved, actual).await });
+            }
+        }))
+    }
+}
+
+/// A place among the token waiters, held until dropped.
+struct WaitSlot<'a>(&'a AtomicUsize);
+
+impl<'a> WaitSlot<'a> {
+    fn enter(n: &'a AtomicUsize, max: usize) -> Option<WaitSlot<'a>> {
+        if n.fetch_add(1, Ordering::Relaxed) >= max {
+            n.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(WaitSlot(n))
+    }
+}
+
+impl Drop for WaitSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A request waiting for its tenant's bucket shows in the same queue metrics as one waiting for a
+/// backend slot: the queue length while it waits, the wait histogram when it leaves.
+struct TokenWait {
+    priority: Priority,
+    since: Instant,
+}
+
+impl TokenWait {
+    fn start(priority: Priority, since: Instant) -> TokenWait {
+        Metrics::queue_entered(priority);
+        TokenWait { priority, since }
+    }
+}
+
+impl Drop for TokenWait {
+    fn drop(&mut self) {
+        Metrics::queue_left(self.priority, self.since.elapsed());
+    }
+}
