@@ -123,8 +123,10 @@ fn default_initial_limit() -> u32 {
 fn default_min_limit() -> u32 {
     2
 }
+/// High enough never to cap a provider that takes thousands of concurrent streams: the limit
+/// is meant to react to congestion signals, not to a number.
 fn default_max_limit() -> u32 {
-    512
+    100_000
 }
 fn default_reserve() -> f64 {
     0.1

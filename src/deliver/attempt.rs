@@ -3,7 +3,7 @@
 
 use super::call::Call;
 use super::client::{UpstreamBody, UpstreamClient};
-use super::stream::{OnFinish, StreamBody};
+use super::stream::{OnFinish, OnFirst, StreamBody};
 use super::upstream::{build_request, error_chain, read_limited, retry_after, upstream_error};
 use crate::balance::{Backend, InFlightGuard, candidates};
 use crate::error::GatewayError;
@@ -198,15 +198,17 @@ fn stream_response(
     let b = backend.clone();
     let tenant: Arc<str> = Arc::from(call.tenant);
     let sink = call.on_usage.take();
+    let first = backend.clone();
+    let on_first: OnFirst = Box::new(move |ttft| {
+        first.congestion_sample(Outcome::Success(ttft));
+        first.observe_ttft(ttft, std::time::Instant::now());
+        first.metrics.ttft.record(ttft.as_secs_f64());
+    });
     let on_finish: OnFinish = Box::new(move |out| {
-        let now = std::time::Instant::now();
+        // Success was sampled at the first token; a stream that broke (or never started) is a drop.
         match (out.ttft, out.error) {
-            (Some(ttft), None | Some("client_gone")) => b.congestion_sample(Outcome::Success(ttft)),
+            (Some(_), None | Some("client_gone")) => {}
             _ => b.congestion_sample(Outcome::Dropped),
-        }
-        if let Some(ttft) = out.ttft {
-            b.observe_ttft(ttft, now);
-            b.metrics.ttft.record(ttft.as_secs_f64());
         }
         b.metrics.upstream.record(sent_at.elapsed().as_secs_f64());
         if let Some(kind) = out.error {
@@ -225,6 +227,7 @@ fn stream_response(
         sent_at,
         backend.cfg.timeouts.idle(),
         deadline,
+        on_first,
         on_finish,
     );
     Response::builder()

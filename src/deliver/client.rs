@@ -91,7 +91,8 @@ pub fn tls_client_config() -> Arc<rustls::ClientConfig> {
     if let Ok(path) = std::env::var("SLUICE_EXTRA_CA") {
         match std::fs::read(&path) {
             Ok(pem) => {
-                for cert in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
+                use rustls::pki_types::{CertificateDer, pem::PemObject};
+                for cert in CertificateDer::pem_slice_iter(&pem).flatten() {
                     let _ = roots.add(cert);
                 }
             }

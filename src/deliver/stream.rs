@@ -33,6 +33,9 @@ pub struct StreamOutcome {
 }
 
 pub type OnFinish = Box<dyn FnOnce(StreamOutcome) + Send>;
+/// Told the time to first token as soon as the first bytes arrive: the congestion and latency
+/// signal of a stream (never its total duration).
+pub type OnFirst = Box<dyn FnOnce(Duration) + Send>;
 
 pub struct StreamBody {
     inner: UpstreamBody,
@@ -45,11 +48,13 @@ pub struct StreamBody {
     sent_at: Instant,
     ttft: Option<Duration>,
     done: bool,
+    on_first: Option<OnFirst>,
     on_finish: Option<OnFinish>,
 }
 
 impl StreamBody {
     /// `transform: None` passes bytes through untouched.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         inner: UpstreamBody,
         transform: Option<Box<dyn StreamTransform>>,
@@ -57,6 +62,7 @@ impl StreamBody {
         sent_at: Instant,
         idle_for: Duration,
         deadline: Instant,
+        on_first: OnFirst,
         on_finish: OnFinish,
     ) -> StreamBody {
         let parser = SseParser::default();
@@ -78,6 +84,7 @@ impl StreamBody {
             sent_at,
             ttft: None,
             done: false,
+            on_first: Some(on_first),
             on_finish: Some(on_finish),
         }
     }
@@ -111,7 +118,11 @@ impl StreamBody {
 
     fn on_data(&mut self, data: Bytes) {
         if self.ttft.is_none() {
-            self.ttft = Some(self.sent_at.elapsed());
+            let ttft = self.sent_at.elapsed();
+            self.ttft = Some(ttft);
+            if let Some(f) = self.on_first.take() {
+                f(ttft);
+            }
         }
         self.idle.as_mut().reset(Instant::now() + self.idle_for);
         match &mut self.mode {

@@ -1,5 +1,12 @@
-//! `ConcurrencyLimit`: a per-backend adaptive concurrency limit, Gradient2-style (as Netflix's
-//! concurrency-limits and Envoy's adaptive concurrency filter), plus the critical reserve check.
+//! `ConcurrencyLimit`: a per-backend adaptive concurrency limit that reacts to congestion, not to
+//! concurrency: a TCP-like slow start, then Gradient2-style (as Netflix's concurrency-limits and
+//! Envoy's adaptive concurrency filter), plus the critical reserve check.
+//!
+//! Slow start: until the first congestion signal, every successful sample taken while the backend is
+//! used near its limit adds one slot, so the limit doubles every round trip (time to first token for
+//! streams): a burst of thousands of streams to a backend that takes them finds its level in a few
+//! round trips instead of queueing behind a small start. The first congestion signal (latency above
+//! `TOLERANCE` × its baseline, or a dropped request) ends slow start for good.
 //!
 //! Two EWMAs of the latency samples: a long one (the backend's baseline) and a short one (now).
 //! `gradient = clamp(TOLERANCE * long / short, 0.5, 1.0)`; `target = limit * gradient + sqrt(limit)`;
@@ -66,6 +73,8 @@ impl Ewma {
 #[derive(Debug, Clone)]
 pub struct ConcurrencyLimit {
     enabled: bool,
+    /// No congestion signal seen yet: grow by one per sample (doubling per round trip).
+    slow_start: bool,
     limit: f64,
     min: f64,
     max: f64,
@@ -85,6 +94,7 @@ impl ConcurrencyLimit {
         };
         ConcurrencyLimit {
             enabled: c.enabled,
+            slow_start: true,
             limit: initial.clamp(min, max),
             min,
             max,
@@ -98,6 +108,11 @@ impl ConcurrencyLimit {
         self.limit as u32
     }
 
+    /// Still in slow start (no congestion signal seen).
+    pub fn in_slow_start(&self) -> bool {
+        self.slow_start
+    }
+
     /// Feed one finished request; `in_flight` is the backend's in-flight count when it finished.
     /// Returns the new limit.
     pub fn on_sample(&mut self, outcome: Outcome, in_flight: u32) -> u32 {
@@ -106,6 +121,7 @@ impl ConcurrencyLimit {
         }
         let rtt = match outcome {
             Outcome::Dropped => {
+                self.slow_start = false;
                 self.limit = (self.limit * DROP_FACTOR).clamp(self.min, self.max);
                 return self.limit();
             }
@@ -119,9 +135,22 @@ impl ConcurrencyLimit {
             self.long.value = long;
         }
         let gradient = (TOLERANCE * long / short).clamp(0.5, 1.0);
+        let busy = f64::from(in_flight) >= self.limit / 2.0;
+        if self.slow_start {
+            if gradient >= 1.0 {
+                if busy {
+                    let target = self.limit + self.limit.sqrt();
+                    let gradual = self.limit * (1.0 - SMOOTHING) + target * SMOOTHING;
+                    self.limit = (self.limit + 1.0).max(gradual).clamp(self.min, self.max);
+                }
+                return self.limit();
+            }
+            // The first sign of queueing at the backend: from here on, the gradient decides.
+            self.slow_start = false;
+        }
         let target = self.limit * gradient + self.limit.sqrt();
         let mut next = self.limit * (1.0 - SMOOTHING) + target * SMOOTHING;
-        if f64::from(in_flight) < self.limit / 2.0 {
+        if !busy {
             // Idle or lightly used: no evidence the backend can take more.
             next = next.min(self.limit);
         }
@@ -162,6 +191,35 @@ mod tests {
             l.on_sample(Outcome::Success(Duration::from_millis(ms)), in_flight);
         }
         l.limit()
+    }
+
+    #[test]
+    fn slow_start_doubles_per_round_until_the_first_congestion_signal() {
+        let mut l = ConcurrencyLimit::new(&cfg());
+        // One round trip at the limit: every request's sample adds at least a slot.
+        let one = feed(&mut l, 100, 32);
+        assert!(one >= 64, "{one}");
+        let two = feed(&mut l, 100, one as usize);
+        assert!(two >= 2 * one, "{two} after {one}");
+        assert!(l.in_slow_start());
+        // Latency rises above the tolerance: slow start ends, the limit backs off.
+        let before = l.limit();
+        let slow = feed(&mut l, 400, 20);
+        assert!(!l.in_slow_start());
+        assert!(slow < before, "{slow} vs {before}");
+        // A drop also ends slow start; from a small limit, slow start doubles per round trip
+        // where the gradient alone would add about sqrt(limit) × SMOOTHING per sample.
+        let small = CongestionConfig {
+            initial_limit: 8,
+            ..cfg()
+        };
+        let mut ss = ConcurrencyLimit::new(&small);
+        assert!(feed(&mut ss, 100, 8) >= 16);
+        let mut l = ConcurrencyLimit::new(&small);
+        l.on_sample(Outcome::Dropped, 8);
+        assert!(!l.in_slow_start());
+        let grown = feed(&mut l, 100, 8);
+        assert!(grown < 12, "past slow start: {grown}");
     }
 
     #[test]

@@ -1,0 +1,101 @@
+//! A burst of concurrent streams to one healthy backend, with the default shaping config: the
+//! adaptive concurrency limit must let the backend take them all (slow start on time to first
+//! token), not queue them behind its initial limit and shed them.
+
+mod support;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use std::time::Duration;
+use support::*;
+
+const STREAMS: usize = 1000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_streams_to_a_healthy_backend_all_complete() {
+    // ~3 s streams: 60 tokens at 20 tokens/s after a 50 ms time to first token. With the initial
+    // limit of 32 and growth only when streams end, most would wait past `max_wait_ms` (10 s).
+    let m = mock(
+        "openai",
+        "up",
+        &[
+            "--tokens-per-sec",
+            "20",
+            "--output-tokens",
+            "60",
+            "--ttft-ms",
+            "50",
+        ],
+    );
+    let cfg = format!(
+        "backends:\n{}{TENANTS}routing: {{}}\n",
+        backend("up", &m, "openai", "")
+    );
+    let gw = gateway(&cfg);
+    let url = format!("{}/v1/chat/completions", gw.url());
+    let body = serde_json::json!({
+        "model": "m", "stream": true,
+        "messages": [{"role": "user", "content": "hello there"}]
+    })
+    .to_string();
+    let client = client();
+    let tasks: Vec<_> = (0..STREAMS)
+        .map(|_| {
+            let (client, url, body) = (client.clone(), url.clone(), body.clone());
+            tokio::spawn(async move {
+                let req = http::Request::post(url)
+                    .header("authorization", "Bearer sk-acme")
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap();
+                let resp = client.request(req).await.expect("request");
+                let status = resp.status().as_u16();
+                let text = resp.into_body().collect().await.expect("body").to_bytes();
+                (status, String::from_utf8_lossy(&text).into_owned())
+            })
+        })
+        .collect();
+    let all = async {
+        let mut out = Vec::with_capacity(STREAMS);
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    };
+    let results = tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .expect("the burst did not finish within 60 s");
+    let failed: Vec<_> = results
+        .iter()
+        .filter(|(s, text)| *s != 200 || !text.contains("data: [DONE]"))
+        .collect();
+    let limits = request("GET", &format!("{}/metrics", gw.url()), &[], Bytes::new())
+        .await
+        .text()
+        .lines()
+        .filter(|l| {
+            l.starts_with("sluice_backend_concurrency_limit")
+                || l.starts_with("sluice_time_to_first_token_seconds_sum")
+                || l.starts_with("sluice_time_to_first_token_seconds_count")
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        failed.is_empty(),
+        "{limits}\n{} of {STREAMS} streams failed; first: {:?}",
+        failed.len(),
+        failed.first().map(|(s, t)| (s, &t[..t.len().min(300)]))
+    );
+    let metrics = request("GET", &format!("{}/metrics", gw.url()), &[], Bytes::new())
+        .await
+        .text();
+    assert!(
+        !metrics.contains("sluice_shed_total{"),
+        "nothing may be shed: {}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("sluice_shed_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
