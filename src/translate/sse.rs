@@ -12,8 +12,16 @@ pub struct SseEvent {
 /// Incremental SSE parser (per the WHATWG event-stream rules): feed it chunks as they
 /// arrive; events split across chunks, `\n` / `\r\n` / `\r` line ends, multi-line data,
 /// comments (`:` lines), `id:`/`retry:` fields and a leading BOM are all handled.
-#[derive(Debug, Default)]
+///
+/// Bounded: a line longer than `max_line` bytes or an event whose data grows past `max_event`
+/// bytes stops the parser ([`SseParser::too_large`]); what it buffers never exceeds those bounds,
+/// whatever the upstream sends (no newline at all, or data lines without the blank line).
+#[derive(Debug)]
 pub struct SseParser {
+    max_line: usize,
+    max_event: usize,
+    /// A bound was exceeded: the rest of the stream is ignored.
+    over: bool,
     /// Bytes of the current, unfinished line (kept as bytes so split UTF-8 survives).
     line: Vec<u8>,
     /// The previous chunk ended in `\r`: a `\n` starting the next one ends nothing.
@@ -25,16 +33,51 @@ pub struct SseParser {
     has_data: bool,
 }
 
+impl Default for SseParser {
+    fn default() -> Self {
+        SseParser::with_limits(usize::MAX, usize::MAX)
+    }
+}
+
 impl SseParser {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A parser that stops past `max_line` bytes in one line or `max_event` bytes of one event.
+    pub fn with_limits(max_line: usize, max_event: usize) -> Self {
+        SseParser {
+            max_line,
+            max_event,
+            over: false,
+            line: Vec::new(),
+            skip_lf: false,
+            started: false,
+            event: None,
+            data: String::new(),
+            has_data: false,
+        }
+    }
+
+    /// A line or an event went past its bound; nothing more is parsed.
+    pub fn too_large(&self) -> bool {
+        self.over
+    }
+
+    fn exceeds(&mut self, line_add: usize) -> bool {
+        if self.line.len().saturating_add(line_add) > self.max_line {
+            self.over = true;
+            self.line = Vec::new();
+            self.data = String::new();
+        }
+        self.over
     }
 
     /// Feed the next chunk; returns the events it completed.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
         let mut out = Vec::new();
         let mut rest = chunk;
-        while !rest.is_empty() {
+        while !rest.is_empty() && !self.over {
             if self.skip_lf {
                 self.skip_lf = false;
                 if rest[0] == b'\n' {
@@ -44,13 +87,18 @@ impl SseParser {
             }
             match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
                 Some(i) => {
+                    if self.exceeds(i) {
+                        break;
+                    }
                     self.line.extend_from_slice(&rest[..i]);
                     self.skip_lf = rest[i] == b'\r';
                     self.end_line(&mut out);
                     rest = &rest[i + 1..];
                 }
                 None => {
-                    self.line.extend_from_slice(rest);
+                    if !self.exceeds(rest.len()) {
+                        self.line.extend_from_slice(rest);
+                    }
                     break;
                 }
             }
@@ -62,6 +110,9 @@ impl SseParser {
     /// (strict SSE would drop it; upstreams that omit it are common enough to be lenient).
     pub fn finish(&mut self) -> Vec<SseEvent> {
         let mut out = Vec::new();
+        if self.over {
+            return out;
+        }
         if !self.line.is_empty() {
             self.end_line(&mut out);
         }
@@ -105,6 +156,11 @@ impl SseParser {
                 self.event = (!value.is_empty()).then(|| value.into_owned());
             }
             b"data" => {
+                if self.data.len().saturating_add(value.len()) >= self.max_event {
+                    self.over = true;
+                    self.data = String::new();
+                    return;
+                }
                 if self.has_data {
                     self.data.push('\n');
                 }

@@ -98,3 +98,26 @@ fn encode_round_trips() {
         vec![e(Some("x"), "a\nb")]
     );
 }
+
+#[test]
+fn a_line_or_an_event_past_its_bound_stops_the_parser() {
+    // No newline at all: the buffer never grows past the bound.
+    let mut p = SseParser::with_limits(16, 64);
+    assert!(p.push(b"data: 0123456789").is_empty());
+    assert!(!p.too_large());
+    assert!(p.push(b"abcdef").is_empty());
+    assert!(p.too_large());
+    assert!(p.push(b"\n\n").is_empty(), "nothing after the bound");
+    assert!(p.finish().is_empty());
+    // Data lines without the blank line that ends an event.
+    let mut p = SseParser::with_limits(1024, 64);
+    for _ in 0..4 {
+        p.push(b"data: 0123456789abcdef\n");
+    }
+    assert!(p.too_large());
+    // Within the bounds nothing changes.
+    let mut p = SseParser::with_limits(64, 64);
+    let evs = p.push(b"data: {\"a\":1}\n\ndata: [DONE]\n\n");
+    assert_eq!(evs.len(), 2);
+    assert!(!p.too_large());
+}
