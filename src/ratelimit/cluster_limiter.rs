@@ -31,6 +31,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
+/// The limiter's state, shared by the request path and its background tasks.
 pub(super) struct Inner {
     pub(super) client: Client,
     pub(super) url: String,

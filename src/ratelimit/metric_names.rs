@@ -1,4 +1,4 @@
-//! The metrics the cluster limiter exports (names only; the limiter sets them).
+//! The metrics the cluster limiter exports: their names, and the setter of the mode gauge.
 
 /// Gauge, label `mode` = `global` | `fallback`: 1 for the current mode, 0 for the other.
 pub const MODE_GAUGE: &str = "sluice_limiter_mode";
