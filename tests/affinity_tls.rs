@@ -4,6 +4,8 @@ mod support;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use std::collections::HashMap;
 use support::*;
 
@@ -87,7 +89,7 @@ async fn tls_termination_over_http1_and_http2_and_an_https_upstream() {
 
     // A client trusting only our self-signed certificate.
     let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut std::fs::read(&cert).unwrap().as_slice()) {
+    for c in CertificateDer::pem_file_iter(&cert).unwrap() {
         roots.add(c.unwrap()).unwrap();
     }
     let tls = rustls::ClientConfig::builder()

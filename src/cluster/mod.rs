@@ -1,4 +1,7 @@
-//! Cluster: gossip membership (chitchat) and the cluster-wide backend view.
+//! Cluster: beside the pipeline (Receive → Shape → Route → Balance → Deliver), gossip membership
+//! (chitchat) feeding the shared backend view (Deliver's `view`) and the live-node count the
+//! rate limiter divides its fallback by. Imports `crate::config` and the backend table
+//! (`crate::backends`) only, never `receive`, `deliver` or the other stages.
 //!
 //! ```text
 //!  BackendTable ──local_status──► publisher ──set_self──► chitchat ◄──gossip──► peers
@@ -23,12 +26,17 @@
 //!
 //! Gossip is neither authenticated nor encrypted: keep the gossip port on a private network.
 
+mod join;
 pub mod keys;
+mod leave;
+mod member;
 pub mod membership;
 pub mod merge;
 pub mod publisher;
 pub mod report;
+mod self_keys;
 pub mod view;
+mod watcher;
 
 #[cfg(test)]
 mod tests;

@@ -1,17 +1,33 @@
-//! Rate limiting: the admission seam between Receive and Route. Every limit decision goes through
-//! [`RateLimiter`], so the cluster's Redis limiter can replace the local governor one.
+//! Rate limiting, the limiter seam used by Shape (Receive → **Shape** → Route → Balance → Deliver);
+//! imports `crate::config` only. Every limit decision goes through [`RateLimiter`], so the cluster's
+//! Redis limiter ([`ClusterLimiter`]) can replace the local governor one ([`LocalLimiter`]).
+//!
+//! The cluster limiter's rooms: `cluster_limiter` (the type), `setup` (config → limiter),
+//! `script` (Lua scripts and Redis calls), `plan` (keys and script arguments), `reserve` (check and
+//! reconcile), `switch` (breaker, fallback and the background tasks), [`metric_names`]; beside them
+//! `breaker`, `fallback`, `lease`, `overlimit` and the local limiter in `local`.
 
 mod breaker;
+mod cluster_limiter;
 mod fallback;
 mod lease;
 mod local;
+pub mod metric_names;
 mod overlimit;
-mod redis;
+mod plan;
+mod reserve;
+mod script;
+mod setup;
+mod switch;
 
-pub use self::redis::{
-    ClusterLimiter, RECONCILE_LUA, RedisLimitError, TOKEN_BUCKET_LUA, bucket_keys, metric_names,
-};
+#[cfg(test)]
+mod cluster_tests;
+
+pub use cluster_limiter::ClusterLimiter;
 pub use local::LocalLimiter;
+pub use plan::bucket_keys;
+pub use script::{RECONCILE_LUA, TOKEN_BUCKET_LUA};
+pub use setup::RedisLimitError;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,6 +1,8 @@
 //! TLS termination with rustls: certificate chain and key from PEM files; ALPN offers h2 and http/1.1.
 
 use crate::config::TlsConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
 use tokio_rustls::TlsAcceptor;
 
@@ -25,16 +27,14 @@ pub fn load_tls(cfg: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
     };
     let cert_pem = read(&cfg.cert)?;
     let key_pem = read(&cfg.key)?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&cert_pem)
         .flatten()
         .collect();
     if certs.is_empty() {
         return Err(TlsError::NoCert(cfg.cert.display().to_string()));
     }
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .ok()
-        .flatten()
-        .ok_or_else(|| TlsError::NoKey(cfg.key.display().to_string()))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|_| TlsError::NoKey(cfg.key.display().to_string()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut sc = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

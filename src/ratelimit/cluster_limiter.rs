@@ -1,0 +1,102 @@
+//! The cluster limiter: global per-tenant buckets in Redis, with a visible, bounded fallback to
+//! local limits.
+//!
+//! * **Global mode** (breaker closed): each [`RateLimiter::check`] is one `EVALSHA` of
+//!   `lua/token_bucket.lua` over a shared multiplexed connection, bounded by `timeout_ms`. All bucket
+//!   maths run in Lua against Redis `TIME`; Rust never reads-then-writes a bucket.
+//! * **Fallback mode** (breaker open): no Redis calls at all. Each tenant's quota divided by the live
+//!   node count, in a [`LocalLimiter`] rebuilt whenever the count changes.
+//! * A failed or slow call answers *that* request from the fallback at once and counts a failure;
+//!   `breaker_failures` consecutive failures open the breaker. A background task then reconnects and
+//!   probes every `breaker_open_ms` (connection set-up, script load and a `PING` within the per-call
+//!   budget) and closes the breaker when Redis answers. Connecting never happens on the request path:
+//!   the limiter starts in fallback and the same task brings it to global mode.
+//! * After Redis refuses a tenant, the node refuses it locally until the retry-after passes (the
+//!   over-limit cache), without calling Redis.
+//!
+//! Metrics: `sluice_limiter_mode{mode}` (1 current, 0 other), `sluice_limiter_redis_calls_total`,
+//! `sluice_limiter_redis_errors_total{kind=timeout|error}`, `sluice_limiter_cache_hits_total`,
+//! `sluice_limiter_fallback_divisor`. One log line per mode change.
+
+use super::breaker::Breaker;
+use super::fallback::Fallback;
+use super::overlimit::OverLimitCache;
+use super::plan::Plan;
+use super::{LimitFuture, LimitRequest, RateLimiter, ReconcileFuture};
+use ::redis::aio::MultiplexedConnection;
+use ::redis::{Client, Script};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+/// The limiter's state, shared by the request path and its background tasks.
+pub(super) struct Inner {
+    pub(super) client: Client,
+    pub(super) url: String,
+    /// Per-call budget.
+    pub(super) timeout: Duration,
+    /// Background connection set-up budget.
+    pub(super) connect_timeout: Duration,
+    /// Breaker open this long before each probe.
+    pub(super) open_for: Duration,
+    pub(super) plans: HashMap<String, Plan>,
+    pub(super) conn: RwLock<Option<MultiplexedConnection>>,
+    pub(super) breaker: Breaker,
+    /// Woken when the breaker opens, so the supervisor drops the connection and starts probing.
+    pub(super) opened: Notify,
+    pub(super) fallback: Fallback,
+    pub(super) cache: OverLimitCache,
+    pub(super) calls: AtomicU64,
+    pub(super) errors: AtomicU64,
+    pub(super) check_script: Script,
+    pub(super) reconcile_script: Script,
+}
+
+/// Global limits in Redis shared by every node, local limits (÷ live nodes) when Redis is away.
+pub struct ClusterLimiter {
+    pub(super) inner: Arc<Inner>,
+    /// Dropped with the limiter: the background tasks see the channel close and stop.
+    pub(super) _shutdown: watch::Sender<()>,
+}
+
+impl ClusterLimiter {
+    /// Redis calls made on the request path (checks and reconciles; background probes not counted).
+    pub fn redis_calls(&self) -> u64 {
+        self.inner.calls.load(Ordering::Relaxed)
+    }
+
+    /// Failed or timed-out Redis calls on the request path.
+    pub fn redis_errors(&self) -> u64 {
+        self.inner.errors.load(Ordering::Relaxed)
+    }
+
+    /// The live node count the fallback quotas are currently divided by.
+    pub fn fallback_divisor(&self) -> usize {
+        self.inner.fallback.divisor()
+    }
+
+    /// The Redis keys this limiter uses for `tenant` (None: tenant without limits).
+    pub fn keys_of(&self, tenant: &str) -> Option<[String; 2]> {
+        self.inner.plans.get(tenant).map(|p| p.keys.clone())
+    }
+}
+
+impl RateLimiter for ClusterLimiter {
+    fn check<'a>(&'a self, req: LimitRequest<'a>) -> LimitFuture<'a> {
+        Box::pin(self.inner.check(req))
+    }
+
+    fn reconcile<'a>(&'a self, tenant: &'a str, reserved: u64, actual: u64) -> ReconcileFuture<'a> {
+        Box::pin(self.inner.reconcile(tenant, reserved, actual))
+    }
+
+    fn mode(&self) -> &'static str {
+        if self.inner.breaker.is_open() {
+            "fallback"
+        } else {
+            "global"
+        }
+    }
+}

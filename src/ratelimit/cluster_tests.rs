@@ -1,0 +1,134 @@
+//! Unit tests of the cluster limiter without Redis: bucket keys, plans and script replies, URL
+//! redaction, and the fallback it answers from while Redis is away.
+
+use super::local::Quotas;
+use super::plan::Plan;
+use super::setup::redact;
+use super::{ClusterLimiter, Decision, LimitRequest, RateLimiter, RedisLimitError, bucket_keys};
+use crate::config::{LimitsConfig, RedisConfig, TenantConfig};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+fn tenant(id: &str, rpm: Option<u32>, burst: Option<u32>, tpm: Option<u64>) -> TenantConfig {
+    let limits = LimitsConfig {
+        requests_per_minute: rpm,
+        burst,
+        tokens_per_minute: tpm,
+    };
+    TenantConfig::with_limits(id, limits)
+}
+
+fn cfg(url: &str) -> RedisConfig {
+    RedisConfig {
+        url: url.into(),
+        timeout_ms: 5,
+        breaker_failures: 3,
+        breaker_open_ms: 50,
+        key_prefix: "sluice".into(),
+    }
+}
+
+fn req(tenant: &str) -> LimitRequest<'_> {
+    LimitRequest {
+        tenant,
+        requests: 1,
+        tokens: 0,
+    }
+}
+
+#[test]
+fn keys_share_the_tenant_hash_tag() {
+    assert_eq!(
+        bucket_keys("sluice", "acme"),
+        [
+            "sluice:{acme}:req".to_string(),
+            "sluice:{acme}:tok".to_string()
+        ]
+    );
+    let [r, t] = bucket_keys("p{x}", "}a{b%");
+    assert_eq!(r, "p%7Bx%7D:{%7Da%7Bb%25}:req");
+    assert_eq!(t, "p%7Bx%7D:{%7Da%7Bb%25}:tok");
+}
+
+#[test]
+fn plan_defaults_burst_like_the_local_limiter() {
+    let q = Quotas::of(&tenant("a", Some(600), None, None));
+    let p = Plan::new("s", "a", &q).unwrap();
+    assert_eq!((p.rpm, p.burst, p.tpm), (600, 10, 0));
+    assert!(Plan::new("s", "a", &Quotas::of(&tenant("a", None, None, None))).is_none());
+}
+
+#[test]
+fn script_reply_becomes_a_decision() {
+    let p = Plan::new(
+        "s",
+        "a",
+        &Quotas::of(&tenant("a", Some(60), Some(5), Some(1000))),
+    )
+    .unwrap();
+    let d = p.decision(&[1, 4, 800, 0, 1000, 12000, 0, 0], true);
+    assert!(d.allowed);
+    assert_eq!(d.limit, Some(60));
+    assert_eq!(d.remaining, Some(4));
+    assert_eq!(d.reset, Duration::from_secs(1));
+    assert_eq!(d.tokens_limit, Some(1000));
+    assert_eq!(d.tokens_remaining, Some(800));
+    assert_eq!(d.retry_after, None);
+    let d = p.decision(&[0, 0, 100, 900, 5000, 54000, 900, 0], false);
+    assert!(!d.allowed);
+    assert_eq!(d.retry_after, Some(Duration::from_millis(900)));
+    assert_eq!(d.tokens_limit, None);
+}
+
+#[test]
+fn redacts_passwords() {
+    assert_eq!(redact("redis://:pw@h:6379/0"), "redis://***@h:6379/0");
+    assert_eq!(redact("redis://h:6379"), "redis://h:6379");
+}
+
+#[test]
+fn needs_a_runtime() {
+    let (_tx, rx) = watch::channel(1);
+    assert!(matches!(
+        ClusterLimiter::new(&cfg("redis://127.0.0.1:1"), &[], rx),
+        Err(RedisLimitError::NoRuntime)
+    ));
+}
+
+#[tokio::test]
+async fn without_redis_it_answers_locally_divided_by_live_nodes() {
+    // Nothing listens on port 1: the limiter stays in fallback and never blocks a request.
+    let (tx, rx) = watch::channel(2);
+    let tenants = [
+        tenant("a", Some(60), Some(10), None),
+        tenant("free", None, None, None),
+    ];
+    let l = ClusterLimiter::new(&cfg("redis://127.0.0.1:1"), &tenants, rx).unwrap();
+    assert_eq!(l.mode(), "fallback");
+    assert_eq!(l.fallback_divisor(), 2);
+    let mut admitted = 0;
+    for _ in 0..20 {
+        if l.check(req("a")).await.allowed {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 5);
+    assert_eq!(l.check(req("free")).await, Decision::unlimited());
+    assert_eq!(l.redis_calls(), 0);
+    tx.send(5).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while l.fallback_divisor() != 5 {
+        assert!(Instant::now() < deadline, "fallback not re-divided");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let admitted = {
+        let mut n = 0;
+        for _ in 0..20 {
+            n += l.check(req("a")).await.allowed as usize;
+        }
+        n
+    };
+    assert_eq!(admitted, 2);
+    assert_eq!(l.mode(), "fallback");
+}

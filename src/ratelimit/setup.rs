@@ -1,0 +1,95 @@
+//! Building the cluster limiter from its config: the Redis client, the per-tenant plans, the
+//! fallback, and the background tasks. Never touches Redis itself.
+
+use super::breaker::Breaker;
+use super::cluster_limiter::{ClusterLimiter, Inner};
+use super::fallback::Fallback;
+use super::local::Quotas;
+use super::metric_names::{FALLBACK_DIVISOR, set_mode_gauges};
+use super::overlimit::OverLimitCache;
+use super::plan::Plan;
+use super::script::{RECONCILE_LUA, TOKEN_BUCKET_LUA};
+use super::switch::{follow_nodes, supervise};
+use crate::config::{RedisConfig, TenantConfig};
+use ::redis::{Client, RedisError, Script};
+use metrics::gauge;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedisLimitError {
+    #[error("cluster.redis.url: {0}")]
+    Url(#[source] RedisError),
+    #[error(
+        "the cluster limiter must be created inside a Tokio runtime (it runs background tasks)"
+    )]
+    NoRuntime,
+}
+
+impl ClusterLimiter {
+    /// Never touches Redis here: starts in fallback mode and spawns (on the current Tokio runtime)
+    /// the task that connects, probes and switches to global mode, and the task that re-divides the
+    /// fallback when `live_nodes` changes.
+    pub fn new(
+        cfg: &RedisConfig,
+        tenants: &[TenantConfig],
+        live_nodes: watch::Receiver<usize>,
+    ) -> Result<ClusterLimiter, RedisLimitError> {
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| RedisLimitError::NoRuntime)?;
+        let client = Client::open(cfg.url.as_str()).map_err(RedisLimitError::Url)?;
+        let quotas: Vec<(String, Quotas)> = tenants
+            .iter()
+            .map(|t| (t.id.clone(), Quotas::of(t)))
+            .collect();
+        let plans = quotas
+            .iter()
+            .filter_map(|(id, q)| Plan::new(&cfg.key_prefix, id, q).map(|p| (id.clone(), p)))
+            .collect();
+        let mut live_nodes = live_nodes;
+        let nodes = (*live_nodes.borrow_and_update()).max(1);
+        let open_for = Duration::from_millis(cfg.breaker_open_ms.max(1));
+        let inner = Arc::new(Inner {
+            client,
+            url: redact(&cfg.url),
+            timeout: Duration::from_millis(cfg.timeout_ms.max(1)),
+            connect_timeout: open_for.clamp(Duration::from_millis(100), Duration::from_secs(2)),
+            open_for,
+            plans,
+            conn: RwLock::new(None),
+            breaker: Breaker::new(cfg.breaker_failures),
+            opened: Notify::new(),
+            fallback: Fallback::new(quotas, nodes),
+            cache: OverLimitCache::default(),
+            calls: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            check_script: Script::new(TOKEN_BUCKET_LUA),
+            reconcile_script: Script::new(RECONCILE_LUA),
+        });
+        set_mode_gauges(false);
+        gauge!(FALLBACK_DIVISOR).set(nodes as f64);
+        tracing::info!(
+            mode = "fallback",
+            redis = %inner.url,
+            live_nodes = nodes,
+            "rate limiter starting in fallback mode until Redis answers"
+        );
+        let (shutdown, rx) = watch::channel(());
+        runtime.spawn(supervise(inner.clone(), rx.clone()));
+        runtime.spawn(follow_nodes(inner.clone(), live_nodes, rx));
+        Ok(ClusterLimiter {
+            inner,
+            _shutdown: shutdown,
+        })
+    }
+}
+
+/// The URL without its password, for logs.
+pub(super) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_string(),
+    }
+}

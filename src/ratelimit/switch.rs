@@ -1,0 +1,119 @@
+//! Switching between global and fallback mode: request-path failures open the breaker; a background
+//! task reconnects, probes and closes it; another re-divides the fallback when the live node count
+//! changes. One log line per mode change.
+
+use super::cluster_limiter::Inner;
+use super::metric_names::{FALLBACK_DIVISOR, REDIS_ERRORS, set_mode_gauges};
+use super::script::CallError;
+use metrics::{counter, gauge};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::sync::watch;
+
+impl Inner {
+    pub(super) fn failed(&self, err: CallError) {
+        self.failed_kind(err.kind(), &err);
+    }
+
+    pub(super) fn failed_kind(&self, kind: &'static str, err: &CallError) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        counter!(REDIS_ERRORS, "kind" => kind).increment(1);
+        tracing::debug!(kind, error = %err, "rate limiter: Redis call failed, answered locally");
+        if self.breaker.failure() {
+            set_mode_gauges(false);
+            tracing::warn!(
+                mode = "fallback",
+                previous = "global",
+                redis = %self.url,
+                kind,
+                error = %err,
+                failures = self.breaker.consecutive_failures(),
+                live_nodes = self.fallback.divisor(),
+                "rate limiter: Redis failing, switched to local fallback limits (quota / live nodes)"
+            );
+            self.opened.notify_one();
+        }
+    }
+}
+
+/// Resolves when the limiter is dropped (its shutdown sender closes the channel).
+async fn closed(rx: &mut watch::Receiver<()>) {
+    while rx.changed().await.is_ok() {}
+}
+
+/// Connects and probes while the breaker is open; closes it when Redis answers; on the next
+/// opening drops the connection and waits `breaker_open_ms` before probing again.
+pub(super) async fn supervise(inner: Arc<Inner>, mut shutdown: watch::Receiver<()>) {
+    let mut first = true;
+    // Startup: the first failed probe says why the limiter stays in fallback.
+    let mut warned = false;
+    loop {
+        if !first {
+            tokio::select! {
+                _ = closed(&mut shutdown) => return,
+                _ = tokio::time::sleep(inner.open_for) => {}
+            }
+        }
+        first = false;
+        let probe = tokio::select! {
+            _ = closed(&mut shutdown) => return,
+            r = inner.connect() => r,
+        };
+        match probe {
+            Ok(conn) => {
+                *inner.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(conn);
+                if inner.breaker.close() {
+                    set_mode_gauges(true);
+                    tracing::info!(
+                        mode = "global",
+                        previous = "fallback",
+                        redis = %inner.url,
+                        "rate limiter: Redis answers, using global limits"
+                    );
+                }
+                tokio::select! {
+                    _ = closed(&mut shutdown) => return,
+                    _ = inner.opened.notified() => {}
+                }
+                *inner.conn.write().unwrap_or_else(|e| e.into_inner()) = None;
+                // The opening was logged with its cause: failed probes stay at debug level.
+                warned = true;
+            }
+            Err(e) if !warned => {
+                warned = true;
+                tracing::warn!(
+                    mode = "fallback",
+                    redis = %inner.url,
+                    error = %e,
+                    retry_ms = inner.open_for.as_millis() as u64,
+                    "rate limiter: Redis unreachable, keeping local fallback limits"
+                );
+            }
+            Err(e) => tracing::debug!(error = %e, "rate limiter: Redis probe failed"),
+        }
+    }
+}
+
+/// Re-divides the fallback quotas when the live node count changes.
+pub(super) async fn follow_nodes(
+    inner: Arc<Inner>,
+    mut nodes: watch::Receiver<usize>,
+    mut shutdown: watch::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = closed(&mut shutdown) => return,
+            r = nodes.changed() => if r.is_err() { return },
+        }
+        let n = *nodes.borrow_and_update();
+        if let Some(previous) = inner.fallback.resize(n) {
+            let n = inner.fallback.divisor();
+            gauge!(FALLBACK_DIVISOR).set(n as f64);
+            tracing::info!(
+                live_nodes = n,
+                previous,
+                "rate limiter: fallback quotas re-divided among live nodes"
+            );
+        }
+    }
+}
