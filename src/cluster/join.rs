@@ -5,8 +5,9 @@ use super::ClusterError;
 use super::keys::{self, NodeStatus};
 use super::member::{Member, NodeInfo};
 use super::membership::{Cluster, Shared};
-use super::watcher::{MEMBERS_METRIC, follow};
+use super::watcher::follow;
 use crate::config::ClusterConfig;
+use crate::observe::Metrics;
 use chitchat::transport::Transport;
 use chitchat::{
     ChitchatConfig, ChitchatId, FailureDetectorConfig, ProtocolVersion, spawn_chitchat,
@@ -84,7 +85,7 @@ impl Cluster {
         let self_member = Member::new_self(self_node.clone());
         let (members_tx, members_rx) = watch::channel(Arc::new(vec![self_member]));
         let (count_tx, count_rx) = watch::channel(1usize);
-        metrics::gauge!(MEMBERS_METRIC).set(1.0);
+        Metrics::cluster_members(1);
         let stop = CancellationToken::new();
         tokio::spawn(follow(
             watcher,

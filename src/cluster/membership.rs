@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 
 pub use super::join::failure_detector_config;
 pub use super::member::{Member, NodeInfo};
-pub use super::watcher::{MEMBERS_METRIC, MEMBERSHIP_CHANGES_METRIC};
 
 /// What the membership follower publishes; shared by the view and the publisher.
 pub(super) struct Shared {

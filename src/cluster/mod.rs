@@ -1,7 +1,7 @@
 //! Cluster: beside the pipeline (Receive → Shape → Route → Balance → Deliver), gossip membership
-//! (chitchat) feeding the shared backend view (Deliver's `view`) and the live-node count the
+//! (chitchat) feeding the shared backend view (the Balancer's `view`) and the live-node count the
 //! rate limiter divides its fallback by. Imports `crate::config` and the backend table
-//! (`crate::backends`) only, never `receive`, `deliver` or the other stages.
+//! (`crate::balance`) and records through `crate::observe`, never `receive`, `deliver` or the other stages.
 //!
 //! ```text
 //!  BackendTable ──local_status──► publisher ──set_self──► chitchat ◄──gossip──► peers
@@ -20,7 +20,7 @@
 //! ```ignore
 //! let cluster = Cluster::join(&cfg.cluster, &cfg.node.id, &chitchat::transport::UdpTransport).await?;
 //! let _publisher = cluster::publisher(&cluster, backends.clone());
-//! let view = ClusterView::new(&cluster, backends.clone()); // Arc<ClusterView>: Deliver's `view`
+//! let view = ClusterView::new(&cluster, backends.clone()); // Arc<ClusterView>: the Balancer's `view`
 //! // /admin/cluster → view.admin_json(); on shutdown → cluster.leave().await
 //! ```
 //!
@@ -42,9 +42,7 @@ mod watcher;
 mod tests;
 
 pub use keys::NodeStatus;
-pub use membership::{
-    Cluster, MEMBERS_METRIC, MEMBERSHIP_CHANGES_METRIC, Member, NodeInfo, failure_detector_config,
-};
+pub use membership::{Cluster, Member, NodeInfo, failure_detector_config};
 pub use merge::PeerAggregate;
 pub use publisher::publisher;
 pub use report::{BackendReport, MAX_REPORT_AGE, ReportError};

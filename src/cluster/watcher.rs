@@ -3,16 +3,12 @@
 
 use super::keys::NodeStatus;
 use super::member::{Member, NodeInfo, build_members};
+use crate::observe::Metrics;
 use chitchat::{Chitchat, ChitchatId, NodeState};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-
-/// Gauge: live members, this node included.
-pub const MEMBERS_METRIC: &str = "sluice_cluster_members";
-/// Counter, label `change` = joined / left / restarted.
-pub const MEMBERSHIP_CHANGES_METRIC: &str = "sluice_cluster_membership_changes_total";
 
 /// Follow chitchat's live-nodes watcher until `stop`; publish members and the live count; log and
 /// count joins, leaves and restarts.
@@ -42,7 +38,7 @@ pub(super) async fn follow(
         log_changes(&ready, &now_ready, &members, &self_id);
         let count = now_ready.len();
         ready = now_ready;
-        metrics::gauge!(MEMBERS_METRIC).set(count as f64);
+        Metrics::cluster_members(count);
         count_tx.send_if_modified(|c| std::mem::replace(c, count) != count);
         members_tx.send_replace(Arc::new(members));
         tokio::select! {
@@ -88,5 +84,5 @@ fn log_changes(
 }
 
 fn count_change(change: &'static str) {
-    metrics::counter!(MEMBERSHIP_CHANGES_METRIC, "change" => change).increment(1);
+    Metrics::membership_change(change);
 }

@@ -214,4 +214,27 @@ impl Metrics {
             gauge!(LIMITER_MODE.name, "mode" => *o).set(0.0);
         }
     }
+    pub fn limiter_redis_call() {
+        counter!(LIMITER_REDIS_CALLS.name).increment(1);
+    }
+    /// `kind`: `timeout` or `error`.
+    pub fn limiter_redis_error(kind: &'static str) {
+        counter!(LIMITER_REDIS_ERRORS.name, "kind" => kind).increment(1);
+    }
+    pub fn limiter_cache_hit() {
+        counter!(LIMITER_CACHE_HITS.name).increment(1);
+    }
+    pub fn limiter_lease_hit() {
+        counter!(LIMITER_LEASE_HITS.name).increment(1);
+    }
+    pub fn limiter_fallback_divisor(nodes: usize) {
+        gauge!(LIMITER_FALLBACK_DIVISOR.name).set(nodes as f64);
+    }
+    pub fn cluster_members(n: usize) {
+        gauge!(CLUSTER_MEMBERS.name).set(n as f64);
+    }
+    /// `change`: `joined`, `left` or `restarted`.
+    pub fn membership_change(change: &'static str) {
+        counter!(CLUSTER_MEMBERSHIP_CHANGES.name, "change" => change).increment(1);
+    }
 }

@@ -1,10 +1,10 @@
 //! Rate limiting, the limiter seam used by Shape (Receive → **Shape** → Route → Balance → Deliver);
-//! imports `crate::config` only. Every limit decision goes through [`RateLimiter`], so the cluster's
+//! imports `crate::config` and records through `crate::observe` only. Every limit decision goes through [`RateLimiter`], so the cluster's
 //! Redis limiter ([`ClusterLimiter`]) can replace the local governor one ([`LocalLimiter`]).
 //!
 //! The cluster limiter's rooms: `cluster_limiter` (the type), `setup` (config → limiter),
 //! `script` (Lua scripts and Redis calls), `plan` (keys and script arguments), `reserve` (check and
-//! reconcile), `switch` (breaker, fallback and the background tasks), [`metric_names`]; beside them
+//! reconcile), `switch` (breaker, fallback and the background tasks); beside them
 //! `breaker`, `fallback`, `lease`, `overlimit` and the local limiter in `local`.
 
 mod breaker;
@@ -12,7 +12,6 @@ mod cluster_limiter;
 mod fallback;
 mod lease;
 mod local;
-pub mod metric_names;
 mod overlimit;
 mod plan;
 mod reserve;

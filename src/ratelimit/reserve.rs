@@ -4,11 +4,10 @@
 
 use super::cluster_limiter::Inner;
 use super::lease::lease_size;
-use super::metric_names::{CACHE_HITS, LEASE_HITS};
 use super::plan::Plan;
 use super::script::CallError;
 use super::{Decision, LimitRequest, LocalLimiter};
-use metrics::counter;
+use crate::observe::Metrics;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -38,7 +37,7 @@ impl Inner {
             0
         };
         if lease > 1 && plan.lease.take(now) {
-            counter!(LEASE_HITS).increment(1);
+            Metrics::limiter_lease_hit();
             return Decision {
                 allowed: true,
                 limit: Some(plan.rpm),
@@ -46,7 +45,7 @@ impl Inner {
             };
         }
         if let Some(hit) = self.cache.check(req.tenant, req.requests, clamped, now) {
-            counter!(CACHE_HITS).increment(1);
+            Metrics::limiter_cache_hit();
             return plan.cached(hit, tokens > 0);
         }
         if lease > 1 {

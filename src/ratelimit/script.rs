@@ -2,10 +2,9 @@
 //! set-up that loads both scripts and checks that Redis answers in time.
 
 use super::cluster_limiter::Inner;
-use super::metric_names::REDIS_CALLS;
+use crate::observe::Metrics;
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, FromRedisValue, RedisError, ScriptInvocation};
-use metrics::counter;
 use std::sync::atomic::Ordering;
 
 /// Check-and-take of a tenant's request and token buckets (contract in the script's header).
@@ -54,7 +53,7 @@ impl Inner {
             return Err(CallError::NoConnection);
         };
         self.calls.fetch_add(1, Ordering::Relaxed);
-        counter!(REDIS_CALLS).increment(1);
+        Metrics::limiter_redis_call();
         let err = match tokio::time::timeout(self.timeout, inv.invoke_async::<T>(&mut conn)).await {
             Ok(Ok(v)) => {
                 self.breaker.success();

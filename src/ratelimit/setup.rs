@@ -5,14 +5,13 @@ use super::breaker::Breaker;
 use super::cluster_limiter::{ClusterLimiter, Inner};
 use super::fallback::Fallback;
 use super::local::Quotas;
-use super::metric_names::{FALLBACK_DIVISOR, set_mode_gauges};
 use super::overlimit::OverLimitCache;
 use super::plan::Plan;
 use super::script::{RECONCILE_LUA, TOKEN_BUCKET_LUA};
 use super::switch::{follow_nodes, supervise};
 use crate::config::{RedisConfig, TenantConfig};
+use crate::observe::Metrics;
 use ::redis::{Client, RedisError, Script};
-use metrics::gauge;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -68,8 +67,8 @@ impl ClusterLimiter {
             check_script: Script::new(TOKEN_BUCKET_LUA),
             reconcile_script: Script::new(RECONCILE_LUA),
         });
-        set_mode_gauges(false);
-        gauge!(FALLBACK_DIVISOR).set(nodes as f64);
+        Metrics::limiter_mode("fallback", &["global"]);
+        Metrics::limiter_fallback_divisor(nodes);
         tracing::info!(
             mode = "fallback",
             redis = %inner.url,

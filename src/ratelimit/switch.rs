@@ -3,9 +3,8 @@
 //! changes. One log line per mode change.
 
 use super::cluster_limiter::Inner;
-use super::metric_names::{FALLBACK_DIVISOR, REDIS_ERRORS, set_mode_gauges};
 use super::script::CallError;
-use metrics::{counter, gauge};
+use crate::observe::Metrics;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::sync::watch;
@@ -17,10 +16,10 @@ impl Inner {
 
     pub(super) fn failed_kind(&self, kind: &'static str, err: &CallError) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        counter!(REDIS_ERRORS, "kind" => kind).increment(1);
+        Metrics::limiter_redis_error(kind);
         tracing::debug!(kind, error = %err, "rate limiter: Redis call failed, answered locally");
         if self.breaker.failure() {
-            set_mode_gauges(false);
+            Metrics::limiter_mode("fallback", &["global"]);
             tracing::warn!(
                 mode = "fallback",
                 previous = "global",
@@ -63,7 +62,7 @@ pub(super) async fn supervise(inner: Arc<Inner>, mut shutdown: watch::Receiver<(
             Ok(conn) => {
                 *inner.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(conn);
                 if inner.breaker.close() {
-                    set_mode_gauges(true);
+                    Metrics::limiter_mode("global", &["fallback"]);
                     tracing::info!(
                         mode = "global",
                         previous = "fallback",
@@ -108,7 +107,7 @@ pub(super) async fn follow_nodes(
         let n = *nodes.borrow_and_update();
         if let Some(previous) = inner.fallback.resize(n) {
             let n = inner.fallback.divisor();
-            gauge!(FALLBACK_DIVISOR).set(n as f64);
+            Metrics::limiter_fallback_divisor(n);
             tracing::info!(
                 live_nodes = n,
                 previous,
