@@ -3,7 +3,8 @@
 //! Every wait polls with a deadline.
 
 mod support;
-use support::redis::{RedisServer, free_port};
+use support::redis::RedisServer;
+use support::{eventually, free_port};
 
 use sluice::config::{LimitsConfig, RedisConfig, TenantConfig};
 use sluice::ratelimit::{
@@ -42,15 +43,11 @@ fn req(tenant: &str, tokens: u64) -> LimitRequest<'_> {
 }
 
 async fn wait_mode(l: &ClusterLimiter, mode: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while l.mode() != mode {
-        assert!(
-            Instant::now() < deadline,
-            "mode stayed {} (wanted {mode})",
-            l.mode()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let what = format!("limiter mode {mode}");
+    eventually(Duration::from_secs(15), &what, || async {
+        l.mode() == mode
+    })
+    .await;
 }
 
 /// Checks `n` times (round robin over `nodes`), each within `max_each`; returns how many passed.
@@ -246,11 +243,10 @@ async fn over_limit_cache_answers_without_redis() {
     assert_eq!(l.redis_calls(), 4);
 
     // Once it passes, Redis decides again.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !l.check(req("t", 0)).await.allowed {
-        assert!(Instant::now() < deadline, "never admitted again");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(5), "admitted again", || async {
+        l.check(req("t", 0)).await.allowed
+    })
+    .await;
     let calls = l.redis_calls();
     assert!((5..=6).contains(&calls), "{calls}");
 }
@@ -338,11 +334,10 @@ async fn redis_killed_falls_back_fast_redivides_and_recovers() {
 
     // A third node joins: the fallback is re-divided (600/3: burst 20).
     tx.send(3).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while l.fallback_divisor() != 3 {
-        assert!(Instant::now() < deadline, "not re-divided");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(Duration::from_secs(5), "re-divided by 3", || async {
+        l.fallback_divisor() == 3
+    })
+    .await;
     let t0 = Instant::now();
     let got = admitted(&[&l], "acme", 100, Duration::from_millis(100)).await;
     assert!(

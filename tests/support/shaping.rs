@@ -1,0 +1,101 @@
+//! What the shaping tests (`tests/shaping_*.rs`) share: a config with a `shaping:` section, requests
+//! sent in the background and timed, the queue-length wait.
+
+use super::{Proc, Resp, eventually, gauge, request};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+
+/// A config with the given backend lines, tenant lines and `shaping:` section (flow style).
+pub fn config(backends: &str, tenants: &str, shaping: &str) -> String {
+    format!("backends:\n{backends}tenants:\n{tenants}routing: {{}}\nshaping: {shaping}\n")
+}
+
+/// One tenant without limits, key `sk-acme`.
+pub const ACME: &str = "  - { id: acme, keys: [sk-acme] }\n";
+
+/// One finished request: its answer and when it arrived, relative to the test's start.
+#[derive(Debug)]
+pub struct Done {
+    pub tag: String,
+    pub resp: Resp,
+    pub sent: Duration,
+    pub at: Duration,
+}
+
+impl Done {
+    pub fn status(&self) -> u16 {
+        self.resp.status
+    }
+    pub fn took(&self) -> Duration {
+        self.at.saturating_sub(self.sent)
+    }
+}
+
+/// Every request answered 200.
+pub fn assert_all_ok(done: &[Done]) {
+    for d in done {
+        assert_eq!(d.status(), 200, "{}: {}", d.tag, d.resp.text());
+    }
+}
+
+/// Completion times of the requests whose tag starts with `prefix`.
+pub fn finished<'a>(done: &'a [Done], prefix: &'a str) -> impl Iterator<Item = Duration> + 'a {
+    done.iter()
+        .filter(move |d| d.tag.starts_with(prefix))
+        .map(|d| d.at)
+}
+
+/// Send a chat request in the background.
+pub fn spawn_chat(
+    gw: &Proc,
+    key: &str,
+    headers: &[(&str, &str)],
+    body: Value,
+    t0: Instant,
+    tag: impl Into<String>,
+) -> JoinHandle<Done> {
+    let url = format!("{}/v1/chat/completions", gw.url());
+    let mut h: Vec<(String, String)> = vec![
+        ("authorization".into(), format!("Bearer {key}")),
+        ("content-type".into(), "application/json".into()),
+    ];
+    h.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let tag = tag.into();
+    tokio::spawn(async move {
+        let hs: Vec<(&str, &str)> = h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let sent = t0.elapsed();
+        let resp = request("POST", &url, &hs, body.to_string()).await;
+        Done {
+            tag,
+            resp,
+            sent,
+            at: t0.elapsed(),
+        }
+    })
+}
+
+pub async fn join_all(hs: Vec<JoinHandle<Done>>) -> Vec<Done> {
+    let mut out = Vec::with_capacity(hs.len());
+    for h in hs {
+        out.push(h.await.expect("request task"));
+    }
+    out
+}
+
+/// Wait until the gateway reports `n` waiters of `priority` in its queues.
+pub async fn queued(gw: &Proc, priority: &str, n: f64, within: Duration) {
+    let what = format!("{n} {priority} request(s) queued");
+    eventually(within, &what, || async {
+        gauge(gw, "sluice_queue_length", &[("priority", priority)]).await == Some(n)
+    })
+    .await;
+}
+
+/// The error message of an OpenAI-shaped error answer.
+pub fn message(r: &Resp) -> String {
+    r.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
