@@ -63,12 +63,12 @@ async fn limit(gw: &Proc) -> f64 {
 
 #[tokio::test]
 async fn concurrency_limit_shrinks_when_the_backend_slows_and_fails_then_recovers() {
-    let m = mock("openai", "sim", &["--latency-ms", "20"]);
-    let gw = gateway(&config(
-        &backend("sim", &m, "openai", ", eject_after: 100000"),
+    let (m, gw) = sim_backend(
+        &["--latency-ms", "20"],
+        ", eject_after: 100000",
         ACME,
         "{ congestion: { initial_limit: 8, min_limit: 2, max_limit: 64, codel_target_ms: 60000 } }",
-    ));
+    );
     assert_eq!(limit(&gw).await, 8.0);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let workers = load(&gw, "sk-acme", "normal", 16, stop.clone());
@@ -97,12 +97,13 @@ async fn concurrency_limit_shrinks_when_the_backend_slows_and_fails_then_recover
         (l >= 8.0).then_some(())
     })
     .await;
-    assert!(
-        recovered.is_some(),
-        "the limit did not recover once the backend was fast again: {:?}; backend {}",
-        limits.borrow(),
-        mock_stats(&m).await
-    );
+    if recovered.is_none() {
+        let backend = mock_stats(&m).await;
+        panic!(
+            "the limit did not recover once the backend was fast again: {:?}; backend {backend}",
+            limits.borrow()
+        );
+    }
     let seen = stop_load(&stop, workers).await;
     assert!(seen.iter().filter(|s| **s == 200).count() > 60);
     println!("limit: healthy {healthy}, shrank to {low}, recovered");

@@ -9,18 +9,10 @@ use support::*;
 
 #[tokio::test]
 async fn a_deadline_that_passes_in_the_queue_gives_504_and_never_reaches_the_upstream() {
-    let m = mock("openai", "slow", &["--latency-ms", "1500"]);
-    let gw = gateway(&config(
-        &backend("sim", &m, "openai", ", max_concurrent: 1"),
-        ACME,
-        "{ congestion: { codel_target_ms: 60000 } }",
-    ));
+    let (m, gw) = slow_backend(1500, 1, "{ congestion: { codel_target_ms: 60000 } }");
     let t0 = Instant::now();
     let filler = spawn_chat(&gw, "sk-acme", &[], hello("m"), t0, "filler");
-    eventually(Duration::from_secs(5), "backend busy", || async {
-        mock_in_flight(&m).await == 1
-    })
-    .await;
+    upstream_busy(&m, 1).await;
     let t = Instant::now();
     let r = chat(&gw, "sk-acme", hello("m"), &[("x-request-deadline", "200")]).await;
     let took = t.elapsed();
@@ -69,12 +61,7 @@ async fn a_deadline_that_passes_in_the_queue_gives_504_and_never_reaches_the_ups
 /// shrink its concurrency limit).
 #[tokio::test]
 async fn client_deadline_timeouts_do_not_eject_a_healthy_backend() {
-    let m = mock("openai", "slow", &["--latency-ms", "300"]);
-    let gw = gateway(&config(
-        &backend("sim", &m, "openai", ", eject_after: 3"),
-        ACME,
-        "{}",
-    ));
+    let (_m, gw) = sim_backend(&["--latency-ms", "300"], ", eject_after: 3", ACME, "{}");
     for _ in 0..3 {
         let r = chat(&gw, "sk-acme", hello("m"), &[("x-request-deadline", "50")]).await;
         assert_eq!(r.status, 504, "{}", r.text());

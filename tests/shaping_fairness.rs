@@ -8,12 +8,12 @@ use support::*;
 
 #[tokio::test]
 async fn a_quiet_tenant_is_not_starved_by_a_noisy_one() {
-    let m = mock("openai", "slow", &["--latency-ms", "100"]);
-    let gw = gateway(&config(
-        &backend("sim", &m, "openai", ", max_concurrent: 1"),
+    let (_m, gw) = sim_backend(
+        &["--latency-ms", "100"],
+        ", max_concurrent: 1",
         "  - { id: noisy, keys: [sk-noisy], weight: 1 }\n  - { id: quiet, keys: [sk-quiet], weight: 1 }\n",
         "{ congestion: { codel_target_ms: 60000 } }",
-    ));
+    );
     let t0 = Instant::now();
     let mut hs: Vec<_> = (0..30)
         .map(|i| spawn_chat(&gw, "sk-noisy", &[], hello("m"), t0, format!("a{i}")))

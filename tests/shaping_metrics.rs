@@ -4,18 +4,18 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use support::shaping::*;
 use support::*;
 
 #[tokio::test]
 async fn shaping_metrics_count_each_wait_shed_and_limiter_decision() {
-    let m = mock("openai", "slow", &["--latency-ms", "400"]);
-    let gw = gateway(&config(
-        &backend("sim", &m, "openai", ", max_concurrent: 1"),
+    let (m, gw) = sim_backend(
+        &["--latency-ms", "400"],
+        ", max_concurrent: 1",
         "  - { id: acme, keys: [sk-acme] }\n  - { id: t, keys: [sk-t1], limits: { requests_per_minute: 600, burst: 1 } }\n",
         "{ congestion: { codel_target_ms: 60000 } }",
-    ));
+    );
     let before = metrics_text(&gw).await;
     assert_eq!(
         metric(
@@ -31,10 +31,7 @@ async fn shaping_metrics_count_each_wait_shed_and_limiter_decision() {
     // for 400 ms; the other waits ~100 ms for a token, then for the slot.
     let a = spawn_chat(&gw, "sk-t1", &[], hello("m"), t0, "t0");
     let b = spawn_chat(&gw, "sk-t1", &[], hello("m"), t0, "t1");
-    eventually(Duration::from_secs(5), "backend busy", || async {
-        mock_in_flight(&m).await >= 1
-    })
-    .await;
+    upstream_busy(&m, 1).await;
     // Another tenant while the slot is taken: its 100 ms deadline passes in the queue.
     let c = spawn_chat(
         &gw,

@@ -8,42 +8,21 @@ use support::*;
 
 #[tokio::test]
 async fn critical_requests_are_served_before_queued_batch_requests() {
-    let m = mock("openai", "slow", &["--latency-ms", "800"]);
-    let gw = gateway(&config(
-        &backend("sim", &m, "openai", ", max_concurrent: 1"),
-        ACME,
+    let (m, gw) = slow_backend(
+        800,
+        1,
         "{ priority: { header_can_raise: true }, congestion: { codel_target_ms: 60000 } }",
-    ));
+    );
     let t0 = Instant::now();
     let filler = spawn_chat(&gw, "sk-acme", &[], hello("m"), t0, "filler");
-    eventually(Duration::from_secs(5), "backend busy", || async {
-        mock_in_flight(&m).await == 1
-    })
-    .await;
-    let mut hs = Vec::new();
-    for i in 0..3 {
-        let h = [("x-priority", "batch")];
-        hs.push(spawn_chat(
-            &gw,
-            "sk-acme",
-            &h,
-            hello("m"),
-            t0,
-            format!("batch{i}"),
-        ));
-    }
+    upstream_busy(&m, 1).await;
+    let send = |priority: &str, i: usize| {
+        let h = [("x-priority", priority)];
+        spawn_chat(&gw, "sk-acme", &h, hello("m"), t0, format!("{priority}{i}"))
+    };
+    let mut hs: Vec<_> = (0..3).map(|i| send("batch", i)).collect();
     queued(&gw, "batch", 3.0, Duration::from_millis(600)).await;
-    for i in 0..2 {
-        let h = [("x-priority", "critical")];
-        hs.push(spawn_chat(
-            &gw,
-            "sk-acme",
-            &h,
-            hello("m"),
-            t0,
-            format!("critical{i}"),
-        ));
-    }
+    hs.extend((0..2).map(|i| send("critical", i)));
     queued(&gw, "critical", 2.0, Duration::from_millis(600)).await;
     let filler = filler.await.unwrap();
     assert_eq!(filler.status(), 200);

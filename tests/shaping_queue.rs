@@ -10,16 +10,9 @@ use support::*;
 
 #[tokio::test]
 async fn backend_capacity_queue_holds_requests_and_caps_in_flight() {
-    let m = mock("openai", "slow", &["--latency-ms", "300"]);
-    let gw = gateway(&config(
-        &backend("sim", &m, "openai", ", max_concurrent: 2"),
-        ACME,
-        "{ congestion: { codel_target_ms: 60000 } }",
-    ));
+    let (m, gw) = slow_backend(300, 2, "{ congestion: { codel_target_ms: 60000 } }");
     let t0 = Instant::now();
-    let hs = (0..6)
-        .map(|i| spawn_chat(&gw, "sk-acme", &[], hello("m"), t0, format!("r{i}")))
-        .collect();
+    let hs = burst(&gw, "sk-acme", 6, t0);
     let done = join_all(hs).await;
     let s = mock_stats(&m).await;
     assert!(
@@ -46,16 +39,9 @@ async fn backend_capacity_queue_holds_requests_and_caps_in_flight() {
 /// (`critical_reserve: 0` so that only the CoDel defaults are in play.)
 #[tokio::test]
 async fn default_codel_does_not_shed_a_short_burst_queued_for_a_slow_backend() {
-    let m = mock("openai", "slow", &["--latency-ms", "300"]);
-    let gw = gateway(&config(
-        &backend("sim", &m, "openai", ", max_concurrent: 2"),
-        ACME,
-        "{ congestion: { critical_reserve: 0.0 } }",
-    ));
+    let (m, gw) = slow_backend(300, 2, "{ congestion: { critical_reserve: 0.0 } }");
     let t0 = Instant::now();
-    let hs = (0..6)
-        .map(|i| spawn_chat(&gw, "sk-acme", &[], hello("m"), t0, format!("r{i}")))
-        .collect();
+    let hs = burst(&gw, "sk-acme", 6, t0);
     let done = join_all(hs).await;
     assert!(mock_stats(&m).await["max_in_flight"].as_u64().unwrap() <= 2);
     let got: Vec<_> = done
@@ -73,16 +59,9 @@ async fn default_codel_does_not_shed_a_short_burst_queued_for_a_slow_backend() {
 /// the backend, five times the configured share). 6 requests of 300 ms take three rounds, not six.
 #[tokio::test]
 async fn small_max_concurrent_is_not_halved_by_the_critical_reserve() {
-    let m = mock("openai", "slow", &["--latency-ms", "300"]);
-    let gw = gateway(&config(
-        &backend("sim", &m, "openai", ", max_concurrent: 2"),
-        ACME,
-        "{ congestion: { codel_target_ms: 60000 } }",
-    ));
+    let (m, gw) = slow_backend(300, 2, "{ congestion: { codel_target_ms: 60000 } }");
     let t0 = Instant::now();
-    let hs = (0..6)
-        .map(|i| spawn_chat(&gw, "sk-acme", &[], hello("m"), t0, format!("r{i}")))
-        .collect();
+    let hs = burst(&gw, "sk-acme", 6, t0);
     let done = join_all(hs).await;
     assert!(done.iter().all(|d| d.status() == 200));
     let s = mock_stats(&m).await;
@@ -100,12 +79,11 @@ async fn small_max_concurrent_is_not_halved_by_the_critical_reserve() {
 #[tokio::test]
 async fn max_concurrent_holds_when_requests_arrive_together() {
     use http_body_util::BodyExt;
-    let m = mock("openai", "slow", &["--latency-ms", "50"]);
-    let gw = gateway(&config(
-        &backend("sim", &m, "openai", ", max_concurrent: 2"),
-        ACME,
+    let (m, gw) = slow_backend(
+        50,
+        2,
         "{ max_wait_ms: 30000, congestion: { critical_reserve: 0.0, codel_target_ms: 60000 } }",
-    ));
+    );
     let client = client();
     let url = format!("{}/v1/chat/completions", gw.url());
     let mut worst = 0;
@@ -181,10 +159,7 @@ async fn queue_length_gauge_counts_the_waiters_of_every_route() {
             "fill-b",
         ),
     ];
-    eventually(Duration::from_secs(5), "both backends busy", || async {
-        mock_in_flight(&m).await == 2
-    })
-    .await;
+    upstream_busy(&m, 2).await;
     for (i, route) in ["one", "one", "two"].into_iter().enumerate() {
         hs.push(spawn_chat(
             &gw,
@@ -232,10 +207,7 @@ async fn a_request_for_an_idle_backend_does_not_wait_behind_a_full_one() {
     ));
     let t0 = Instant::now();
     let fill = spawn_chat(&gw, "sk-acme", &[], hello("fast"), t0, "fill");
-    eventually(Duration::from_secs(5), "busy backend full", || async {
-        mock_in_flight(&busy).await == 1
-    })
-    .await;
+    upstream_busy(&busy, 1).await;
     let waiting = spawn_chat(&gw, "sk-acme", &[], hello("fast"), t0, "waiting");
     queued(&gw, "normal", 1.0, Duration::from_millis(800)).await;
     let t = Instant::now();

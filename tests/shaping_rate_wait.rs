@@ -20,16 +20,14 @@ fn secs(v: Option<&str>) -> f64 {
 
 #[tokio::test]
 async fn rate_limited_requests_wait_for_tokens_instead_of_429() {
-    let m = mock("openai", "sim", &[]);
-    let gw = gateway(&config(
-        &backend("sim", &m, "openai", ""),
+    let (_m, gw) = sim_backend(
+        &[],
+        "",
         "  - { id: t, keys: [sk-t1], limits: { requests_per_minute: 60, burst: 2 } }\n",
         "{ max_wait_ms: 5000 }",
-    ));
+    );
     let t0 = Instant::now();
-    let hs = (0..4)
-        .map(|i| spawn_chat(&gw, "sk-t1", &[], hello("m"), t0, format!("r{i}")))
-        .collect();
+    let hs = burst(&gw, "sk-t1", 4, t0);
     let mut done = join_all(hs).await;
     assert_all_ok(&done);
     done.sort_by_key(|d| d.at);
@@ -68,12 +66,12 @@ async fn rate_limited_requests_wait_for_tokens_instead_of_429() {
 
 #[tokio::test]
 async fn without_a_wait_budget_the_rate_limit_answers_429_with_headers() {
-    let m = mock("openai", "sim", &[]);
-    let gw = gateway(&config(
-        &backend("sim", &m, "openai", ""),
+    let (_m, gw) = sim_backend(
+        &[],
+        "",
         "  - { id: t, keys: [sk-t1], limits: { requests_per_minute: 60, burst: 2 } }\n",
         "{ max_wait_ms: 0 }",
-    ));
+    );
     for left in ["1", "0"] {
         let r = chat(&gw, "sk-t1", hello("m"), &[]).await;
         assert_eq!(r.status, 200, "{}", r.text());
@@ -105,13 +103,13 @@ async fn without_a_wait_budget_the_rate_limit_answers_429_with_headers() {
 
 #[tokio::test]
 async fn token_limit_headers_and_reconciliation_after_the_response() {
-    let m = mock("openai", "sim", &[]);
     // 600 tokens a minute: 10 a second come back by refill, far less than a reservation.
-    let gw = gateway(&config(
-        &backend("sim", &m, "openai", ""),
+    let (_m, gw) = sim_backend(
+        &[],
+        "",
         "  - { id: t, keys: [sk-t1], limits: { tokens_per_minute: 600 } }\n",
         "{ max_wait_ms: 0 }",
-    ));
+    );
     let t0 = Instant::now();
     // No max_tokens: the reservation is the prompt estimate + 256.
     let r1 = chat(&gw, "sk-t1", hello("m"), &[]).await;

@@ -20,9 +20,7 @@ async fn smoothing_spreads_a_burst_over_time_at_the_backend() {
         "{}",
     ));
     let t0 = Instant::now();
-    let hs = (0..5)
-        .map(|i| spawn_chat(&gw, "sk-acme", &[], hello("m"), t0, format!("r{i}")))
-        .collect();
+    let hs = burst(&gw, "sk-acme", 5, t0);
     // Watch the upstream's request counter while the burst goes through.
     let seen = std::cell::RefCell::new(Vec::<(u64, Duration)>::new());
     let arrived = try_poll(Duration::from_secs(10), || async {

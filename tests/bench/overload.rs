@@ -138,7 +138,7 @@ fn count(s: &[Sample], critical: bool, pred: impl Fn(u16) -> bool) -> usize {
 /// The sample lines of metric `name` in a `/metrics` page.
 fn metric_lines<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> {
     text.lines()
-        .filter(move |l| support::metrics::sample(l).is_some_and(|(n, _, _)| n == name))
+        .filter(move |l| support::metrics::sample(l).is_some_and(|s| s.name == name))
 }
 
 fn main() {

@@ -2,8 +2,25 @@
 
 use super::{Proc, request};
 
+/// One sample of a `/metrics` page.
+#[derive(Debug, PartialEq)]
+pub struct Sample<'a> {
+    pub name: &'a str,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+impl Sample<'_> {
+    /// Whether the sample has every `k="v"` of `labels` (and maybe more).
+    pub fn has(&self, labels: &[(&str, &str)]) -> bool {
+        labels
+            .iter()
+            .all(|(k, v)| self.labels.iter().any(|(hk, hv)| hk == k && hv == v))
+    }
+}
+
 /// One sample line: `name{k="v",...} value [timestamp]`; `None` for comments, blank and malformed lines.
-pub fn sample(line: &str) -> Option<(&str, Vec<(String, String)>, f64)> {
+pub fn sample(line: &str) -> Option<Sample<'_>> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
         return None;
@@ -38,23 +55,21 @@ pub fn sample(line: &str) -> Option<(&str, Vec<(String, String)>, f64)> {
         }
     }
     let value = rest.split_whitespace().next()?.parse().ok()?;
-    Some((name, labels, value))
+    Some(Sample {
+        name,
+        labels,
+        value,
+    })
 }
 
 /// Sum of the samples of `name` (exact name: a histogram's `_bucket`, `_count` and `_sum` are other
 /// names) whose labels include every `k="v"` of `labels`; `None` when there is no such sample.
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut sum = None;
-    for (n, have, v) in text.lines().filter_map(sample) {
-        if n == name
-            && labels
-                .iter()
-                .all(|(k, want)| have.iter().any(|(hk, hv)| hk == k && hv == want))
-        {
-            sum = Some(sum.unwrap_or(0.0) + v);
-        }
-    }
-    sum
+    text.lines()
+        .filter_map(sample)
+        .filter(|s| s.name == name && s.has(labels))
+        .map(|s| s.value)
+        .reduce(|a, b| a + b)
 }
 
 /// How much `name` (as [`metric`]) grew from `before` to `after`; a missing series counts as 0.

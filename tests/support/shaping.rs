@@ -1,7 +1,10 @@
-//! What the shaping tests (`tests/shaping_*.rs`) share: a config with a `shaping:` section, requests
-//! sent in the background and timed, the queue-length wait.
+//! What the shaping tests (`tests/shaping_*.rs`) share: a config with a `shaping:` section, a gateway
+//! in front of one simulated upstream, requests sent in the background and timed, waits for the
+//! upstream to be busy and for the queues to fill.
 
-use super::{Proc, Resp, eventually, gauge, request};
+use super::{
+    Proc, Resp, backend, eventually, gateway, gauge, hello, mock, mock_in_flight, request,
+};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
@@ -98,4 +101,39 @@ pub fn message(r: &Resp) -> String {
         .as_str()
         .unwrap_or_default()
         .to_string()
+}
+
+/// A simulated upstream (`sluice mock-upstream` with `mock_args`) as backend `sim` (its config entry
+/// ending in `extra`), and a gateway in front of it for `tenants` with the given `shaping:` section.
+pub fn sim_backend(mock_args: &[&str], extra: &str, tenants: &str, shaping: &str) -> (Proc, Proc) {
+    let m = mock("openai", "sim", mock_args);
+    let gw = gateway(&config(
+        &backend("sim", &m, "openai", extra),
+        tenants,
+        shaping,
+    ));
+    (m, gw)
+}
+
+/// [`sim_backend`] answering in `latency_ms` behind `max_concurrent` slots, for [`ACME`].
+pub fn slow_backend(latency_ms: u64, max_concurrent: u32, shaping: &str) -> (Proc, Proc) {
+    let latency = latency_ms.to_string();
+    let slots = format!(", max_concurrent: {max_concurrent}");
+    sim_backend(&["--latency-ms", &latency], &slots, ACME, shaping)
+}
+
+/// `n` chat requests for `key` sent together in the background, tagged `r0`, `r1`, ...
+pub fn burst(gw: &Proc, key: &str, n: usize, t0: Instant) -> Vec<JoinHandle<Done>> {
+    (0..n)
+        .map(|i| spawn_chat(gw, key, &[], hello("m"), t0, format!("r{i}")))
+        .collect()
+}
+
+/// Wait until the simulated upstream `m` is answering `n` requests.
+pub async fn upstream_busy(m: &Proc, n: u64) {
+    let what = format!("{n} request(s) in flight at the upstream");
+    eventually(Duration::from_secs(5), &what, || async {
+        mock_in_flight(m).await == n
+    })
+    .await;
 }
