@@ -80,21 +80,8 @@ async fn spread(c: &Cluster, key: &str, n: usize, conc: usize) -> Vec<u16> {
     while i < n {
         let mut set = tokio::task::JoinSet::new();
         for j in i..(i + conc).min(n) {
-            let url = urls[j % urls.len()].clone();
-            let auth = format!("Bearer {key}");
-            set.spawn(async move {
-                request(
-                    "POST",
-                    &format!("{url}/v1/chat/completions"),
-                    &[
-                        ("authorization", &auth),
-                        ("content-type", "application/json"),
-                    ],
-                    hello("m").to_string(),
-                )
-                .await
-                .status
-            });
+            let (url, key) = (urls[j % urls.len()].clone(), key.to_string());
+            set.spawn(async move { chat_at(&url, &key, hello("m"), &[]).await.status });
         }
         while let Some(s) = set.join_next().await {
             out.push(s.unwrap());

@@ -50,6 +50,19 @@ async fn wait_mode(l: &ClusterLimiter, mode: &str) {
     .await;
 }
 
+/// Three nodes (live count 3) on one Redis, each in global mode; the live count's sender goes with them.
+async fn three_global_nodes(
+    cfg: &RedisConfig,
+    tenants: &[TenantConfig],
+) -> ([ClusterLimiter; 3], watch::Sender<usize>) {
+    let (tx, rx) = watch::channel(3usize);
+    let nodes = [0, 1, 2].map(|_| ClusterLimiter::new(cfg, tenants, rx.clone()).unwrap());
+    for n in &nodes {
+        wait_mode(n, "global").await;
+    }
+    (nodes, tx)
+}
+
 /// Checks `n` times (round robin over `nodes`), each within `max_each`; returns how many passed.
 async fn admitted(nodes: &[&ClusterLimiter], tenant: &str, n: usize, max_each: Duration) -> usize {
     let mut ok = 0;
@@ -75,13 +88,7 @@ async fn three_nodes_share_one_global_limit() {
     // A generous budget: this test is about exactness, every call must reach Redis.
     let cfg = cfg(&redis.url(), 500);
     let tenants = [tenant("acme", Some(N), Some(N), None)];
-    let (_tx, rx) = watch::channel(3usize);
-    let nodes: Vec<ClusterLimiter> = (0..3)
-        .map(|_| ClusterLimiter::new(&cfg, &tenants, rx.clone()).unwrap())
-        .collect();
-    for n in &nodes {
-        wait_mode(n, "global").await;
-    }
+    let (nodes, _tx) = three_global_nodes(&cfg, &tenants).await;
     let refs: Vec<&ClusterLimiter> = nodes.iter().collect();
     let t0 = Instant::now();
     let got = admitted(&refs, "acme", 3 * N as usize, Duration::from_secs(1)).await;
@@ -112,11 +119,7 @@ async fn tokens_reserve_and_reconcile_are_global() {
     let cfg = cfg(&redis.url(), 500);
     // 600 tokens per minute: 10 per second refill.
     let tenants = [tenant("acme", None, None, Some(600))];
-    let (_tx, rx) = watch::channel(3usize);
-    let [a, b, c] = [0, 1, 2].map(|_| ClusterLimiter::new(&cfg, &tenants, rx.clone()).unwrap());
-    for n in [&a, &b, &c] {
-        wait_mode(n, "global").await;
-    }
+    let ([a, b, c], _tx) = three_global_nodes(&cfg, &tenants).await;
 
     let d = a.check(req("acme", 500)).await;
     assert!(d.allowed);
@@ -443,13 +446,7 @@ async fn large_limits_are_leased_and_stay_within_one_percent() {
     let redis = RedisServer::start();
     let cfg = cfg(&redis.url(), 500);
     let tenants = [tenant("big", Some(N), Some(N), None)];
-    let (_tx, rx) = watch::channel(3usize);
-    let nodes: Vec<ClusterLimiter> = (0..3)
-        .map(|_| ClusterLimiter::new(&cfg, &tenants, rx.clone()).unwrap())
-        .collect();
-    for n in &nodes {
-        wait_mode(n, "global").await;
-    }
+    let (nodes, _tx) = three_global_nodes(&cfg, &tenants).await;
     let refs: Vec<&ClusterLimiter> = nodes.iter().collect();
     let t0 = Instant::now();
     let offered = 2 * N as usize;

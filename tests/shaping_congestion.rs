@@ -19,19 +19,12 @@ fn load(
 ) -> Vec<JoinHandle<Vec<u16>>> {
     (0..workers)
         .map(|_| {
-            let url = format!("{}/v1/chat/completions", gw.url());
-            let stop = stop.clone();
-            let auth = format!("Bearer {key}");
+            let (base, stop) = (gw.url(), stop.clone());
             tokio::spawn(async move {
                 let mut seen = Vec::new();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let h = [
-                        ("authorization", auth.as_str()),
-                        ("content-type", "application/json"),
-                        ("x-priority", priority),
-                    ];
-                    let r = request("POST", &url, &h, hello("m").to_string()).await;
-                    seen.push(r.status);
+                    let h = [("x-priority", priority)];
+                    seen.push(chat_at(&base, key, hello("m"), &h).await.status);
                 }
                 seen
             })

@@ -219,20 +219,26 @@ pub async fn messages(gw: &Proc, key: &str, body: impl Into<String>) -> Resp {
     .await
 }
 
+/// POST `body` to the gateway's OpenAI-style `/v1/chat/completions` with `key` as bearer token.
 pub async fn chat(gw: &Proc, key: &str, body: serde_json::Value, extra: &[(&str, &str)]) -> Resp {
+    chat_at(&gw.url(), key, body, extra).await
+}
+
+/// [`chat`] to the gateway at `base` (`http://ADDR`), for tasks that cannot borrow its [`Proc`].
+pub async fn chat_at(
+    base: &str,
+    key: &str,
+    body: serde_json::Value,
+    extra: &[(&str, &str)],
+) -> Resp {
     let auth = format!("Bearer {key}");
     let mut h = vec![
         ("authorization", auth.as_str()),
         ("content-type", "application/json"),
     ];
     h.extend_from_slice(extra);
-    request(
-        "POST",
-        &format!("{}/v1/chat/completions", gw.url()),
-        &h,
-        body.to_string(),
-    )
-    .await
+    let url = format!("{base}/v1/chat/completions");
+    request("POST", &url, &h, body.to_string()).await
 }
 
 pub fn hello(model: &str) -> serde_json::Value {

@@ -3,7 +3,7 @@
 //! upstream to be busy and for the queues to fill.
 
 use super::{
-    Proc, Resp, backend, eventually, gateway, gauge, hello, mock, mock_in_flight, request,
+    Proc, Resp, backend, chat_at, eventually, gateway, gauge, hello, mock, mock_in_flight,
 };
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -58,17 +58,15 @@ pub fn spawn_chat(
     t0: Instant,
     tag: impl Into<String>,
 ) -> JoinHandle<Done> {
-    let url = format!("{}/v1/chat/completions", gw.url());
-    let mut h: Vec<(String, String)> = vec![
-        ("authorization".into(), format!("Bearer {key}")),
-        ("content-type".into(), "application/json".into()),
-    ];
-    h.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let tag = tag.into();
+    let (base, key, tag) = (gw.url(), key.to_string(), tag.into());
+    let h: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     tokio::spawn(async move {
         let hs: Vec<(&str, &str)> = h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let sent = t0.elapsed();
-        let resp = request("POST", &url, &hs, body.to_string()).await;
+        let resp = chat_at(&base, &key, body, &hs).await;
         Done {
             tag,
             resp,
