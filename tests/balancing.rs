@@ -40,16 +40,7 @@ async fn send_concurrent(gw: &Proc, workers: usize, each: usize) -> HashMap<Stri
         set.spawn(async move {
             let mut got = Vec::new();
             for _ in 0..each {
-                let r = request(
-                    "POST",
-                    &format!("{url}/v1/chat/completions"),
-                    &[
-                        ("authorization", "Bearer sk-acme"),
-                        ("content-type", "application/json"),
-                    ],
-                    hello("m").to_string(),
-                )
-                .await;
+                let r = chat_at(&url, "sk-acme", hello("m"), &[]).await;
                 assert_eq!(r.status, 200, "{}", r.text());
                 got.push(r.header("x-sluice-backend").unwrap().to_string());
             }

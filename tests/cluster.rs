@@ -10,14 +10,6 @@ use support::*;
 
 const ADMIN: &str = "admin-secret";
 
-fn udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Cluster {
     nodes: Vec<Proc>,
 }
@@ -71,33 +63,13 @@ async fn live_count(node: &Proc) -> u64 {
 
 async fn wait_members(c: &Cluster, n: u64) {
     for node in &c.nodes {
-        let url = node.url();
-        eventually(Duration::from_secs(10), "all nodes see each other", || {
-            let url = url.clone();
-            async move {
-                let auth = format!("Bearer {ADMIN}");
-                let r = request(
-                    "GET",
-                    &format!("{url}/admin/cluster"),
-                    &[("authorization", &auth)],
-                    "",
-                )
-                .await;
-                r.json()["cluster"]["live_count"].as_u64() == Some(n)
-            }
-        })
+        eventually(
+            Duration::from_secs(10),
+            "all nodes see each other",
+            || async { live_count(node).await == n },
+        )
         .await;
     }
-}
-
-async fn metric(node: &Proc, prefix: &str) -> Option<f64> {
-    let text = request("GET", &format!("{}/metrics", node.url()), &[], "")
-        .await
-        .text();
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 /// Send `n` requests for `key` spread round-robin over the nodes, `conc` at a time; statuses.
@@ -108,21 +80,8 @@ async fn spread(c: &Cluster, key: &str, n: usize, conc: usize) -> Vec<u16> {
     while i < n {
         let mut set = tokio::task::JoinSet::new();
         for j in i..(i + conc).min(n) {
-            let url = urls[j % urls.len()].clone();
-            let auth = format!("Bearer {key}");
-            set.spawn(async move {
-                request(
-                    "POST",
-                    &format!("{url}/v1/chat/completions"),
-                    &[
-                        ("authorization", &auth),
-                        ("content-type", "application/json"),
-                    ],
-                    hello("m").to_string(),
-                )
-                .await
-                .status
-            });
+            let (url, key) = (urls[j % urls.len()].clone(), key.to_string());
+            set.spawn(async move { chat_at(&url, &key, hello("m"), &[]).await.status });
         }
         while let Some(s) = set.join_next().await {
             out.push(s.unwrap());
@@ -136,7 +95,7 @@ async fn spread(c: &Cluster, key: &str, n: usize, conc: usize) -> Vec<u16> {
 async fn a_tenant_limit_holds_across_three_nodes_and_survives_redis_loss() {
     let mut redis = RedisServer::start();
     let m = mock("openai", "up", &[]);
-    let gossip = [udp_port(), udp_port(), udp_port()];
+    let gossip = [free_port(), free_port(), free_port()];
     let backends = backend("up", &m, "openai", "");
     // 60 per minute (1/s) with a burst of 30; the fast tenant refills at 10/s for the fallback check.
     let tenants = "tenants:\n  - { id: t, keys: [sk-t], limits: { requests_per_minute: 60, burst: 30 } }\n  - { id: f, keys: [sk-f], limits: { requests_per_minute: 600, burst: 30 } }\n";
@@ -182,7 +141,7 @@ async fn a_tenant_limit_holds_across_three_nodes_and_survives_redis_loss() {
         })
         .await;
         assert_eq!(
-            metric(node, "sluice_limiter_fallback_divisor").await,
+            gauge(node, "sluice_limiter_fallback_divisor", &[]).await,
             Some(3.0)
         );
     }
@@ -217,10 +176,10 @@ async fn a_tenant_limit_holds_across_three_nodes_and_survives_redis_loss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_node_is_seen_within_seconds_and_the_fallback_share_is_redivided() {
     let m = mock("openai", "up", &[]);
-    let gossip = [udp_port(), udp_port(), udp_port()];
+    let gossip = [free_port(), free_port(), free_port()];
     let backends = backend("up", &m, "openai", "");
     // A Redis that is not there: every node is in fallback and divides by the live count.
-    let dead_redis = format!("redis://127.0.0.1:{}", support::redis::free_port());
+    let dead_redis = format!("redis://127.0.0.1:{}", free_port());
     let tenants = "tenants:\n  - { id: t, keys: [sk-t], limits: { requests_per_minute: 600 } }\n";
     let mut c = start(
         (0..3)
@@ -230,7 +189,7 @@ async fn a_dead_node_is_seen_within_seconds_and_the_fallback_share_is_redivided(
     wait_members(&c, 3).await;
     for node in &c.nodes {
         eventually(Duration::from_secs(5), "divisor 3", || async {
-            metric(node, "sluice_limiter_fallback_divisor").await == Some(3.0)
+            gauge(node, "sluice_limiter_fallback_divisor", &[]).await == Some(3.0)
         })
         .await;
     }
@@ -251,7 +210,7 @@ async fn a_dead_node_is_seen_within_seconds_and_the_fallback_share_is_redivided(
     assert!(seen < Duration::from_secs(5), "took {seen:?}");
     for node in &c.nodes[..2] {
         eventually(Duration::from_secs(3), "divisor 2", || async {
-            metric(node, "sluice_limiter_fallback_divisor").await == Some(2.0)
+            gauge(node, "sluice_limiter_fallback_divisor", &[]).await == Some(2.0)
         })
         .await;
     }
@@ -271,7 +230,7 @@ async fn a_dead_node_is_seen_within_seconds_and_the_fallback_share_is_redivided(
 async fn health_cooldowns_and_affinity_agree_across_nodes() {
     let (a, b) = (mock("openai", "a", &[]), mock("openai", "b", &[]));
     let cm = mock("openai", "c", &[]);
-    let gossip = [udp_port(), udp_port(), udp_port()];
+    let gossip = [free_port(), free_port(), free_port()];
     // Only node-0 probes `a`: its verdict is the only evidence, so it counts for everyone.
     let with_probe = |i: usize| {
         let hc = if i == 0 {
@@ -324,12 +283,10 @@ async fn health_cooldowns_and_affinity_agree_across_nodes() {
         "node-0 saw a 429 from c",
         || async {
             chat(&c.nodes[0], "sk-t", hello("m"), &[]).await;
-            metric(
-                &c.nodes[0],
-                "sluice_failovers_total{backend=\"c\",reason=\"rate_limited\"}",
-            )
-            .await
-            .is_some()
+            let labels = [("backend", "c"), ("reason", "rate_limited")];
+            gauge(&c.nodes[0], "sluice_failovers_total", &labels)
+                .await
+                .is_some()
         },
     )
     .await;

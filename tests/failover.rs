@@ -7,10 +7,7 @@ use support::*;
 
 /// An address nothing listens on.
 fn dead_url() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = l.local_addr().unwrap();
-    drop(l);
-    format!("http://{a}")
+    format!("http://127.0.0.1:{}", free_port())
 }
 
 #[tokio::test]
@@ -29,17 +26,14 @@ async fn connect_errors_and_5xx_fail_over_without_the_client_noticing() {
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.header("x-sluice-backend"), Some("good"));
     }
-    let metrics = request("GET", &format!("{}/metrics", gw.url()), &[], "")
-        .await
-        .text();
-    assert!(
-        metrics.contains("sluice_failovers_total{backend=\"dead\",reason=\"connect\"}"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("sluice_failovers_total{backend=\"broken\",reason=\"5xx\"}"),
-        "{metrics}"
-    );
+    let metrics = metrics_text(&gw).await;
+    for (backend, reason) in [("dead", "connect"), ("broken", "5xx")] {
+        let labels = [("backend", backend), ("reason", reason)];
+        assert!(
+            metric(&metrics, "sluice_failovers_total", &labels).is_some_and(|n| n >= 1.0),
+            "{metrics}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -55,15 +49,8 @@ async fn passive_ejection_then_active_probe_recovery() {
     let gw = gateway(&cfg);
     // `a` starts failing its health checks: within a few probes nothing goes there.
     mock_control(&a, serde_json::json!({"healthy": false})).await;
-    let ready = gw.url();
-    eventually(Duration::from_secs(5), "a marked unhealthy", || {
-        let url = ready.clone();
-        async move {
-            let m = request("GET", &format!("{url}/metrics"), &[], "")
-                .await
-                .text();
-            m.contains("sluice_backend_healthy{backend=\"a\"} 0")
-        }
+    eventually(Duration::from_secs(5), "a marked unhealthy", || async {
+        gauge(&gw, "sluice_backend_healthy", &[("backend", "a")]).await == Some(0.0)
     })
     .await;
     let before = mock_requests(&a).await;
@@ -75,22 +62,9 @@ async fn passive_ejection_then_active_probe_recovery() {
     assert_eq!(mock_requests(&a).await, before);
     // It recovers: traffic returns.
     mock_control(&a, serde_json::json!({"healthy": true})).await;
-    let gwu = gw.url();
-    eventually(Duration::from_secs(5), "a back in rotation", || {
-        let url = gwu.clone();
-        async move {
-            let r = request(
-                "POST",
-                &format!("{url}/v1/chat/completions"),
-                &[
-                    ("authorization", "Bearer sk-acme"),
-                    ("content-type", "application/json"),
-                ],
-                hello("m").to_string(),
-            )
-            .await;
-            r.header("x-sluice-backend") == Some("a")
-        }
+    eventually(Duration::from_secs(5), "a back in rotation", || async {
+        let r = chat(&gw, "sk-acme", hello("m"), &[]).await;
+        r.header("x-sluice-backend") == Some("a")
     })
     .await;
 }
@@ -112,11 +86,11 @@ async fn upstream_429_with_retry_after_becomes_a_cooldown() {
     }
     // One success and one 429 at most: then the cooldown keeps it out.
     assert!(mock_requests(&limited).await <= 2);
-    let m = request("GET", &format!("{}/metrics", gw.url()), &[], "")
-        .await
-        .text();
-    assert!(
-        m.contains("sluice_failovers_total{backend=\"limited\",reason=\"rate_limited\"} 1"),
+    let m = metrics_text(&gw).await;
+    let labels = [("backend", "limited"), ("reason", "rate_limited")];
+    assert_eq!(
+        metric(&m, "sluice_failovers_total", &labels),
+        Some(1.0),
         "{m}"
     );
 }

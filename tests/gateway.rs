@@ -161,11 +161,9 @@ async fn streaming_reaches_the_client_before_the_upstream_finishes() {
     let first = first.into_data().unwrap();
     assert!(String::from_utf8_lossy(&first).starts_with("data: "));
     // The upstream is still streaming when the first chunk is already here.
-    let stats = request("GET", &format!("{}/_mock/stats", m.url()), &[], "")
-        .await
-        .json();
     assert_eq!(
-        stats["in_flight"], 1,
+        mock_in_flight(&m).await,
+        1,
         "upstream finished before the client saw a chunk"
     );
     let rest = tokio::time::timeout(Duration::from_secs(15), body.collect())
@@ -182,11 +180,11 @@ async fn streaming_reaches_the_client_before_the_upstream_finishes() {
     // We asked the upstream for usage; the client did not, so it must not see the usage-only chunk.
     assert!(!all.contains("\"choices\":[]"), "{all}");
     // ...but the gateway counted the tokens.
-    let metrics = request("GET", &format!("{}/metrics", gw.url()), &[], "")
-        .await
-        .text();
-    assert!(
-        metrics.contains("sluice_tokens_total{tenant=\"acme\",backend=\"sim\",kind=\"output\"} 30"),
+    let metrics = metrics_text(&gw).await;
+    let output = [("tenant", "acme"), ("backend", "sim"), ("kind", "output")];
+    assert_eq!(
+        metric(&metrics, "sluice_tokens_total", &output),
+        Some(30.0),
         "{metrics}"
     );
 }
@@ -207,23 +205,88 @@ async fn metrics_health_and_readiness_endpoints() {
             .status,
         200
     );
-    chat(&gw, "sk-acme", hello("m"), &[]).await;
-    let text = request("GET", &format!("{}/metrics", gw.url()), &[], "")
-        .await
-        .text();
-    for name in [
-        "sluice_requests_total{route=\"default\",backend=\"sim\",status=\"200\"}",
-        "sluice_routing_decisions_total",
-        "sluice_request_duration_seconds_bucket",
-        "sluice_upstream_duration_seconds_bucket",
-        "sluice_backend_healthy{backend=\"sim\"} 1",
-        "sluice_tokens_total",
-        "sluice_cost_microusd_total",
-        "sluice_backend_in_flight",
-        "sluice_limiter_mode{mode=\"local\"} 1",
-    ] {
-        assert!(text.contains(name), "missing {name} in\n{text}");
+    // Set from the start, and still so after the requests: the backend is healthy, the limiter local.
+    let steady = |text: &str| {
+        for (name, label) in [
+            ("sluice_backend_healthy", ("backend", "sim")),
+            ("sluice_limiter_mode", ("mode", "local")),
+        ] {
+            assert_eq!(metric(text, name, &[label]), Some(1.0), "{name} in\n{text}");
+        }
+    };
+    let before = metrics_text(&gw).await;
+    steady(&before);
+    // A known number of requests, and the tokens their answers report.
+    const N: f64 = 3.0;
+    let (mut input, mut output) = (0.0, 0.0);
+    for _ in 0..N as usize {
+        let r = chat(&gw, "sk-acme", hello("m"), &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let usage = &r.json()["usage"];
+        input += usage["prompt_tokens"].as_f64().unwrap();
+        output += usage["completion_tokens"].as_f64().unwrap();
     }
+    assert!(input > 0.0 && output > 0.0);
+    let route = [("route", "default"), ("backend", "sim")];
+    let ok = [("route", "default"), ("backend", "sim"), ("status", "200")];
+    // Counters are recorded as each answer ends: wait until the last one shows, then compare.
+    let after = poll(Duration::from_secs(5), "every request counted", || async {
+        let text = metrics_text(&gw).await;
+        (grew(&before, &text, "sluice_requests_total", &ok) >= N).then_some(text)
+    })
+    .await;
+    let grew = |name: &str, labels: &[(&str, &str)]| grew(&before, &after, name, labels);
+    assert_eq!(grew("sluice_requests_total", &ok), N, "{after}");
+    assert_eq!(grew("sluice_requests_total", &[]), N, "{after}");
+    assert_eq!(grew("sluice_routing_decisions_total", &route), N, "{after}");
+    assert_eq!(grew("sluice_routing_decisions_total", &[]), N, "{after}");
+    let tokens = |kind| [("tenant", "acme"), ("backend", "sim"), ("kind", kind)];
+    assert_eq!(
+        grew("sluice_tokens_total", &tokens("input")),
+        input,
+        "{after}"
+    );
+    assert_eq!(
+        grew("sluice_tokens_total", &tokens("output")),
+        output,
+        "{after}"
+    );
+    assert_eq!(
+        grew(
+            "sluice_limiter_decisions_total",
+            &[("tenant", "acme"), ("outcome", "allowed")]
+        ),
+        N,
+        "{after}"
+    );
+    let inf = |k, v| [(k, v), ("le", "+Inf")];
+    assert_eq!(
+        grew(
+            "sluice_request_duration_seconds_bucket",
+            &inf("route", "default")
+        ),
+        N,
+        "{after}"
+    );
+    assert_eq!(
+        grew(
+            "sluice_upstream_duration_seconds_bucket",
+            &inf("backend", "sim")
+        ),
+        N,
+        "{after}"
+    );
+    let cost = [("tenant", "acme"), ("backend", "sim")];
+    assert!(
+        metric(&after, "sluice_cost_microusd_total", &cost).is_some(),
+        "{after}"
+    );
+    assert_eq!(
+        metric(&after, "sluice_backend_in_flight", &[("backend", "sim")]),
+        Some(0.0),
+        "{after}"
+    );
+    steady(&after);
 }
 
 #[tokio::test]
@@ -309,15 +372,9 @@ async fn sigterm_turns_readyz_off_first_and_keeps_serving_during_the_grace() {
     // Still serving while the load balancer moves away.
     assert_eq!(chat(&gw, "sk-acme", hello("m"), &[]).await.status, 200);
     // Then it exits by itself.
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if gw.child.try_wait().unwrap().is_some() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "did not exit after the grace"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll(Duration::from_secs(15), "exit after the grace", || {
+        let exited = gw.child.try_wait().unwrap().map(|_| ());
+        async move { exited }
+    })
+    .await;
 }

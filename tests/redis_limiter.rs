@@ -3,7 +3,8 @@
 //! Every wait polls with a deadline.
 
 mod support;
-use support::redis::{RedisServer, free_port};
+use support::redis::RedisServer;
+use support::{eventually, free_port};
 
 use sluice::config::{LimitsConfig, RedisConfig, TenantConfig};
 use sluice::ratelimit::{
@@ -42,15 +43,24 @@ fn req(tenant: &str, tokens: u64) -> LimitRequest<'_> {
 }
 
 async fn wait_mode(l: &ClusterLimiter, mode: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while l.mode() != mode {
-        assert!(
-            Instant::now() < deadline,
-            "mode stayed {} (wanted {mode})",
-            l.mode()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let what = format!("limiter mode {mode}");
+    eventually(Duration::from_secs(15), &what, || async {
+        l.mode() == mode
+    })
+    .await;
+}
+
+/// Three nodes (live count 3) on one Redis, each in global mode; the live count's sender goes with them.
+async fn three_global_nodes(
+    cfg: &RedisConfig,
+    tenants: &[TenantConfig],
+) -> ([ClusterLimiter; 3], watch::Sender<usize>) {
+    let (tx, rx) = watch::channel(3usize);
+    let nodes = [0, 1, 2].map(|_| ClusterLimiter::new(cfg, tenants, rx.clone()).unwrap());
+    for n in &nodes {
+        wait_mode(n, "global").await;
     }
+    (nodes, tx)
 }
 
 /// Checks `n` times (round robin over `nodes`), each within `max_each`; returns how many passed.
@@ -78,13 +88,7 @@ async fn three_nodes_share_one_global_limit() {
     // A generous budget: this test is about exactness, every call must reach Redis.
     let cfg = cfg(&redis.url(), 500);
     let tenants = [tenant("acme", Some(N), Some(N), None)];
-    let (_tx, rx) = watch::channel(3usize);
-    let nodes: Vec<ClusterLimiter> = (0..3)
-        .map(|_| ClusterLimiter::new(&cfg, &tenants, rx.clone()).unwrap())
-        .collect();
-    for n in &nodes {
-        wait_mode(n, "global").await;
-    }
+    let (nodes, _tx) = three_global_nodes(&cfg, &tenants).await;
     let refs: Vec<&ClusterLimiter> = nodes.iter().collect();
     let t0 = Instant::now();
     let got = admitted(&refs, "acme", 3 * N as usize, Duration::from_secs(1)).await;
@@ -115,11 +119,7 @@ async fn tokens_reserve_and_reconcile_are_global() {
     let cfg = cfg(&redis.url(), 500);
     // 600 tokens per minute: 10 per second refill.
     let tenants = [tenant("acme", None, None, Some(600))];
-    let (_tx, rx) = watch::channel(3usize);
-    let [a, b, c] = [0, 1, 2].map(|_| ClusterLimiter::new(&cfg, &tenants, rx.clone()).unwrap());
-    for n in [&a, &b, &c] {
-        wait_mode(n, "global").await;
-    }
+    let ([a, b, c], _tx) = three_global_nodes(&cfg, &tenants).await;
 
     let d = a.check(req("acme", 500)).await;
     assert!(d.allowed);
@@ -246,11 +246,10 @@ async fn over_limit_cache_answers_without_redis() {
     assert_eq!(l.redis_calls(), 4);
 
     // Once it passes, Redis decides again.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !l.check(req("t", 0)).await.allowed {
-        assert!(Instant::now() < deadline, "never admitted again");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(5), "admitted again", || async {
+        l.check(req("t", 0)).await.allowed
+    })
+    .await;
     let calls = l.redis_calls();
     assert!((5..=6).contains(&calls), "{calls}");
 }
@@ -338,11 +337,10 @@ async fn redis_killed_falls_back_fast_redivides_and_recovers() {
 
     // A third node joins: the fallback is re-divided (600/3: burst 20).
     tx.send(3).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while l.fallback_divisor() != 3 {
-        assert!(Instant::now() < deadline, "not re-divided");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(Duration::from_secs(5), "re-divided by 3", || async {
+        l.fallback_divisor() == 3
+    })
+    .await;
     let t0 = Instant::now();
     let got = admitted(&[&l], "acme", 100, Duration::from_millis(100)).await;
     assert!(
@@ -448,13 +446,7 @@ async fn large_limits_are_leased_and_stay_within_one_percent() {
     let redis = RedisServer::start();
     let cfg = cfg(&redis.url(), 500);
     let tenants = [tenant("big", Some(N), Some(N), None)];
-    let (_tx, rx) = watch::channel(3usize);
-    let nodes: Vec<ClusterLimiter> = (0..3)
-        .map(|_| ClusterLimiter::new(&cfg, &tenants, rx.clone()).unwrap())
-        .collect();
-    for n in &nodes {
-        wait_mode(n, "global").await;
-    }
+    let (nodes, _tx) = three_global_nodes(&cfg, &tenants).await;
     let refs: Vec<&ClusterLimiter> = nodes.iter().collect();
     let t0 = Instant::now();
     let offered = 2 * N as usize;

@@ -117,11 +117,23 @@ impl Pool {
         } else {
             Some(body)
         };
-        let conn = match self.checkout() {
-            Some(c) => c,
-            None => self.connect().await?,
+        let (mut conn, reused) = match self.checkout() {
+            Some(c) => (c, true),
+            None => (self.connect().await?, false),
         };
-        exchange(self.clone(), conn, &msg, rest.as_ref()).await
+        // The upstream may close an idle connection just as it is taken from the pool (its idle
+        // timeout races the request). A reused connection closed or reset before any byte of an
+        // answer never answered the request: it goes once more, on a fresh connection.
+        if let Err(e) = start_exchange(&mut conn, &msg, rest.as_ref()).await {
+            if !(reused && hung_up(&e)) {
+                return Err(UpstreamError::Io(e));
+            }
+            conn = self.connect().await?;
+            start_exchange(&mut conn, &msg, rest.as_ref())
+                .await
+                .map_err(UpstreamError::Io)?;
+        }
+        read_head(self.clone(), conn).await
     }
 }
 
@@ -153,16 +165,39 @@ fn encode_head(parts: &http::request::Parts, host: &HeaderValue, body_len: usize
     out
 }
 
-async fn exchange(
-    pool: Arc<Pool>,
-    mut conn: Conn,
-    msg: &[u8],
-    rest: Option<&Bytes>,
-) -> Result<Response<Body>, UpstreamError> {
-    conn.io.write_all(msg).await.map_err(UpstreamError::Io)?;
+/// Write the request and wait for the first bytes of its answer.
+async fn start_exchange(conn: &mut Conn, msg: &[u8], rest: Option<&Bytes>) -> io::Result<()> {
+    conn.io.write_all(msg).await?;
     if let Some(body) = rest {
-        conn.io.write_all(body).await.map_err(UpstreamError::Io)?;
+        conn.io.write_all(body).await?;
     }
+    conn.buf.reserve(8 * 1024);
+    if conn.io.read_buf(&mut conn.buf).await? == 0 {
+        return Err(closed_before_answering());
+    }
+    Ok(())
+}
+
+fn closed_before_answering() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "upstream closed the connection before answering",
+    )
+}
+
+/// The connection is gone: closed or reset by the upstream.
+fn hung_up(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
+}
+
+/// Read the rest of the answer's head (skipping interim answers); the body follows as [`Body`].
+async fn read_head(pool: Arc<Pool>, mut conn: Conn) -> Result<Response<Body>, UpstreamError> {
     loop {
         if let Some(head) = parse_head(&mut conn.buf)? {
             if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
@@ -180,10 +215,7 @@ async fn exchange(
             .await
             .map_err(UpstreamError::Io)?;
         if n == 0 {
-            return Err(UpstreamError::Io(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "upstream closed the connection before answering",
-            )));
+            return Err(UpstreamError::Io(closed_before_answering()));
         }
     }
 }

@@ -1,35 +1,7 @@
-//! What the benchmarks share: child processes stopped on drop, free ports, tool checks, a wrk run.
+//! What the wrk benchmarks share beyond `tests/support` (processes, ports, waits, `/metrics`): tool
+//! checks, a wrk run, a median.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// A child process: SIGTERM on drop (nginx's master then stops its workers), SIGKILL if it lingers.
-pub struct Kill(pub Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = Command::new("sh")
-            .args(["-c", &format!("kill -TERM {}", self.0.id())])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use std::process::{Command, Stdio};
 
 /// Whether `cmd` is on PATH.
 pub fn need(cmd: &str) -> bool {

@@ -8,7 +8,15 @@
 //! `cargo bench --bench limiter` (needs `wrk` and `redis-server`). Env: BENCH_SECONDS (default 8).
 
 mod common;
-use common::{Kill, free_port, median, need};
+#[path = "../support/mod.rs"]
+mod support;
+
+use common::{median, need};
+use std::process::Command;
+use std::time::Duration;
+use support::redis::RedisServer;
+use support::wait::poll_blocking;
+use support::{Proc, free_port};
 
 const BODY: &str = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
 
@@ -16,70 +24,23 @@ fn wrk(dir: &std::path::Path, addr: &str, key: &str, secs: u64) -> f64 {
     common::wrk(dir, addr, key, BODY, secs)
 }
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+/// Quiet logs: the benchmark measures the data path, not the log writer.
+const QUIET: &[(&str, &str)] = &[("RUST_LOG", "warn")];
 
-fn udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Start `sluice ARGS` and return it with the address it printed after `marker`.
-fn spawn(args: &[&str], marker: &str) -> (Kill, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start sluice");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("exited before starting").unwrap();
-        if line.contains(marker) {
-            break line
-                .split("://")
-                .nth(1)
-                .unwrap()
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (Kill(child), addr)
-}
-
-fn gateway(dir: &std::path::Path, name: &str, cfg: &str) -> (Kill, String) {
-    let p = dir.join(format!("{name}.yaml"));
-    std::fs::write(&p, cfg).unwrap();
-    spawn(
-        &[
-            "run",
-            "--config",
-            p.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        "sluice listening on",
-    )
-}
-
-fn metric(addr: &str, prefix: &str) -> f64 {
+/// The sum of `name`'s samples with `labels` on `addr`'s `/metrics` (0 when there is none).
+fn metric(addr: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     let out = Command::new("curl")
         .args(["-s", &format!("http://{addr}/metrics")])
         .output()
         .expect("curl");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum()
+    support::metric(&String::from_utf8_lossy(&out.stdout), name, labels).unwrap_or(0.0)
+}
+
+/// Wait (≤ 10 s) until the node at `addr` runs its limiter against Redis.
+fn wait_global(addr: &str) {
+    poll_blocking(Duration::from_secs(10), "limiter in global mode", || {
+        (metric(addr, "sluice_limiter_mode", &[("mode", "global")]) >= 1.0).then_some(())
+    });
 }
 
 fn post(addr: &str, key: &str) -> u16 {
@@ -135,25 +96,9 @@ fn main() {
         .unwrap_or(8);
     let dir = std::env::temp_dir().join(format!("sluice-limiter-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let rport = free_port();
-    let _redis = Kill(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &rport.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server"),
-    );
-    let redis = format!("redis://127.0.0.1:{rport}");
-    let (_up, up) = spawn(
+    let redis_server = RedisServer::start();
+    let redis = redis_server.url();
+    let mock = support::spawn(
         &[
             "mock-upstream",
             "--listen",
@@ -163,36 +108,27 @@ fn main() {
             "--output-tokens",
             "4",
         ],
+        QUIET,
         "listening on",
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", rport)).is_err() {
-        assert!(Instant::now() < deadline, "redis did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let up = mock.addr.clone();
 
     // 1 + 2: one node in a cluster of one, Redis limiter vs no limit.
-    let g = [udp_port()];
-    let (_node, addr) = gateway(
-        &dir,
-        "single",
-        &cluster_cfg(&up, &g, 0, Some(&redis), 100, 5000),
-    );
-    let wait = Instant::now() + Duration::from_secs(10);
-    while metric(&addr, "sluice_limiter_mode{mode=\"global\"}") < 1.0 {
-        assert!(Instant::now() < wait, "limiter never reached global mode");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let g = [free_port()];
+    let node = support::gateway_env(&cluster_cfg(&up, &g, 0, Some(&redis), 100, 5000), QUIET);
+    let addr = node.addr.clone();
+    wait_global(&addr);
     wrk(&dir, &addr, "sk-open", 1);
     wrk(&dir, &addr, "sk-free", 1);
     let mut with = Vec::new();
     let mut without = Vec::new();
     for round in 0..3 {
-        let calls0 = metric(&addr, "sluice_limiter_redis_calls_total");
-        let reqs0 = metric(&addr, "sluice_limiter_decisions_total{tenant=\"open\"");
+        let open = [("tenant", "open")];
+        let calls0 = metric(&addr, "sluice_limiter_redis_calls_total", &[]);
+        let reqs0 = metric(&addr, "sluice_limiter_decisions_total", &open);
         let a = wrk(&dir, &addr, "sk-open", secs);
-        let calls = metric(&addr, "sluice_limiter_redis_calls_total") - calls0;
-        let reqs = metric(&addr, "sluice_limiter_decisions_total{tenant=\"open\"") - reqs0;
+        let calls = metric(&addr, "sluice_limiter_redis_calls_total", &[]) - calls0;
+        let reqs = metric(&addr, "sluice_limiter_decisions_total", &open) - reqs0;
         let b = wrk(&dir, &addr, "sk-free", secs);
         println!(
             "  round {round}: redis limiter {a:.0} req/s ({:.2} redis calls/request), no limiter {b:.0} req/s",
@@ -206,39 +142,33 @@ fn main() {
         "throughput with the redis limiter on every request: {a:.0} req/s; without: {b:.0} req/s; ratio {:.2}",
         a / b
     );
-    drop(_node);
+    drop(node);
 
     // 3: accuracy across three nodes: N = 300 per minute, burst N, offered 3N.
     let n = 300u32;
     for (label, with_redis) in [("redis (global)", true), ("no redis (per node)", false)] {
-        let g = [udp_port(), udp_port(), udp_port()];
-        let nodes: Vec<(Kill, String)> = (0..3)
+        let g = [free_port(), free_port(), free_port()];
+        let nodes: Vec<Proc> = (0..3)
             .map(|i| {
-                gateway(
-                    &dir,
-                    &format!("acc{i}{with_redis}"),
-                    &cluster_cfg(&up, &g, i, with_redis.then_some(redis.as_str()), n, 0),
-                )
+                let redis = with_redis.then_some(redis.as_str());
+                support::gateway_env(&cluster_cfg(&up, &g, i, redis, n, 0), QUIET)
             })
             .collect();
         if with_redis {
-            for (_, a) in &nodes {
-                let wait = Instant::now() + Duration::from_secs(10);
-                while metric(a, "sluice_limiter_mode{mode=\"global\"}") < 1.0 {
-                    assert!(Instant::now() < wait, "not global");
-                    std::thread::sleep(Duration::from_millis(50));
-                }
+            for node in &nodes {
+                wait_global(&node.addr);
             }
             // A fresh bucket for this run.
-            let _ = Command::new("redis-cli")
-                .args(["-p", &rport.to_string(), "FLUSHALL"])
-                .output();
+            let _: () = redis::cmd("FLUSHALL")
+                .query(&mut redis_server.connection())
+                .expect("FLUSHALL");
         }
-        let t0 = Instant::now();
+        let t0 = std::time::Instant::now();
         let admitted: usize = std::thread::scope(|s| {
             let hs: Vec<_> = nodes
                 .iter()
-                .map(|(_, a)| {
+                .map(|node| {
+                    let a = node.addr.as_str();
                     s.spawn(move || (0..n).filter(|_| post(a, "sk-capped") == 200).count())
                 })
                 .collect();

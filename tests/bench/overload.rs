@@ -25,7 +25,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
-use support::{Proc, gateway, mock};
+use support::{gateway, mock};
 use tokio::time::Instant;
 
 const BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello in one short sentence please."}]}"#;
@@ -135,15 +135,10 @@ fn count(s: &[Sample], critical: bool, pred: impl Fn(u16) -> bool) -> usize {
         .count()
 }
 
-async fn metrics(gw: &Proc) -> String {
-    support::request("GET", &format!("{}/metrics", gw.url()), &[], "")
-        .await
-        .text()
-}
-
-fn metric_lines<'a>(text: &'a str, prefix: &'a str) -> impl Iterator<Item = &'a str> {
+/// The sample lines of metric `name` in a `/metrics` page.
+fn metric_lines<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> {
     text.lines()
-        .filter(move |l| !l.starts_with('#') && l.starts_with(prefix))
+        .filter(move |l| support::metrics::sample(l).is_some_and(|s| s.name == name))
 }
 
 fn main() {
@@ -253,20 +248,17 @@ fn main() {
             ok as f64 / end
         );
         println!("RESULT batch shed = {batch_shed} of {batch_sent}");
-        let text = metrics(&gw).await;
-        for prefix in [
+        let text = support::metrics_text(&gw).await;
+        for name in [
             "sluice_shed_total",
             "sluice_backend_concurrency_limit",
             "sluice_queue_wait_seconds_count",
             "sluice_queue_wait_seconds_sum",
         ] {
-            for l in metric_lines(&text, prefix) {
+            for l in metric_lines(&text, name) {
                 println!("  {l}");
             }
         }
-        let s = support::request("GET", &format!("{}/_mock/stats", m.url()), &[], "")
-            .await
-            .text();
-        println!("  backend stats: {s}");
+        println!("  backend stats: {}", support::mock_stats(&m).await);
     });
 }

@@ -8,25 +8,48 @@
 //! the median of each round's own ratio (nginx and Sluice measured back to back).
 
 mod common;
-use common::{Kill, free_port, median, need, wrk};
+#[path = "../support/mod.rs"]
+mod support;
+
+use common::{median, need, wrk};
+use support::wait::{poll_blocking, try_poll_blocking};
+use support::{Proc, free_port};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello in one short sentence please."}]}"#;
 const ANSWER: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#;
 
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "port {port} never opened");
-        std::thread::sleep(Duration::from_millis(20));
+/// A child process: SIGTERM on drop (nginx's master then stops its workers), SIGKILL if it lingers.
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {}", self.0.id())])
+            .status();
+        let stopped = try_poll_blocking(Duration::from_secs(5), || {
+            self.0.try_wait().ok().flatten().map(|_| ())
+        });
+        if stopped.is_some() {
+            return;
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
+}
+
+fn wait_port(port: u16) {
+    poll_blocking(
+        Duration::from_secs(15),
+        &format!("port {port} open"),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+    );
 }
 
 /// nginx serving the canned answer on `up`, and reverse-proxying `proxy` → `up` with keep-alive.
@@ -67,36 +90,13 @@ http {{
     Kill(child)
 }
 
-fn start_sluice(dir: &std::path::Path, up: u16) -> (Kill, u16) {
+fn start_sluice(up: u16) -> (Proc, u16) {
     let cfg = format!(
         "backends:\n  - {{ name: fast, url: \"http://127.0.0.1:{up}\", protocol: openai }}\ntenants:\n  - {{ id: bench, keys: [sk-bench] }}\nrouting: {{}}\n"
     );
-    let path = dir.join("sluice.yaml");
-    std::fs::write(&path, cfg).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args([
-            "run",
-            "--config",
-            path.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start sluice");
-    let out = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(out).lines();
-    let port = loop {
-        let line = lines.next().expect("sluice exited").unwrap();
-        if let Some(rest) = line.strip_prefix("sluice listening on http://") {
-            let addr = rest.split_whitespace().next().unwrap();
-            break addr.rsplit(':').next().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (Kill(child), port)
+    let sluice = support::gateway_env(&cfg, &[("RUST_LOG", "warn")]);
+    let port = sluice.addr.rsplit(':').next().unwrap().parse().unwrap();
+    (sluice, port)
 }
 
 /// Open-loop load at `rate` requests/s for `secs`: latency percentiles in microseconds.
@@ -162,7 +162,7 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let (up, nginx_port) = (free_port(), free_port());
     let _nginx = start_nginx(&dir, up, nginx_port);
-    let (_sluice, sluice_port) = start_sluice(&dir, up);
+    let (_sluice, sluice_port) = start_sluice(up);
     let targets = [
         ("direct", up),
         ("nginx", nginx_port),

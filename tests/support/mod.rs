@@ -1,9 +1,19 @@
 //! Test support: real processes on loopback. Starts `sluice mock-upstream` and `sluice run` as child
 //! processes on port 0, reads their bound address from stdout, kills them on drop. A small HTTP client
-//! over real sockets. Every wait polls with a deadline; nothing sleeps a fixed time.
+//! over real sockets, `/metrics` reading ([`metrics`]), waits with a deadline ([`wait`]: nothing sleeps
+//! a fixed time), a real `redis-server` ([`redis`]) and what the shaping tests share ([`shaping`]).
 #![allow(dead_code)]
 
+pub mod metrics;
 pub mod redis;
+pub mod shaping;
+pub mod wait;
+
+// Each test file uses a part of these: the rest is unused there.
+#[allow(unused_imports)]
+pub use metrics::{gauge, grew, metric, metrics_text};
+#[allow(unused_imports)]
+pub use wait::{eventually, poll, try_poll};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -16,6 +26,18 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+/// A loopback port nothing listens on, free for TCP and for UDP (gossip) alike.
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both TCP and UDP");
+}
 
 /// A child process killed on drop; its stderr is kept in a file for failure messages.
 pub struct Proc {
@@ -197,52 +219,47 @@ pub async fn messages(gw: &Proc, key: &str, body: impl Into<String>) -> Resp {
     .await
 }
 
+/// POST `body` to the gateway's OpenAI-style `/v1/chat/completions` with `key` as bearer token.
 pub async fn chat(gw: &Proc, key: &str, body: serde_json::Value, extra: &[(&str, &str)]) -> Resp {
+    chat_at(&gw.url(), key, body, extra).await
+}
+
+/// [`chat`] to the gateway at `base` (`http://ADDR`), for tasks that cannot borrow its [`Proc`].
+pub async fn chat_at(
+    base: &str,
+    key: &str,
+    body: serde_json::Value,
+    extra: &[(&str, &str)],
+) -> Resp {
     let auth = format!("Bearer {key}");
     let mut h = vec![
         ("authorization", auth.as_str()),
         ("content-type", "application/json"),
     ];
     h.extend_from_slice(extra);
-    request(
-        "POST",
-        &format!("{}/v1/chat/completions", gw.url()),
-        &h,
-        body.to_string(),
-    )
-    .await
+    let url = format!("{base}/v1/chat/completions");
+    request("POST", &url, &h, body.to_string()).await
 }
 
 pub fn hello(model: &str) -> serde_json::Value {
     serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hello there"}]})
 }
 
-/// Poll `f` every 20 ms until it returns true or `within` passes.
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if f().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// A simulated upstream's `/_mock/stats`: `requests`, `in_flight`, `max_in_flight`.
+pub async fn mock_stats(m: &Proc) -> serde_json::Value {
+    request("GET", &format!("{}/_mock/stats", m.url()), &[], "")
+        .await
+        .json()
 }
 
 /// `/_mock/stats` request count of a simulated upstream.
 pub async fn mock_requests(m: &Proc) -> u64 {
-    let r = request(
-        "GET",
-        &format!("{}/_mock/stats", m.url()),
-        &[],
-        Bytes::new(),
-    )
-    .await;
-    r.json()["requests"].as_u64().unwrap()
+    mock_stats(m).await["requests"].as_u64().unwrap()
+}
+
+/// Requests a simulated upstream is answering now.
+pub async fn mock_in_flight(m: &Proc) -> u64 {
+    mock_stats(m).await["in_flight"].as_u64().unwrap()
 }
 
 pub async fn mock_control(m: &Proc, v: serde_json::Value) {

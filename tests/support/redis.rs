@@ -1,5 +1,7 @@
 //! A real `redis-server` on a free loopback port, killed on drop (and killable/restartable mid-test).
 
+use super::free_port;
+use super::wait::poll_blocking;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -9,11 +11,6 @@ const REDIS_SERVER: &str = "redis-server";
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
-}
-
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().unwrap().port()
 }
 
 impl RedisServer {
@@ -36,20 +33,17 @@ impl RedisServer {
             child: Some(child),
             port,
         };
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if server.ping() {
-                return server;
-            }
-            if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("redis-server exited at start ({status}); port {port} taken?");
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not answer PING"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        poll_blocking(
+            Duration::from_secs(10),
+            "redis-server answering PING",
+            || {
+                if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
+                    panic!("redis-server exited at start ({status}); port {port} taken?");
+                }
+                server.ping().then_some(())
+            },
+        );
+        server
     }
 
     pub fn url(&self) -> String {

@@ -224,6 +224,87 @@ async fn an_idle_connection_the_upstream_closed_is_not_used() {
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
 
+/// A server for the reuse race: the first connection answers `first` and keeps the connection open,
+/// then hangs up on the next request that arrives on it without answering (`reset`: without reading
+/// it either, so the client sees a reset rather than an end of stream). Every later connection
+/// answers `ok`. Returns its address and the number of connections it accepted.
+async fn hangs_up_on_reuse(first: &'static str, reset: bool) -> (String, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let a = accepted.clone();
+    tokio::spawn(async move {
+        let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        loop {
+            let Ok((mut sock, _)) = l.accept().await else {
+                return;
+            };
+            let n = a.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if n > 0 {
+                    while read_request(&mut sock).await.is_some() {
+                        if sock.write_all(ok.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    return;
+                }
+                if read_request(&mut sock).await.is_none()
+                    || sock.write_all(first.as_bytes()).await.is_err()
+                {
+                    return;
+                }
+                // The idle connection's close races the next request: it happens when that request
+                // arrives, after the client has checked the connection out as usable.
+                if reset {
+                    let _ = sock.readable().await;
+                } else {
+                    let _ = read_request(&mut sock).await;
+                }
+                drop(sock);
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// The upstream closes an idle kept-alive connection just as the next request is checked out. The
+/// request never got an answer on it, so it is sent again, once, on a fresh connection.
+#[tokio::test]
+async fn a_pooled_connection_closed_as_it_is_reused_is_replaced_by_a_fresh_one() {
+    let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    for reset in [false, true] {
+        let (addr, accepted) = hangs_up_on_reuse(ok, reset).await;
+        let p = pool(&addr);
+        assert_eq!(call(&p, "{}").await.unwrap(), (200, "ok".into()));
+        // No waiting: the connection is checked out while the upstream still holds it open.
+        assert_eq!(p.idle.lock().unwrap().len(), 1);
+        assert_eq!(
+            call(&p, "{}").await,
+            Ok((200, "ok".into())),
+            "reset: {reset}"
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "reset: {reset}");
+    }
+}
+
+/// Only a reused connection is retried, and only once: a fresh connection that is hung up on is an
+/// error, as is a retry that is hung up on again.
+#[tokio::test]
+async fn a_hang_up_on_a_fresh_connection_is_not_retried() {
+    let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    let (addr, accepted, _) = server(vec![closing(&[])]).await;
+    let err = call(&pool(&addr), "{}").await.unwrap_err();
+    assert!(err.contains("before answering"), "{err}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    let (addr, accepted, _) = server(vec![reply(&[ok]), closing(&[]), closing(&[])]).await;
+    let p = pool(&addr);
+    assert_eq!(call(&p, "{}").await.unwrap(), (200, "ok".into()));
+    let err = call(&p, "{}").await.unwrap_err();
+    assert!(err.contains("before answering"), "{err}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
 #[tokio::test]
 async fn broken_answers_are_errors() {
     let cases: [(&[&'static str], &str); 4] = [
