@@ -3,10 +3,11 @@
 //! Envoy's adaptive concurrency filter), plus the critical reserve check.
 //!
 //! Slow start: until the first congestion signal, every successful sample taken while the backend is
-//! used near its limit adds one slot, so the limit doubles every round trip (time to first token for
+//! used near its limit adds two slots (one to replace the request, which keeps its slot, and one
+//! more), so the number of requests started doubles every round trip (time to first token for
 //! streams): a burst of thousands of streams to a backend that takes them finds its level in a few
 //! round trips instead of queueing behind a small start. The first congestion signal (latency above
-//! `TOLERANCE` × its baseline, or a dropped request) ends slow start for good.
+//! `SLOW_START_EXIT` × its baseline, or a dropped request) ends slow start for good.
 //!
 //! Two EWMAs of the latency samples: a long one (the backend's baseline) and a short one (now).
 //! `gradient = clamp(TOLERANCE * long / short, 0.5, 1.0)`; `target = limit * gradient + sqrt(limit)`;
@@ -23,6 +24,9 @@ use std::time::Duration;
 pub const TOLERANCE: f64 = 1.5;
 /// Share of the way to the new target the limit moves per sample.
 pub const SMOOTHING: f64 = 0.2;
+/// In slow start, how much slower than its baseline the backend must get to end it: a clearer
+/// signal than `TOLERANCE`, as time to first token varies more than an RPC's latency.
+pub const SLOW_START_EXIT: f64 = 2.0;
 /// Multiplier on a dropped request.
 pub const DROP_FACTOR: f64 = 0.8;
 /// EWMA windows, in samples.
@@ -137,11 +141,13 @@ impl ConcurrencyLimit {
         let gradient = (TOLERANCE * long / short).clamp(0.5, 1.0);
         let busy = f64::from(in_flight) >= self.limit / 2.0;
         if self.slow_start {
-            if gradient >= 1.0 {
+            if short <= SLOW_START_EXIT * long {
                 if busy {
                     let target = self.limit + self.limit.sqrt();
                     let gradual = self.limit * (1.0 - SMOOTHING) + target * SMOOTHING;
-                    self.limit = (self.limit + 1.0).max(gradual).clamp(self.min, self.max);
+                    // Two slots per success: unlike a TCP ack, a stream's first token does not
+                    // free its slot, so +1 would only grow the limit linearly.
+                    self.limit = (self.limit + 2.0).max(gradual).clamp(self.min, self.max);
                 }
                 return self.limit();
             }
