@@ -126,6 +126,7 @@ impl App {
             clients,
             max_attempts: cfg.routing.max_attempts,
             default_max_tokens: cfg.routing.default_max_tokens,
+            bounds: cfg.bounds,
             max_wait: std::time::Duration::from_millis(cfg.shaping.max_wait_ms),
         };
         let admin = Admin::new(

@@ -6,6 +6,7 @@
 
 mod algorithm;
 mod backend;
+mod bounds;
 mod cluster;
 mod error;
 mod listen;
@@ -15,6 +16,7 @@ mod tenant;
 
 pub use algorithm::Algorithm;
 pub use backend::{BackendConfig, HealthCheckConfig, PriceConfig, SmoothingConfig, TimeoutsConfig};
+pub use bounds::BoundsConfig;
 pub use cluster::{ClusterConfig, RedisConfig};
 pub use error::ConfigError;
 pub use listen::{ListenConfig, TlsConfig};
@@ -44,6 +46,9 @@ pub struct Config {
     pub routing: RoutingConfig,
     #[serde(default)]
     pub shaping: ShapingConfig,
+    /// What Sluice holds for any one peer, whatever it sends.
+    #[serde(default)]
+    pub bounds: BoundsConfig,
     /// Gossip membership and global limits; absent: one node, local limits.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
@@ -120,6 +125,7 @@ impl Config {
     /// Check everything serde cannot: references, ranges, duplicates.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen.validate()?;
+        self.bounds.validate()?;
         if self.backends.is_empty() {
             return Err(ConfigError::invalid(
                 "backends",

@@ -3,9 +3,10 @@
 
 use super::call::Call;
 use super::client::{UpstreamBody, UpstreamClient};
-use super::stream::{OnFinish, OnFirst, StreamBody};
+use super::stream::{OnFinish, OnFirst, StreamBody, StreamClock, StreamEnd, StreamSides};
 use super::upstream::{build_request, error_chain, read_limited, retry_after, upstream_error};
 use crate::balance::{Backend, InFlightGuard, candidates};
+use crate::config::BoundsConfig;
 use crate::error::GatewayError;
 use crate::observe::Metrics;
 use crate::protocol::{RespBody, full_body};
@@ -40,6 +41,7 @@ pub(super) async fn attempt(
     client: &UpstreamClient,
     guard: InFlightGuard,
     default_max_tokens: u32,
+    bounds: &BoundsConfig,
 ) -> Attempt {
     let cfg = &backend.cfg;
     let client_proto = call.endpoint.client_protocol();
@@ -99,9 +101,14 @@ pub(super) async fn attempt(
     if status == StatusCode::TOO_MANY_REQUESTS {
         let wait = retry_after(resp.headers()).unwrap_or(Duration::from_secs(1));
         backend.cooldown(now + wait);
-        let body = read_limited(backend, resp.into_body(), deadline)
-            .await
-            .unwrap_or_default();
+        let body = read_limited(
+            backend,
+            resp.into_body(),
+            deadline,
+            bounds.max_upstream_body_bytes,
+        )
+        .await
+        .unwrap_or_default();
         return Attempt::Retry(
             "rate_limited",
             Failure::Upstream(upstream_error(
@@ -115,9 +122,14 @@ pub(super) async fn attempt(
     }
     if status.is_server_error() {
         backend.passive(false, now);
-        let body = read_limited(backend, resp.into_body(), deadline)
-            .await
-            .unwrap_or_default();
+        let body = read_limited(
+            backend,
+            resp.into_body(),
+            deadline,
+            bounds.max_upstream_body_bytes,
+        )
+        .await
+        .unwrap_or_default();
         return Attempt::Retry(
             "5xx",
             Failure::Upstream(upstream_error(client_proto, status, &body, &plan, None)),
@@ -125,9 +137,14 @@ pub(super) async fn attempt(
     }
     backend.passive(true, now);
     if !status.is_success() {
-        let body = read_limited(backend, resp.into_body(), deadline)
-            .await
-            .unwrap_or_default();
+        let body = read_limited(
+            backend,
+            resp.into_body(),
+            deadline,
+            bounds.max_upstream_body_bytes,
+        )
+        .await
+        .unwrap_or_default();
         return Attempt::Done(upstream_error(client_proto, status, &body, &plan, None));
     }
     let is_sse = resp
@@ -136,12 +153,24 @@ pub(super) async fn attempt(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     if is_sse {
+        let clock = StreamClock {
+            sent_at,
+            idle_for: cfg.timeouts.idle(),
+            deadline,
+        };
         return Attempt::Done(stream_response(
-            call, backend, resp, &plan, guard, sent_at, deadline,
+            call, backend, resp, &plan, guard, clock, bounds,
         ));
     }
     // Whole body: read, count usage, translate if needed.
-    let body = match read_limited(backend, resp.into_body(), deadline).await {
+    let body = match read_limited(
+        backend,
+        resp.into_body(),
+        deadline,
+        bounds.max_upstream_body_bytes,
+    )
+    .await
+    {
         Ok(b) => b,
         Err(e) => return Attempt::Retry("body", Failure::Error(e)),
     };
@@ -184,16 +213,16 @@ pub(super) async fn attempt(
     Attempt::Done(response)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn stream_response(
     call: &mut Call<'_>,
     backend: &Arc<Backend>,
     resp: Response<UpstreamBody>,
     plan: &Plan,
     guard: InFlightGuard,
-    sent_at: Instant,
-    deadline: Instant,
+    clock: StreamClock,
+    bounds: &BoundsConfig,
 ) -> Response<RespBody> {
+    let sent_at = clock.sent_at;
     let transform = stream_transform(call.endpoint, plan, call.model, call.include_usage);
     let b = backend.clone();
     let tenant: Arc<str> = Arc::from(call.tenant);
@@ -205,28 +234,31 @@ fn stream_response(
         first.metrics.ttft.record(ttft.as_secs_f64());
     });
     let on_finish: OnFinish = Box::new(move |out| {
-        // Success was sampled at the first token; a stream that broke (or never started) is a drop.
-        match (out.ttft, out.error) {
-            (Some(_), None | Some("client_gone")) => {}
-            _ => b.congestion_sample(Outcome::Dropped),
+        // Success was sampled at the first token; a stream that broke is a drop, and counts against
+        // the backend's health like a failed request.
+        if let StreamEnd::Fault(fault) = out.end {
+            b.congestion_sample(Outcome::Dropped);
+            b.passive(false, std::time::Instant::now());
+            Metrics::stream_fault(fault.label());
+            tracing::warn!(backend = %b.name(), fault = fault.label(), "upstream stream not passed on whole");
         }
         b.metrics.upstream.record(sent_at.elapsed().as_secs_f64());
-        if let Some(kind) = out.error {
-            Metrics::error(kind);
-        }
         record_usage_parts(&tenant, &b, out.usage);
         if let Some(s) = sink {
             s(out.usage.map(|u| u.total()));
         }
         drop(guard);
     });
+    let sides = StreamSides {
+        upstream: backend.cfg.protocol,
+        client: call.endpoint.client_protocol(),
+    };
     let body = StreamBody::new(
         resp.into_body(),
         transform,
-        call.endpoint.client_protocol(),
-        sent_at,
-        backend.cfg.timeouts.idle(),
-        deadline,
+        sides,
+        bounds,
+        clock,
         on_first,
         on_finish,
     );

@@ -18,6 +18,8 @@ pub struct Deliver {
     pub clients: Vec<Vec<UpstreamClient>>,
     pub max_attempts: u32,
     pub default_max_tokens: u32,
+    /// What any one upstream answer may make Sluice hold.
+    pub bounds: crate::config::BoundsConfig,
     /// Longest a request may wait for a cooldown to end: `shaping.max_wait_ms`.
     pub max_wait: Duration,
 }
@@ -86,6 +88,7 @@ impl Deliver {
                 client,
                 guard,
                 self.default_max_tokens,
+                &self.bounds,
             )
             .await
             {

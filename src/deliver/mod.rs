@@ -21,5 +21,5 @@ pub use call::{Call, Delivered};
 pub use client::{UpstreamBody, UpstreamClient, client_set, set_worker, tls_client_config};
 pub use forward::Deliver;
 pub use probe::spawn_probers;
-pub use stream::StreamOutcome;
+pub use stream::{StreamEnd, StreamOutcome};
 pub use upstream_error::UpstreamError;

@@ -1,9 +1,15 @@
-//! The streamed response body: SSE passed through chunk by chunk (or translated event by event), with
-//! the idle and total timeouts, time-to-first-token, and usage read from the final events.
+//! The streamed response body: SSE passed through chunk by chunk (or translated event by event),
+//! checked on the way ([`StreamCheck`]: complete, malformed, too large), with the idle and total
+//! timeouts and time to first token. A stream that cannot be passed on whole ends with an error event
+//! in the client's dialect and an aborted body (HTTP/1.1: no terminating chunk; HTTP/2:
+//! `RST_STREAM`), so no client mistakes a partial answer for a complete one.
 
 use super::client::UpstreamBody;
+use crate::config::BoundsConfig;
 use crate::protocol::{BoxError, Protocol};
-use crate::translate::{SseParser, StreamTransform, StreamUsage, Usage, stream_error_event};
+use crate::translate::{
+    SseParser, StreamCheck, StreamFault, StreamTransform, Usage, stream_error_event,
+};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use std::collections::VecDeque;
@@ -12,24 +18,22 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
-enum Mode {
-    /// Bytes go out as they came; events are parsed on the side for usage.
-    Raw {
-        parser: SseParser,
-        usage: StreamUsage,
-    },
-    Transform {
-        parser: SseParser,
-        t: Box<dyn StreamTransform>,
-    },
+/// How a stream ended, for metrics, health, congestion control and token reconciliation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The upstream completed the message and the client got all of it.
+    Complete,
+    /// Not passed on whole, for this reason.
+    Fault(StreamFault),
+    /// The client went away before the end.
+    ClientGone,
 }
 
-/// How the stream ended, for metrics, EWMA and token reconciliation.
 #[derive(Debug, Clone, Copy)]
 pub struct StreamOutcome {
     pub usage: Option<Usage>,
     pub ttft: Option<Duration>,
-    pub error: Option<&'static str>,
+    pub end: StreamEnd,
 }
 
 pub type OnFinish = Box<dyn FnOnce(StreamOutcome) + Send>;
@@ -37,83 +41,112 @@ pub type OnFinish = Box<dyn FnOnce(StreamOutcome) + Send>;
 /// signal of a stream (never its total duration).
 pub type OnFirst = Box<dyn FnOnce(Duration) + Send>;
 
+/// The error that aborts a client body after a fault's error event.
+#[derive(Debug, thiserror::Error)]
+#[error("stream aborted: {0}")]
+struct Aborted(&'static str);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Streaming,
+    /// Send what is pending, then end cleanly.
+    Ending,
+    /// Send what is pending, let the server flush it (one `Pending`), then abort with this fault.
+    Aborting(StreamFault),
+    /// Flushed: abort now.
+    Abort(StreamFault),
+    Done,
+}
+
+/// Where a stream's events come from and go to.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamSides {
+    /// The upstream's dialect (what the check expects).
+    pub upstream: Protocol,
+    /// The client's dialect (what the error event speaks).
+    pub client: Protocol,
+}
+
 pub struct StreamBody {
     inner: UpstreamBody,
-    mode: Mode,
+    /// None: bytes pass through untouched.
+    transform: Option<Box<dyn StreamTransform>>,
+    parser: SseParser,
+    check: StreamCheck,
     client: Protocol,
     pending: VecDeque<Bytes>,
+    state: State,
     idle: Pin<Box<Sleep>>,
     idle_for: Duration,
     deadline: Pin<Box<Sleep>>,
     sent_at: Instant,
     ttft: Option<Duration>,
-    done: bool,
     on_first: Option<OnFirst>,
     on_finish: Option<OnFinish>,
 }
 
+/// The timing of a stream: when it was sent, its idle timeout and its total deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamClock {
+    pub sent_at: Instant,
+    pub idle_for: Duration,
+    pub deadline: Instant,
+}
+
 impl StreamBody {
-    /// `transform: None` passes bytes through untouched.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         inner: UpstreamBody,
         transform: Option<Box<dyn StreamTransform>>,
-        client: Protocol,
-        sent_at: Instant,
-        idle_for: Duration,
-        deadline: Instant,
+        sides: StreamSides,
+        bounds: &BoundsConfig,
+        clock: StreamClock,
         on_first: OnFirst,
         on_finish: OnFinish,
     ) -> StreamBody {
-        let parser = SseParser::default();
-        let mode = match transform {
-            None => Mode::Raw {
-                parser,
-                usage: StreamUsage::default(),
-            },
-            Some(t) => Mode::Transform { parser, t },
-        };
         StreamBody {
             inner,
-            mode,
-            client,
+            transform,
+            parser: SseParser::with_limits(bounds.sse_max_line_bytes, bounds.sse_max_event_bytes),
+            check: StreamCheck::new(sides.upstream),
+            client: sides.client,
             pending: VecDeque::new(),
-            idle: Box::pin(tokio::time::sleep(idle_for)),
-            idle_for,
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
-            sent_at,
+            state: State::Streaming,
+            idle: Box::pin(tokio::time::sleep(clock.idle_for)),
+            idle_for: clock.idle_for,
+            deadline: Box::pin(tokio::time::sleep_until(clock.deadline)),
+            sent_at: clock.sent_at,
             ttft: None,
-            done: false,
             on_first: Some(on_first),
             on_finish: Some(on_finish),
         }
     }
 
     fn usage(&self) -> Option<Usage> {
-        match &self.mode {
-            Mode::Raw { usage, .. } => usage.usage(),
-            Mode::Transform { t, .. } => t.usage(),
+        match &self.transform {
+            Some(t) => t.usage().or_else(|| self.check.usage()),
+            None => self.check.usage(),
         }
     }
 
-    fn finish(&mut self, error: Option<&'static str>) {
-        if let Mode::Transform { t, .. } = &mut self.mode
-            && error.is_none()
-        {
-            self.pending.extend(t.finish());
-        }
-        if let Some(kind) = error {
-            self.pending
-                .push_back(stream_error_event(self.client, kind));
-        }
-        self.done = true;
+    fn report(&mut self, end: StreamEnd) {
         if let Some(f) = self.on_finish.take() {
             f(StreamOutcome {
                 usage: self.usage(),
                 ttft: self.ttft,
-                error,
+                end,
             });
         }
+    }
+
+    /// End with an error event in the client's dialect (unless the upstream's own error event
+    /// already went out), then abort.
+    fn fail(&mut self, fault: StreamFault) {
+        if fault != StreamFault::UpstreamError {
+            self.pending
+                .push_back(stream_error_event(self.client, fault));
+        }
+        self.state = State::Aborting(fault);
+        self.report(StreamEnd::Fault(fault));
     }
 
     fn on_data(&mut self, data: Bytes) {
@@ -125,19 +158,46 @@ impl StreamBody {
             }
         }
         self.idle.as_mut().reset(Instant::now() + self.idle_for);
-        match &mut self.mode {
-            Mode::Raw { parser, usage } => {
-                for ev in parser.push(&data) {
-                    usage.observe(&ev);
-                }
-                self.pending.push_back(data);
+        let events = self.parser.push(&data);
+        if self.parser.too_large() {
+            return self.fail(StreamFault::TooLarge);
+        }
+        for ev in &events {
+            if let Err(fault) = self.check.observe(ev) {
+                return self.fail(fault);
             }
-            Mode::Transform { parser, t } => {
-                for ev in parser.push(&data) {
-                    self.pending.extend(t.push(&ev));
+        }
+        match &mut self.transform {
+            None => self.pending.push_back(data),
+            Some(t) => {
+                for ev in &events {
+                    self.pending.extend(t.push(ev));
                 }
             }
         }
+    }
+
+    /// The upstream body ended: complete, an upstream error already passed on, or cut short.
+    fn on_upstream_end(&mut self) {
+        for ev in self.parser.finish() {
+            if let Err(fault) = self.check.observe(&ev) {
+                return self.fail(fault);
+            }
+            if let Some(t) = &mut self.transform {
+                self.pending.extend(t.push(&ev));
+            }
+        }
+        if self.check.errored() {
+            return self.fail(StreamFault::UpstreamError);
+        }
+        if !self.check.complete() {
+            return self.fail(StreamFault::Truncated);
+        }
+        if let Some(t) = &mut self.transform {
+            self.pending.extend(t.finish());
+        }
+        self.state = State::Ending;
+        self.report(StreamEnd::Complete);
     }
 }
 
@@ -154,11 +214,26 @@ impl Body for StreamBody {
             if let Some(b) = this.pending.pop_front() {
                 return Poll::Ready(Some(Ok(Frame::data(b))));
             }
-            if this.done {
-                return Poll::Ready(None);
+            match this.state {
+                State::Streaming => {}
+                State::Ending | State::Done => {
+                    this.state = State::Done;
+                    return Poll::Ready(None);
+                }
+                State::Aborting(fault) => {
+                    // An error from the body makes the server drop the connection at once, with
+                    // whatever it still buffers: give it a turn to write the error event first.
+                    this.state = State::Abort(fault);
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                State::Abort(fault) => {
+                    this.state = State::Done;
+                    return Poll::Ready(Some(Err(Box::new(Aborted(fault.label())))));
+                }
             }
             if this.deadline.as_mut().poll(cx).is_ready() {
-                this.finish(Some("total_timeout"));
+                this.fail(StreamFault::TotalTimeout);
                 continue;
             }
             match Pin::new(&mut this.inner).poll_frame(cx) {
@@ -169,31 +244,32 @@ impl Body for StreamBody {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     tracing::warn!(error = %e, "upstream stream broke off");
-                    this.finish(Some("upstream_broken"));
+                    this.fail(StreamFault::Truncated);
                 }
-                Poll::Ready(None) => this.finish(None),
+                Poll::Ready(None) => this.on_upstream_end(),
                 Poll::Pending => {
                     ready!(this.idle.as_mut().poll(cx));
-                    this.finish(Some("idle_timeout"));
+                    this.fail(StreamFault::Idle);
                 }
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.pending.is_empty()
+        self.state == State::Done && self.pending.is_empty()
     }
 }
 
 impl Drop for StreamBody {
     fn drop(&mut self) {
-        // The client went away mid-stream: still account for what was used.
-        if let Some(f) = self.on_finish.take() {
-            f(StreamOutcome {
-                usage: self.usage(),
-                ttft: self.ttft,
-                error: Some("client_gone"),
-            });
-        }
+        // Dropped before the end: a client that read through the completion marker and closed
+        // (as the SDKs do after `[DONE]`) finished normally; otherwise it went away mid-stream.
+        // Either way what was used is accounted for.
+        let end = if self.check.complete() && !self.check.errored() {
+            StreamEnd::Complete
+        } else {
+            StreamEnd::ClientGone
+        };
+        self.report(end);
     }
 }

@@ -14,9 +14,6 @@ use serde_json::Value;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Largest non-streamed upstream body we read into memory.
-const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
-
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub(super) fn build_request(
@@ -74,8 +71,9 @@ pub(super) async fn read_limited(
     backend: &Backend,
     body: UpstreamBody,
     deadline: Instant,
+    max: usize,
 ) -> Result<Bytes, GatewayError> {
-    match tokio::time::timeout_at(deadline, read_whole(body, MAX_UPSTREAM_BODY)).await {
+    match tokio::time::timeout_at(deadline, read_whole(body, max)).await {
         Err(_) => Err(GatewayError::UpstreamTimeout(backend.name().into())),
         Ok(Err(e)) => Err(GatewayError::UpstreamUnavailable {
             backend: backend.name().into(),

@@ -80,7 +80,7 @@ pub(crate) async fn messages(
     };
     if req.stream() {
         let model = req.model;
-        return sse::stream(snap.tokens_per_sec, snap.ttft, guard, move |tx| {
+        return sse::stream(snap, guard, move |tx| {
             stream_message(tx, id, model, reply, usage)
         });
     }

@@ -1,6 +1,5 @@
 //! Response body type (whole or channel-fed) and response builders, including error JSON.
 
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -13,7 +12,8 @@ use tokio::sync::mpsc;
 
 use crate::protocol::Protocol;
 
-/// A response body: either one buffer, or frames pushed by a producer task as they are made.
+/// A response body: either one buffer, or frames pushed by a producer task as they are made. An
+/// empty frame on the channel aborts the body (the connection drops without a terminating chunk).
 pub(crate) enum MockBody {
     Full(Option<Bytes>),
     Stream(mpsc::Receiver<Bytes>),
@@ -21,15 +21,20 @@ pub(crate) enum MockBody {
 
 impl Body for MockBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = std::io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         match self.get_mut() {
             MockBody::Full(data) => Poll::Ready(data.take().map(|b| Ok(Frame::data(b)))),
-            MockBody::Stream(rx) => rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b)))),
+            MockBody::Stream(rx) => rx.poll_recv(cx).map(|b| {
+                b.map(|b| match b.is_empty() {
+                    true => Err(std::io::Error::other("mock: dropped mid-body")),
+                    false => Ok(Frame::data(b)),
+                })
+            }),
         }
     }
 

@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::MockConfig;
 use super::body::{MockBody, error, json_response};
+use super::fault::{FaultSetting, StreamFault};
 use super::state::State;
 
 /// Behaviour knobs changeable at run time; read once per request via [`Settings::snapshot`].
@@ -20,6 +21,7 @@ pub(crate) struct Settings {
     healthy: AtomicBool,
     /// Forced status for every API request; 0 = none.
     status: AtomicU32,
+    stream_fault: FaultSetting,
     pub limiter: RateLimiter,
 }
 
@@ -31,6 +33,7 @@ pub(crate) struct Snapshot {
     pub tokens_per_sec: f64,
     pub error_rate: f64,
     pub status: Option<u16>,
+    pub stream_fault: StreamFault,
 }
 
 impl Settings {
@@ -42,6 +45,7 @@ impl Settings {
             error_rate: AtomicU64::new(sanitize_rate(cfg.error_rate).min(1.0).to_bits()),
             healthy: AtomicBool::new(true),
             status: AtomicU32::new(0),
+            stream_fault: FaultSetting::new(cfg.stream_fault),
             limiter: RateLimiter::new(cfg.rate_limit_rps.map(sanitize_rate)),
         }
     }
@@ -54,6 +58,7 @@ impl Settings {
             tokens_per_sec: f64::from_bits(self.tokens_per_sec.load(Ordering::Relaxed)),
             error_rate: f64::from_bits(self.error_rate.load(Ordering::Relaxed)),
             status: u16::try_from(status).ok().filter(|s| *s != 0),
+            stream_fault: self.stream_fault.get(),
         }
     }
 
@@ -72,6 +77,7 @@ impl Settings {
             "rate_limit_rps": self.limiter.rps(),
             "healthy": self.healthy(),
             "status": s.status,
+            "stream_fault": s.stream_fault.as_str(),
         })
     }
 }
@@ -196,6 +202,7 @@ pub(crate) fn control(state: &State, body: &[u8]) -> Response<MockBody> {
             Change::RateLimit(v) => s.limiter.set(v),
             Change::Healthy(v) => s.healthy.store(v, Ordering::Relaxed),
             Change::Status(v) => s.status.store(v.map_or(0, u32::from), Ordering::Relaxed),
+            Change::StreamFault(f) => s.stream_fault.set(f),
         }
     }
     tracing::debug!(mock = %state.cfg.name, settings = %s.to_json(&state.cfg.name), "mock settings changed");
@@ -210,6 +217,7 @@ enum Change {
     RateLimit(Option<f64>),
     Healthy(bool),
     Status(Option<u16>),
+    StreamFault(StreamFault),
 }
 
 /// Validate every key before applying any, so a bad request changes nothing.
@@ -237,6 +245,9 @@ fn parse_changes(map: &Map<String, Value>) -> Result<Vec<Change>, String> {
                     .filter(|c| (100..=599).contains(c))
                     .ok_or_else(bad)?;
                 Change::Status(Some(code as u16))
+            }
+            "stream_fault" => {
+                Change::StreamFault(v.as_str().and_then(StreamFault::parse).ok_or_else(bad)?)
             }
             _ => return Err(format!("unknown control key `{key}`")),
         };

@@ -76,19 +76,14 @@ pub(crate) async fn completions(
     if req.stream.unwrap_or(false) {
         let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
         let w = ChunkWriter::new(&id, "text_completion", created, &req.model, include_usage);
-        return sse::stream(
-            snap.tokens_per_sec,
-            snap.ttft,
-            guard,
-            move |mut tx| async move {
-                for word in a.chunks() {
-                    tx.token(w.choice(|b| text_choice(b, word, None))).await?;
-                }
-                tx.send(w.choice(|b| text_choice(b, "", Some(&a.finish))))
-                    .await?;
-                finish_stream(&tx, &w, usage).await
-            },
-        );
+        return sse::stream(snap, guard, move |mut tx| async move {
+            for word in a.chunks() {
+                tx.token(w.choice(|b| text_choice(b, word, None))).await?;
+            }
+            tx.send(w.choice(|b| text_choice(b, "", Some(&a.finish))))
+                .await?;
+            finish_stream(&tx, &w, usage).await
+        });
     }
     if !snap.ttft.is_zero() {
         tokio::time::sleep(snap.ttft).await;

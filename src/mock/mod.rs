@@ -9,6 +9,7 @@ mod anthropic;
 mod body;
 mod control;
 mod embeddings;
+mod fault;
 mod legacy;
 mod openai;
 mod request;
@@ -18,6 +19,8 @@ mod state;
 #[cfg(test)]
 mod tests;
 mod text;
+
+pub use fault::StreamFault;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,6 +69,9 @@ pub struct MockConfig {
     /// Words generated per answer (capped by the request's max_tokens).
     #[arg(long, default_value_t = 16)]
     pub output_tokens: u32,
+    /// Break every stream this way (also settable at run time: `stream_fault` in `/_mock/control`).
+    #[arg(long, value_enum, default_value = "none")]
+    pub stream_fault: StreamFault,
 }
 
 impl MockConfig {
@@ -81,6 +87,7 @@ impl MockConfig {
             rate_limit_rps: None,
             api_key: None,
             output_tokens: 16,
+            stream_fault: StreamFault::None,
         }
     }
 }

@@ -109,9 +109,7 @@ pub(crate) async fn chat(
             &req.model,
             req.include_usage(),
         );
-        return sse::stream(snap.tokens_per_sec, snap.ttft, guard, move |tx| {
-            stream_chat(tx, chunks, reply, usage)
-        });
+        return sse::stream(snap, guard, move |tx| stream_chat(tx, chunks, reply, usage));
     }
     if !snap.ttft.is_zero() {
         tokio::time::sleep(snap.ttft).await;

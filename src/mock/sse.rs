@@ -9,7 +9,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::body::{MockBody, sse_response};
+use super::control::Snapshot;
+use super::fault::StreamFault;
 use super::state::InFlight;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Frames buffered ahead of the client.
 const CHANNEL_FRAMES: usize = 32;
@@ -26,22 +29,23 @@ pub(crate) struct SseTx {
     tx: mpsc::Sender<Bytes>,
     period: Option<Duration>,
     next: Option<Instant>,
+    fault: StreamFault,
+    sent: AtomicUsize,
 }
+
+/// Frames sent before a fault starts.
+const FAULT_AFTER: usize = 2;
 
 /// Build a streaming response and spawn `produce` to feed it.
 ///
 /// `produce` first waits `ttft`, then runs; token frames sent with [`SseTx::token`] are paced at
 /// `tokens_per_sec` (0 = unpaced). `guard` keeps the request counted in flight until the end.
-pub(crate) fn stream<F, Fut>(
-    tokens_per_sec: f64,
-    ttft: Duration,
-    guard: InFlight,
-    produce: F,
-) -> Response<MockBody>
+pub(crate) fn stream<F, Fut>(snap: &Snapshot, guard: InFlight, produce: F) -> Response<MockBody>
 where
     F: FnOnce(SseTx) -> Fut,
     Fut: Future<Output = Result<(), Closed>> + Send + 'static,
 {
+    let (tokens_per_sec, ttft) = (snap.tokens_per_sec, snap.ttft);
     let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
     let period = (tokens_per_sec > 0.0 && tokens_per_sec.is_finite())
         .then(|| Duration::from_secs_f64(1.0 / tokens_per_sec));
@@ -49,6 +53,8 @@ where
         tx,
         period,
         next: None,
+        fault: snap.stream_fault,
+        sent: AtomicUsize::new(0),
     };
     let closed = sse.tx.clone();
     let fut = produce(sse);
@@ -67,9 +73,51 @@ where
 }
 
 impl SseTx {
-    /// Send one frame now.
+    /// Send one frame now (or break the stream here, as the fault setting says).
     pub async fn send(&self, frame: Bytes) -> Result<(), Closed> {
+        let n = self.sent.fetch_add(1, Ordering::Relaxed);
+        if n == FAULT_AFTER {
+            self.fault().await?;
+        }
+        self.put(frame).await
+    }
+
+    async fn put(&self, frame: Bytes) -> Result<(), Closed> {
         self.tx.send(frame).await.map_err(|_| Closed)
+    }
+
+    async fn fault(&self) -> Result<(), Closed> {
+        const FILL: &[u8] = &[b'x'; 16 * 1024];
+        match self.fault {
+            StreamFault::None => Ok(()),
+            StreamFault::Truncate => Err(Closed),
+            StreamFault::Malformed => {
+                self.put(Bytes::from_static(
+                    b"data: {\"choices\":[{\"delta\":{\"content\n\n",
+                ))
+                .await
+            }
+            StreamFault::NoNewline => loop {
+                self.put(Bytes::from_static(FILL)).await?;
+            },
+            StreamFault::EndlessEvent => {
+                let mut line = b"data: ".to_vec();
+                line.extend_from_slice(FILL);
+                line.push(b'\n');
+                let line = Bytes::from(line);
+                loop {
+                    self.put(line.clone()).await?;
+                }
+            }
+            StreamFault::Stall => {
+                self.tx.closed().await;
+                Err(Closed)
+            }
+            StreamFault::CloseMidBody => {
+                let _ = self.put(Bytes::new()).await;
+                Err(Closed)
+            }
+        }
     }
 
     /// Send one token frame, waiting for its pacing slot first.

@@ -178,6 +178,12 @@ pub const COST: Def = def(
     &["tenant", "backend"],
     "cost in millionths of a dollar",
 );
+pub const STREAM_FAULTS: Def = def(
+    "sluice_stream_faults_total",
+    Counter,
+    &["kind"],
+    "upstream streams not passed on whole: truncated, malformed, too_large, idle, total_timeout, upstream_error",
+);
 // Cluster.
 pub const CLUSTER_MEMBERS: Def = def(
     "sluice_cluster_members",
@@ -217,6 +223,7 @@ pub const ALL: &[Def] = &[
     FAILOVERS,
     TOKENS,
     COST,
+    STREAM_FAULTS,
     CLUSTER_MEMBERS,
     CLUSTER_MEMBERSHIP_CHANGES,
 ];

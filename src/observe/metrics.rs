@@ -237,4 +237,8 @@ impl Metrics {
     pub fn membership_change(change: &'static str) {
         counter!(CLUSTER_MEMBERSHIP_CHANGES.name, "change" => change).increment(1);
     }
+    /// An upstream stream that was not passed on whole, by [`kind`](crate::translate::StreamFault::label).
+    pub fn stream_fault(kind: &'static str) {
+        counter!(STREAM_FAULTS.name, "kind" => kind).increment(1);
+    }
 }

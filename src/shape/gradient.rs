@@ -7,7 +7,8 @@
 //! more), so the number of requests started doubles every round trip (time to first token for
 //! streams): a burst of thousands of streams to a backend that takes them finds its level in a few
 //! round trips instead of queueing behind a small start. The first congestion signal (latency above
-//! `SLOW_START_EXIT` × its baseline, or a dropped request) ends slow start for good.
+//! `SLOW_START_EXIT` × its baseline and by at least `SLOW_START_MIN_RISE`, or a dropped request)
+//! ends slow start for good.
 //!
 //! Two EWMAs of the latency samples: a long one (the backend's baseline) and a short one (now).
 //! `gradient = clamp(TOLERANCE * long / short, 0.5, 1.0)`; `target = limit * gradient + sqrt(limit)`;
@@ -27,6 +28,9 @@ pub const SMOOTHING: f64 = 0.2;
 /// In slow start, how much slower than its baseline the backend must get to end it: a clearer
 /// signal than `TOLERANCE`, as time to first token varies more than an RPC's latency.
 pub const SLOW_START_EXIT: f64 = 2.0;
+/// ... and by at least this much (seconds): an LLM's time to first token varies by hundreds of
+/// milliseconds with the prompt alone, so a rise from 50 to 100 ms is not a provider queueing up.
+pub const SLOW_START_MIN_RISE: f64 = 0.25;
 /// Multiplier on a dropped request.
 pub const DROP_FACTOR: f64 = 0.8;
 /// EWMA windows, in samples.
@@ -141,7 +145,7 @@ impl ConcurrencyLimit {
         let gradient = (TOLERANCE * long / short).clamp(0.5, 1.0);
         let busy = f64::from(in_flight) >= self.limit / 2.0;
         if self.slow_start {
-            if short <= SLOW_START_EXIT * long {
+            if short <= SLOW_START_EXIT * long || short - long < SLOW_START_MIN_RISE {
                 if busy {
                     let target = self.limit + self.limit.sqrt();
                     let gradual = self.limit * (1.0 - SMOOTHING) + target * SMOOTHING;
@@ -213,6 +217,11 @@ mod tests {
         let slow = feed(&mut l, 400, 20);
         assert!(!l.in_slow_start());
         assert!(slow < before, "{slow} vs {before}");
+        // A small absolute rise (50 → 120 ms) is LLM noise, not a provider queueing up.
+        let mut quick = ConcurrencyLimit::new(&cfg());
+        feed(&mut quick, 50, 32);
+        feed(&mut quick, 120, 40);
+        assert!(quick.in_slow_start());
         // A drop also ends slow start; from a small limit, slow start doubles per round trip
         // where the gradient alone would add about sqrt(limit) × SMOOTHING per sample.
         let small = CongestionConfig {
@@ -234,7 +243,8 @@ mod tests {
         assert_eq!(l.limit(), 32);
         let baseline = feed(&mut l, 100, 20);
         assert!(baseline > 32, "{baseline}");
-        let slow = feed(&mut l, 400, 20);
+        let slow = feed(&mut l, 400, 40);
+        assert!(!l.in_slow_start());
         assert!(slow < baseline / 2, "{slow} vs {baseline}");
         assert!(slow >= 2);
         let back = feed(&mut l, 100, 200);

@@ -44,7 +44,15 @@ struct Inner {
     next_id: u64,
     /// Bumped whenever capacity may have been freed (`notify`).
     epoch: u64,
+    /// Waiters that tried and failed since the last success or `notify`: past
+    /// [`MAX_FAILED_TURNS`] the turn is not passed on until capacity changes again.
+    failed_turns: usize,
 }
+
+/// How many waiters in a row may try and fail on one change of capacity before the turn stops
+/// being passed on: a freed slot is found by the first few, and a thousand waiters do not each
+/// retry on every change (which made one change cost a thousand tries).
+const MAX_FAILED_TURNS: usize = 64;
 
 impl Inner {
     /// Give the turn to the first waiter that has not already failed at the current capacity.
@@ -116,6 +124,7 @@ impl AdmissionQueue {
                 codel: Codel::new(codel_target, codel_interval),
                 next_id: 0,
                 epoch: 0,
+                failed_turns: 0,
             }),
             len: AtomicUsize::new(0),
             max_len,
@@ -155,6 +164,7 @@ impl AdmissionQueue {
         }
         let mut inner = self.lock();
         inner.epoch += 1;
+        inner.failed_turns = 0;
         self.congestion(&mut inner, Instant::now());
         inner.wake_head();
     }
@@ -225,7 +235,12 @@ impl AdmissionQueue {
                 }
                 if got.is_err() {
                     // Pass the turn on: a waiter behind may fit where this one does not.
-                    inner.wake_head();
+                    inner.failed_turns += 1;
+                    if inner.failed_turns < MAX_FAILED_TURNS {
+                        inner.wake_head();
+                    }
+                } else {
+                    inner.failed_turns = 0;
                 }
                 match got {
                     Ok(v) => {

@@ -214,16 +214,13 @@ pub fn error_to_anthropic(status: u16, body: &[u8]) -> Value {
     json!({"type": "error", "error": {"type": kind, "message": up.message}})
 }
 
-/// An in-band error at the end of a broken stream, in the client's dialect.
-pub fn stream_error_event(client: Protocol, kind: &'static str) -> Bytes {
-    let msg = match kind {
-        "idle_timeout" => "upstream stream went idle",
-        "total_timeout" => "upstream stream exceeded the total timeout",
-        _ => "upstream stream broke off",
-    };
+/// The error event that ends a stream Sluice could not pass on whole, in the client's dialect (the
+/// official SDKs raise on it); the body is then aborted, never ended cleanly.
+pub fn stream_error_event(client: Protocol, fault: super::StreamFault) -> Bytes {
+    let (msg, code) = (fault.message(), fault.label());
     match client {
         Protocol::Openai => {
-            let v = serde_json::json!({"error": {"message": msg, "type": "server_error", "param": null, "code": kind}});
+            let v = serde_json::json!({"error": {"message": msg, "type": "server_error", "param": null, "code": code}});
             super::encode_sse(None, &v.to_string())
         }
         Protocol::Anthropic => {

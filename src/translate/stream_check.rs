@@ -1,0 +1,266 @@
+//! Stream integrity: whether an upstream SSE stream is complete, malformed or cut short, read with
+//! as little parsing as that needs. Every event's data is validated as JSON without building a tree
+//! (serde skips what it does not need); only the few events that carry `usage` are parsed for it.
+//!
+//! Complete means: OpenAI, a choice with a `finish_reason` and then `[DONE]`; Anthropic,
+//! `message_stop`. An upstream error event also ends a stream (the client sees it as an error).
+
+use super::{SseEvent, StreamUsage, Usage};
+use crate::protocol::Protocol;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+/// Why a stream is not passed on as complete. Low-cardinality labels for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFault {
+    /// The upstream ended (cleanly or not) before the completion marker.
+    Truncated,
+    /// An event whose data is not what the protocol sends.
+    Malformed,
+    /// A line or an event past the configured bound.
+    TooLarge,
+    /// No bytes for longer than the idle timeout.
+    Idle,
+    /// Longer than the total timeout.
+    TotalTimeout,
+    /// The upstream sent an error event in the stream (passed on to the client as it came).
+    UpstreamError,
+}
+
+impl StreamFault {
+    pub fn label(self) -> &'static str {
+        match self {
+            StreamFault::Truncated => "truncated",
+            StreamFault::Malformed => "malformed",
+            StreamFault::TooLarge => "too_large",
+            StreamFault::Idle => "idle",
+            StreamFault::TotalTimeout => "total_timeout",
+            StreamFault::UpstreamError => "upstream_error",
+        }
+    }
+
+    /// What the client is told, in its own error event.
+    pub fn message(self) -> &'static str {
+        match self {
+            StreamFault::Truncated => "upstream stream ended before the message was complete",
+            StreamFault::Malformed => "upstream sent a malformed stream event",
+            StreamFault::TooLarge => "upstream stream event exceeded the size limit",
+            StreamFault::Idle => "upstream stream went idle",
+            StreamFault::TotalTimeout => "upstream stream exceeded the total timeout",
+            StreamFault::UpstreamError => "upstream stream reported an error",
+        }
+    }
+}
+
+/// Watches one upstream stream.
+#[derive(Debug)]
+pub struct StreamCheck {
+    upstream: Protocol,
+    usage: StreamUsage,
+    /// `[DONE]` (OpenAI) or `message_stop` (Anthropic) seen.
+    done: bool,
+    /// A `finish_reason` seen (OpenAI).
+    finished: bool,
+    errored: bool,
+}
+
+#[derive(Deserialize)]
+struct OpenAiChunk {
+    #[serde(default)]
+    choices: Option<Vec<OpenAiChoice>>,
+    #[serde(default)]
+    error: Option<IgnoredAny>,
+    #[serde(default)]
+    usage: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct OpenAiChoice {
+    #[serde(default)]
+    finish_reason: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+}
+
+impl StreamCheck {
+    pub fn new(upstream: Protocol) -> StreamCheck {
+        StreamCheck {
+            upstream,
+            usage: StreamUsage::default(),
+            done: false,
+            finished: false,
+            errored: false,
+        }
+    }
+
+    /// Look at one event. `Err(Malformed)` when its data is not what the protocol sends.
+    pub fn observe(&mut self, ev: &SseEvent) -> Result<(), StreamFault> {
+        let data = ev.data.trim();
+        match self.upstream {
+            Protocol::Openai => {
+                if data == "[DONE]" {
+                    self.done = true;
+                    return Ok(());
+                }
+                let chunk: OpenAiChunk =
+                    serde_json::from_str(data).map_err(|_| StreamFault::Malformed)?;
+                if chunk.error.is_some() {
+                    self.errored = true;
+                }
+                if chunk
+                    .choices
+                    .iter()
+                    .flatten()
+                    .any(|c| c.finish_reason.is_some())
+                {
+                    self.finished = true;
+                }
+                if chunk.usage.is_some() {
+                    self.usage.observe(ev);
+                }
+            }
+            Protocol::Anthropic => {
+                let e: AnthropicEvent<'_> =
+                    serde_json::from_str(data).map_err(|_| StreamFault::Malformed)?;
+                match e.kind.as_ref() {
+                    "message_stop" => self.done = true,
+                    "error" => self.errored = true,
+                    "message_start" | "message_delta" => self.usage.observe(ev),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The upstream finished the message (or reported an error in the stream).
+    pub fn complete(&self) -> bool {
+        self.errored
+            || match self.upstream {
+                Protocol::Openai => self.done && self.finished,
+                Protocol::Anthropic => self.done,
+            }
+    }
+
+    /// The upstream sent an error event.
+    pub fn errored(&self) -> bool {
+        self.errored
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage.usage()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(event: Option<&str>, data: &str) -> SseEvent {
+        SseEvent {
+            event: event.map(str::to_string),
+            data: data.to_string(),
+        }
+    }
+
+    #[test]
+    fn openai_needs_a_finish_reason_and_done() {
+        let mut c = StreamCheck::new(Protocol::Openai);
+        c.observe(&ev(
+            None,
+            r#"{"choices":[{"delta":{"content":"hi"},"finish_reason":null}]}"#,
+        ))
+        .unwrap();
+        assert!(!c.complete());
+        c.observe(&ev(
+            None,
+            r#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#,
+        ))
+        .unwrap();
+        assert!(!c.complete(), "no [DONE] yet");
+        c.observe(&ev(
+            None,
+            r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#,
+        ))
+        .unwrap();
+        c.observe(&ev(None, "[DONE]")).unwrap();
+        assert!(c.complete());
+        assert_eq!(
+            c.usage(),
+            Some(Usage {
+                input_tokens: 3,
+                output_tokens: 2
+            })
+        );
+        // [DONE] without any finish_reason: cut short somewhere.
+        let mut c = StreamCheck::new(Protocol::Openai);
+        c.observe(&ev(None, r#"{"choices":[{"delta":{"content":"hi"}}]}"#))
+            .unwrap();
+        c.observe(&ev(None, "[DONE]")).unwrap();
+        assert!(!c.complete());
+    }
+
+    #[test]
+    fn anthropic_needs_message_stop() {
+        let mut c = StreamCheck::new(Protocol::Anthropic);
+        for (e, d) in [
+            (
+                "message_start",
+                r#"{"type":"message_start","message":{"usage":{"input_tokens":5,"output_tokens":1}}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x"}}"#,
+            ),
+            (
+                "message_delta",
+                r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":7}}"#,
+            ),
+        ] {
+            c.observe(&ev(Some(e), d)).unwrap();
+        }
+        assert!(!c.complete());
+        c.observe(&ev(Some("message_stop"), r#"{"type":"message_stop"}"#))
+            .unwrap();
+        assert!(c.complete());
+        assert_eq!(
+            c.usage(),
+            Some(Usage {
+                input_tokens: 5,
+                output_tokens: 7
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_data_and_error_events() {
+        for proto in [Protocol::Openai, Protocol::Anthropic] {
+            let mut c = StreamCheck::new(proto);
+            assert_eq!(
+                c.observe(&ev(None, r#"{"choices":[{"delta":"#)),
+                Err(StreamFault::Malformed)
+            );
+            assert_eq!(
+                c.observe(&ev(None, "not json")),
+                Err(StreamFault::Malformed)
+            );
+        }
+        // A JSON value that is not an event object is malformed too.
+        let mut c = StreamCheck::new(Protocol::Anthropic);
+        assert_eq!(c.observe(&ev(None, "[1,2]")), Err(StreamFault::Malformed));
+        c.observe(&ev(
+            Some("error"),
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"busy"}}"#,
+        ))
+        .unwrap();
+        assert!(c.errored() && c.complete());
+        let mut c = StreamCheck::new(Protocol::Openai);
+        c.observe(&ev(None, r#"{"error":{"message":"boom"}}"#))
+            .unwrap();
+        assert!(c.errored() && c.complete());
+    }
+}
