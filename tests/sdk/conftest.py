@@ -29,23 +29,24 @@ def _start(args, marker):
     raise RuntimeError(f"sluice {' '.join(args)} did not start")
 
 
-@pytest.fixture(scope="session")
-def gateway():
+def _gateway(mock_args):
     procs = []
     try:
-        oa, oa_url = _start(["mock-upstream", "--listen", "127.0.0.1:0", "--protocol", "openai", "--name", "oa-sim"], "listening on")
+        oa, oa_url = _start(["mock-upstream", "--listen", "127.0.0.1:0", "--protocol", "openai", "--name", "oa-sim", *mock_args], "listening on")
         procs.append(oa)
-        an, an_url = _start(["mock-upstream", "--listen", "127.0.0.1:0", "--protocol", "anthropic", "--name", "an-sim"], "listening on")
+        an, an_url = _start(["mock-upstream", "--listen", "127.0.0.1:0", "--protocol", "anthropic", "--name", "an-sim", *mock_args], "listening on")
         procs.append(an)
         cfg = f"""
 backends:
   - name: oa
     url: "{oa_url}"
     protocol: openai
+    eject_after: 100000
     models: {{ gpt-4o-mini: gpt-4o-mini-2024-07-18 }}
   - name: an
     url: "{an_url}"
     protocol: anthropic
+    eject_after: 100000
     models: {{ claude-haiku: claude-3-5-haiku-latest }}
 tenants:
   - {{ id: sdk, tier: premium, keys: [sk-sdk-test] }}
@@ -62,3 +63,14 @@ routing:
         for p in procs:
             p.kill()
             p.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def gateway():
+    yield from _gateway([])
+
+
+@pytest.fixture(scope="session")
+def truncating_gateway():
+    """Both upstreams end every stream cleanly but early (after two frames, no completion marker)."""
+    yield from _gateway(["--stream-fault", "truncate"])

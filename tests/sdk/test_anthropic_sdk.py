@@ -54,3 +54,14 @@ def test_errors_are_sdk_exceptions(client):
     with pytest.raises(anthropic.BadRequestError) as e:
         client.messages.create(model="gpt-4o-mini", max_tokens=5, extra_body={"top_k": 3}, messages=[{"role": "user", "content": "x"}])
     assert "top_k" in str(e.value)
+
+
+@pytest.mark.parametrize("model", ["claude-haiku", "gpt-4o-mini"])
+def test_truncated_stream_raises_instead_of_returning_a_partial_answer(truncating_gateway, model):
+    client = Anthropic(base_url=truncating_gateway, api_key="sk-sdk-test", max_retries=0, timeout=20)
+    with pytest.raises(anthropic.APIError) as raised:
+        with client.messages.stream(model=model, max_tokens=100,
+                                    messages=[{"role": "user", "content": "stream it"}]) as stream:
+            "".join(stream.text_stream)
+            stream.get_final_message()
+    assert "ended before the message was complete" in str(raised.value), raised.value

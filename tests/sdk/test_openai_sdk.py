@@ -71,3 +71,16 @@ def test_errors_are_sdk_exceptions(client, gateway):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model="claude-haiku", messages=[{"role": "user", "content": "x"}], n=2)
     assert "n" in str(e.value)
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "claude-haiku"])
+def test_truncated_stream_raises_instead_of_returning_a_partial_answer(truncating_gateway, model):
+    client = OpenAI(base_url=truncating_gateway + "/v1", api_key="sk-sdk-test", max_retries=0, timeout=20)
+    text = ""
+    with pytest.raises(openai.APIError) as raised:
+        stream = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "stream please"}], stream=True)
+        for chunk in stream:
+            for c in chunk.choices:
+                text += c.delta.content or ""
+    assert "ended before the message was complete" in str(raised.value), raised.value
