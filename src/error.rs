@@ -75,7 +75,9 @@ impl GatewayError {
             .status(self.status())
             .header(CONTENT_TYPE, "application/json");
         if let Some(w) = self.retry_after() {
-            b = b.header(RETRY_AFTER, w.as_secs_f64().ceil().max(1.0).to_string());
+            b = b
+                .header(RETRY_AFTER, w.as_secs_f64().ceil().max(1.0).to_string())
+                .header("retry-after-ms", w.as_millis().max(1).to_string());
         }
         b.body(full_body(self.body(proto).to_string()))
             .expect("valid response")

@@ -57,6 +57,10 @@ struct RunArgs {
     /// Serving threads (default: one per core).
     #[arg(long, env = "SLUICE_WORKERS")]
     workers: Option<usize>,
+    /// Share the listening port with the Sluice already serving it, for a zero-downtime hand-over
+    /// (README: "Replacing a running node"). Without it a port in use is an error.
+    #[arg(long, env = "SLUICE_TAKEOVER")]
+    takeover: bool,
 }
 
 fn init_tracing(json: bool) {
@@ -173,6 +177,12 @@ fn run(args: RunArgs) -> ExitCode {
             None => None,
         };
         let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+        if !args.takeover
+            && let Err(e) = sluice::receive::refuse_shared_port(addr)
+        {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
         let listeners = match sluice::receive::reuseport_listeners(addr, workers) {
             Ok(l) => l,
             Err(e) => {

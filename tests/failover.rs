@@ -2,6 +2,7 @@
 
 mod support;
 
+use serde_json::json;
 use std::time::Duration;
 use support::*;
 
@@ -219,4 +220,44 @@ async fn pooled_connections_to_a_restarted_upstream_are_replaced_without_errors(
                 .contains("second")
         );
     }
+}
+
+#[tokio::test]
+async fn an_upstream_503_with_retry_after_is_a_cooldown_too() {
+    let down = mock("openai", "down", &[]);
+    let other = mock("openai", "other", &[]);
+    mock_control(&down, json!({"status": 503, "retry_after_s": 30})).await;
+    let cfg = format!(
+        "backends:\n{}{}{TENANTS}routing:\n  strategy: round-robin\n",
+        backend("down", &down, "openai", ""),
+        backend("other", &other, "openai", "")
+    );
+    let gw = gateway(&cfg);
+    for _ in 0..10 {
+        let r = chat(&gw, "sk-acme", hello("m"), &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(mock_requests(&down).await, 1, "cooling down after its 503");
+    let m = metrics_text(&gw).await;
+    let labels = [("backend", "down"), ("reason", "5xx")];
+    assert_eq!(metric(&m, "sluice_failovers_total", &labels), Some(1.0));
+}
+
+#[tokio::test]
+async fn with_one_attempt_the_request_after_a_429_waits_out_the_cooldown_and_is_served() {
+    let m = mock("openai", "limited", &[]);
+    let cfg = format!(
+        "backends:\n{}{TENANTS}routing:\n  max_attempts: 1\n",
+        backend("limited", &m, "openai", "")
+    );
+    let gw = gateway(&cfg);
+    mock_control(&m, json!({"status": 429, "retry_after_s": 1})).await;
+    let r = chat(&gw, "sk-acme", hello("m"), &[]).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.header("retry-after").is_some());
+    mock_control(&m, json!({"status": null})).await;
+    // The backend is cooling down for 1 s: the next request waits for it (within max_wait) and is
+    // served, rather than getting 503 because the wait used up its one attempt.
+    let r = chat(&gw, "sk-acme", hello("m"), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
 }

@@ -122,10 +122,45 @@ async fn backend_key_is_injected_and_the_client_key_never_forwarded() {
     let gw = gateway_env(&cfg, &[("SIM_KEY", "sk-upstream-secret")]);
     let r = chat(&gw, "sk-acme", hello("m"), &[]).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    // Without the env var the client's key would have to reach the upstream: it must not.
-    let gw2 = gateway(&cfg);
-    let r = chat(&gw2, "sk-acme", hello("m"), &[]).await;
-    assert_eq!(r.status, 401, "{}", r.text());
+}
+
+#[test]
+fn an_unset_key_variable_stops_validate_and_run_naming_field_line_and_variable() {
+    let dir = tmp_dir();
+    let path = dir.join("sluice.yaml");
+    let cfg = "backends:\n  - { name: a, url: \"http://127.0.0.1:9\", protocol: openai }\n  - { name: b, url: \"http://127.0.0.1:9\", protocol: openai, api_key_env: SLUICE_TEST_UNSET_KEY }\ntenants:\n  - { id: t, key_envs: [SLUICE_TEST_UNSET_TENANT] }\nrouting: {}\n";
+    std::fs::write(&path, cfg).unwrap();
+    let p = path.to_str().unwrap();
+    for args in [
+        vec!["validate", "--config", p],
+        vec!["run", "--config", p, "--listen", "127.0.0.1:0"],
+    ] {
+        let out = std::process::Command::new(BIN)
+            .args(&args)
+            .env_remove("SLUICE_TEST_UNSET_KEY")
+            .env("SLUICE_TEST_UNSET_TENANT", "sk-tenant")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started: {err}");
+        assert!(
+            err.contains("backends[1].api_key_env")
+                && err.contains("line 3")
+                && err.contains("SLUICE_TEST_UNSET_KEY"),
+            "{args:?}: {err}"
+        );
+        let out = std::process::Command::new(BIN)
+            .args(&args)
+            .env("SLUICE_TEST_UNSET_KEY", "sk-up")
+            .env_remove("SLUICE_TEST_UNSET_TENANT")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("tenants[0].key_envs") && err.contains("SLUICE_TEST_UNSET_TENANT"),
+            "{args:?}: {err}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -377,4 +412,50 @@ async fn sigterm_turns_readyz_off_first_and_keeps_serving_during_the_grace() {
         async move { exited }
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_second_process_on_a_port_in_use_is_refused_unless_it_takes_over() {
+    let m = mock("openai", "sim", &[]);
+    let dir = tmp_dir();
+    let path = dir.join("sluice.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "backends:\n{}{TENANTS}routing: {{}}\n",
+            backend("a", &m, "openai", "")
+        ),
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let first = spawn(
+        &["run", "--config", p, "--listen", &addr],
+        &[],
+        "sluice listening on",
+    );
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::process::Command::new(BIN)
+            .args(["run", "--config", p, "--listen", &addr])
+            .output(),
+    )
+    .await
+    .expect("the second process must exit, not serve")
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&addr) && err.contains("already in use"),
+        "{err}"
+    );
+    // The first one still serves everything.
+    assert_eq!(chat(&first, "sk-acme", hello("m"), &[]).await.status, 200);
+    // Asked for explicitly, the new process joins the port (the hand-over's first step).
+    let second = spawn(
+        &["run", "--config", p, "--listen", &addr, "--takeover"],
+        &[],
+        "sluice listening on",
+    );
+    assert_eq!(chat(&second, "sk-acme", hello("m"), &[]).await.status, 200);
 }

@@ -167,6 +167,7 @@ impl BackendConfig {
         i: usize,
         line: u64,
         mocks: &HashSet<&str>,
+        env: &super::Env<'_>,
     ) -> Result<(), ConfigError> {
         let at = |f: &str| format!("backends[{i}].{f}");
         if self.name.is_empty() {
@@ -269,14 +270,23 @@ impl BackendConfig {
                 "must be at least 1",
             ));
         }
-        if let Some(env) = &self.api_key_env
-            && env.is_empty()
-        {
-            return Err(ConfigError::invalid(
-                at("api_key_env"),
-                Some(line),
-                "must not be empty",
-            ));
+        let is_set = env;
+        if let Some(env_name) = &self.api_key_env {
+            if env_name.is_empty() {
+                return Err(ConfigError::invalid(
+                    at("api_key_env"),
+                    Some(line),
+                    "must not be empty",
+                ));
+            }
+            // Fail at start, not with the upstream's 401 passed to clients as if their key were wrong.
+            if !is_set(env_name) {
+                return Err(ConfigError::invalid(
+                    at("api_key_env"),
+                    Some(line),
+                    format!("environment variable `{env_name}` is not set (or empty)"),
+                ));
+            }
         }
         Ok(())
     }

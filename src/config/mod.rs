@@ -29,6 +29,13 @@ use serde::Deserialize;
 use std::collections::HashSet;
 use std::path::Path;
 
+/// Whether an environment variable is set and not empty.
+pub type Env<'a> = dyn Fn(&str) -> bool + 'a;
+
+fn process_env(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.is_empty())
+}
+
 /// The embedded default: one node, local limits, two built-in simulated upstreams on ephemeral ports.
 pub const DEFAULT_YAML: &str = include_str!("default.yaml");
 
@@ -109,11 +116,16 @@ impl Config {
         Self::parse(&text)
     }
 
-    /// Parse and validate YAML text.
+    /// Parse and validate YAML text (secrets named by `*_env` fields must be set).
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        Self::parse_with_env(text, &process_env)
+    }
+
+    /// As [`Config::parse`], with `env` telling whether a variable is set (and not empty).
+    pub fn parse_with_env(text: &str, env: &Env<'_>) -> Result<Config, ConfigError> {
         let cfg: Config =
             serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        cfg.validate()?;
+        cfg.validate_with_env(env)?;
         Ok(cfg)
     }
 
@@ -122,8 +134,12 @@ impl Config {
         Self::parse(DEFAULT_YAML).expect("embedded default config is valid")
     }
 
-    /// Check everything serde cannot: references, ranges, duplicates.
+    /// Check everything serde cannot: references, ranges, duplicates, secrets that are not set.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_with_env(&process_env)
+    }
+
+    pub fn validate_with_env(&self, env: &Env<'_>) -> Result<(), ConfigError> {
         self.listen.validate()?;
         self.bounds.validate()?;
         if self.backends.is_empty() {
@@ -140,7 +156,7 @@ impl Config {
             .collect();
         let mut names = HashSet::new();
         for (i, b) in self.backends.iter().enumerate() {
-            b.value.validate(i, b.referenced.line(), &mocks)?;
+            b.value.validate(i, b.referenced.line(), &mocks, env)?;
             if !names.insert(b.value.name.as_str()) {
                 return Err(ConfigError::invalid(
                     format!("backends[{i}].name"),
@@ -152,7 +168,7 @@ impl Config {
         let mut keys = HashSet::new();
         let mut ids = HashSet::new();
         for (i, t) in self.tenants.iter().enumerate() {
-            t.value.validate(i, t.referenced.line())?;
+            t.value.validate(i, t.referenced.line(), env)?;
             if !ids.insert(t.value.id.as_str()) {
                 return Err(ConfigError::invalid(
                     format!("tenants[{i}].id"),

@@ -70,7 +70,12 @@ impl TenantConfig {
         out
     }
 
-    pub(super) fn validate(&self, i: usize, line: u64) -> Result<(), ConfigError> {
+    pub(super) fn validate(
+        &self,
+        i: usize,
+        line: u64,
+        env: &super::Env<'_>,
+    ) -> Result<(), ConfigError> {
         if self.id.is_empty() {
             return Err(ConfigError::invalid(
                 format!("tenants[{i}].id"),
@@ -83,6 +88,13 @@ impl TenantConfig {
                 format!("tenants[{i}].keys"),
                 Some(line),
                 "api keys must be at least 4 characters",
+            ));
+        }
+        if let Some(name) = self.key_envs.iter().find(|e| !env(e)) {
+            return Err(ConfigError::invalid(
+                format!("tenants[{i}].key_envs"),
+                Some(line),
+                format!("environment variable `{name}` is not set (or empty)"),
             ));
         }
         if self.weight == 0 {

@@ -98,8 +98,16 @@ pub(super) async fn attempt(
     if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
         backend.congestion_sample(Outcome::Dropped);
     }
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        let wait = retry_after(resp.headers()).unwrap_or(Duration::from_secs(1));
+    // A 429, or a 503 that says when to come back: the backend cools down until then and the
+    // request fails over; the client hears when to retry if every backend is cooling down.
+    let cooling = match status {
+        StatusCode::TOO_MANY_REQUESTS => {
+            Some(retry_after(resp.headers()).unwrap_or(Duration::from_secs(1)))
+        }
+        StatusCode::SERVICE_UNAVAILABLE => retry_after(resp.headers()),
+        _ => None,
+    };
+    if let Some(wait) = cooling {
         backend.cooldown(now + wait);
         let body = read_limited(
             backend,
@@ -110,7 +118,11 @@ pub(super) async fn attempt(
         .await
         .unwrap_or_default();
         return Attempt::Retry(
-            "rate_limited",
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                "rate_limited"
+            } else {
+                "5xx"
+            },
             Failure::Upstream(upstream_error(
                 client_proto,
                 status,

@@ -46,7 +46,9 @@ impl Deliver {
         let mut last: Option<Failure> = None;
         let mut last_backend: Option<Arc<Backend>> = None;
         let mut waited_cooldown = false;
-        for attempt in 0..self.max_attempts {
+        // Waiting out a cooldown is not an attempt: only sends count.
+        let mut attempt = 0;
+        while attempt < self.max_attempts {
             match self.balancer.survey(call.route, &call.want(), &tried) {
                 Survey::Available => {}
                 Survey::NotServed => {
@@ -73,6 +75,7 @@ impl Deliver {
                 }
             }
             let (backend, guard) = self.slot(&call, &tried).await?;
+            attempt += 1;
             tried.push(backend.id);
             Metrics::routing(
                 &call.route.route,
@@ -99,7 +102,7 @@ impl Deliver {
                     });
                 }
                 Attempt::Retry(reason, failure) => {
-                    if attempt + 1 < self.max_attempts {
+                    if attempt < self.max_attempts {
                         Metrics::failover(backend.name(), reason);
                         tracing::info!(request_id = %call.request_id, backend = %backend.name(), reason, "failing over");
                     }

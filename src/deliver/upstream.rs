@@ -11,6 +11,10 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use http::{HeaderMap, Request, Response, StatusCode};
 use serde_json::Value;
+
+/// OpenAI's millisecond companion of `Retry-After`: waiting clients do not all return at the same
+/// whole second.
+pub(super) const RETRY_AFTER_MS: &str = "retry-after-ms";
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -108,7 +112,9 @@ pub(super) fn upstream_error(
         .status(status)
         .header(CONTENT_TYPE, "application/json");
     if let Some(w) = wait {
-        b = b.header(RETRY_AFTER, w.as_secs().max(1).to_string());
+        b = b
+            .header(RETRY_AFTER, w.as_secs_f64().ceil().max(1.0).to_string())
+            .header(RETRY_AFTER_MS, w.as_millis().max(1).to_string());
     }
     b.body(full_body(out)).expect("valid response")
 }

@@ -22,6 +22,8 @@ pub(crate) struct Settings {
     /// Forced status for every API request; 0 = none.
     status: AtomicU32,
     stream_fault: FaultSetting,
+    /// `Retry-After` seconds on forced statuses; 0 = none.
+    retry_after_s: AtomicU64,
     pub limiter: RateLimiter,
 }
 
@@ -34,6 +36,7 @@ pub(crate) struct Snapshot {
     pub error_rate: f64,
     pub status: Option<u16>,
     pub stream_fault: StreamFault,
+    pub retry_after_s: Option<u64>,
 }
 
 impl Settings {
@@ -46,6 +49,7 @@ impl Settings {
             healthy: AtomicBool::new(true),
             status: AtomicU32::new(0),
             stream_fault: FaultSetting::new(cfg.stream_fault),
+            retry_after_s: AtomicU64::new(0),
             limiter: RateLimiter::new(cfg.rate_limit_rps.map(sanitize_rate)),
         }
     }
@@ -59,6 +63,7 @@ impl Settings {
             error_rate: f64::from_bits(self.error_rate.load(Ordering::Relaxed)),
             status: u16::try_from(status).ok().filter(|s| *s != 0),
             stream_fault: self.stream_fault.get(),
+            retry_after_s: Some(self.retry_after_s.load(Ordering::Relaxed)).filter(|s| *s != 0),
         }
     }
 
@@ -78,6 +83,7 @@ impl Settings {
             "healthy": self.healthy(),
             "status": s.status,
             "stream_fault": s.stream_fault.as_str(),
+            "retry_after_s": s.retry_after_s,
         })
     }
 }
@@ -203,6 +209,7 @@ pub(crate) fn control(state: &State, body: &[u8]) -> Response<MockBody> {
             Change::Healthy(v) => s.healthy.store(v, Ordering::Relaxed),
             Change::Status(v) => s.status.store(v.map_or(0, u32::from), Ordering::Relaxed),
             Change::StreamFault(f) => s.stream_fault.set(f),
+            Change::RetryAfter(v) => s.retry_after_s.store(v.unwrap_or(0), Ordering::Relaxed),
         }
     }
     tracing::debug!(mock = %state.cfg.name, settings = %s.to_json(&state.cfg.name), "mock settings changed");
@@ -218,6 +225,7 @@ enum Change {
     Healthy(bool),
     Status(Option<u16>),
     StreamFault(StreamFault),
+    RetryAfter(Option<u64>),
 }
 
 /// Validate every key before applying any, so a bad request changes nothing.
@@ -246,6 +254,8 @@ fn parse_changes(map: &Map<String, Value>) -> Result<Vec<Change>, String> {
                     .ok_or_else(bad)?;
                 Change::Status(Some(code as u16))
             }
+            "retry_after_s" if v.is_null() => Change::RetryAfter(None),
+            "retry_after_s" => Change::RetryAfter(Some(v.as_u64().ok_or_else(bad)?)),
             "stream_fault" => {
                 Change::StreamFault(v.as_str().and_then(StreamFault::parse).ok_or_else(bad)?)
             }

@@ -120,7 +120,12 @@ async fn api(state: &Arc<State>, req: Request<Incoming>, guard: InFlight) -> Res
     if let Some(code) = snap.status {
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let msg = format!("Forced status {code} (mock control).");
-        return error(protocol, status, &msg);
+        let mut res = error(protocol, status, &msg);
+        if let Some(secs) = snap.retry_after_s {
+            res.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        return res;
     }
     if snap.error_rate > 0.0 && rand::random::<f64>() < snap.error_rate {
         let msg = "The server had an error while processing your request (simulated).";

@@ -17,5 +17,5 @@ pub use auth::{Tenant, TenantTable};
 pub use handler::handle;
 pub use pipeline::Pipeline;
 pub use request_id::RequestIds;
-pub use server::{reuseport_listeners, serve};
+pub use server::{refuse_shared_port, reuseport_listeners, serve};
 pub use tls::load_tls;

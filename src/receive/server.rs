@@ -12,6 +12,29 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+/// An error naming `addr` when another process already listens there. The serving sockets share
+/// their port with SO_REUSEPORT (one per worker), which would otherwise let a second Sluice start
+/// on a port in use and silently split the traffic with the first; sharing is only on request
+/// (`--takeover`).
+pub fn refuse_shared_port(addr: std::net::SocketAddr) -> Result<(), String> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    // SO_REUSEADDR (as the serving sockets) lets a port in TIME_WAIT be taken; a listener is not.
+    let _ = probe.set_reuse_address(true);
+    match probe.bind(&addr.into()).and_then(|_| probe.listen(1)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(format!(
+            "cannot listen on {addr}: the address is already in use by another process (to hand \
+             over from a running Sluice without downtime, start the new one with --takeover)"
+        )),
+        Err(e) => Err(format!("cannot listen on {addr}: {e}")),
+    }
+}
+
 /// `n` listening sockets on `addr` sharing the port with SO_REUSEPORT, so the kernel spreads
 /// connections over one accept loop per worker. Port 0: the first socket picks the port, the others join it.
 pub fn reuseport_listeners(

@@ -399,6 +399,12 @@ impl AdmissionQueue {
             }
             match inner.fair.victim(Priority::High) {
                 Some(v) => {
+                    tracing::debug!(
+                        queued = inner.fair.len(),
+                        head_wait_ms =
+                            head.map_or(0, |h| now.saturating_duration_since(h).as_millis() as u64),
+                        "codel sheds a waiter"
+                    );
                     self.shed(inner, &v, Shed::Congested, now);
                     inner.codel.shed(now);
                 }

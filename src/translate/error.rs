@@ -177,7 +177,10 @@ pub fn error_to_openai(status: u16, body: &[u8]) -> Value {
         let kind = up
             .kind
             .as_deref()
-            .map_or_else(|| openai_type_for_status(status), anthropic_type_to_openai);
+            .map(anthropic_type_to_openai)
+            // A 4xx keeps its class even when the upstream's type has no OpenAI twin.
+            .filter(|k| *k != "server_error" || !(400..500).contains(&status))
+            .unwrap_or_else(|| openai_type_for_status(status));
         (
             kind.to_string(),
             Value::Null,
