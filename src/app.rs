@@ -10,7 +10,7 @@ use crate::mock::{self, MockConfig};
 use crate::observe::Metrics;
 use crate::observe::admin::Admin;
 use crate::ratelimit::{ClusterLimiter, LocalLimiter, RateLimiter};
-use crate::receive::{Pipeline, RequestIds, TenantTable, models};
+use crate::receive::{BodyBudget, Pipeline, RequestIds, TenantTable, models};
 use crate::route::Router;
 use crate::shape::Door;
 use serde_json::{Value, json};
@@ -149,6 +149,8 @@ impl App {
             ids: RequestIds::default(),
             max_body_bytes: cfg.listen.max_body_bytes,
             max_header_bytes: cfg.listen.max_header_bytes,
+            bounds: cfg.bounds,
+            body_budget: BodyBudget::default(),
             affinity: cfg.routing.affinity.clone(),
             models: models::list(cfg.backends.iter().map(|b| &b.value)),
             node_header: http::HeaderValue::from_str(&cfg.node.id)

@@ -52,6 +52,10 @@ pub enum GatewayError {
     BadDeadline(String),
     #[error("request not served: {0}")]
     Shed(crate::shape::Shed),
+    #[error("request body not received in time")]
+    BodyTimeout,
+    #[error("too many request bodies are being received at once: retry shortly")]
+    BodiesOverBudget,
 }
 
 impl From<AdmitError> for GatewayError {
@@ -99,6 +103,8 @@ impl GatewayError {
             GatewayError::Shed(crate::shape::Shed::DeadlineExpired) => 504,
             GatewayError::Shed(_) => 503,
             GatewayError::UpstreamTimeout(_) => 504,
+            GatewayError::BodyTimeout => 408,
+            GatewayError::BodiesOverBudget => 503,
         }
     }
 
@@ -120,6 +126,8 @@ impl GatewayError {
             GatewayError::UpstreamTimeout(_) => "upstream_timeout",
             GatewayError::UpstreamUnavailable { .. } => "upstream_unavailable",
             GatewayError::BadDeadline(_) => "bad_deadline",
+            GatewayError::BodyTimeout => "body_timeout",
+            GatewayError::BodiesOverBudget => "bodies_over_budget",
             GatewayError::Shed(s) => match s {
                 crate::shape::Shed::QueueFull => "shed_queue_full",
                 crate::shape::Shed::DeadlineExpired => "deadline_expired",
@@ -183,7 +191,9 @@ impl GatewayError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             GatewayError::RateLimited { decision, .. } => decision.retry_after,
-            GatewayError::NoHealthyBackend(_) => Some(Duration::from_secs(1)),
+            GatewayError::NoHealthyBackend(_) | GatewayError::BodiesOverBudget => {
+                Some(Duration::from_secs(1))
+            }
             GatewayError::UpstreamsRateLimited { retry_after, .. } => Some(*retry_after),
             GatewayError::Shed(s) if *s != crate::shape::Shed::DeadlineExpired => {
                 Some(Duration::from_secs(1))

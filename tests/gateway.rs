@@ -459,3 +459,76 @@ async fn a_second_process_on_a_port_in_use_is_refused_unless_it_takes_over() {
     );
     assert_eq!(chat(&second, "sk-acme", hello("m"), &[]).await.status, 200);
 }
+
+/// A raw HTTP/1.1 request head declaring `len` body bytes, then `sent` of them.
+async fn partial_body(gw: &Proc, len: usize, sent: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(&gw.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-acme\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(sent).await.unwrap();
+    s
+}
+
+async fn status_line(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn slow_bodies_time_out_and_a_crowd_of_them_cannot_take_the_memory() {
+    let m = mock("openai", "sim", &[]);
+    let gw = gateway(&format!(
+        "backends:\n{}{TENANTS}routing: {{}}\nbounds: {{ body_idle_timeout_ms: 300, body_timeout_ms: 2000, max_pending_body_bytes: 4096 }}\n",
+        backend("a", &m, "openai", "")
+    ));
+    // Declares 1,000 bytes, sends one: 408 once the idle gap passes, not a connection held for ever.
+    let mut trickle = partial_body(&gw, 1000, b"{").await;
+    let t = std::time::Instant::now();
+    let answer = status_line(&mut trickle).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // Two bodies of 2,000 bytes being read hold 4,000 of the 4,096-byte budget: a third is refused
+    // at once with 503 and Retry-After, and the first two still complete.
+    let mut a = partial_body(&gw, 2000, b"").await;
+    let mut b = partial_body(&gw, 2000, b"").await;
+    let before = metrics_text(&gw).await;
+    eventually(
+        Duration::from_secs(5),
+        "both bodies are being read",
+        || async {
+            // The reservations are taken when the heads arrive; poll until a third is refused.
+            let mut c = partial_body(&gw, 2000, b"").await;
+            let answer = status_line(&mut c).await;
+            answer.starts_with("HTTP/1.1 503") && answer.contains("bodies_over_budget")
+        },
+    )
+    .await;
+    let after = metrics_text(&gw).await;
+    assert!(
+        grew(
+            &before,
+            &after,
+            "sluice_errors_total",
+            &[("kind", "bodies_over_budget")]
+        ) >= 1.0
+    );
+    let body = hello("m").to_string();
+    let pad = " ".repeat(2000 - body.len());
+    for s in [&mut a, &mut b] {
+        use tokio::io::AsyncWriteExt;
+        s.write_all(format!("{body}{pad}").as_bytes())
+            .await
+            .unwrap();
+        let answer = status_line(s).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+}

@@ -16,6 +16,25 @@ pub struct BoundsConfig {
     /// Largest non-streamed upstream body read into memory.
     #[serde(default = "default_upstream_body")]
     pub max_upstream_body_bytes: usize,
+    /// All client request bodies being read at once, together; past it new requests get 503 at once.
+    #[serde(default = "default_pending_bodies")]
+    pub max_pending_body_bytes: usize,
+    /// Longest gap between two pieces of a client's request body (408 after it).
+    #[serde(default = "ten_s")]
+    pub body_idle_timeout_ms: u64,
+    /// Longest time to receive a whole client request body (408 after it).
+    #[serde(default = "sixty_s")]
+    pub body_timeout_ms: u64,
+}
+
+fn default_pending_bodies() -> usize {
+    256 * 1024 * 1024
+}
+fn ten_s() -> u64 {
+    10_000
+}
+fn sixty_s() -> u64 {
+    60_000
 }
 
 fn mib() -> usize {
@@ -31,6 +50,9 @@ impl Default for BoundsConfig {
             sse_max_line_bytes: mib(),
             sse_max_event_bytes: mib(),
             max_upstream_body_bytes: default_upstream_body(),
+            max_pending_body_bytes: default_pending_bodies(),
+            body_idle_timeout_ms: ten_s(),
+            body_timeout_ms: sixty_s(),
         }
     }
 }
@@ -44,9 +66,18 @@ impl BoundsConfig {
                 "bounds.max_upstream_body_bytes",
                 self.max_upstream_body_bytes,
             ),
+            ("bounds.max_pending_body_bytes", self.max_pending_body_bytes),
         ] {
             if v < 1024 {
                 return Err(ConfigError::invalid(field, None, "must be at least 1024"));
+            }
+        }
+        for (field, v) in [
+            ("bounds.body_idle_timeout_ms", self.body_idle_timeout_ms),
+            ("bounds.body_timeout_ms", self.body_timeout_ms),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::invalid(field, None, "must be above 0"));
             }
         }
         Ok(())

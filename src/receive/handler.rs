@@ -3,18 +3,18 @@
 
 use super::Pipeline;
 use super::affinity;
+use super::body::read_body;
 use crate::balance::Backend;
 use crate::deliver::{Call, Delivered};
 use crate::error::GatewayError;
 use crate::observe::Metrics;
 use crate::observe::admin::json_response_bytes;
-use crate::protocol::{Endpoint, Protocol, ReadError, RequestBody, RespBody, read_whole};
+use crate::protocol::{Endpoint, Protocol, RequestBody, RespBody};
 use crate::ratelimit::Decision;
 use crate::route::{RequestMeta, RouteDecision};
 use crate::shape::Arrival;
 use crate::translate::scan_request;
-use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::sync::Arc;
@@ -123,7 +123,7 @@ async fn proxy<'a>(
         .authenticate(req.headers())
         .cloned()
         .ok_or(GatewayError::Unauthorized)?;
-    let (parts, raw) = read_body(req, p.max_body_bytes).await?;
+    let (parts, raw) = read_body(req, p.max_body_bytes, &p.bounds, &p.body_budget).await?;
     let scan = scan_request(&raw, affinity::body_field(p.affinity.as_ref()))
         .map_err(|e| GatewayError::BadJson(e.to_string()))?;
     let model = scan
@@ -180,29 +180,6 @@ async fn proxy<'a>(
     let Delivered { response, backend } = p.deliver.forward(call).await?;
     out.backend = backend;
     Ok(response)
-}
-
-/// The request's head and whole body, refused past `max` bytes (declared or sent).
-async fn read_body(
-    req: Request<Incoming>,
-    max: usize,
-) -> Result<(http::request::Parts, Bytes), GatewayError> {
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > max) {
-        return Err(GatewayError::PayloadTooLarge(max));
-    }
-    let (parts, body) = req.into_parts();
-    match read_whole(body, max).await {
-        Ok(b) => Ok((parts, b)),
-        Err(ReadError::TooLarge(_)) => Err(GatewayError::PayloadTooLarge(max)),
-        Err(ReadError::Body(e)) => Err(GatewayError::BadJson(format!(
-            "could not read the body: {e}"
-        ))),
-    }
 }
 
 /// OpenAI-style `x-ratelimit-*` headers for the request and token buckets.

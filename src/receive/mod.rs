@@ -6,6 +6,7 @@
 
 mod affinity;
 mod auth;
+mod body;
 mod handler;
 pub mod models;
 mod pipeline;
@@ -14,6 +15,7 @@ mod server;
 mod tls;
 
 pub use auth::{Tenant, TenantTable};
+pub use body::BodyBudget;
 pub use handler::handle;
 pub use pipeline::Pipeline;
 pub use request_id::RequestIds;

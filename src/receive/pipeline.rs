@@ -1,8 +1,8 @@
 //! The built pipeline a request walks: what Receive holds itself (tenants, ids, limits), then each
 //! later stage in flow order. `app` builds it; `handler` walks it.
 
-use super::{RequestIds, TenantTable};
-use crate::config::AffinityConfig;
+use super::{BodyBudget, RequestIds, TenantTable};
+use crate::config::{AffinityConfig, BoundsConfig};
 use crate::deliver::Deliver;
 use crate::observe::admin::Admin;
 use crate::route::Router;
@@ -17,6 +17,9 @@ pub struct Pipeline {
     pub max_body_bytes: usize,
     /// `listen.max_header_bytes`.
     pub max_header_bytes: usize,
+    /// Body timeouts and the node's budget for bodies being read.
+    pub bounds: BoundsConfig,
+    pub body_budget: BodyBudget,
     pub affinity: Option<AffinityConfig>,
     /// `/v1/models`' body.
     pub models: Bytes,
