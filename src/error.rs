@@ -52,6 +52,8 @@ pub enum GatewayError {
     BadDeadline(String),
     #[error("request not served: {0}")]
     Shed(crate::shape::Shed),
+    #[error("upstream `{0}` rejected the gateway's credentials (check the backend's api_key_env)")]
+    UpstreamCredentials(String),
     #[error("request body not received in time")]
     BodyTimeout,
     #[error("too many request bodies are being received at once: retry shortly")]
@@ -104,6 +106,7 @@ impl GatewayError {
             GatewayError::Shed(_) => 503,
             GatewayError::UpstreamTimeout(_) => 504,
             GatewayError::BodyTimeout => 408,
+            GatewayError::UpstreamCredentials(_) => 502,
             GatewayError::BodiesOverBudget => 503,
         }
     }
@@ -127,6 +130,7 @@ impl GatewayError {
             GatewayError::UpstreamUnavailable { .. } => "upstream_unavailable",
             GatewayError::BadDeadline(_) => "bad_deadline",
             GatewayError::BodyTimeout => "body_timeout",
+            GatewayError::UpstreamCredentials(_) => "upstream_credentials",
             GatewayError::BodiesOverBudget => "bodies_over_budget",
             GatewayError::Shed(s) => match s {
                 crate::shape::Shed::QueueFull => "shed_queue_full",

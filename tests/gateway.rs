@@ -532,3 +532,33 @@ async fn slow_bodies_time_out_and_a_crowd_of_them_cannot_take_the_memory() {
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
 }
+
+#[tokio::test]
+async fn an_upstream_refusing_the_gateways_key_is_a_502_not_the_clients_401() {
+    let m = mock("openai", "keyed", &["--api-key", "sk-upstream-secret"]);
+    let cfg = format!(
+        "backends:\n{}{TENANTS}routing: {{}}\n",
+        backend("sim", &m, "openai", ", api_key_env: SIM_KEY")
+    );
+    let gw = gateway_env(&cfg, &[("SIM_KEY", "sk-stale-key")]);
+    let before = metrics_text(&gw).await;
+    let r = chat(&gw, "sk-acme", hello("m"), &[]).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "upstream_credentials");
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("`sim`") && msg.contains("credentials"),
+        "{msg}"
+    );
+    assert!(!r.text().contains("sk-stale-key"), "{}", r.text());
+    let after = metrics_text(&gw).await;
+    assert_eq!(
+        grew(
+            &before,
+            &after,
+            "sluice_backend_credentials_rejected_total",
+            &[("backend", "sim")]
+        ),
+        1.0
+    );
+}

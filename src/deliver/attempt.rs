@@ -109,14 +109,7 @@ pub(super) async fn attempt(
     };
     if let Some(wait) = cooling {
         backend.cooldown(now + wait);
-        let body = read_limited(
-            backend,
-            resp.into_body(),
-            deadline,
-            bounds.max_upstream_body_bytes,
-        )
-        .await
-        .unwrap_or_default();
+        let body = error_body(backend, resp.into_body(), deadline, bounds).await;
         return Attempt::Retry(
             if status == StatusCode::TOO_MANY_REQUESTS {
                 "rate_limited"
@@ -132,16 +125,21 @@ pub(super) async fn attempt(
             )),
         );
     }
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        // Sluice never forwards the client's key: a 401/403 is the gateway's own credentials
+        // (the backend's key) being refused. Not the client's fault, and not passed on as if it were.
+        backend.passive(false, now);
+        Metrics::credentials_rejected(backend.name());
+        tracing::error!(backend = %backend.name(), status = status.as_u16(), "upstream rejected the gateway's credentials");
+        let _ = error_body(backend, resp.into_body(), deadline, bounds).await;
+        return Attempt::Retry(
+            "credentials",
+            Failure::Error(GatewayError::UpstreamCredentials(backend.name().into())),
+        );
+    }
     if status.is_server_error() {
         backend.passive(false, now);
-        let body = read_limited(
-            backend,
-            resp.into_body(),
-            deadline,
-            bounds.max_upstream_body_bytes,
-        )
-        .await
-        .unwrap_or_default();
+        let body = error_body(backend, resp.into_body(), deadline, bounds).await;
         return Attempt::Retry(
             "5xx",
             Failure::Upstream(upstream_error(client_proto, status, &body, &plan, None)),
@@ -149,14 +147,7 @@ pub(super) async fn attempt(
     }
     backend.passive(true, now);
     if !status.is_success() {
-        let body = read_limited(
-            backend,
-            resp.into_body(),
-            deadline,
-            bounds.max_upstream_body_bytes,
-        )
-        .await
-        .unwrap_or_default();
+        let body = error_body(backend, resp.into_body(), deadline, bounds).await;
         return Attempt::Done(upstream_error(client_proto, status, &body, &plan, None));
     }
     let is_sse = resp
@@ -299,5 +290,52 @@ fn record_usage_parts(tenant: &str, backend: &Backend, usage: Option<Usage>) {
             u.output_tokens,
             cost,
         );
+    }
+}
+
+/// An upstream's error body, bounded, with the key Sluice injected masked wherever it is echoed.
+async fn error_body(
+    backend: &Backend,
+    body: UpstreamBody,
+    deadline: Instant,
+    bounds: &BoundsConfig,
+) -> Bytes {
+    let body = read_limited(backend, body, deadline, bounds.max_upstream_body_bytes)
+        .await
+        .unwrap_or_default();
+    match backend.api_key.as_deref() {
+        Some(key) => mask(body, key),
+        None => body,
+    }
+}
+
+/// `body` with every occurrence of `secret` replaced by `***`.
+fn mask(body: Bytes, secret: &str) -> Bytes {
+    let secret = secret.as_bytes();
+    if secret.len() < 4 || memchr::memmem::find(&body, secret).is_none() {
+        return body;
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest: &[u8] = &body;
+    while let Some(i) = memchr::memmem::find(rest, secret) {
+        out.extend_from_slice(&rest[..i]);
+        out.extend_from_slice(b"***");
+        rest = &rest[i + secret.len()..];
+    }
+    out.extend_from_slice(rest);
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_injected_key_is_masked_wherever_it_appears() {
+        let b = bytes::Bytes::from_static(b"{\"error\":\"bad key sk-secret-1 (sk-secret-1)\"}");
+        assert_eq!(
+            &super::mask(b, "sk-secret-1")[..],
+            b"{\"error\":\"bad key *** (***)\"}"
+        );
+        let b = bytes::Bytes::from_static(b"nothing here");
+        assert_eq!(&super::mask(b.clone(), "sk-secret-1")[..], &b[..]);
     }
 }

@@ -178,6 +178,12 @@ pub const COST: Def = def(
     &["tenant", "backend"],
     "cost in millionths of a dollar",
 );
+pub const CREDENTIALS_REJECTED: Def = def(
+    "sluice_backend_credentials_rejected_total",
+    Counter,
+    &["backend"],
+    "upstream 401/403 to the gateway's own key: the backend is misconfigured",
+);
 pub const STREAM_FAULTS: Def = def(
     "sluice_stream_faults_total",
     Counter,
@@ -223,6 +229,7 @@ pub const ALL: &[Def] = &[
     FAILOVERS,
     TOKENS,
     COST,
+    CREDENTIALS_REJECTED,
     STREAM_FAULTS,
     CLUSTER_MEMBERS,
     CLUSTER_MEMBERSHIP_CHANGES,

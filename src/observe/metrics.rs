@@ -241,4 +241,8 @@ impl Metrics {
     pub fn stream_fault(kind: &'static str) {
         counter!(STREAM_FAULTS.name, "kind" => kind).increment(1);
     }
+    /// An upstream refused the key Sluice injects for `backend`.
+    pub fn credentials_rejected(backend: &str) {
+        counter!(CREDENTIALS_REJECTED.name, "backend" => backend.to_string()).increment(1);
+    }
 }
