@@ -31,6 +31,38 @@ pub struct RequestScan {
 #[error("{0}")]
 pub struct ScanError(pub String);
 
+/// Deepest nesting of arrays and objects accepted, as serde_json allows when it builds a tree: a
+/// body passed through untouched is held to the same limit as one that is translated.
+const MAX_DEPTH: usize = 128;
+
+/// Whether no array or object in `raw` is nested deeper than `max` (strings are skipped).
+fn nesting_within(raw: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+    for &b in raw {
+        if in_str {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
 /// Scan `raw` (a JSON object); `affinity_field` is the top-level field whose value pins a session.
 pub fn scan_request(raw: &[u8], affinity_field: Option<&str>) -> Result<RequestScan, ScanError> {
     let starts_object = raw
@@ -43,6 +75,11 @@ pub fn scan_request(raw: &[u8], affinity_field: Option<&str>) -> Result<RequestS
             Err(e) => ScanError(e.to_string()),
             Ok(_) => ScanError("expected a json object".into()),
         });
+    }
+    if !nesting_within(raw, MAX_DEPTH) {
+        return Err(ScanError(format!(
+            "json nested deeper than {MAX_DEPTH} levels"
+        )));
     }
     let mut de = serde_json::Deserializer::from_slice(raw);
     let top = Top {

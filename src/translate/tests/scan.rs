@@ -125,3 +125,29 @@ fn scan_escaped_keys_are_the_same_keys() {
     assert_eq!(s.model.as_deref(), Some("m"));
     assert!(s.stream);
 }
+
+#[test]
+fn deep_nesting_is_refused_by_the_scan_even_when_the_body_would_pass_through() {
+    let deep = format!(
+        r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"metadata":{}1{}}}"#,
+        "[".repeat(1000),
+        "]".repeat(1000)
+    );
+    assert!(scan_request(deep.as_bytes(), None).is_err());
+    let shallow = format!(
+        r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"metadata":{}1{}}}"#,
+        "[".repeat(50),
+        "]".repeat(50)
+    );
+    assert!(scan_request(shallow.as_bytes(), None).is_ok());
+}
+
+#[test]
+fn brackets_inside_strings_do_not_count_as_nesting() {
+    let body = format!(
+        r#"{{"model":"m","messages":[{{"role":"user","content":"{} \" {}"}}]}}"#,
+        "[".repeat(500),
+        "{".repeat(500)
+    );
+    assert!(scan_request(body.as_bytes(), None).is_ok());
+}
