@@ -164,3 +164,62 @@ async fn every_fault_through_every_protocol_pair_is_an_error_the_client_cannot_m
         );
     }
 }
+
+/// Peak resident memory of a process (`VmHWM`), in KiB.
+fn peak_rss_kib(p: &Proc) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_ends_a_line_cannot_grow_the_gateway() {
+    // Without a bound each of these streams grows a line buffer for as long as the upstream sends
+    // (hundreds of MiB/s); with the default 1 MiB bound each stops at about 1 MiB.
+    let m = mock("openai", "endless", &["--stream-fault", "no_newline"]);
+    let gw = gateway(&format!(
+        "backends:\n{}{TENANTS}routing: {{}}\n",
+        backend("endless", &m, "openai", ", eject_after: 100000")
+    ));
+    let (path, body) = request(Client::OpenAi, "m");
+    // Warm up once, then take the baseline peak.
+    assert!(stream(&gw, path, body.clone()).await.aborted);
+    let base = peak_rss_kib(&gw);
+    let streams: Vec<_> = (0..20)
+        .map(|_| {
+            let body = body.clone();
+            let gw_url = gw.url();
+            tokio::spawn(async move {
+                let req = http::Request::post(format!("{gw_url}{path}"))
+                    .header("authorization", "Bearer sk-acme")
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(body.to_string())))
+                    .unwrap();
+                let resp = client().request(req).await.unwrap();
+                let mut b = resp.into_body();
+                let mut aborted = false;
+                while let Some(f) = b.frame().await {
+                    if f.is_err() {
+                        aborted = true;
+                        break;
+                    }
+                }
+                aborted
+            })
+        })
+        .collect();
+    for s in streams {
+        let aborted = tokio::time::timeout(Duration::from_secs(20), s)
+            .await
+            .expect("every endless stream is cut within 20 s")
+            .unwrap();
+        assert!(aborted);
+    }
+    let grown_mib = (peak_rss_kib(&gw).saturating_sub(base)) / 1024;
+    // 20 streams × (1 MiB line bound + frames in flight), with room for the allocator.
+    assert!(grown_mib < 20 * 4, "peak RSS grew by {grown_mib} MiB");
+    println!("20 endless lines: peak RSS +{grown_mib} MiB");
+}
