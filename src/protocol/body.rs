@@ -37,6 +37,13 @@ where
     let mut first: Option<Bytes> = None;
     let mut more: Option<BytesMut> = None;
     let mut len = 0usize;
+    // A declared length (Content-Length) sizes the buffer once: about 1× the body, not the 2×
+    // that growing by doubling can leave.
+    let declared = body
+        .size_hint()
+        .exact()
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n <= max);
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.map_err(ReadError::Body)?.into_data() else {
             continue;
@@ -48,7 +55,8 @@ where
         match (&mut first, &mut more) {
             (None, _) => first = Some(data),
             (Some(f), None) => {
-                let mut buf = BytesMut::with_capacity(len.max(f.len() * 2));
+                let mut buf =
+                    BytesMut::with_capacity(declared.map_or(len.max(f.len() * 2), |n| n.max(len)));
                 buf.extend_from_slice(f);
                 buf.extend_from_slice(&data);
                 more = Some(buf);
