@@ -13,16 +13,16 @@ const STREAMS: usize = 1000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_streams_to_a_healthy_backend_all_complete() {
-    // ~3 s streams: 6 tokens at 2 tokens/s after a 50 ms time to first token. With the initial
+    // ~3 s streams: 3 tokens at 1 token/s after a 50 ms time to first token. With the initial
     // limit of 32 and growth only when streams end, most would wait past `max_wait_ms` (10 s).
     let m = mock(
         "openai",
         "up",
         &[
             "--tokens-per-sec",
-            "2",
+            "1",
             "--output-tokens",
-            "6",
+            "3",
             "--ttft-ms",
             "50",
         ],
@@ -31,7 +31,7 @@ async fn a_thousand_concurrent_streams_to_a_healthy_backend_all_complete() {
         "backends:\n{}{TENANTS}routing: {{}}\n",
         backend("up", &m, "openai", "")
     );
-    let gw = gateway(&cfg);
+    let gw = gateway_env(&cfg, &[("RUST_LOG", "info,sluice::shape::queue=debug")]);
     let url = format!("{}/v1/chat/completions", gw.url());
     let body = serde_json::json!({
         "model": "m", "stream": true,
@@ -84,9 +84,15 @@ async fn a_thousand_concurrent_streams_to_a_healthy_backend_all_complete() {
         .map(|(s, n)| s / n);
     assert!(
         failed.is_empty(),
-        "{} of {STREAMS} streams failed (concurrency limit now {limit:?}, mean ttft {ttft:?} s); first: {:?}",
+        "{} of {STREAMS} streams failed (concurrency limit now {limit:?}, mean ttft {ttft:?} s); first: {:?}\n{}",
         failed.len(),
-        failed.first().map(|(s, t)| (s, &t[..t.len().min(300)]))
+        failed.first().map(|(s, t)| (s, &t[..t.len().min(300)])),
+        gw.logs()
+            .lines()
+            .filter(|l| l.contains("codel") || l.contains("WARN"))
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert_eq!(
         metric(&text, "sluice_shed_total", &[]),

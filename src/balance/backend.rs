@@ -149,11 +149,22 @@ impl Backend {
             return;
         }
         let before = self.limit.load(Ordering::Relaxed);
+        // Requests waiting for a slot are demand as much as requests in flight: the limit may grow
+        // while they wait, not only once they have started.
+        let waiting = self
+            .queues
+            .get()
+            .is_some_and(|qs| qs.iter().any(|q| !q.is_empty()));
+        let in_flight = if waiting {
+            self.in_flight().max(before)
+        } else {
+            self.in_flight()
+        };
         let limit = self
             .congestion
             .lock()
             .expect("congestion lock")
-            .on_sample(outcome, self.in_flight());
+            .on_sample(outcome, in_flight);
         if limit != before {
             self.limit.store(limit, Ordering::Relaxed);
             Metrics::concurrency_limit(self.name(), self.concurrency_limit());
