@@ -39,10 +39,16 @@ async fn a_thousand_concurrent_streams_to_a_healthy_backend_all_complete() {
     })
     .to_string();
     let client = client();
+    // The streams open within half a second (two per millisecond), as a burst of clients does;
+    // all of them are open together for seconds. (The gateway's log is named on failure: its
+    // queue lines are at debug level.)
+    let start = tokio::time::Instant::now();
     let tasks: Vec<_> = (0..STREAMS)
-        .map(|_| {
+        .map(|i| {
             let (client, url, body) = (client.clone(), url.clone(), body.clone());
+            let at = start + Duration::from_micros(500 * i as u64);
             tokio::spawn(async move {
+                tokio::time::sleep_until(at).await;
                 let req = http::Request::post(url)
                     .header("authorization", "Bearer sk-acme")
                     .header("content-type", "application/json")
@@ -84,7 +90,7 @@ async fn a_thousand_concurrent_streams_to_a_healthy_backend_all_complete() {
         .map(|(s, n)| s / n);
     assert!(
         failed.is_empty(),
-        "{} of {STREAMS} streams failed (concurrency limit now {limit:?}, mean ttft {ttft:?} s); first: {:?}\n{}",
+        "{} of {STREAMS} streams failed (concurrency limit now {limit:?}, mean ttft {ttft:?} s); first: {:?}\n{}\nlog: {}",
         failed.len(),
         failed.first().map(|(s, t)| (s, &t[..t.len().min(300)])),
         gw.logs()
@@ -92,7 +98,8 @@ async fn a_thousand_concurrent_streams_to_a_healthy_backend_all_complete() {
             .filter(|l| l.contains("codel") || l.contains("WARN"))
             .take(5)
             .collect::<Vec<_>>()
-            .join("\n")
+            .join("\n"),
+        gw.log.display()
     );
     assert_eq!(
         metric(&text, "sluice_shed_total", &[]),

@@ -160,16 +160,23 @@ impl Backend {
         } else {
             self.in_flight()
         };
-        let limit = self
-            .congestion
-            .lock()
-            .expect("congestion lock")
-            .on_sample(outcome, in_flight);
+        let (limit, slow_start) = {
+            let mut c = self.congestion.lock().expect("congestion lock");
+            (c.on_sample(outcome, in_flight), c.in_slow_start())
+        };
         if limit != before {
             self.limit.store(limit, Ordering::Relaxed);
             Metrics::concurrency_limit(self.name(), self.concurrency_limit());
-            if limit > before {
-                self.wake_queues();
+            if limit > before
+                && let Some(qs) = self.queues.get()
+            {
+                for q in qs {
+                    if slow_start {
+                        q.notify_growing();
+                    } else {
+                        q.notify();
+                    }
+                }
             }
         }
     }

@@ -29,7 +29,7 @@ impl Codel {
         }
     }
 
-    fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.first_above = None;
         self.dropping = false;
         self.count = 0;

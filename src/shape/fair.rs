@@ -158,6 +158,31 @@ impl<S> Fair<S> {
         })
     }
 
+    /// Up to `n` waiters that have not failed at `epoch`, in serve order, all of the first class
+    /// that has one (a window never mixes classes).
+    pub fn unblocked(&self, epoch: u64, n: usize) -> Vec<(u64, &Waiter<S>)> {
+        let mut out = Vec::new();
+        for class in &self.classes {
+            for name in class.order.values() {
+                let Some(t) = class.tenants.get(name) else {
+                    continue;
+                };
+                for (k, w) in &t.waiters {
+                    if w.blocked != Some(epoch) {
+                        out.push((k.id, w));
+                        if out.len() == n {
+                            return out;
+                        }
+                    }
+                }
+            }
+            if !out.is_empty() {
+                return out;
+            }
+        }
+        out
+    }
+
     /// The waiter served next and its place.
     pub fn head(&self) -> Option<(Priority, &Key, &Waiter<S>)> {
         Priority::ALL.into_iter().find_map(|p| {

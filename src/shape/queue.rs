@@ -47,7 +47,14 @@ struct Inner {
     /// Waiters that tried and failed since the last success or `notify`: past
     /// [`MAX_FAILED_TURNS`] the turn is not passed on until capacity changes again.
     failed_turns: usize,
+    /// How many waiters at the front may try at once: doubles while tries succeed (capacity is
+    /// plentiful, so a long queue drains in parallel rather than one task wake after another),
+    /// back to 1 on a failure (scarce capacity goes strictly in order).
+    window: usize,
 }
+
+/// The widest the front window grows.
+const MAX_WINDOW: usize = 32;
 
 /// How many waiters in a row may try and fail on one change of capacity before the turn stops
 /// being passed on: a freed slot is found by the first few, and a thousand waiters do not each
@@ -55,11 +62,20 @@ struct Inner {
 const MAX_FAILED_TURNS: usize = 64;
 
 impl Inner {
-    /// Give the turn to the first waiter that has not already failed at the current capacity.
+    /// Give the turn to the first waiters (the window) that have not already failed at the current
+    /// capacity.
     fn wake_head(&self) {
-        if let Some((_, w)) = self.fair.first_unblocked(self.epoch) {
+        for (_, w) in self.fair.unblocked(self.epoch, self.window) {
             w.slot.notify.notify_one();
         }
+    }
+
+    /// Whether waiter `id` is in the front window.
+    fn may_try(&self, id: u64, epoch: u64) -> bool {
+        self.fair
+            .unblocked(epoch, self.window)
+            .iter()
+            .any(|(i, _)| *i == id)
     }
 }
 
@@ -125,6 +141,7 @@ impl AdmissionQueue {
                 next_id: 0,
                 epoch: 0,
                 failed_turns: 0,
+                window: 1,
             }),
             len: AtomicUsize::new(0),
             max_len,
@@ -165,8 +182,23 @@ impl AdmissionQueue {
         let mut inner = self.lock();
         inner.epoch += 1;
         inner.failed_turns = 0;
+        tracing::trace!(
+            len = inner.fair.len(),
+            window = inner.window,
+            "queue notified"
+        );
         self.congestion(&mut inner, Instant::now());
         inner.wake_head();
+    }
+
+    /// The backend's limit grew during its slow start: capacity is still being found, so the queue
+    /// is transient, not standing — CoDel's clock starts again — and the head tries at once.
+    pub fn notify_growing(&self) {
+        if self.is_empty() {
+            return;
+        }
+        self.lock().codel.reset();
+        self.notify();
     }
 
     /// Wait for this ticket's turn, running `try_start` whenever it is the head of the queue (on entry
@@ -218,8 +250,7 @@ impl AdmissionQueue {
                     return Err(why);
                 }
                 let epoch = inner.epoch;
-                let head =
-                    inner.fair.first_unblocked(epoch).map(|(id, _)| id) == Some(reg.pos.key.id);
+                let head = inner.may_try(reg.pos.key.id, epoch);
                 if let Some(w) = inner.fair.get_mut(&reg.pos).filter(|_| head && try_now) {
                     w.trying = true;
                 }
@@ -234,13 +265,20 @@ impl AdmissionQueue {
                     w.blocked = got.is_err().then_some(epoch);
                 }
                 if got.is_err() {
+                    tracing::trace!(
+                        failed = inner.failed_turns,
+                        len = inner.fair.len(),
+                        "queue try failed"
+                    );
                     // Pass the turn on: a waiter behind may fit where this one does not.
+                    inner.window = 1;
                     inner.failed_turns += 1;
                     if inner.failed_turns < MAX_FAILED_TURNS {
                         inner.wake_head();
                     }
                 } else {
                     inner.failed_turns = 0;
+                    inner.window = (inner.window * 2).min(MAX_WINDOW);
                 }
                 match got {
                     Ok(v) => {
