@@ -24,7 +24,8 @@
 //! STREAM_STEPS (default "1000,5000,10000"), STREAM_TOKENS (per stream, default 600), STREAM_RATE
 //! (tokens/s per stream, default 20: 30 s streams), STREAM_RAMP (new streams per second, default
 //! 2000), STREAM_CLIENT_THREADS (client runtime threads, default 1), STREAM_TARGETS (comma-separated
-//! subset of the targets above, default all). Quick run:
+//! subset of the targets above, default all), STREAM_SHAPING (a `shaping:` section for the Sluice
+//! targets in YAML flow style, e.g. `{ congestion: { enabled: false } }`; default none). Quick run:
 //! `STREAM_STEPS=1000 STREAM_TOKENS=100 cargo bench --bench streams`.
 
 mod common;
@@ -243,14 +244,17 @@ http {{
 /// The gateway config of a Sluice target: one backend, one tenant, maybe a Redis-kept token limit.
 fn sluice_config(backend: &Proc, protocol: &str, redis: Option<&RedisServer>) -> String {
     let b = support::backend("sim", backend, protocol, "");
+    let shaping = std::env::var("STREAM_SHAPING")
+        .map(|v| format!("shaping: {v}\n"))
+        .unwrap_or_default();
     let Some(redis) = redis else {
         return format!(
-            "backends:\n{b}tenants:\n  - {{ id: bench, keys: [sk-bench] }}\nrouting: {{}}\n"
+            "backends:\n{b}tenants:\n  - {{ id: bench, keys: [sk-bench] }}\nrouting: {{}}\n{shaping}"
         );
     };
     let gossip = free_port();
     format!(
-        "backends:\n{b}tenants:\n  - {{ id: bench, keys: [sk-bench], limits: {{ tokens_per_minute: 100000000000 }} }}\nrouting: {{}}\ncluster:\n  cluster_id: bench\n  gossip_listen: 127.0.0.1:{gossip}\n  seeds: [127.0.0.1:{gossip}]\n  redis: {{ url: \"{}\" }}\n",
+        "backends:\n{b}tenants:\n  - {{ id: bench, keys: [sk-bench], limits: {{ tokens_per_minute: 100000000000 }} }}\nrouting: {{}}\n{shaping}cluster:\n  cluster_id: bench\n  gossip_listen: 127.0.0.1:{gossip}\n  seeds: [127.0.0.1:{gossip}]\n  redis: {{ url: \"{}\" }}\n",
         redis.url()
     )
 }
@@ -432,8 +436,14 @@ fn head(raw: &mut BytesMut) -> Result<Option<(u16, bool)>, String> {
     }
 }
 
-/// One streaming request on its own connection, read to the end.
-async fn stream_once(port: u16, request: Arc<[u8]>, open: Arc<AtomicUsize>) -> Outcome {
+/// One streaming request on its own connection, read to the end or for at most `limit` (what it saw
+/// until then is kept).
+async fn stream_once(
+    port: u16,
+    request: Arc<[u8]>,
+    open: Arc<AtomicUsize>,
+    limit: Duration,
+) -> Outcome {
     let start = Instant::now();
     let mut sse = Sse {
         start,
@@ -441,7 +451,16 @@ async fn stream_once(port: u16, request: Arc<[u8]>, open: Arc<AtomicUsize>) -> O
         done: false,
         out: Outcome::default(),
     };
-    let result = read_stream(port, &request, &mut sse, &open).await;
+    let result = tokio::time::timeout(limit, read_stream(port, &request, &mut sse, &open))
+        .await
+        .unwrap_or_else(|_| {
+            let when = if sse.out.ttft.is_some() {
+                "after"
+            } else {
+                "before"
+            };
+            Err(format!("timed out {when} the first token"))
+        });
     if sse.out.ttft.is_some() {
         open.fetch_sub(1, Ordering::Relaxed);
     }
@@ -482,7 +501,7 @@ async fn read_stream(
                 None => continue,
                 Some((200, true)) => chunked = Some(Chunked::Size),
                 Some((200, false)) => return Err("200 not chunked".into()),
-                Some((status, _)) => return Err(format!("status {status}")),
+                Some((status, _)) => return Err(refusal(status, &raw)),
             }
         }
         let dec = chunked.as_mut().unwrap();
@@ -495,6 +514,17 @@ async fn read_stream(
             return Err("closed mid-body".into());
         }
     }
+}
+
+/// A non-200 answer: its status and the start of its body as far as it has arrived (the reason a
+/// proxy gives), digits blanked so that refusals differing only in numbers count together.
+fn refusal(status: u16, body: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(&body[..body.len().min(160)])
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '#' } else { c })
+        .filter(|c| !c.is_control())
+        .collect();
+    format!("status {status} {text}")
 }
 
 fn request_bytes(tokens: u32) -> Arc<[u8]> {
@@ -549,14 +579,7 @@ async fn clients(port: u16, n: usize, s: &Settings, open: Arc<AtomicUsize>) -> V
     for i in 0..n {
         tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / s.ramp)).await;
         let (request, open) = (request.clone(), open.clone());
-        tasks.push(tokio::spawn(async move {
-            tokio::time::timeout(limit, stream_once(port, request, open))
-                .await
-                .unwrap_or_else(|_| Outcome {
-                    error: Some("timed out".into()),
-                    ..Outcome::default()
-                })
-        }));
+        tasks.push(tokio::spawn(stream_once(port, request, open, limit)));
     }
     let mut out = Vec::with_capacity(n);
     for t in tasks {
@@ -568,7 +591,14 @@ async fn clients(port: u16, n: usize, s: &Settings, open: Arc<AtomicUsize>) -> V
 fn warm_up(rt: &tokio::runtime::Runtime, port: u16) {
     let open = Arc::new(AtomicUsize::new(0));
     let reqs: Vec<_> = (0..8)
-        .map(|_| stream_once(port, request_bytes(3), open.clone()))
+        .map(|_| {
+            stream_once(
+                port,
+                request_bytes(3),
+                open.clone(),
+                Duration::from_secs(30),
+            )
+        })
         .collect();
     for o in rt.block_on(futures_util::future::join_all(reqs)) {
         if let Some(e) = o.error {
@@ -642,7 +672,8 @@ impl Phase {
     /// CPU seconds per 1,000 chunks delivered.
     fn cpu_per_1k(&self) -> Option<f64> {
         self.cpu_ticks
-            .map(|t| t as f64 / CLK_TCK / (self.chunks.max(1) as f64 / 1000.0))
+            .filter(|_| self.chunks > 0)
+            .map(|t| t as f64 / CLK_TCK / (self.chunks as f64 / 1000.0))
     }
 }
 
