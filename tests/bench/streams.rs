@@ -27,6 +27,14 @@
 //! subset of the targets above, default all), STREAM_SHAPING (a `shaping:` section for the Sluice
 //! targets in YAML flow style, e.g. `{ congestion: { enabled: false } }`; default none). Quick run:
 //! `STREAM_STEPS=1000 STREAM_TOKENS=100 cargo bench --bench streams`.
+//!
+//! Limits of the set-up: a proxy holding N streams needs about 2N + 64 open files (the benchmark raises
+//! its soft limit, inherited by every child, as far as the hard limit allows, and warns below that);
+//! every hop carries N × STREAM_RATE chunks/s, so on a small machine the client and the upstream
+//! saturate too (a stream that times out keeps what it saw, and is counted failed). The Sluice targets
+//! run with the default shaping (adaptive concurrency limit, `max_queue` 1024, `max_wait_ms` 10 s):
+//! when time to first token rises under CPU contention the limit stops growing and the surplus is
+//! shed with 503 (`shed_queue_full`, `shed_max_wait`), which the error lines name.
 
 mod common;
 #[path = "../support/mod.rs"]
