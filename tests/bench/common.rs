@@ -1,7 +1,39 @@
-//! What the wrk benchmarks share beyond `tests/support` (processes, ports, waits, `/metrics`): tool
-//! checks, a wrk run, a median.
+//! What the benchmarks share beyond `tests/support` (processes, ports, waits, `/metrics`): tool
+//! checks, a wrk run, a median, a child process stopped on drop, a wait for a port.
+// Each benchmark uses a part of these: the rest is unused there.
+#![allow(dead_code)]
 
-use std::process::{Command, Stdio};
+use crate::support::wait::{poll_blocking, try_poll_blocking};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A child process: SIGTERM on drop (nginx's master then stops its workers), SIGKILL if it lingers.
+pub struct Kill(pub Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {}", self.0.id())])
+            .status();
+        let stopped = try_poll_blocking(Duration::from_secs(5), || {
+            self.0.try_wait().ok().flatten().map(|_| ())
+        });
+        if stopped.is_some() {
+            return;
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Wait (≤ 15 s) until something accepts connections on loopback `port`.
+pub fn wait_port(port: u16) {
+    poll_blocking(
+        Duration::from_secs(15),
+        &format!("port {port} open"),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+    );
+}
 
 /// Whether `cmd` is on PATH.
 pub fn need(cmd: &str) -> bool {

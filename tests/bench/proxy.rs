@@ -11,46 +11,18 @@ mod common;
 #[path = "../support/mod.rs"]
 mod support;
 
-use common::{median, need, wrk};
-use support::wait::{poll_blocking, try_poll_blocking};
+use common::{Kill, median, need, wait_port, wrk};
 use support::{Proc, free_port};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello in one short sentence please."}]}"#;
 const ANSWER: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#;
-
-/// A child process: SIGTERM on drop (nginx's master then stops its workers), SIGKILL if it lingers.
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = Command::new("sh")
-            .args(["-c", &format!("kill -TERM {}", self.0.id())])
-            .status();
-        let stopped = try_poll_blocking(Duration::from_secs(5), || {
-            self.0.try_wait().ok().flatten().map(|_| ())
-        });
-        if stopped.is_some() {
-            return;
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_port(port: u16) {
-    poll_blocking(
-        Duration::from_secs(15),
-        &format!("port {port} open"),
-        || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
-    );
-}
 
 /// nginx serving the canned answer on `up`, and reverse-proxying `proxy` → `up` with keep-alive.
 fn start_nginx(dir: &std::path::Path, up: u16, proxy: u16) -> Kill {
