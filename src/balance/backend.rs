@@ -167,7 +167,9 @@ impl Backend {
         if limit != before {
             self.limit.store(limit, Ordering::Relaxed);
             Metrics::concurrency_limit(self.name(), self.concurrency_limit());
-            if limit > before
+            // Only a limit that lets more start wakes the queues (`max_concurrent` may cap it).
+            let cap = self.cfg.max_concurrent.unwrap_or(u32::MAX);
+            if limit.min(cap) > before.min(cap)
                 && let Some(qs) = self.queues.get()
             {
                 for q in qs {
