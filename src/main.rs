@@ -158,6 +158,13 @@ fn run(args: RunArgs) -> ExitCode {
         cfg.listen.address = l;
     }
     init_tracing(args.log_json || cfg.node.log_json);
+    // Every open stream holds two sockets (client and upstream): take the whole hard limit on open
+    // files, as nginx's `worker_rlimit_nofile` lets operators do.
+    #[cfg(unix)]
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::info!(open_files = n, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     background_runtime().block_on(async move {
         let addr = match cfg.listen.socket_addr() {
             Ok(a) => a,
