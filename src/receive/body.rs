@@ -35,11 +35,6 @@ impl BodyBudget {
         held.bytes += n;
         true
     }
-
-    /// Bytes held now.
-    pub fn held(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
-    }
 }
 
 impl Drop for Held<'_> {
