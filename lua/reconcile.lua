@@ -38,12 +38,12 @@ else
   level = math.min(cap, level + dt * rate)
 end
 
-level = level + reserved - used
-if level > cap then
-  level = cap
-end
-if level < -cap then
-  level = -cap
+local delta = reserved - used
+if delta >= 0 then
+  level = math.min(cap, level + delta)
+else
+  -- A charge stops at -capacity (bookings may already be below it: a charge then adds nothing).
+  level = math.max(level + delta, math.min(level, -cap))
 end
 
 redis.call('HSET', KEYS[1], 'l', string.format('%.6f', level), 't', string.format('%.3f', now))

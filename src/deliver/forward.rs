@@ -26,19 +26,43 @@ pub struct Deliver {
 
 impl Deliver {
     /// A backend with a free slot for this call, excluding `tried`, waiting in Shape's queue while
-    /// every backend of the route is at its limit.
+    /// every backend of the route is at its limit. A waiter that finds every backend cooling down
+    /// (upstream 429/503 with Retry-After) for longer than its budget leaves at once with a 429 and
+    /// when to come back, rather than sit out its queue wait for Sluice's own 503.
     async fn slot(
         &self,
         call: &Call<'_>,
         tried: &[usize],
     ) -> Result<(Arc<Backend>, InFlightGuard), GatewayError> {
         let want = call.want();
-        call.admitted
+        let got = call
+            .admitted
             .slot(call.route.index, || {
-                self.balancer.take(call.route, &want, tried)
+                if let Some(slot) = self.balancer.take(call.route, &want, tried) {
+                    return Some(Ok(slot));
+                }
+                match self.balancer.survey(call.route, &want, tried) {
+                    Survey::CoolingUntil(end) => {
+                        let wait = end.saturating_duration_since(std::time::Instant::now());
+                        (wait > self.budget(call)).then_some(Err(wait))
+                    }
+                    _ => None,
+                }
             })
             .await
-            .map_err(GatewayError::Shed)
+            .map_err(GatewayError::Shed)?;
+        got.map_err(|wait| GatewayError::UpstreamsRateLimited {
+            route: call.route.route.to_string(),
+            retry_after: wait.max(Duration::from_millis(1)),
+        })
+    }
+
+    /// How long this call may still wait for a backend's cooldown to end.
+    fn budget(&self, call: &Call<'_>) -> Duration {
+        call.admitted.deadline.map_or(self.max_wait, |d| {
+            d.saturating_duration_since(Instant::now())
+                .min(self.max_wait)
+        })
     }
 
     pub async fn forward(&self, mut call: Call<'_>) -> Result<Delivered, GatewayError> {
@@ -59,11 +83,7 @@ impl Deliver {
                     // Every backend is only cooling down after upstream 429s: wait for the first to
                     // come back when that fits the request's budget, else answer 429 with when.
                     let wait = end.saturating_duration_since(std::time::Instant::now());
-                    let budget = call.admitted.deadline.map_or(self.max_wait, |d| {
-                        d.saturating_duration_since(Instant::now())
-                            .min(self.max_wait)
-                    });
-                    if wait > budget || waited_cooldown {
+                    if wait > self.budget(&call) || waited_cooldown {
                         return Err(GatewayError::UpstreamsRateLimited {
                             route: call.route.route.to_string(),
                             retry_after: wait.max(Duration::from_millis(1)),

@@ -30,16 +30,24 @@ impl Breaker {
     }
 
     /// A call failed. True when this failure opened the breaker (exactly one caller sees true).
+    #[cfg(test)]
     pub(crate) fn failure(&self) -> bool {
+        self.failure_counted().1
+    }
+
+    /// A call failed: its place in the failure streak (1 = the streak starts; exactly one caller
+    /// sees each number), and whether it opened the breaker.
+    pub(crate) fn failure_counted(&self) -> (u32, bool) {
         let n = self
             .failures
             .fetch_add(1, Ordering::AcqRel)
             .saturating_add(1);
-        n >= self.threshold
+        let opened = n >= self.threshold
             && self
                 .open
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
+                .is_ok();
+        (n, opened)
     }
 
     /// The probe succeeded. True when this closed the breaker.

@@ -2,10 +2,12 @@
 //! local limits.
 //!
 //! * **Global mode** (breaker closed): each [`RateLimiter::check`] is one `EVALSHA` of
-//!   `lua/token_bucket.lua` over a shared multiplexed connection, bounded by `timeout_ms`. All bucket
-//!   maths run in Lua against Redis `TIME`; Rust never reads-then-writes a bucket.
+//!   `lua/token_bucket.lua` over a shared multiplexed connection, bounded by `timeout_ms`: it admits,
+//!   books a later slot within the request's wait budget, or refuses. All bucket maths run in Lua
+//!   against Redis `TIME`; Rust never reads-then-writes a bucket.
 //! * **Fallback mode** (breaker open): no Redis calls at all. Each tenant's quota divided by the live
-//!   node count, in a [`LocalLimiter`] rebuilt whenever the count changes.
+//!   node count, in a [`LocalLimiter`] that starts from this node's share of the last known global
+//!   level (empty at start-up), never from full buckets.
 //! * A failed or slow call answers *that* request from the fallback at once and counts a failure;
 //!   `breaker_failures` consecutive failures open the breaker. A background task then reconnects and
 //!   probes every `breaker_open_ms` (connection set-up, script load and a `PING` within the per-call
@@ -52,6 +54,10 @@ pub(super) struct Inner {
     pub(super) errors: AtomicU64,
     pub(super) check_script: Script,
     pub(super) reconcile_script: Script,
+    pub(super) adjust_script: Script,
+    /// Set once the first connection attempt is over (either way): until then a request waits for
+    /// it (bounded by the connect budget) rather than meet the empty start-up fallback.
+    pub(super) settled: watch::Sender<bool>,
 }
 
 /// Global limits in Redis shared by every node, local limits (÷ live nodes) when Redis is away.
@@ -90,6 +96,10 @@ impl RateLimiter for ClusterLimiter {
 
     fn reconcile<'a>(&'a self, tenant: &'a str, reserved: u64, actual: u64) -> ReconcileFuture<'a> {
         Box::pin(self.inner.reconcile(tenant, reserved, actual))
+    }
+
+    fn release<'a>(&'a self, tenant: &'a str, requests: u32, tokens: u64) -> ReconcileFuture<'a> {
+        Box::pin(self.inner.release(tenant, requests, tokens))
     }
 
     fn mode(&self) -> &'static str {

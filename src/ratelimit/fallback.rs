@@ -1,9 +1,14 @@
 //! The local fallback of the cluster limiter: each tenant's quota divided by the live node count, so
-//! the nodes together still admit about the global limit while Redis is away. Rebuilt (fresh, full
-//! buckets) whenever the node count changes.
+//! the nodes together still admit about the global limit while Redis is away.
+//!
+//! A mode switch never hands out capacity: the fallback starts empty when the node starts, and when
+//! the breaker opens it is rebuilt from this node's share of each tenant's last known global level
+//! (debt included; a tenant never seen starts empty). A change of the node count re-divides what each
+//! bucket holds. Returning to global mode carries nothing over: Redis holds the truth.
 
 use super::LocalLimiter;
-use super::local::Quotas;
+use super::local::{Levels, Quotas};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -14,9 +19,10 @@ pub(crate) struct Fallback {
 }
 
 impl Fallback {
+    /// Empty buckets, divided among `live_nodes`.
     pub(crate) fn new(quotas: Vec<(String, Quotas)>, live_nodes: usize) -> Fallback {
         let n = live_nodes.max(1);
-        let limiter = Arc::new(build(&quotas, n));
+        let limiter = Arc::new(build(&quotas, n, |_| Levels::EMPTY));
         Fallback {
             quotas,
             current: RwLock::new(limiter),
@@ -36,22 +42,53 @@ impl Fallback {
         self.divisor.load(Ordering::Relaxed)
     }
 
-    /// Re-divide among `live_nodes`. Returns the previous divisor when it changed.
+    fn install(&self, limiter: LocalLimiter) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(limiter);
+    }
+
+    /// Start over from the tenants' global levels (what the whole cluster's buckets held): each
+    /// bucket gets this node's share. Tenants missing from `global` start empty.
+    pub(crate) fn seed(&self, global: &HashMap<String, Levels>) {
+        let n = self.divisor();
+        let share = |id: &str| {
+            global
+                .get(id)
+                .map_or(Levels::EMPTY, |l| scaled(*l, 1.0 / n as f64))
+        };
+        self.install(build(&self.quotas, n, share));
+    }
+
+    /// Re-divide among `live_nodes`, keeping the share each bucket holds. Returns the previous
+    /// divisor when it changed.
     pub(crate) fn resize(&self, live_nodes: usize) -> Option<usize> {
         let n = live_nodes.max(1);
         let previous = self.divisor();
         if previous == n {
             return None;
         }
-        let limiter = Arc::new(build(&self.quotas, n));
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = limiter;
+        let now = self.get().levels();
+        let factor = previous as f64 / n as f64;
+        let keep = |id: &str| now.get(id).map_or(Levels::EMPTY, |l| scaled(*l, factor));
+        self.install(build(&self.quotas, n, keep));
         self.divisor.store(n, Ordering::Relaxed);
         Some(previous)
     }
 }
 
-fn build(quotas: &[(String, Quotas)], n: usize) -> LocalLimiter {
-    LocalLimiter::with_quotas(quotas.iter().map(|(id, q)| (id.clone(), q.divided(n))))
+/// `l` times `f`; a full bucket (`None`) stays full.
+fn scaled(l: Levels, f: f64) -> Levels {
+    Levels {
+        requests: l.requests.map(|x| x * f),
+        tokens: l.tokens.map(|x| x * f),
+    }
+}
+
+fn build(quotas: &[(String, Quotas)], n: usize, start: impl Fn(&str) -> Levels) -> LocalLimiter {
+    LocalLimiter::with_quotas(
+        quotas
+            .iter()
+            .map(|(id, q)| (id.clone(), q.divided(n), start(id))),
+    )
 }
 
 #[cfg(test)]
@@ -67,26 +104,62 @@ mod tests {
                         tenant: "t",
                         requests: 1,
                         tokens: 0,
+                        max_wait: std::time::Duration::ZERO,
                     })
                     .allowed
             })
             .count()
     }
 
-    #[test]
-    fn divides_and_redivides() {
+    fn quota() -> Vec<(String, Quotas)> {
         let q = Quotas {
             requests_per_minute: Some(60),
             burst: Some(30),
             tokens_per_minute: None,
         };
-        let f = Fallback::new(vec![("t".into(), q)], 3);
+        vec![("t".into(), q)]
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn starts_empty_then_seeds_this_nodes_share_of_the_global_level() {
+        let f = Fallback::new(quota(), 3);
         assert_eq!(f.divisor(), 3);
-        assert_eq!(admitted(&f, 50), 10);
+        assert_eq!(admitted(&f, 50), 0, "a starting node hands out no burst");
+        let global = HashMap::from([(
+            "t".to_string(),
+            Levels {
+                requests: Some(12.0),
+                tokens: None,
+            },
+        )]);
+        f.seed(&global);
+        assert_eq!(
+            admitted(&f, 50),
+            4,
+            "a third of the 12 the cluster had left"
+        );
+        f.seed(&HashMap::new());
+        assert_eq!(admitted(&f, 50), 0, "a tenant never seen starts empty");
+        let full = HashMap::from([("t".to_string(), Levels::FULL)]);
+        f.seed(&full);
+        assert_eq!(
+            admitted(&f, 50),
+            10,
+            "a full global bucket: a third of the burst"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_node_count_redivides_what_the_buckets_hold() {
+        let f = Fallback::new(quota(), 3);
+        f.seed(&HashMap::from([("t".to_string(), Levels::FULL)]));
+        assert_eq!(admitted(&f, 4), 4);
         assert_eq!(f.resize(3), None);
+        // 6 of 10 left on 1/3 of the cluster; on 1/2 of it that share is 9.
         assert_eq!(f.resize(2), Some(3));
-        assert_eq!(admitted(&f, 50), 15);
+        assert_eq!(admitted(&f, 50), 9);
         assert_eq!(f.resize(0), Some(2), "0 live nodes counts as 1");
         assert_eq!(f.divisor(), 1);
+        assert_eq!(admitted(&f, 50), 0, "nothing appears from a re-division");
     }
 }

@@ -50,11 +50,6 @@ impl Lease {
         };
         *s = Some((kept + n.saturating_sub(1), now));
     }
-
-    /// Forget what is left (the bucket refused, or limits changed).
-    pub fn clear(&self) {
-        *self.state.lock().expect("lease lock") = None;
-    }
 }
 
 #[cfg(test)]

@@ -1,20 +1,14 @@
-//! The local limiter: per tenant, a governor GCRA bucket for requests (burst, then a sustained rate) and
-//! a token bucket for LLM tokens. Tokens need refunds and debts after the response (reserve the
-//! estimate, reconcile with actual usage), which governor cannot do, so that bucket is our own.
+//! The local limiter: per tenant, a request bucket (burst, then a sustained rate) and a token bucket
+//! for LLM tokens, both [`Bucket`]s: the same maths as the Redis script, reservations included, so a
+//! node alone and a cluster node in fallback admit and book the way the global limiter does.
 
+use super::bucket::{Bucket, Take};
 use super::{Decision, LimitFuture, LimitRequest, RateLimiter, ReconcileFuture};
 use crate::config::TenantConfig;
-use governor::clock::{Clock, DefaultClock};
-use governor::middleware::StateInformationMiddleware;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter as Gcra};
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
-
-type Bucket = Gcra<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 
 /// A tenant's quota, possibly scaled (a cluster node in fallback holds 1/N of the global rate).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -46,102 +40,111 @@ impl Quotas {
     }
 }
 
-struct RequestBucket {
-    rpm: u32,
-    burst: u32,
-    bucket: Bucket,
+/// Where a tenant's buckets start: `None` full, `Some(level)` at that level (may be negative: debt).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Levels {
+    pub requests: Option<f64>,
+    pub tokens: Option<f64>,
 }
 
-/// Tokens, refilled continuously at `rate` per second up to `capacity`; may go negative (debt).
-#[derive(Debug)]
-pub struct TokenBucket {
-    capacity: f64,
-    rate: f64,
-    state: Mutex<(f64, Instant)>,
-}
-
-impl TokenBucket {
-    pub fn per_minute(tpm: u64) -> TokenBucket {
-        TokenBucket {
-            capacity: tpm as f64,
-            rate: tpm as f64 / 60.0,
-            state: Mutex::new((tpm as f64, Instant::now())),
-        }
-    }
-
-    fn refill(&self, s: &mut (f64, Instant), now: Instant) {
-        let dt = now.saturating_duration_since(s.1).as_secs_f64();
-        s.0 = (s.0 + dt * self.rate).min(self.capacity);
-        s.1 = now;
-    }
-
-    /// Take `cost` (clamped to the capacity, so a large request can pass when the bucket is full).
-    /// `Err(wait)` when not enough is there; nothing is taken then.
-    pub fn take(&self, cost: u64, now: Instant) -> Result<f64, Duration> {
-        let mut s = self.state.lock().expect("bucket lock");
-        self.refill(&mut s, now);
-        let cost = (cost as f64).min(self.capacity);
-        if s.0 >= cost {
-            s.0 -= cost;
-            Ok(s.0)
-        } else {
-            Err(Duration::from_secs_f64((cost - s.0) / self.rate))
-        }
-    }
-
-    /// Give back (positive) or charge (negative) tokens after the fact.
-    pub fn adjust(&self, delta: f64, now: Instant) {
-        let mut s = self.state.lock().expect("bucket lock");
-        self.refill(&mut s, now);
-        s.0 = (s.0 + delta).min(self.capacity);
-    }
-
-    fn until_full(&self, level: f64) -> Duration {
-        Duration::from_secs_f64(((self.capacity - level).max(0.0)) / self.rate)
-    }
+impl Levels {
+    pub const FULL: Levels = Levels {
+        requests: None,
+        tokens: None,
+    };
+    pub const EMPTY: Levels = Levels {
+        requests: Some(0.0),
+        tokens: Some(0.0),
+    };
 }
 
 struct TenantBuckets {
-    requests: Option<RequestBucket>,
-    tokens: Option<TokenBucket>,
+    /// Requests per minute and the request bucket (capacity = burst).
+    requests: Option<(u32, Bucket)>,
+    tokens: Option<Bucket>,
+    /// What this limiter admitted (requests, tokens), net of what came back: a cluster node charges
+    /// it to the global buckets when Redis returns.
+    spent: Mutex<(f64, f64)>,
+}
+
+impl TenantBuckets {
+    fn spend(&self, requests: f64, tokens: f64) {
+        let mut s = self.spent.lock().unwrap_or_else(|e| e.into_inner());
+        s.0 += requests;
+        s.1 += tokens;
+    }
 }
 
 /// Buckets built from config; tenants without limits are not limited.
 pub struct LocalLimiter {
     buckets: HashMap<String, TenantBuckets>,
-    clock: DefaultClock,
 }
 
 impl LocalLimiter {
     pub fn new<'a>(tenants: impl IntoIterator<Item = &'a TenantConfig>) -> LocalLimiter {
-        Self::with_quotas(tenants.into_iter().map(|t| (t.id.clone(), Quotas::of(t))))
+        Self::with_quotas(
+            tenants
+                .into_iter()
+                .map(|t| (t.id.clone(), Quotas::of(t), Levels::FULL)),
+        )
     }
 
-    /// Build from explicit quotas (e.g. each divided by the live node count).
-    pub fn with_quotas(quotas: impl IntoIterator<Item = (String, Quotas)>) -> LocalLimiter {
+    /// Build from explicit quotas (e.g. each divided by the live node count) and starting levels.
+    pub fn with_quotas(quotas: impl IntoIterator<Item = (String, Quotas, Levels)>) -> LocalLimiter {
         let mut buckets = HashMap::new();
-        for (id, q) in quotas {
+        for (id, q, start) in quotas {
             let requests = q.requests_per_minute.map(|rpm| {
-                let burst = q.burst.unwrap_or(rpm.div_ceil(60).max(1));
-                let quota = Quota::per_minute(NonZeroU32::new(rpm).expect("validated above 0"))
-                    .allow_burst(NonZeroU32::new(burst).expect("validated above 0"));
-                RequestBucket {
-                    rpm,
-                    burst,
-                    bucket: Gcra::direct(quota).with_middleware::<StateInformationMiddleware>(),
-                }
+                let burst = q.burst.unwrap_or(rpm.div_ceil(60).max(1)).max(1) as f64;
+                let level = start.requests.unwrap_or(burst);
+                (rpm, Bucket::new(burst, rpm as f64 / 60.0, level))
             });
-            let tokens = q.tokens_per_minute.map(TokenBucket::per_minute);
+            let tokens = q.tokens_per_minute.map(|tpm| {
+                let cap = tpm as f64;
+                Bucket::new(cap, cap / 60.0, start.tokens.unwrap_or(cap))
+            });
             if requests.is_some() || tokens.is_some() {
-                buckets.insert(id, TenantBuckets { requests, tokens });
+                buckets.insert(
+                    id,
+                    TenantBuckets {
+                        requests,
+                        tokens,
+                        spent: Mutex::default(),
+                    },
+                );
             }
         }
-        LocalLimiter {
-            buckets,
-            clock: DefaultClock::default(),
-        }
+        LocalLimiter { buckets }
     }
 
+    /// Every limited tenant's levels now.
+    pub fn levels(&self) -> HashMap<String, Levels> {
+        let now = Instant::now();
+        self.buckets
+            .iter()
+            .map(|(id, tb)| {
+                let levels = Levels {
+                    requests: tb.requests.as_ref().map(|(_, b)| b.level(now)),
+                    tokens: tb.tokens.as_ref().map(|b| b.level(now)),
+                };
+                (id.clone(), levels)
+            })
+            .collect()
+    }
+
+    /// What each tenant spent since the last call (requests, tokens; rounded), zeroing the counts.
+    pub fn take_spent(&self) -> Vec<(String, i64, i64)> {
+        self.buckets
+            .iter()
+            .filter_map(|(id, tb)| {
+                let (r, t) =
+                    std::mem::take(&mut *tb.spent.lock().unwrap_or_else(|e| e.into_inner()));
+                let (r, t) = (r.round() as i64, t.round() as i64);
+                (r != 0 || t != 0).then(|| (id.clone(), r, t))
+            })
+            .collect()
+    }
+
+    /// Take (now, or booked within `req.max_wait`) from the tenant's buckets, or refuse taking nothing.
     pub fn decide(&self, req: LimitRequest<'_>) -> Decision {
         let Some(tb) = self.buckets.get(req.tenant) else {
             return Decision::unlimited();
@@ -155,63 +158,89 @@ impl LocalLimiter {
         if let Some(tok) = &tb.tokens
             && req.tokens > 0
         {
-            d.tokens_limit = Some(tok.capacity as u64);
-            match tok.take(req.tokens, now) {
-                Ok(level) => {
+            d.tokens_limit = Some(tok.capacity() as u64);
+            match tok.take(req.tokens as f64, now, req.max_wait) {
+                Take::Taken { level, wait } => {
                     d.tokens_remaining = Some(level.max(0.0) as u64);
                     d.tokens_reset = tok.until_full(level);
+                    d.wait = wait;
                 }
-                Err(wait) => {
+                Take::Refused { wait } => {
                     d.allowed = false;
                     d.tokens_remaining = Some(0);
                     d.tokens_reset = tok.until_full(0.0);
                     d.retry_after = Some(wait);
-                    self.fill_requests(tb, &mut d, false);
+                    if let Some((rpm, _)) = &tb.requests {
+                        d.limit = Some(*rpm);
+                    }
                     return d;
                 }
             }
         }
-        if !self.fill_requests(tb, &mut d, true) {
-            // Refused on requests: give the tokens back.
-            if let Some(tok) = &tb.tokens
-                && req.tokens > 0
-            {
-                tok.adjust((req.tokens as f64).min(tok.capacity), now);
+        let tokens_taken = match &tb.tokens {
+            Some(t) if req.tokens > 0 => (req.tokens as f64).min(t.capacity()),
+            _ => 0.0,
+        };
+        let Some((rpm, rb)) = &tb.requests else {
+            tb.spend(0.0, tokens_taken);
+            return d;
+        };
+        d.limit = Some(*rpm);
+        if req.requests == 0 {
+            tb.spend(0.0, tokens_taken);
+            return d;
+        }
+        match rb.take(req.requests as f64, now, req.max_wait) {
+            Take::Taken { level, wait } => {
+                d.remaining = Some(level.max(0.0) as u32);
+                d.reset = rb.until_full(level);
+                d.wait = d.wait.max(wait);
+                tb.spend((req.requests as f64).min(rb.capacity()), tokens_taken);
+            }
+            Take::Refused { wait } => {
+                d.allowed = false;
+                d.remaining = Some(0);
+                d.reset = rb.until_full(0.0);
+                d.retry_after = Some(wait);
+                d.wait = Duration::ZERO;
+                // Refused on requests: give the tokens back.
+                if let Some(tok) = &tb.tokens
+                    && req.tokens > 0
+                {
+                    tok.adjust((req.tokens as f64).min(tok.capacity()), now);
+                }
             }
         }
         d
     }
 
-    /// Take one request (when `take`), filling the request fields of `d`; false when refused.
-    fn fill_requests(&self, tb: &TenantBuckets, d: &mut Decision, take: bool) -> bool {
-        let Some(rb) = &tb.requests else { return true };
-        let per_request = Duration::from_secs_f64(60.0 / rb.rpm as f64);
-        d.limit = Some(rb.rpm);
-        if !take {
-            return true;
-        }
-        match rb.bucket.check() {
-            Ok(snapshot) => {
-                let remaining = snapshot.remaining_burst_capacity();
-                d.remaining = Some(remaining);
-                d.reset = per_request * (rb.burst - remaining.min(rb.burst));
-                true
-            }
-            Err(not_until) => {
-                d.allowed = false;
-                d.remaining = Some(0);
-                d.reset = per_request * rb.burst;
-                d.retry_after = Some(not_until.wait_time_from(self.clock.now()));
-                false
-            }
+    pub fn adjust_tokens(&self, tenant: &str, reserved: u64, actual: u64) {
+        let Some(tb) = self.buckets.get(tenant) else {
+            return;
+        };
+        if let Some(tok) = &tb.tokens {
+            let reserved = (reserved as f64).min(tok.capacity());
+            tok.adjust(reserved - actual as f64, Instant::now());
+            tb.spend(0.0, actual as f64 - reserved);
         }
     }
 
-    pub fn adjust_tokens(&self, tenant: &str, reserved: u64, actual: u64) {
-        if let Some(tok) = self.buckets.get(tenant).and_then(|b| b.tokens.as_ref()) {
-            let reserved = (reserved as f64).min(tok.capacity);
-            tok.adjust(reserved - actual as f64, Instant::now());
+    /// Give back what an admitted (booked) request took and will not use.
+    pub fn give_back(&self, tenant: &str, requests: u32, tokens: u64) {
+        let Some(tb) = self.buckets.get(tenant) else {
+            return;
+        };
+        let now = Instant::now();
+        let (mut r, mut t) = (0.0, 0.0);
+        if let Some((_, rb)) = &tb.requests {
+            r = (requests as f64).min(rb.capacity());
+            rb.adjust(r, now);
         }
+        if let Some(tok) = &tb.tokens {
+            t = (tokens as f64).min(tok.capacity());
+            tok.adjust(t, now);
+        }
+        tb.spend(-r, -t);
     }
 }
 
@@ -223,6 +252,11 @@ impl RateLimiter for LocalLimiter {
 
     fn reconcile<'a>(&'a self, tenant: &'a str, reserved: u64, actual: u64) -> ReconcileFuture<'a> {
         self.adjust_tokens(tenant, reserved, actual);
+        Box::pin(std::future::ready(()))
+    }
+
+    fn release<'a>(&'a self, tenant: &'a str, requests: u32, tokens: u64) -> ReconcileFuture<'a> {
+        self.give_back(tenant, requests, tokens);
         Box::pin(std::future::ready(()))
     }
 
@@ -244,6 +278,7 @@ mod tests {
             tenant: "t",
             requests: 1,
             tokens,
+            max_wait: Duration::ZERO,
         }
     }
 
@@ -270,7 +305,8 @@ mod tests {
             l.decide(LimitRequest {
                 tenant: "x",
                 requests: 1,
-                tokens: 0
+                tokens: 0,
+                max_wait: Duration::ZERO,
             })
             .allowed
         );

@@ -1,6 +1,10 @@
 //! Rate limiting, the limiter seam used by Shape (Receive → **Shape** → Route → Balance → Deliver);
 //! imports `crate::config` and records through `crate::observe` only. Every limit decision goes through [`RateLimiter`], so the cluster's
-//! Redis limiter ([`ClusterLimiter`]) can replace the local governor one ([`LocalLimiter`]).
+//! Redis limiter ([`ClusterLimiter`]) can replace the local one ([`LocalLimiter`]).
+//!
+//! A request that may wait asks once, with its wait budget: the limiter admits it now, books a later
+//! slot within the budget (the bucket goes into debt, the caller sleeps until [`Decision::wait`]),
+//! or refuses it. A booked request that gives up returns its slot ([`RateLimiter::release`]).
 //!
 //! The cluster limiter's rooms: `cluster_limiter` (the type), `setup` (config → limiter),
 //! `script` (Lua scripts and Redis calls), `plan` (keys and script arguments), `reserve` (check and
@@ -8,6 +12,7 @@
 //! `breaker`, `fallback`, `lease`, `overlimit` and the local limiter in `local`.
 
 mod breaker;
+mod bucket;
 mod cluster_limiter;
 mod fallback;
 mod lease;
@@ -25,7 +30,7 @@ mod cluster_tests;
 pub use cluster_limiter::ClusterLimiter;
 pub use local::LocalLimiter;
 pub use plan::bucket_keys;
-pub use script::{RECONCILE_LUA, TOKEN_BUCKET_LUA};
+pub use script::{ADJUST_LUA, RECONCILE_LUA, TOKEN_BUCKET_LUA};
 pub use setup::RedisLimitError;
 
 use std::future::Future;
@@ -40,6 +45,9 @@ pub struct LimitRequest<'a> {
     pub requests: u32,
     /// Estimated LLM tokens to reserve from the token bucket (0 = no token limit applies).
     pub tokens: u64,
+    /// How long the request may wait for its slot: a later slot within this is booked (zero: admit
+    /// now or refuse).
+    pub max_wait: Duration,
 }
 
 /// The limiter's verdict, with what the `x-ratelimit-*` headers report.
@@ -58,6 +66,8 @@ pub struct Decision {
     pub tokens_reset: Duration,
     /// When to try again, if refused.
     pub retry_after: Option<Duration>,
+    /// Admitted with a booked slot: it starts after this (zero: now).
+    pub wait: Duration,
 }
 
 impl Decision {
@@ -80,6 +90,9 @@ pub trait RateLimiter: Send + Sync {
     /// After the response: `reserved` tokens were taken at admission, `actual` were used. Returns the
     /// difference to the token bucket (or charges the overage, which may leave it in debt).
     fn reconcile<'a>(&'a self, tenant: &'a str, reserved: u64, actual: u64) -> ReconcileFuture<'a>;
+    /// Give back what an admitted request took and will not use (a booked request that gave up
+    /// before its slot started).
+    fn release<'a>(&'a self, tenant: &'a str, requests: u32, tokens: u64) -> ReconcileFuture<'a>;
     /// `local`, `global` or `fallback`: shown in metrics and the admin endpoint.
     fn mode(&self) -> &'static str;
 }

@@ -3,8 +3,10 @@
 
 use super::Decision;
 use super::lease::Lease;
-use super::local::Quotas;
+use super::local::{Levels, Quotas};
 use super::overlimit::Hit;
+use ::redis::{Script, ScriptInvocation};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// The Redis keys of a tenant's buckets: `<prefix>:{<tenant>}:req` and `<prefix>:{<tenant>}:tok`.
@@ -37,6 +39,8 @@ pub(super) struct Plan {
     pub(super) tpm: u64,
     /// Request tokens taken ahead (request-only limits): see `lease`.
     pub(super) lease: Lease,
+    /// The global buckets' levels in the last reply (what the fallback starts from).
+    last: Mutex<Option<Levels>>,
 }
 
 impl Plan {
@@ -52,7 +56,51 @@ impl Plan {
             burst: q.burst.unwrap_or(rpm.div_ceil(60).max(1)).max(1),
             tpm: q.tokens_per_minute.unwrap_or(0),
             lease: Lease::default(),
+            last: Mutex::new(None),
         })
+    }
+
+    /// `lua/adjust.lua` for this tenant: give back (positive) or charge (negative) requests and tokens.
+    pub(super) fn adjust<'s>(
+        &self,
+        script: &'s Script,
+        requests: i64,
+        tokens: i64,
+    ) -> ScriptInvocation<'s> {
+        let mut inv = script.prepare_invoke();
+        inv.key(&self.keys[0])
+            .key(&self.keys[1])
+            .arg(self.rpm)
+            .arg(self.burst)
+            .arg(requests)
+            .arg(self.tpm)
+            .arg(tokens);
+        inv
+    }
+
+    /// One request's slot interval.
+    pub(super) fn per_request(&self) -> Duration {
+        Duration::from_secs_f64(60.0 / self.rpm.max(1) as f64)
+    }
+
+    /// Remember the global levels a reply reports (`tokens_asked`: the token bucket was consulted).
+    pub(super) fn record(&self, v: &[i64], tokens_asked: bool) {
+        if v.len() < 12 {
+            return;
+        }
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let l = last.get_or_insert(Levels::EMPTY);
+        if self.rpm > 0 {
+            l.requests = Some(v[10] as f64);
+        }
+        if tokens_asked {
+            l.tokens = Some(v[11] as f64);
+        }
+    }
+
+    /// The global levels last seen (None: this node never heard of the tenant's buckets).
+    pub(super) fn last_levels(&self) -> Option<Levels> {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The script's reply (see `lua/token_bucket.lua`) as a decision.
@@ -75,6 +123,8 @@ impl Plan {
         }
         if !allowed {
             d.retry_after = Some(ms(v[3]));
+        } else if v.len() >= 9 {
+            d.wait = ms(v[8]);
         }
         d
     }

@@ -25,7 +25,7 @@ impl Inner {
         if plan.rpm == 0 && tokens == 0 {
             return Decision::unlimited();
         }
-        if self.breaker.is_open() {
+        if self.breaker.is_open() && !self.wait_settled().await {
             return self.local().decide(req);
         }
         let clamped = tokens.min(plan.tpm);
@@ -44,57 +44,97 @@ impl Inner {
                 ..Decision::default()
             };
         }
-        if let Some(hit) = self.cache.check(req.tenant, req.requests, clamped, now) {
+        // A cached refusal stands only when even the request's wait budget would not reach the slot.
+        if let Some(hit) = self.cache.check(req.tenant, req.requests, clamped, now)
+            && hit.wait > req.max_wait
+        {
             Metrics::limiter_cache_hit();
             return plan.cached(hit, tokens > 0);
         }
-        if lease > 1 {
-            let d = self.call_check(plan, req, lease, 0).await;
-            if d.allowed {
-                plan.lease.grant(lease, Instant::now());
-                return d;
-            }
-            // Fewer than a lease left: ask for exactly one.
-            plan.lease.clear();
+        let extra = lease.saturating_sub(1);
+        let Some((d, leased)) = self.call_check(plan, req, tokens, extra).await else {
+            return self.local().decide(req);
+        };
+        if leased > 0 {
+            plan.lease.grant(leased + 1, Instant::now());
         }
-        self.call_check(plan, req, req.requests, tokens).await
+        d
     }
 
-    /// One script call taking `requests` and `tokens`; a failure answers from the local fallback.
+    /// Until the first connection attempt is over, wait for it (within the connect budget). True
+    /// when the limiter is then in global mode.
+    async fn wait_settled(&self) -> bool {
+        if *self.settled.borrow() {
+            return false;
+        }
+        let mut rx = self.settled.subscribe();
+        let _ = tokio::time::timeout(self.connect_timeout, rx.wait_for(|s| *s)).await;
+        !self.breaker.is_open()
+    }
+
+    /// One script call taking one request and `tokens` (booking within `req.max_wait`), and up to
+    /// `extra` more requests as a lease. None when the call failed (answer from the fallback).
     async fn call_check(
         &self,
         plan: &Plan,
         req: LimitRequest<'_>,
-        requests: u32,
         tokens: u64,
-    ) -> Decision {
+        extra: u32,
+    ) -> Option<(Decision, u32)> {
         let clamped = tokens.min(plan.tpm);
         let mut inv = self.check_script.prepare_invoke();
         inv.key(&plan.keys[0])
             .key(&plan.keys[1])
             .arg(plan.rpm)
             .arg(plan.burst)
-            .arg(requests)
+            .arg(req.requests)
             .arg(plan.tpm)
-            .arg(tokens);
+            .arg(tokens)
+            .arg(req.max_wait.as_millis() as u64)
+            .arg(extra);
         let reply = match self.call::<Vec<i64>>(&inv).await {
-            Ok(v) if v.len() >= 8 => v,
+            Ok(v) if v.len() >= 12 => v,
             Ok(v) => {
                 self.failed(CallError::BadReply(v.len()));
-                return self.local().decide(req);
+                return None;
             }
-            Err(_) => return self.local().decide(req),
+            Err(_) => return None,
         };
+        plan.record(&reply, tokens > 0);
         let d = plan.decision(&reply, tokens > 0);
+        // Counted from the reply's arrival, so an entry never expires before Redis would admit.
+        let ms = |x: i64| Duration::from_millis(x.max(0) as u64);
         if !d.allowed {
-            // Counted from the reply's arrival, so the entry never expires before Redis would
-            // admit the request.
-            let ms = |x: i64| Duration::from_millis(x.max(0) as u64);
             let (rw, tw) = (ms(reply[6]), ms(reply[7]));
             self.cache
                 .refused(req.tenant, Instant::now(), rw, clamped, tw);
+        } else if !d.wait.is_zero() && plan.rpm > 0 {
+            // Booked: the next request's slot is at least one interval behind this one.
+            let next = d.wait + plan.per_request();
+            self.cache
+                .refused(req.tenant, Instant::now(), next, 0, Duration::ZERO);
         }
-        d
+        Some((d, reply[9].max(0) as u32))
+    }
+
+    /// A booked request gave up: its request and tokens go back to the bucket they came from.
+    pub(super) async fn release(&self, tenant: &str, requests: u32, tokens: u64) {
+        let Some(plan) = self.plans.get(tenant) else {
+            return;
+        };
+        let tokens = if plan.tpm > 0 {
+            tokens.min(plan.tpm)
+        } else {
+            0
+        };
+        if self.breaker.is_open() {
+            self.local().give_back(tenant, requests, tokens);
+            return;
+        }
+        let inv = plan.adjust(&self.adjust_script, requests as i64, tokens as i64);
+        if self.call::<i64>(&inv).await.is_err() {
+            self.local().give_back(tenant, requests, tokens);
+        }
     }
 
     pub(super) async fn reconcile(&self, tenant: &str, reserved: u64, actual: u64) {

@@ -1,5 +1,5 @@
 //! The Lua scripts and the Redis calls: one `EVALSHA` within the per-call budget, and the connection
-//! set-up that loads both scripts and checks that Redis answers in time.
+//! set-up that loads the scripts and checks that Redis answers in time.
 
 use super::cluster_limiter::Inner;
 use crate::observe::Metrics;
@@ -11,6 +11,8 @@ use std::sync::atomic::Ordering;
 pub const TOKEN_BUCKET_LUA: &str = include_str!("../../lua/token_bucket.lua");
 /// Refund or charge a token reservation after the response (contract in the script's header).
 pub const RECONCILE_LUA: &str = include_str!("../../lua/reconcile.lua");
+/// Give back (a booked request gave up) or charge (fallback admissions) after the fact (contract in the script's header).
+pub const ADJUST_LUA: &str = include_str!("../../lua/adjust.lua");
 
 #[derive(Debug)]
 pub(super) enum CallError {
@@ -67,7 +69,7 @@ impl Inner {
         Err(err)
     }
 
-    /// Connect, load both scripts (so no request pays a NOSCRIPT round trip) and check that Redis
+    /// Connect, load the scripts (so no request pays a NOSCRIPT round trip) and check that Redis
     /// answers within the per-call budget (a slower Redis would only flap the breaker).
     pub(super) async fn connect(&self) -> Result<MultiplexedConnection, CallError> {
         let cfg = AsyncConnectionConfig::new()
@@ -80,6 +82,7 @@ impl Inner {
                 .await?;
             self.check_script.load_async(&mut conn).await?;
             self.reconcile_script.load_async(&mut conn).await?;
+            self.adjust_script.load_async(&mut conn).await?;
             Ok::<_, RedisError>(conn)
         };
         let mut conn = tokio::time::timeout(self.connect_timeout, setup)

@@ -7,7 +7,7 @@ use super::fallback::Fallback;
 use super::local::Quotas;
 use super::overlimit::OverLimitCache;
 use super::plan::Plan;
-use super::script::{RECONCILE_LUA, TOKEN_BUCKET_LUA};
+use super::script::{ADJUST_LUA, RECONCILE_LUA, TOKEN_BUCKET_LUA};
 use super::switch::{follow_nodes, supervise};
 use crate::config::{RedisConfig, TenantConfig};
 use crate::observe::Metrics;
@@ -66,6 +66,8 @@ impl ClusterLimiter {
             errors: AtomicU64::new(0),
             check_script: Script::new(TOKEN_BUCKET_LUA),
             reconcile_script: Script::new(RECONCILE_LUA),
+            adjust_script: Script::new(ADJUST_LUA),
+            settled: watch::channel(false).0,
         });
         Metrics::limiter_mode("fallback", &["global"]);
         Metrics::limiter_fallback_divisor(nodes);

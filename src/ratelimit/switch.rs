@@ -3,8 +3,11 @@
 //! changes. One log line per mode change.
 
 use super::cluster_limiter::Inner;
+use super::local::Levels;
 use super::script::CallError;
 use crate::observe::Metrics;
+use ::redis::aio::MultiplexedConnection;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::sync::watch;
@@ -18,7 +21,13 @@ impl Inner {
         self.errors.fetch_add(1, Ordering::Relaxed);
         Metrics::limiter_redis_error(kind);
         tracing::debug!(kind, error = %err, "rate limiter: Redis call failed, answered locally");
-        if self.breaker.failure() {
+        let (streak, opened) = self.breaker.failure_counted();
+        if streak == 1 {
+            // No capacity appears from the switch: from the first failed call on, the fallback
+            // answers from this node's share of what the global buckets held at the last answer.
+            self.fallback.seed(&self.last_levels());
+        }
+        if opened {
             Metrics::limiter_mode("fallback", &["global"]);
             tracing::warn!(
                 mode = "fallback",
@@ -32,6 +41,40 @@ impl Inner {
             );
             self.opened.notify_one();
         }
+    }
+}
+
+impl Inner {
+    /// Charge what the fallback admitted to the global buckets (`lua/adjust.lua`), so an outage or a
+    /// breaker flap adds no capacity. A failed charge is dropped (under load Redis just came back).
+    async fn charge_spent(&self, conn: &mut MultiplexedConnection) {
+        for (tenant, requests, tokens) in self.fallback.get().take_spent() {
+            let Some(plan) = self.plans.get(&tenant) else {
+                continue;
+            };
+            let inv = plan.adjust(&self.adjust_script, -requests, -tokens);
+            let call = inv.invoke_async::<i64>(conn);
+            if !matches!(
+                tokio::time::timeout(self.connect_timeout, call).await,
+                Ok(Ok(_))
+            ) {
+                tracing::debug!(
+                    tenant,
+                    requests,
+                    tokens,
+                    "rate limiter: fallback spend not charged"
+                );
+            }
+        }
+    }
+
+    /// Each tenant's global levels at the last answer from Redis (tenants never answered for are
+    /// left out: their fallback starts empty).
+    fn last_levels(&self) -> HashMap<String, Levels> {
+        self.plans
+            .iter()
+            .filter_map(|(id, p)| p.last_levels().map(|l| (id.clone(), l)))
+            .collect()
     }
 }
 
@@ -58,10 +101,19 @@ pub(super) async fn supervise(inner: Arc<Inner>, mut shutdown: watch::Receiver<(
             _ = closed(&mut shutdown) => return,
             r = inner.connect() => r,
         };
+        let settle = || {
+            inner.settled.send_replace(true);
+        };
         match probe {
-            Ok(conn) => {
-                *inner.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(conn);
-                if inner.breaker.close() {
+            Ok(mut conn) => {
+                // What the fallback admitted counts against the global buckets before they answer
+                // again (and once more after, for requests that were between the two).
+                inner.charge_spent(&mut conn).await;
+                *inner.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+                let closed_now = inner.breaker.close();
+                inner.charge_spent(&mut conn).await;
+                settle();
+                if closed_now {
                     Metrics::limiter_mode("global", &["fallback"]);
                     tracing::info!(
                         mode = "global",
@@ -79,6 +131,7 @@ pub(super) async fn supervise(inner: Arc<Inner>, mut shutdown: watch::Receiver<(
                 warned = true;
             }
             Err(e) if !warned => {
+                settle();
                 warned = true;
                 tracing::warn!(
                     mode = "fallback",

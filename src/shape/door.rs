@@ -9,6 +9,7 @@ use crate::config::{Priority, ShapingConfig};
 use crate::observe::Metrics;
 use crate::ratelimit::{Decision, LimitRequest, RateLimiter};
 use http::HeaderMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -44,6 +45,13 @@ pub struct Arrival<'a> {
 /// A slot holder that may have to wait for its backend's pacing before starting.
 pub trait Paced {
     fn pacer(&self) -> Option<&Pacer>;
+}
+
+/// A waiter that gave up (`Err`) has no pacing to wait out.
+impl<T: Paced, E> Paced for Result<T, E> {
+    fn pacer(&self) -> Option<&Pacer> {
+        self.as_ref().ok().and_then(Paced::pacer)
+    }
 }
 
 /// Called once with the tokens a response actually used (None when unknown), after it completed.
@@ -137,6 +145,10 @@ impl Door {
         })
     }
 
+    /// One limiter call: admitted now, admitted with a booked slot to sleep until, or refused. A
+    /// request that may wait books within its budget (`max_wait_ms`, the client deadline) while the
+    /// waiters stay under `max_queue`; a critical one never waits. Dropped while asleep (client gone),
+    /// it gives its slot back.
     async fn take(
         &self,
         tenant: &str,
@@ -147,32 +159,59 @@ impl Door {
     ) -> Decision {
         let budget = now + Duration::from_millis(self.shaping.max_wait_ms);
         let until = deadline.map_or(budget, |d| d.min(budget));
-        let mut waiting: Option<TokenWait> = None;
-        loop {
-            let d = self
-                .limiter
-                .check(LimitRequest {
-                    tenant,
-                    requests: 1,
-                    tokens,
-                })
-                .await;
-            if d.allowed {
-                return d;
-            }
-            let wait = d.retry_after.unwrap_or(Duration::from_secs(1));
-            if priority == Priority::Critical || Instant::now() + wait > until {
-                return d;
-            }
-            let Some(_slot) = WaitSlot::enter(&self.token_waiters, self.shaping.max_queue) else {
-                return d;
-            };
-            if waiting.is_none() {
-                Metrics::limiter(tenant, "queued");
-                waiting = Some(TokenWait::start(priority, now));
-            }
-            tokio::time::sleep(wait).await;
+        let waiter = if priority == Priority::Critical {
+            None
+        } else {
+            WaitSlot::enter(&self.token_waiters, self.shaping.max_queue)
+        };
+        let max_wait = match waiter {
+            Some(_) => until.saturating_duration_since(now),
+            None => Duration::ZERO,
+        };
+        let d = self
+            .limiter
+            .check(LimitRequest {
+                tenant,
+                requests: 1,
+                tokens,
+                max_wait,
+            })
+            .await;
+        if !d.allowed || d.wait.is_zero() {
+            return d;
         }
+        Metrics::limiter(tenant, "queued");
+        let _waiting = TokenWait::start(priority, now);
+        let mut booking = Booking {
+            limiter: &self.limiter,
+            tenant,
+            tokens,
+            kept: false,
+        };
+        tokio::time::sleep(d.wait).await;
+        booking.kept = true;
+        d
+    }
+}
+
+/// A booked slot not yet started; given back if the request goes away before it starts.
+struct Booking<'a> {
+    limiter: &'a Arc<dyn RateLimiter>,
+    tenant: &'a str,
+    tokens: u64,
+    kept: bool,
+}
+
+impl Drop for Booking<'_> {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        let limiter = self.limiter.clone();
+        let tenant = self.tenant.to_string();
+        let tokens = self.tokens;
+        Metrics::limiter(&tenant, "released");
+        tokio::spawn(async move { limiter.release(&tenant, 1, tokens).await });
     }
 }
 
@@ -214,7 +253,14 @@ impl Admitted<'_> {
         Some(Box::new(move |actual| {
             let Some(actual) = actual else { return };
             if actual != reserved {
-                tokio::spawn(async move { limiter.reconcile(&tenant, reserved, actual).await });
+                // A local limiter settles at once (before the client can send its next request);
+                // a Redis call goes on in its own task.
+                let mut settle =
+                    Box::pin(async move { limiter.reconcile(&tenant, reserved, actual).await });
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                if settle.as_mut().poll(&mut cx).is_pending() {
+                    tokio::spawn(settle);
+                }
             }
         }))
     }
