@@ -2,7 +2,7 @@
 //! malformed answers.
 
 use super::Pool;
-use crate::deliver::client::UpstreamError;
+use crate::deliver::client::{POOL_IDLE_TIMEOUT, UpstreamError};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use std::sync::Arc;
@@ -108,7 +108,7 @@ fn closing(pieces: &[&'static str]) -> Reply {
 }
 
 fn pool(addr: &str) -> Arc<Pool> {
-    Arc::new(Pool::new(addr.to_string(), Duration::from_secs(2)).unwrap())
+    Arc::new(Pool::new(addr.to_string(), Duration::from_secs(2), POOL_IDLE_TIMEOUT).unwrap())
 }
 
 fn post(body: &'static str) -> http::Request<Bytes> {
