@@ -397,4 +397,6 @@ impl http_body::Body for Body {
 }
 
 #[cfg(test)]
+mod hyper_agreement;
+#[cfg(test)]
 mod tests;
