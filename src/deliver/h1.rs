@@ -10,7 +10,9 @@
 //! The answer is read strictly (RFC 9112), never more leniently than hyper's client (a property test
 //! in `h1/hyper_agreement.rs` holds the two side by side):
 //! - `Content-Length` is `1*DIGIT` (white space around it trimmed; no sign, no `0x`, no overflow);
-//!   a list or repeat of one value is that value, differing values are an error;
+//!   a list or repeat of one value is that value, differing values are an error. It is checked
+//!   even where it does not frame the body (next to a Transfer-Encoding, in a 204 or 304), where
+//!   hyper ignores it;
 //! - `Transfer-Encoding` frames the body whenever present: chunked when `chunked` is the final
 //!   coding, otherwise up to the close (§6.3 rule 4). Together with `Content-Length`, the
 //!   Transfer-Encoding wins and the connection is not reused (§6.3 rule 3). `chunked` twice, an
@@ -20,7 +22,8 @@
 //!
 //! A connection goes back to the pool only after its answer was read to the end with nothing behind
 //! it, its framing was not close-delimited or ambiguous, and the upstream did not ask to close it. An
-//! idle connection is dropped once it has been idle longer than the pool's idle timeout.
+//! idle connection is dropped once it has been idle longer than the pool's idle timeout (the client
+//! passes `POOL_IDLE_TIMEOUT`, the one hyper's pooled client uses as well).
 
 mod chunked;
 mod head;
