@@ -52,6 +52,9 @@ impl http_body::Body for UpstreamBody {
     }
 }
 
+/// How long an idle upstream connection is kept, by hyper's pooled client and the HTTP/1.1 pool alike.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
 thread_local! {
     /// Which client set this thread uses: 0 for background tasks, 1.. for the serving workers, so each
     /// worker's upstream connections live on its own runtime (no cross-thread wakeups per request).
@@ -127,7 +130,9 @@ impl UpstreamClient {
                     format!("{}:80", a.host())
                 })
             })
-            .and_then(|authority| h1::Pool::new(authority, connect_timeout).map(Arc::new));
+            .and_then(|authority| {
+                h1::Pool::new(authority, connect_timeout, POOL_IDLE_TIMEOUT).map(Arc::new)
+            });
         let base_url = base_url.trim_end_matches('/');
         // Origin-form targets (the base URL's path) for the HTTP/1.1 pool, absolute ones for hyper.
         let prefix: Arc<str> = match &h1 {
@@ -152,7 +157,7 @@ impl UpstreamClient {
             .enable_all_versions()
             .wrap_connector(http);
         let inner = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(1024)
             .build(https);
         UpstreamClient {

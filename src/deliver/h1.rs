@@ -5,13 +5,34 @@
 //!
 //! Scope: what a gateway sends upstream (a request with a complete body) and every answer framing
 //! HTTP/1.1 allows: `Content-Length`, chunked (SSE streams), and close-delimited; interim 1xx answers
-//! are skipped. A connection goes back to the pool only after its answer was read to the end and
-//! the upstream did not ask to close it. Anything else (TLS, HTTP/2) uses hyper's pooled client.
+//! are skipped. Anything else (TLS, HTTP/2) uses hyper's pooled client.
+//!
+//! The answer is read strictly (RFC 9112), never more leniently than hyper's client (a property test
+//! in `h1/hyper_agreement.rs` holds the two side by side):
+//! - `Content-Length` is `1*DIGIT` (white space around it trimmed; no sign, no `0x`, no overflow);
+//!   a list or repeat of one value is that value, differing values are an error. It is checked
+//!   even where it does not frame the body (next to a Transfer-Encoding, in a 204 or 304), where
+//!   hyper ignores it;
+//! - `Transfer-Encoding` frames the body whenever present: chunked when `chunked` is the final
+//!   coding, otherwise up to the close (§6.3 rule 4). Together with `Content-Length`, the
+//!   Transfer-Encoding wins and the connection is not reused (§6.3 rule 3). `chunked` twice, an
+//!   empty coding list, or any Transfer-Encoding in an HTTP/1.0 answer is an error;
+//! - chunked bodies follow the rules in [`chunked`]: hex sizes of at most 16 digits, CRLF line ends
+//!   everywhere (a bare LF is an error), well-formed trailer fields.
+//!
+//! A connection goes back to the pool only after its answer was read to the end with nothing behind
+//! it, its framing was not close-delimited or ambiguous, and the upstream did not ask to close it. An
+//! idle connection is dropped once it has been idle longer than the pool's idle timeout (the client
+//! passes `POOL_IDLE_TIMEOUT`, the one hyper's pooled client uses as well).
+
+mod chunked;
+mod head;
 
 use super::upstream_error::UpstreamError;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
+use head::{Framing, parse_head};
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Version};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 use std::io;
 use std::pin::Pin;
@@ -20,10 +41,10 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// Largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
-const MAX_HEADERS: usize = 100;
 /// Bodies up to this size are copied behind the head and sent in one write.
 const INLINE_BODY: usize = 16 * 1024;
 /// Idle connections kept per worker and backend.
@@ -35,6 +56,9 @@ pub struct Pool {
     authority: String,
     host: HeaderValue,
     connect_timeout: Duration,
+    /// How long a connection may sit idle in the pool before it is dropped.
+    idle_timeout: Duration,
+    /// Oldest first: connections are pushed as they go idle.
     idle: Mutex<Vec<Conn>>,
 }
 
@@ -43,6 +67,8 @@ struct Conn {
     io: TcpStream,
     /// Bytes read and not consumed yet.
     buf: BytesMut,
+    /// When it went back to the pool.
+    idle_since: Instant,
 }
 
 impl Conn {
@@ -63,27 +89,43 @@ impl Conn {
 }
 
 impl Pool {
-    /// `authority`: `host:port` of an `http://` backend.
-    pub fn new(authority: String, connect_timeout: Duration) -> Option<Pool> {
+    /// `authority`: `host:port` of an `http://` backend; idle connections are dropped after
+    /// `idle_timeout`.
+    pub fn new(
+        authority: String,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Option<Pool> {
         Some(Pool {
             host: HeaderValue::from_str(&authority).ok()?,
             authority,
             connect_timeout,
+            idle_timeout,
             idle: Mutex::new(Vec::new()),
         })
     }
 
+    /// The most recently idle connection that is neither expired nor closed by the upstream.
     fn checkout(&self) -> Option<Conn> {
+        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let expired =
+            idle.partition_point(|c| now.duration_since(c.idle_since) > self.idle_timeout);
+        let stale: Vec<Conn> = idle.drain(..expired).collect();
+        let mut found = None;
         while let Some(c) = idle.pop() {
             if c.is_usable() {
-                return Some(c);
+                found = Some(c);
+                break;
             }
         }
-        None
+        drop(idle);
+        drop(stale);
+        found
     }
 
-    fn checkin(&self, c: Conn) {
+    fn checkin(&self, mut c: Conn) {
+        c.idle_since = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE {
             idle.push(c);
@@ -99,6 +141,7 @@ impl Pool {
         Ok(Conn {
             io,
             buf: BytesMut::with_capacity(8 * 1024),
+            idle_since: Instant::now(),
         })
     }
 
@@ -220,95 +263,7 @@ async fn read_head(pool: Arc<Pool>, mut conn: Conn) -> Result<Response<Body>, Up
     }
 }
 
-struct Head {
-    status: StatusCode,
-    version: Version,
-    headers: HeaderMap,
-    framing: Framing,
-    keep_alive: bool,
-}
-
-/// A complete response head at the start of `buf`, consumed from it; `None` when more bytes are needed.
-fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut r = httparse::Response::new(&mut slots);
-    let len = match r.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(UpstreamError::Protocol("malformed response head")),
-    };
-    let status = r
-        .code
-        .and_then(|c| StatusCode::from_u16(c).ok())
-        .ok_or(UpstreamError::Protocol("malformed status"))?;
-    let version = if r.version == Some(0) {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
-    };
-    let mut headers = HeaderMap::with_capacity(r.headers.len());
-    let mut chunked = false;
-    let mut length: Option<u64> = None;
-    let mut close = version == Version::HTTP_10;
-    for h in r.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| UpstreamError::Protocol("malformed header name"))?;
-        let value = HeaderValue::from_bytes(h.value)
-            .map_err(|_| UpstreamError::Protocol("malformed header value"))?;
-        if name == TRANSFER_ENCODING {
-            // The last coding decides whether the body is chunked.
-            chunked = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.rsplit(',').next())
-                .is_some_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
-        } else if name == CONTENT_LENGTH {
-            let n = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or(UpstreamError::Protocol("malformed content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(UpstreamError::Protocol("conflicting content-length"));
-            }
-            length = Some(n);
-        } else if name == CONNECTION
-            && let Ok(v) = value.to_str()
-        {
-            for token in v.split(',').map(str::trim) {
-                if token.eq_ignore_ascii_case("close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case("keep-alive") && version == Version::HTTP_10 {
-                    close = false;
-                }
-            }
-        }
-        headers.append(name, value);
-    }
-    buf.advance(len);
-    let bodiless = status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
-    let framing = if bodiless {
-        Framing::Length(0)
-    } else if chunked {
-        Framing::Chunked(Chunked::Size)
-    } else if let Some(n) = length {
-        Framing::Length(n)
-    } else {
-        close = true;
-        Framing::UntilClose
-    };
-    Ok(Some(Head {
-        status,
-        version,
-        headers,
-        framing,
-        keep_alive: !close,
-    }))
-}
-
-impl Head {
+impl head::Head {
     fn into_response(self, pool: Arc<Pool>, conn: Conn) -> Response<Body> {
         let mut body = Body {
             conn: Some(conn),
@@ -325,27 +280,6 @@ impl Head {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Framing {
-    /// Bytes left.
-    Length(u64),
-    Chunked(Chunked),
-    UntilClose,
-    Done,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Chunked {
-    /// Expecting a chunk-size line.
-    Size,
-    /// Bytes left in the current chunk.
-    Data(u64),
-    /// Expecting the CRLF after a chunk's data.
-    DataEnd,
-    /// After the last chunk: trailer lines until an empty one.
-    Trailers,
-}
-
 /// An upstream answer's body, read from the connection as the caller polls; the connection returns to
 /// its pool when the body ends cleanly.
 #[derive(Debug)]
@@ -354,26 +288,6 @@ pub struct Body {
     pool: Arc<Pool>,
     framing: Framing,
     keep_alive: bool,
-}
-
-fn bad(msg: &'static str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg)
-}
-
-/// One CRLF-terminated line at the start of `buf`, consumed (without its CRLF).
-fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, io::Error> {
-    match memchr::memchr(b'\n', buf) {
-        Some(i) => {
-            let mut line = buf.split_to(i + 1);
-            line.truncate(i);
-            if line.last() == Some(&b'\r') {
-                line.truncate(i - 1);
-            }
-            Ok(Some(line))
-        }
-        None if buf.len() > 4096 => Err(bad("chunk line too long")),
-        None => Ok(None),
-    }
 }
 
 impl Body {
@@ -396,66 +310,23 @@ impl Body {
             return Ok(None);
         };
         let buf = &mut conn.buf;
-        loop {
-            match self.framing {
-                Framing::Done => return Ok(None),
-                Framing::Length(left) => {
-                    if buf.is_empty() {
-                        return Ok(None);
-                    }
-                    let n = (buf.len() as u64).min(left) as usize;
-                    self.framing = Framing::Length(left - n as u64);
-                    return Ok(Some(buf.split_to(n).freeze()));
+        match self.framing {
+            Framing::Done => Ok(None),
+            Framing::Length(left) => {
+                if buf.is_empty() {
+                    return Ok(None);
                 }
-                Framing::UntilClose => {
-                    if buf.is_empty() {
-                        return Ok(None);
-                    }
-                    return Ok(Some(buf.split().freeze()));
+                let n = (buf.len() as u64).min(left) as usize;
+                self.framing = Framing::Length(left - n as u64);
+                Ok(Some(buf.split_to(n).freeze()))
+            }
+            Framing::UntilClose => Ok((!buf.is_empty()).then(|| buf.split().freeze())),
+            Framing::Chunked(ref mut c) => {
+                let data = c.decode(buf)?;
+                if c.is_done() {
+                    self.framing = Framing::Done;
                 }
-                Framing::Chunked(Chunked::Size) => {
-                    let Some(line) = take_line(buf)? else {
-                        return Ok(None);
-                    };
-                    let hex = line[..].split(|b| *b == b';').next().unwrap_or(&[]);
-                    let hex = std::str::from_utf8(hex).map_err(|_| bad("bad chunk size"))?;
-                    let size =
-                        u64::from_str_radix(hex.trim(), 16).map_err(|_| bad("bad chunk size"))?;
-                    self.framing = Framing::Chunked(if size == 0 {
-                        Chunked::Trailers
-                    } else {
-                        Chunked::Data(size)
-                    });
-                }
-                Framing::Chunked(Chunked::Data(left)) => {
-                    if buf.is_empty() {
-                        return Ok(None);
-                    }
-                    let n = (buf.len() as u64).min(left) as usize;
-                    self.framing = Framing::Chunked(if n as u64 == left {
-                        Chunked::DataEnd
-                    } else {
-                        Chunked::Data(left - n as u64)
-                    });
-                    return Ok(Some(buf.split_to(n).freeze()));
-                }
-                Framing::Chunked(Chunked::DataEnd) => {
-                    let Some(line) = take_line(buf)? else {
-                        return Ok(None);
-                    };
-                    if !line.is_empty() {
-                        return Err(bad("missing CRLF after chunk data"));
-                    }
-                    self.framing = Framing::Chunked(Chunked::Size);
-                }
-                Framing::Chunked(Chunked::Trailers) => {
-                    let Some(line) = take_line(buf)? else {
-                        return Ok(None);
-                    };
-                    if line.is_empty() {
-                        self.framing = Framing::Done;
-                    }
-                }
+                Ok(data)
             }
         }
     }
@@ -528,5 +399,7 @@ impl http_body::Body for Body {
     }
 }
 
+#[cfg(test)]
+mod hyper_agreement;
 #[cfg(test)]
 mod tests;

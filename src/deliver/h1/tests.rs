@@ -2,7 +2,7 @@
 //! malformed answers.
 
 use super::Pool;
-use crate::deliver::client::UpstreamError;
+use crate::deliver::client::{POOL_IDLE_TIMEOUT, UpstreamError};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use std::sync::Arc;
@@ -108,7 +108,7 @@ fn closing(pieces: &[&'static str]) -> Reply {
 }
 
 fn pool(addr: &str) -> Arc<Pool> {
-    Arc::new(Pool::new(addr.to_string(), Duration::from_secs(2)).unwrap())
+    Arc::new(Pool::new(addr.to_string(), Duration::from_secs(2), POOL_IDLE_TIMEOUT).unwrap())
 }
 
 fn post(body: &'static str) -> http::Request<Bytes> {
@@ -355,4 +355,166 @@ async fn a_large_body_goes_out_whole_and_an_unread_answer_frees_nothing() {
     drop(resp);
     assert_eq!(call(&p, "{}").await.unwrap(), (200, "ok".into()));
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+/// RFC 9112 §6.3 rule 3: Transfer-Encoding frames the body even with a Content-Length, and the
+/// connection is not reused. Rule 4: a final coding other than chunked runs the body to the close.
+#[tokio::test]
+async fn transfer_encoding_wins_and_ambiguous_framings_are_not_reused() {
+    let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    let both = "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    two_calls(
+        vec![reply(&[both]), reply(&[ok])],
+        [(200, "hello"), (200, "ok")],
+        2,
+    )
+    .await;
+    for te in [
+        "gzip",
+        "chunked, gzip",
+        "gzip\r\ntransfer-encoding: identity",
+    ] {
+        let head =
+            format!("HTTP/1.1 200 OK\r\ntransfer-encoding: {te}\r\ncontent-length: 1\r\n\r\n");
+        let head: &'static str = Box::leak(head.into_boxed_str());
+        let replies = vec![
+            closing(&[head, "5\r\nhello\r\n", "0\r\n\r\n"]),
+            reply(&[ok]),
+        ];
+        two_calls(replies, [(200, "5\r\nhello\r\n0\r\n\r\n"), (200, "ok")], 2).await;
+    }
+}
+
+/// An answer served alone, the server closing after it: its status and body, or the error.
+async fn once(answer: &str) -> Result<(u16, String), String> {
+    let answer: &'static str = Box::leak(answer.to_string().into_boxed_str());
+    let (addr, _, _) = server(vec![closing(&[answer])]).await;
+    call(&pool(&addr), "{}").await
+}
+
+#[tokio::test]
+async fn content_length_is_digits_only() {
+    for (cl, want) in [
+        ("5", Some("hello")),
+        ("5, 5", Some("hello")),
+        ("05", Some("hello")),
+    ] {
+        let r = once(&format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {cl}\r\n\r\nhello"
+        ))
+        .await;
+        assert_eq!(r.ok().map(|(_, b)| b).as_deref(), want, "{cl:?}");
+    }
+    let rejected = [
+        "+5",
+        "-1",
+        "0x5",
+        "",
+        "5,",
+        "5, 6",
+        "5 5",
+        "18446744073709551616",
+        "99999999999999999999999",
+    ];
+    for cl in rejected {
+        let err = once(&format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {cl}\r\n\r\nhello"
+        ))
+        .await
+        .unwrap_err();
+        assert!(err.contains("content-length"), "{cl:?}: {err}");
+    }
+    for te in [
+        "chunked, chunked",
+        ",",
+        "chunked\r\ntransfer-encoding: chunked",
+    ] {
+        let r = once(&format!(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: {te}\r\n\r\n0\r\n\r\n"
+        ))
+        .await;
+        assert!(r.is_err(), "{te:?}: {r:?}");
+    }
+    let r = once("HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n").await;
+    assert!(r.unwrap_err().contains("http/1.0"));
+}
+
+#[tokio::test]
+async fn chunk_lines_are_strict() {
+    let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+    // Chunk-size lines for ten bytes of data.
+    let sizes_ok = ["A", "a", "0000000000000a", "a;name=value", "a \t;x", "a\t"];
+    let sizes_bad = [
+        "+a",
+        "0xa",
+        "-a",
+        "",
+        " a",
+        "a a",
+        "00000000000000000a",
+        "a;x\ry",
+        "a\n",
+    ];
+    let mut cases: Vec<(String, bool)> = Vec::new();
+    for (sizes, ok) in [(&sizes_ok[..], true), (&sizes_bad[..], false)] {
+        cases.extend(
+            sizes
+                .iter()
+                .map(|s| (format!("{s}\r\n0123456789\r\n0\r\n\r\n"), ok)),
+        );
+    }
+    cases.push((
+        "a\r\n0123456789\r\n0;last\r\nx-trailer: 1\r\nx-other:\r\n\r\n".into(),
+        true,
+    ));
+    // Bad framing after the size line: a bare LF anywhere, no CRLF after the data, a malformed
+    // trailer, an overflowing size, a body cut short.
+    for rest in [
+        "0123456789\n0\r\n\r\n",
+        "0123456789xx0\r\n\r\n",
+        "0123456789\r\n0\n\r\n",
+        "0123456789\r\n0\r\n\n",
+        "0123456789\r\n0\r\nx-trailer: 1\n\r\n",
+        "0123456789\r\n0\r\nnot a field\r\n\r\n",
+        "0123456789\r\n10000000000000000\r\n",
+        "0123456789\r\n0\r\n",
+        "01234",
+    ] {
+        cases.push((format!("a\r\n{rest}"), false));
+    }
+    for (body, ok) in cases {
+        let r = once(&format!("{head}{body}")).await;
+        if ok {
+            assert_eq!(r, Ok((200, "0123456789".into())), "{body:?}");
+        } else {
+            assert!(r.is_err(), "{body:?}: {r:?}");
+        }
+    }
+}
+
+/// Let `d` pass on the runtime's clock at once.
+async fn idle_for(d: Duration) {
+    tokio::time::pause();
+    tokio::time::advance(d).await;
+    tokio::time::resume();
+}
+
+/// A pooled connection idle longer than the pool's idle timeout is dropped, not reused.
+#[tokio::test]
+async fn idle_connections_expire() {
+    let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    let (addr, accepted, _) = server(vec![reply(&[ok]); 3]).await;
+    let p = pool(&addr);
+    assert_eq!(call(&p, "{}").await.unwrap(), (200, "ok".into()));
+    idle_for(POOL_IDLE_TIMEOUT - Duration::from_secs(1)).await;
+    assert_eq!(call(&p, "{}").await.unwrap(), (200, "ok".into()));
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "still fresh: reused");
+    idle_for(POOL_IDLE_TIMEOUT + Duration::from_secs(1)).await;
+    assert_eq!(call(&p, "{}").await.unwrap(), (200, "ok".into()));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "expired: a new connection"
+    );
+    assert_eq!(p.idle.lock().unwrap().len(), 1);
 }

@@ -1,0 +1,186 @@
+//! A response head and the framing of the body after it (RFC 9112 §6): which of `Content-Length`,
+//! `Transfer-Encoding` or the connection's close ends the body, and whether the connection may carry
+//! another request afterwards.
+
+use super::UpstreamError;
+use super::chunked::Chunked;
+use bytes::{Buf, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
+
+const MAX_HEADERS: usize = 100;
+
+/// How the body ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Framing {
+    /// Bytes left.
+    Length(u64),
+    Chunked(Chunked),
+    UntilClose,
+    Done,
+}
+
+pub(super) struct Head {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub framing: Framing,
+    /// The connection may carry another request once the body was read to its end.
+    pub keep_alive: bool,
+}
+
+fn protocol(msg: &'static str) -> UpstreamError {
+    UpstreamError::Protocol(msg)
+}
+
+/// A complete response head at the start of `buf`, consumed from it; `None` when more bytes are needed.
+pub(super) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut r = httparse::Response::new(&mut slots);
+    let len = match r.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(protocol("malformed response head")),
+    };
+    let status = r
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(protocol("malformed status"))?;
+    let version = if r.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let mut headers = HeaderMap::with_capacity(r.headers.len());
+    let mut fields = Fields::default();
+    for h in r.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| protocol("malformed header name"))?;
+        let value =
+            HeaderValue::from_bytes(h.value).map_err(|_| protocol("malformed header value"))?;
+        fields.add(&name, &value)?;
+        headers.append(name, value);
+    }
+    buf.advance(len);
+    let (framing, reusable) = fields.framing(status, version)?;
+    Ok(Some(Head {
+        status,
+        version,
+        headers,
+        framing,
+        keep_alive: reusable && fields.keep_alive(version),
+    }))
+}
+
+/// What the framing and connection fields of a head say.
+#[derive(Default)]
+struct Fields {
+    /// The transfer codings of every `Transfer-Encoding` line, in order; `Some` when there was one.
+    codings: Option<Vec<String>>,
+    length: Option<u64>,
+    close: bool,
+    keep_alive: bool,
+}
+
+impl Fields {
+    fn add(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), UpstreamError> {
+        if name == TRANSFER_ENCODING {
+            let v = value
+                .to_str()
+                .map_err(|_| protocol("malformed transfer-encoding"))?;
+            let codings = self.codings.get_or_insert_with(Vec::new);
+            codings.extend(list(v).map(str::to_ascii_lowercase));
+        } else if name == CONTENT_LENGTH {
+            let v = value
+                .to_str()
+                .map_err(|_| protocol("malformed content-length"))?;
+            for n in v.split(',').map(ows_trim) {
+                let n = content_length(n).ok_or(protocol("malformed content-length"))?;
+                if self.length.is_some_and(|l| l != n) {
+                    return Err(protocol("conflicting content-length"));
+                }
+                self.length = Some(n);
+            }
+        } else if name == CONNECTION
+            && let Ok(v) = value.to_str()
+        {
+            for token in list(v) {
+                self.close |= token.eq_ignore_ascii_case("close");
+                self.keep_alive |= token.eq_ignore_ascii_case("keep-alive");
+            }
+        }
+        Ok(())
+    }
+
+    /// HTTP/1.1 stays open unless told to close; HTTP/1.0 closes unless told to keep alive. A
+    /// `close` anywhere wins.
+    fn keep_alive(&self, version: Version) -> bool {
+        !self.close && (version == Version::HTTP_11 || self.keep_alive)
+    }
+
+    /// Whether the transfer codings end in `chunked`; `None` without a `Transfer-Encoding`.
+    fn chunked(&self, version: Version) -> Result<Option<bool>, UpstreamError> {
+        let Some(codings) = &self.codings else {
+            return Ok(None);
+        };
+        // RFC 9112 §6.1: HTTP/1.0 has no transfer codings; the framing is faulty.
+        if version == Version::HTTP_10 {
+            return Err(protocol("transfer-encoding in an http/1.0 response"));
+        }
+        if codings.is_empty() {
+            return Err(protocol("empty transfer-encoding"));
+        }
+        // RFC 9112 §6.1: a sender must not apply chunked more than once.
+        if codings.iter().filter(|c| *c == "chunked").count() > 1 {
+            return Err(protocol("chunked applied more than once"));
+        }
+        Ok(Some(codings.last().is_some_and(|c| c == "chunked")))
+    }
+
+    /// The body's framing, and whether the connection can be reused after it.
+    fn framing(
+        &self,
+        status: StatusCode,
+        version: Version,
+    ) -> Result<(Framing, bool), UpstreamError> {
+        let chunked = self.chunked(version)?;
+        // RFC 9112 §6.3 rule 3: with both, Transfer-Encoding frames the body and the connection
+        // closes after it (the two disagreeing is how request smuggling starts).
+        let both = chunked.is_some() && self.length.is_some();
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            // The connection now speaks another protocol: never pooled.
+            return Ok((Framing::Length(0), false));
+        }
+        if status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            return Ok((Framing::Length(0), !both));
+        }
+        Ok(match (chunked, self.length) {
+            (Some(true), _) => (Framing::Chunked(Chunked::default()), !both),
+            // Rule 4: chunked is not the final coding: the body runs to the close.
+            (Some(false), _) => (Framing::UntilClose, false),
+            (None, Some(n)) => (Framing::Length(n), true),
+            (None, None) => (Framing::UntilClose, false),
+        })
+    }
+}
+
+/// The elements of a comma-separated field value, trimmed, empty ones skipped (RFC 9110 §5.6.1).
+fn list(v: &str) -> impl Iterator<Item = &str> {
+    v.split(',').map(ows_trim).filter(|s| !s.is_empty())
+}
+
+/// Without leading and trailing spaces and tabs (optional white space).
+fn ows_trim(s: &str) -> &str {
+    s.trim_matches([' ', '\t'])
+}
+
+/// `Content-Length = 1*DIGIT` (RFC 9110 §8.6): no sign, no radix prefix, no overflow.
+fn content_length(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
