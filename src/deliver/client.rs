@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -182,18 +182,31 @@ impl UpstreamClient {
         }
     }
 
-    /// An active health probe: any 2xx within the timeout is healthy.
-    pub async fn probe(&self, url: &str, timeout: Duration) -> bool {
-        let Ok(req) = Request::get(url).body(Full::new(Bytes::new())) else {
-            return false;
+    /// A probe: `GET {base}{path}` with `headers`, through the same client as the traffic (the
+    /// in-task HTTP/1.1 pool for `http://` backends, hyper's for the others), its answer read to the
+    /// end (at most [`PROBE_BODY_MAX`]) so the connection is reused. The status, or `None` when no
+    /// complete answer came within `timeout`.
+    pub async fn probe(
+        &self,
+        path: &str,
+        headers: http::HeaderMap,
+        timeout: Duration,
+    ) -> Option<http::StatusCode> {
+        let mut req = Request::get(self.target(path).ok()?)
+            .body(Bytes::new())
+            .ok()?;
+        *req.headers_mut() = headers;
+        let exchange = async {
+            let resp = self.send(req).await.ok()?;
+            let status = resp.status();
+            crate::protocol::read_whole(resp.into_body(), PROBE_BODY_MAX)
+                .await
+                .ok()?;
+            Some(status)
         };
-        match tokio::time::timeout(timeout, self.inner.request(req)).await {
-            Ok(Ok(resp)) => {
-                let ok = resp.status().is_success();
-                let _ = tokio::time::timeout(timeout, resp.into_body().collect()).await;
-                ok
-            }
-            _ => false,
-        }
+        tokio::time::timeout(timeout, exchange).await.ok().flatten()
     }
 }
+
+/// The most of a probe's answer read (a model list is tens of KiB).
+const PROBE_BODY_MAX: usize = 1 << 20;
