@@ -92,9 +92,7 @@ impl App {
                 crate::cluster::publisher(&m, backends.clone());
                 let view = ClusterView::new(&m, backends.clone());
                 let limiter: Arc<dyn RateLimiter> = match &cc.redis {
-                    Some(rc) => {
-                        Arc::new(ClusterLimiter::new(rc, &tenant_cfgs, m.live_count_watch())?)
-                    }
+                    Some(rc) => Arc::new(ClusterLimiter::new(rc, &tenant_cfgs, m.divisor_watch())?),
                     None => Arc::new(LocalLimiter::new(&tenant_cfgs)),
                 };
                 tracing::info!(cluster = %cc.cluster_id, node = %cfg.node.id, limiter = limiter.mode(), "joined the cluster");

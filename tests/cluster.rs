@@ -173,19 +173,25 @@ async fn a_tenant_limit_holds_across_three_nodes_and_survives_redis_loss() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_node_is_seen_within_seconds_and_the_fallback_share_is_redivided() {
+/// Three nodes and a Redis that is not there: every node is in fallback and divides by the member
+/// count. The simulated upstream lives as long as the returned `Proc`.
+fn in_fallback() -> (Proc, Cluster) {
     let m = mock("openai", "up", &[]);
     let gossip = [free_port(), free_port(), free_port()];
     let backends = backend("up", &m, "openai", "");
-    // A Redis that is not there: every node is in fallback and divides by the live count.
     let dead_redis = format!("redis://127.0.0.1:{}", free_port());
     let tenants = "tenants:\n  - { id: t, keys: [sk-t], limits: { requests_per_minute: 600 } }\n";
-    let mut c = start(
+    let c = start(
         (0..3)
             .map(|i| node_config(i, &gossip, &backends, tenants, Some(&dead_redis), ""))
             .collect(),
     );
+    (m, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_is_seen_within_seconds_and_the_fallback_share_is_redivided() {
+    let (_m, mut c) = in_fallback();
     wait_members(&c, 3).await;
     for node in &c.nodes {
         eventually(Duration::from_secs(5), "divisor 3", || async {
@@ -359,4 +365,80 @@ async fn health_cooldowns_and_affinity_agree_across_nodes() {
         }
     }
     assert_eq!(mock_requests(&a).await, a_before);
+}
+
+/// Send `signal` (STOP, CONT) to a node's process with the shell's builtin `kill`.
+fn signal(node: &Proc, signal: &str) {
+    let pid = node.child.id();
+    let ok = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -{signal} {pid}")])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{signal} {pid}");
+}
+
+/// Issue #15: stale membership is not solitude. A node starts dividing by its seed count (2 seed
+/// peers + itself), and one paused past `dead_after` (SIGSTOP, like a GC pause or a VM freeze) wakes
+/// to a failure detector that declares both peers dead: it keeps dividing by 3, never by 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_node_keeps_dividing_by_the_last_stable_member_count() {
+    let (_m, c) = in_fallback();
+    let paused = &c.nodes[2];
+    // From its first moment, before any gossip: the seed count.
+    assert_eq!(
+        gauge(paused, "sluice_limiter_fallback_divisor", &[]).await,
+        Some(3.0)
+    );
+    wait_members(&c, 3).await;
+    // Whether the paused node's failure detector runs before the gossip queued during the pause is
+    // read decides if it sees its peers as gone on waking (what used to make it divide by 1): pause
+    // until it did, at most five times.
+    const PAUSE: Duration = Duration::from_millis(2500);
+    let mut exercised = None;
+    for attempt in 1..=5 {
+        let before = paused.logs().len();
+        signal(paused, "STOP");
+        let stopped = Instant::now();
+        for node in &c.nodes[..2] {
+            eventually(Duration::from_secs(8), "node-2 seen dead", || async {
+                live_count(node).await == 2
+            })
+            .await;
+        }
+        // The pause is the scenario: well past dead_after (1.5 s).
+        eventually(PAUSE * 2, "the pause is over", || async {
+            stopped.elapsed() >= PAUSE
+        })
+        .await;
+        signal(paused, "CONT");
+        wait_members(&c, 3).await;
+        let pause = stopped.elapsed();
+        // Every change of the divisor is logged: there was none on the paused node.
+        let logs = paused.logs();
+        assert!(
+            !logs.contains("re-divided"),
+            "the paused node ({pause:?}) re-divided its quotas: {logs}"
+        );
+        if logs[before..].contains("cluster member left") {
+            exercised = Some((attempt, pause));
+            break;
+        }
+    }
+    let Some((attempt, pause)) = exercised else {
+        panic!(
+            "in five pauses node-2 never saw its peers as gone: nothing was tested\n{}",
+            paused.logs()
+        );
+    };
+    let admin_view = admin(paused).await;
+    assert_eq!(admin_view["cluster"]["divisor"], 3, "{admin_view}");
+    assert_eq!(
+        gauge(paused, "sluice_limiter_fallback_divisor", &[]).await,
+        Some(3.0)
+    );
+    println!(
+        "pause {attempt}: {:.2}s, the node saw its peers as gone on waking, divisor stayed 3",
+        pause.as_secs_f64()
+    );
 }

@@ -261,3 +261,60 @@ async fn with_one_attempt_the_request_after_a_429_waits_out_the_cooldown_and_is_
     let r = chat(&gw, "sk-acme", hello("m"), &[]).await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// Issue #15: an ejected backend without a health check is probed (`GET /v1/models`) every
+/// `eject_probe_ms` (default 1 s) and routed to again within twice that once it answers, not when
+/// its 60 s ejection ends.
+#[tokio::test]
+async fn an_ejected_backend_is_probed_back_within_twice_the_probe_interval() {
+    const PROBE: Duration = Duration::from_secs(1); // the default eject_probe_ms
+    let a = mock("openai", "a", &[]);
+    let b = mock("openai", "b", &[]);
+    let cfg = format!(
+        "backends:\n{}{}{TENANTS}routing:\n  strategy: round-robin\n",
+        backend("a", &a, "openai", ", eject_after: 2, eject_for_ms: 60000"),
+        backend("b", &b, "openai", "")
+    );
+    let gw = gateway(&cfg);
+    // `a` fails every request (and every probe) until it is ejected; clients never notice.
+    mock_control(&a, json!({"status": 500})).await;
+    let ejections = [("backend", "a")];
+    poll(Duration::from_secs(10), "a ejected", || async {
+        let r = chat(&gw, "sk-acme", hello("m"), &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let m = metrics_text(&gw).await;
+        metric(&m, "sluice_backend_ejections_total", &ejections).map(|_| ())
+    })
+    .await;
+    // Probes go on failing: it stays out.
+    let failed = [("backend", "a"), ("result", "failed")];
+    eventually(Duration::from_secs(5), "a failed probe", || async {
+        let m = metrics_text(&gw).await;
+        metric(&m, "sluice_backend_probe_backs_total", &failed).is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    for _ in 0..4 {
+        let r = chat(&gw, "sk-acme", hello("m"), &[]).await;
+        assert_eq!(r.header("x-sluice-backend"), Some("b"), "{}", r.text());
+    }
+    // It comes back: routed to again within twice the probe interval.
+    mock_control(&a, json!({"status": null})).await;
+    let back = std::time::Instant::now();
+    let took = poll(2 * PROBE, "a routed to again", || async {
+        let r = chat(&gw, "sk-acme", hello("m"), &[]).await;
+        (r.header("x-sluice-backend") == Some("a")).then(|| back.elapsed())
+    })
+    .await;
+    eprintln!("ejected backend routed to again {took:?} after it recovered");
+    let m = metrics_text(&gw).await;
+    let ok = [("backend", "a"), ("result", "ok")];
+    assert_eq!(
+        metric(&m, "sluice_backend_probe_backs_total", &ok),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "sluice_backend_ejections_total", &ejections),
+        Some(1.0)
+    );
+}

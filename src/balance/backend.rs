@@ -36,6 +36,8 @@ pub struct Backend {
     pub policy: HealthPolicy,
     in_flight: AtomicU32,
     health: Mutex<Health>,
+    /// Signalled when a passive ejection starts: wakes the probe-back task.
+    ejected: tokio::sync::Notify,
     latency: Mutex<PeakEwma>,
     ttft: Mutex<PeakEwma>,
     /// Adaptive concurrency limit (congestion control); `limit` mirrors it for the hot path.
@@ -65,6 +67,7 @@ impl Backend {
             healthy_threshold: cfg.health_check.as_ref().map_or(2, |h| h.healthy_threshold),
             eject_after: cfg.eject_after,
             eject_for: Duration::from_millis(cfg.eject_for_ms),
+            eject_max: cfg.eject_max(),
         };
         Metrics::healthy(&cfg.name, true);
         let cfg_name = cfg.name.clone();
@@ -76,6 +79,7 @@ impl Backend {
             cfg,
             in_flight: AtomicU32::new(0),
             health: Mutex::new(Health::new()),
+            ejected: tokio::sync::Notify::new(),
             latency: Mutex::new(PeakEwma::new(EWMA_TAU)),
             ttft: Mutex::new(PeakEwma::new(EWMA_TAU)),
             congestion: Mutex::new(ConcurrencyLimit::new(&CongestionConfig::default())),
@@ -245,14 +249,38 @@ impl Backend {
 
     /// A request outcome seen by Deliver: connect errors and 5xx count against the backend.
     pub fn passive(&self, ok: bool, now: Instant) {
-        let ejected = self
-            .health
-            .lock()
-            .expect("health lock")
-            .passive(ok, &self.policy, now);
-        if ejected {
-            tracing::warn!(backend = %self.name(), for_ms = self.cfg.eject_for_ms, "backend ejected after consecutive failures");
+        let ejected_for = {
+            let mut h = self.health.lock().expect("health lock");
+            h.passive(ok, &self.policy, now)
+                .then(|| h.ejected_until().map_or(Duration::ZERO, |t| t - now))
+        };
+        if let Some(d) = ejected_for {
+            tracing::warn!(backend = %self.name(), for_ms = d.as_millis() as u64, "backend ejected after consecutive failures");
             Metrics::ejected(self.name());
+            self.ejected.notify_one();
+        }
+    }
+
+    /// Wait for the next passive ejection (one that started since the last wait counts too).
+    pub async fn ejection_started(&self) {
+        self.ejected.notified().await;
+    }
+
+    /// While the backend is ejected at `now`: how long until the next probe-back, given the
+    /// configured `interval` (it backs off after relapses, see [`Health::probe_back_delay`]).
+    pub fn probe_back_due(&self, interval: Duration, now: Instant) -> Option<Duration> {
+        let h = self.health.lock().expect("health lock");
+        h.is_ejected(now)
+            .then(|| h.probe_back_delay(&self.policy, interval))
+    }
+
+    /// A probe-back's result while ejected: a success ends the ejection.
+    pub fn probe_back(&self, ok: bool, now: Instant) {
+        Metrics::probe_back(self.name(), ok);
+        let ended = self.health.lock().expect("health lock").probe_back(ok, now);
+        if ended {
+            tracing::info!(backend = %self.name(), "backend answered a probe: ejection ended");
+            self.wake_queues();
         }
     }
 

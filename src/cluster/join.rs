@@ -2,10 +2,11 @@
 //! and spawns the live-members watcher.
 
 use super::ClusterError;
+use super::divisor::{Divisor, seed_count};
 use super::keys::{self, NodeStatus};
 use super::member::{Member, NodeInfo};
 use super::membership::{Cluster, Shared};
-use super::watcher::follow;
+use super::watcher::{Outputs, follow};
 use crate::config::ClusterConfig;
 use crate::observe::Metrics;
 use chitchat::transport::Transport;
@@ -86,13 +87,27 @@ impl Cluster {
         let (members_tx, members_rx) = watch::channel(Arc::new(vec![self_member]));
         let (count_tx, count_rx) = watch::channel(1usize);
         Metrics::cluster_members(1);
+        // Until gossip says otherwise, the limiter divides by the seed count.
+        let mut own = vec![
+            cfg.gossip_listen.clone(),
+            listen.to_string(),
+            advertise.to_string(),
+        ];
+        own.extend(cfg.advertise.clone());
+        let seeds = seed_count(&cfg.seeds, &own);
+        let (divisor_tx, divisor_rx) = watch::channel(seeds);
         let stop = CancellationToken::new();
         tokio::spawn(follow(
             watcher,
             chitchat.clone(),
             chitchat_id,
-            members_tx,
-            count_tx,
+            Outputs {
+                members: members_tx,
+                live_count: count_tx,
+                divisor: divisor_tx,
+            },
+            Divisor::for_dead_after(seeds, dead_after),
+            gossip_interval,
             stop.clone(),
         ));
         tracing::info!(
@@ -111,10 +126,12 @@ impl Cluster {
                 gossip_interval,
                 chitchat,
                 members: members_rx,
+                divisor: divisor_rx.clone(),
                 stop,
             }),
             handle: Some(handle),
             live_count: count_rx,
+            divisor: divisor_rx,
         })
     }
 }

@@ -27,6 +27,8 @@ pub(super) struct Shared {
     pub gossip_interval: Duration,
     pub chitchat: Arc<tokio::sync::Mutex<Chitchat>>,
     pub members: watch::Receiver<Arc<Vec<Member>>>,
+    /// What the limiter's fallback divides by (see [`super::divisor`]).
+    pub divisor: watch::Receiver<usize>,
     /// Cancelled when the cluster leaves or is dropped: every task of this module stops.
     pub stop: CancellationToken,
 }
@@ -42,6 +44,7 @@ impl Shared {
             "cluster_id": self.cluster_id,
             "self": self.self_node.id,
             "live_count": members.iter().filter(|m| m.is_ready()).count(),
+            "divisor": *self.divisor.borrow(),
             "members": members.iter().map(Member::admin_json).collect::<Vec<_>>(),
         })
     }
@@ -55,6 +58,7 @@ pub struct Cluster {
     pub(super) shared: Arc<Shared>,
     pub(super) handle: Option<ChitchatHandle>,
     pub(super) live_count: watch::Receiver<usize>,
+    pub(super) divisor: watch::Receiver<usize>,
 }
 
 impl Cluster {
@@ -91,7 +95,13 @@ impl Cluster {
         self.live_count.clone()
     }
 
-    /// `{cluster_id, self, live_count, members: [{id, addr, generation, is_self, status}]}`.
+    /// The member count the rate limiter's fallback divides by: the live count while gossip flows,
+    /// the last stable count (at start the seed count) while it does not (see [`super::divisor`]).
+    pub fn divisor_watch(&self) -> watch::Receiver<usize> {
+        self.divisor.clone()
+    }
+
+    /// `{cluster_id, self, live_count, divisor, members: [{id, addr, generation, is_self, status}]}`.
     pub fn admin_json(&self) -> Value {
         self.shared.admin_members_json()
     }

@@ -11,7 +11,10 @@
 //!        └──local_status──► ClusterView::status ◄── PeerAggregate per backend (refresh task)
 //! ```
 //! - [`Cluster`] ([`membership`]) is the only code that touches chitchat: `join`, `live_nodes`,
-//!   `live_count_watch`, `set_self` / `delete_self`, `leave`. Gossip keys live in [`keys`].
+//!   `live_count_watch`, `divisor_watch`, `set_self` / `delete_self`, `leave`. Gossip keys live in
+//!   [`keys`].
+//! - [`divisor`]: the count the limiter's fallback divides by; a node that hears no gossip keeps the
+//!   last stable count instead of believing it is alone.
 //! - [`publisher`] gossips this node's [`BackendReport`] per backend on meaningful change.
 //! - [`ClusterView`] implements [`crate::balance::BackendView`]: this node's own status merged with
 //!   the live peers' fresh reports; the rule is documented and tested in [`merge`].
@@ -26,6 +29,7 @@
 //!
 //! Gossip is neither authenticated nor encrypted: keep the gossip port on a private network.
 
+pub mod divisor;
 mod join;
 pub mod keys;
 mod leave;

@@ -35,6 +35,14 @@ pub struct BackendConfig {
     pub eject_after: u32,
     #[serde(default = "ten_s")]
     pub eject_for_ms: u64,
+    /// Longest ejection: `eject_for_ms` doubles with each ejection in a row up to this. Default 8 ×
+    /// `eject_for_ms`.
+    #[serde(default)]
+    pub eject_max_ms: Option<u64>,
+    /// While ejected, probe the backend this often (its `health_check.path`, else `GET /v1/models`);
+    /// a good answer ends the ejection. 0: no probes, the ejection runs its course.
+    #[serde(default = "one_s")]
+    pub eject_probe_ms: u64,
     /// Pace requests to this backend so a burst arrives spread out (GCRA spacing).
     #[serde(default)]
     pub smoothing: Option<SmoothingConfig>,
@@ -149,6 +157,19 @@ fn health_path() -> String {
 }
 
 impl BackendConfig {
+    /// The longest ejection (`eject_max_ms`, default 8 × `eject_for_ms`).
+    pub fn eject_max(&self) -> Duration {
+        Duration::from_millis(
+            self.eject_max_ms
+                .unwrap_or_else(|| self.eject_for_ms.saturating_mul(8)),
+        )
+    }
+
+    /// The probe-back interval while ejected; `None` when turned off.
+    pub fn eject_probe(&self) -> Option<Duration> {
+        (self.eject_probe_ms > 0).then(|| Duration::from_millis(self.eject_probe_ms))
+    }
+
     /// The model this backend should be asked for, given the client's model name.
     pub fn model_for<'a>(&'a self, client_model: &'a str) -> &'a str {
         self.models
@@ -268,6 +289,22 @@ impl BackendConfig {
                 at("eject_after"),
                 Some(line),
                 "must be at least 1",
+            ));
+        }
+        if let Some(max) = self.eject_max_ms
+            && max < self.eject_for_ms
+        {
+            return Err(ConfigError::invalid(
+                at("eject_max_ms"),
+                Some(line),
+                format!("must be at least eject_for_ms ({})", self.eject_for_ms),
+            ));
+        }
+        if self.eject_probe_ms != 0 && self.eject_probe_ms < 50 {
+            return Err(ConfigError::invalid(
+                at("eject_probe_ms"),
+                Some(line),
+                "must be 0 (no probes) or at least 50",
             ));
         }
         let is_set = env;

@@ -134,3 +134,29 @@ fn api_keys_named_by_env_must_be_set() {
     );
     assert!(Config::parse_with_env(yaml, &|_| true).is_ok());
 }
+
+#[test]
+fn ejection_probe_and_cap_are_checked_and_defaulted() {
+    let c = Config::parse(MIN).unwrap();
+    let b = &c.backends[0].value;
+    assert_eq!(b.eject_probe(), Some(std::time::Duration::from_secs(1)));
+    assert_eq!(b.eject_max(), std::time::Duration::from_secs(80));
+    let with = |extra: &str| MIN.replace("protocol: openai", &format!("protocol: openai, {extra}"));
+    let c = Config::parse(&with("eject_probe_ms: 0, eject_max_ms: 10000")).unwrap();
+    assert_eq!(c.backends[0].value.eject_probe(), None);
+    assert_eq!(
+        c.backends[0].value.eject_max(),
+        std::time::Duration::from_secs(10)
+    );
+    for (extra, field) in [
+        ("eject_max_ms: 9999", "backends[0].eject_max_ms"),
+        ("eject_probe_ms: 10", "backends[0].eject_probe_ms"),
+    ] {
+        let e = Config::parse(&with(extra)).unwrap_err().to_string();
+        assert!(e.contains(field) && e.contains("line 2"), "{e}");
+    }
+    let e = Config::parse(&with("eject_probe: 5"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("eject_probe"), "{e}");
+}

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -187,18 +187,124 @@ impl UpstreamClient {
         }
     }
 
-    /// An active health probe: any 2xx within the timeout is healthy.
-    pub async fn probe(&self, url: &str, timeout: Duration) -> bool {
-        let Ok(req) = Request::get(url).body(Full::new(Bytes::new())) else {
-            return false;
+    /// A probe: `GET {base}{path}` with `headers`, through the same client as the traffic (the
+    /// in-task HTTP/1.1 pool for `http://` backends, hyper's for the others), its answer read to the
+    /// end (at most [`PROBE_BODY_MAX`]) so the connection is reused. The status, or `None` when no
+    /// complete answer came within `timeout`.
+    pub async fn probe(
+        &self,
+        path: &str,
+        headers: http::HeaderMap,
+        timeout: Duration,
+    ) -> Option<http::StatusCode> {
+        let mut req = Request::get(self.target(path).ok()?)
+            .body(Bytes::new())
+            .ok()?;
+        *req.headers_mut() = headers;
+        let exchange = async {
+            let resp = self.send(req).await.ok()?;
+            let status = resp.status();
+            crate::protocol::read_whole(resp.into_body(), PROBE_BODY_MAX)
+                .await
+                .ok()?;
+            Some(status)
         };
-        match tokio::time::timeout(timeout, self.inner.request(req)).await {
-            Ok(Ok(resp)) => {
-                let ok = resp.status().is_success();
-                let _ = tokio::time::timeout(timeout, resp.into_body().collect()).await;
-                ok
+        tokio::time::timeout(timeout, exchange).await.ok().flatten()
+    }
+}
+
+/// The most of a probe's answer read (a model list is tens of KiB).
+const PROBE_BODY_MAX: usize = 1 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, StatusCode};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// The next request head on `sock` (requests without a body).
+    async fn next_head(sock: &mut TcpStream, buf: &mut Vec<u8>) -> String {
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head: Vec<u8> = buf.drain(..end + 4).collect();
+                return String::from_utf8(head).unwrap().to_lowercase();
             }
-            _ => false,
+            let mut chunk = [0u8; 1024];
+            let n = sock.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the client closed the connection");
+            buf.extend_from_slice(&chunk[..n]);
         }
+    }
+
+    fn client_for(addr: std::net::SocketAddr) -> UpstreamClient {
+        let base = format!("http://{addr}/base");
+        UpstreamClient::new(Duration::from_secs(1), tls_client_config(), &base)
+    }
+
+    #[tokio::test]
+    async fn probes_of_an_http_backend_go_through_the_in_task_pool_and_keep_its_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // One connection answers both probes: the second reuses the pooled connection.
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut heads = Vec::new();
+            for status in ["200 OK", "503 Service Unavailable"] {
+                heads.push(next_head(&mut sock, &mut buf).await);
+                let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 2\r\n\r\nok");
+                sock.write_all(answer.as_bytes()).await.unwrap();
+            }
+            heads
+        });
+        let client = client_for(addr);
+        assert!(
+            client.h1.is_some(),
+            "http:// backends use the in-task client"
+        );
+        let mut key = HeaderMap::new();
+        key.insert("authorization", "Bearer k".parse().unwrap());
+        let timeout = Duration::from_secs(5);
+        assert_eq!(
+            client.probe("/health", key, timeout).await,
+            Some(StatusCode::OK)
+        );
+        assert_eq!(
+            client.probe("/v1/models", HeaderMap::new(), timeout).await,
+            Some(StatusCode::SERVICE_UNAVAILABLE)
+        );
+        let heads = server.await.unwrap();
+        assert!(
+            heads[0].starts_with("get /base/health http/1.1\r\n"),
+            "{}",
+            heads[0]
+        );
+        assert!(heads[0].contains("authorization: bearer k"), "{}", heads[0]);
+        assert!(!heads[0].contains("content-length"), "{}", heads[0]);
+        assert!(
+            heads[1].starts_with("get /base/v1/models http/1.1\r\n"),
+            "{}",
+            heads[1]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_probe_whose_answer_does_not_complete_in_time_fails() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (release, held) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            next_head(&mut sock, &mut Vec::new()).await;
+            // A head, then 2 of the 10 bytes promised, then silence.
+            let answer = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nok";
+            sock.write_all(answer.as_bytes()).await.unwrap();
+            let _ = held.await;
+        });
+        let client = client_for(addr);
+        let probe = client.probe("/health", HeaderMap::new(), Duration::from_millis(200));
+        assert_eq!(probe.await, None);
+        let _ = release.send(());
     }
 }

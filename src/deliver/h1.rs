@@ -203,7 +203,10 @@ fn encode_head(parts: &http::request::Parts, host: &HeaderValue, body_len: usize
         }
         line(name.as_str().as_bytes(), value.as_bytes());
     }
-    line(b"content-length", body_len.to_string().as_bytes());
+    // A GET or HEAD without a body (a probe) sends no length (RFC 9110 §8.6).
+    if body_len > 0 || !matches!(parts.method, http::Method::GET | http::Method::HEAD) {
+        line(b"content-length", body_len.to_string().as_bytes());
+    }
     out.extend_from_slice(b"\r\n");
     out
 }

@@ -35,11 +35,9 @@ pub(super) fn build_request(
     let mut b = Request::post(target)
         .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
         .header(X_REQUEST_ID.clone(), call.request_id);
+    b = with_key(b, backend);
     match backend.cfg.protocol {
         Protocol::Openai => {
-            if let Some(k) = &backend.api_key {
-                b = b.header("authorization", format!("Bearer {k}"));
-            }
             for h in ["openai-organization", "openai-project"] {
                 if let Some(v) = call.client_headers.get(h) {
                     b = b.header(h, v);
@@ -47,14 +45,11 @@ pub(super) fn build_request(
             }
         }
         Protocol::Anthropic => {
-            if let Some(k) = &backend.api_key {
-                b = b.header("x-api-key", k.as_str());
-            }
             let version = call
                 .client_headers
                 .get("anthropic-version")
                 .cloned()
-                .unwrap_or(HeaderValue::from_static("2023-06-01"));
+                .unwrap_or(HeaderValue::from_static(ANTHROPIC_VERSION));
             b = b.header("anthropic-version", version);
             if call.endpoint == Endpoint::Messages
                 && let Some(v) = call.client_headers.get("anthropic-beta")
@@ -68,6 +63,30 @@ pub(super) fn build_request(
             backend: backend.name().into(),
             reason: format!("cannot build request: {e}"),
         })
+}
+
+/// The `anthropic-version` sent when the client names none.
+const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// The backend's key, injected the way its API wants it.
+fn with_key(b: http::request::Builder, backend: &Backend) -> http::request::Builder {
+    match (&backend.api_key, backend.cfg.protocol) {
+        (Some(k), Protocol::Openai) => b.header("authorization", format!("Bearer {k}")),
+        (Some(k), Protocol::Anthropic) => b.header("x-api-key", k.as_str()),
+        (None, _) => b,
+    }
+}
+
+/// What a probe of the backend's API (`GET /v1/models`) carries: its key, and for Anthropic the
+/// API version, as real requests do.
+pub(super) fn api_probe_headers(backend: &Backend) -> HeaderMap {
+    let mut b = with_key(Request::get("/"), backend);
+    if backend.cfg.protocol == Protocol::Anthropic {
+        b = b.header("anthropic-version", ANTHROPIC_VERSION);
+    }
+    b.body(())
+        .map(|r| r.into_parts().0.headers)
+        .unwrap_or_default()
 }
 
 /// A whole upstream body, bounded in size and by the request's total deadline.

@@ -141,6 +141,12 @@ pub const BACKEND_EJECTIONS: Def = def(
     &["backend"],
     "passive ejections",
 );
+pub const BACKEND_PROBE_BACKS: Def = def(
+    "sluice_backend_probe_backs_total",
+    Counter,
+    &["backend", "result"],
+    "probes of an ejected backend: ok (the ejection ends) or failed",
+);
 pub const BACKEND_IN_FLIGHT: Def = def(
     "sluice_backend_in_flight",
     Gauge,
@@ -223,6 +229,7 @@ pub const ALL: &[Def] = &[
     ROUTING_DECISIONS,
     BACKEND_HEALTHY,
     BACKEND_EJECTIONS,
+    BACKEND_PROBE_BACKS,
     BACKEND_IN_FLIGHT,
     UPSTREAM_DURATION,
     TTFT,

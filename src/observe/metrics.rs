@@ -161,6 +161,11 @@ impl Metrics {
     pub fn ejected(backend: &str) {
         counter!(BACKEND_EJECTIONS.name, "backend" => backend.to_string()).increment(1);
     }
+    pub fn probe_back(backend: &str, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        counter!(BACKEND_PROBE_BACKS.name, "backend" => backend.to_string(), "result" => result)
+            .increment(1);
+    }
     pub fn failover(backend: &str, reason: &'static str) {
         counter!(FAILOVERS.name, "backend" => backend.to_string(), "reason" => reason).increment(1);
     }
