@@ -208,7 +208,11 @@ mod tests {
     fn garbage_is_lines_that_are_never_utf8() {
         let g = garbage();
         let lines: Vec<_> = g.split(|b| *b == b'\n').collect();
-        assert_eq!(lines.len(), 10, "8 lines, a blank line, and nothing after it");
+        assert_eq!(
+            lines.len(),
+            10,
+            "8 lines, a blank line, and nothing after it"
+        );
         for l in &lines[..8] {
             assert!(std::str::from_utf8(l).is_err());
             assert!(!l.contains(&b'\r'));
