@@ -9,10 +9,10 @@ use crate::balance::{Backend, InFlightGuard, candidates};
 use crate::config::BoundsConfig;
 use crate::error::GatewayError;
 use crate::observe::Metrics;
-use crate::protocol::{RespBody, full_body};
+use crate::protocol::{RespBody, full_body, pieces_body};
 use crate::shape::{Outcome, Shed};
 use crate::translate::{
-    Plan, Usage, plan, response_back, scan_usage, stream_transform, usage_from_body,
+    Plan, Usage, hollow, plan, response_back, scan_usage, stream_transform, usage_from_body,
 };
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -182,9 +182,12 @@ pub(super) async fn attempt(
     backend.congestion_sample(Outcome::Success(elapsed));
     backend.metrics.upstream.record(elapsed.as_secs_f64());
     drop(guard);
-    // Pass-through bodies are only scanned for `usage` (no JSON tree); translated ones are parsed whole.
+    // Pass-through bodies are only scanned for `usage` (no JSON tree); translated ones are parsed,
+    // their long answer strings cut out first (see `translate::hollow`: about 1× the body in all).
+    let holes = plan.translated.then(|| hollow(&body)).flatten();
     let parsed: Option<Value> = if plan.translated {
-        serde_json::from_slice(&body).ok()
+        let skeleton = holes.as_ref().map_or(&body[..], |h| &h.skeleton[..]);
+        serde_json::from_slice(skeleton).ok()
     } else {
         None
     };
@@ -201,17 +204,21 @@ pub(super) async fn attempt(
             };
             return Attempt::Done(e.response(client_proto));
         };
-        match response_back(call.endpoint, &v, call.model) {
+        let out = match response_back(call.endpoint, &v, call.model) {
             Ok(v) => Bytes::from(v.to_string()),
             Err(e) => return Attempt::Done(e.response(client_proto)),
+        };
+        match holes {
+            Some(h) => pieces_body(h.fill(&body, out)),
+            None => full_body(out),
         }
     } else {
-        body
+        full_body(body)
     };
     let response = Response::builder()
         .status(status)
         .header(CONTENT_TYPE, "application/json")
-        .body(full_body(out))
+        .body(out)
         .expect("valid response");
     Attempt::Done(response)
 }

@@ -149,6 +149,17 @@ impl StreamBody {
         self.report(StreamEnd::Fault(fault));
     }
 
+    /// The parser stopped: a bound passed, or bytes that are not SSE (not UTF-8).
+    fn parser_fault(&self) -> Option<StreamFault> {
+        if self.parser.too_large() {
+            Some(StreamFault::TooLarge)
+        } else if self.parser.invalid() {
+            Some(StreamFault::Malformed)
+        } else {
+            None
+        }
+    }
+
     fn on_data(&mut self, data: Bytes) {
         if self.ttft.is_none() {
             let ttft = self.sent_at.elapsed();
@@ -159,8 +170,8 @@ impl StreamBody {
         }
         self.idle.as_mut().reset(Instant::now() + self.idle_for);
         let events = self.parser.push(&data);
-        if self.parser.too_large() {
-            return self.fail(StreamFault::TooLarge);
+        if let Some(fault) = self.parser_fault() {
+            return self.fail(fault);
         }
         for ev in &events {
             if let Err(fault) = self.check.observe(ev) {

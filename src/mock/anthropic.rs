@@ -87,6 +87,7 @@ pub(crate) async fn messages(
     if !snap.ttft.is_zero() {
         tokio::time::sleep(snap.ttft).await;
     }
+    let reply = reply.padded(snap.body_bytes);
     let (block, stop_reason, stop_sequence) = match &reply {
         Reply::Text(a) => (
             Block::Text { text: &a.text },

@@ -24,6 +24,8 @@ pub(crate) struct Settings {
     stream_fault: FaultSetting,
     /// `Retry-After` seconds on forced statuses; 0 = none.
     retry_after_s: AtomicU64,
+    /// Size to pad non-streamed answers to; 0 = off.
+    body_bytes: AtomicU64,
     pub limiter: RateLimiter,
 }
 
@@ -37,6 +39,7 @@ pub(crate) struct Snapshot {
     pub status: Option<u16>,
     pub stream_fault: StreamFault,
     pub retry_after_s: Option<u64>,
+    pub body_bytes: u64,
 }
 
 impl Settings {
@@ -50,6 +53,7 @@ impl Settings {
             status: AtomicU32::new(0),
             stream_fault: FaultSetting::new(cfg.stream_fault),
             retry_after_s: AtomicU64::new(0),
+            body_bytes: AtomicU64::new(cfg.body_bytes),
             limiter: RateLimiter::new(cfg.rate_limit_rps.map(sanitize_rate)),
         }
     }
@@ -64,7 +68,12 @@ impl Settings {
             status: u16::try_from(status).ok().filter(|s| *s != 0),
             stream_fault: self.stream_fault.get(),
             retry_after_s: Some(self.retry_after_s.load(Ordering::Relaxed)).filter(|s| *s != 0),
+            body_bytes: self.body_bytes.load(Ordering::Relaxed),
         }
+    }
+
+    pub fn stream_fault(&self) -> StreamFault {
+        self.stream_fault.get()
     }
 
     pub fn healthy(&self) -> bool {
@@ -84,6 +93,7 @@ impl Settings {
             "status": s.status,
             "stream_fault": s.stream_fault.as_str(),
             "retry_after_s": s.retry_after_s,
+            "body_bytes": s.body_bytes,
         })
     }
 }
@@ -210,6 +220,7 @@ pub(crate) fn control(state: &State, body: &[u8]) -> Response<MockBody> {
             Change::Status(v) => s.status.store(v.map_or(0, u32::from), Ordering::Relaxed),
             Change::StreamFault(f) => s.stream_fault.set(f),
             Change::RetryAfter(v) => s.retry_after_s.store(v.unwrap_or(0), Ordering::Relaxed),
+            Change::BodyBytes(v) => s.body_bytes.store(v, Ordering::Relaxed),
         }
     }
     tracing::debug!(mock = %state.cfg.name, settings = %s.to_json(&state.cfg.name), "mock settings changed");
@@ -226,6 +237,7 @@ enum Change {
     Status(Option<u16>),
     StreamFault(StreamFault),
     RetryAfter(Option<u64>),
+    BodyBytes(u64),
 }
 
 /// Validate every key before applying any, so a bad request changes nothing.
@@ -256,6 +268,7 @@ fn parse_changes(map: &Map<String, Value>) -> Result<Vec<Change>, String> {
             }
             "retry_after_s" if v.is_null() => Change::RetryAfter(None),
             "retry_after_s" => Change::RetryAfter(Some(v.as_u64().ok_or_else(bad)?)),
+            "body_bytes" => Change::BodyBytes(v.as_u64().ok_or_else(bad)?),
             "stream_fault" => {
                 Change::StreamFault(v.as_str().and_then(StreamFault::parse).ok_or_else(bad)?)
             }

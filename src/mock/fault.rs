@@ -1,6 +1,11 @@
-//! Stream faults the simulated upstream can inject, as hostile or broken providers do: a stream cut
+//! Faults the simulated upstream can inject, as hostile or broken providers do: a stream cut
 //! short, a malformed event, a line with no end, an event with no end, a stall, a connection
-//! dropped mid-body. Each starts after the first two frames of a stream.
+//! dropped mid-body, bytes that are not SSE at all; and, for every answer, streamed or not, an
+//! upstream that never answers or one whose error echoes the key it was sent.
+//!
+//! The stream faults start after the first two frames of a stream and touch only streamed
+//! answers (a non-streamed one is answered normally); `blackhole` and `echo_key` apply to every
+//! API request, streamed or not, before any answer starts.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -21,10 +26,20 @@ pub enum StreamFault {
     Stall,
     /// Drop the connection mid-body (no terminating chunk).
     CloseMidBody,
+    /// Send a few lines of random binary bytes (never valid UTF-8, so never SSE), then end the
+    /// body cleanly. Streamed answers only.
+    Garbage,
+    /// Read the request, then never answer, not even a status line, keeping the connection open.
+    /// Every API request, streamed or not.
+    Blackhole,
+    /// Answer 400 in the protocol's error shape, its message echoing the `Authorization` and
+    /// `x-api-key` headers received (as some providers echo a rejected key). Every API request,
+    /// streamed or not.
+    EchoKey,
 }
 
 impl StreamFault {
-    pub const ALL: [StreamFault; 7] = [
+    pub const ALL: [StreamFault; 10] = [
         StreamFault::None,
         StreamFault::Truncate,
         StreamFault::Malformed,
@@ -32,6 +47,9 @@ impl StreamFault {
         StreamFault::EndlessEvent,
         StreamFault::Stall,
         StreamFault::CloseMidBody,
+        StreamFault::Garbage,
+        StreamFault::Blackhole,
+        StreamFault::EchoKey,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +61,9 @@ impl StreamFault {
             StreamFault::EndlessEvent => "endless_event",
             StreamFault::Stall => "stall",
             StreamFault::CloseMidBody => "close_mid_body",
+            StreamFault::Garbage => "garbage",
+            StreamFault::Blackhole => "blackhole",
+            StreamFault::EchoKey => "echo_key",
         }
     }
 

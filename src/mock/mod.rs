@@ -69,6 +69,10 @@ pub struct MockConfig {
     /// Words generated per answer (capped by the request's max_tokens).
     #[arg(long, default_value_t = 16)]
     pub output_tokens: u32,
+    /// Pad the text of every non-streamed answer so its body is about this many bytes; 0 = off
+    /// (also settable at run time: `body_bytes`). For tests of large upstream bodies.
+    #[arg(long, default_value_t = 0)]
+    pub body_bytes: u64,
     /// Break every stream this way (also settable at run time: `stream_fault` in `/_mock/control`).
     #[arg(long, value_enum, default_value = "none")]
     pub stream_fault: StreamFault,
@@ -87,6 +91,7 @@ impl MockConfig {
             rate_limit_rps: None,
             api_key: None,
             output_tokens: 16,
+            body_bytes: 0,
             stream_fault: StreamFault::None,
         }
     }

@@ -114,6 +114,7 @@ pub(crate) async fn chat(
     if !snap.ttft.is_zero() {
         tokio::time::sleep(snap.ttft).await;
     }
+    let reply = reply.padded(snap.body_bytes);
     let (message, finish) = match &reply {
         Reply::Text(a) => (
             AssistantMessage {

@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 
 use super::body::{MockBody, error};
 use super::control::{self, Snapshot, retry_after_secs};
+use super::fault::StreamFault;
 use super::state::{InFlight, State};
 use super::{anthropic, embeddings, legacy, openai};
 use crate::protocol::Protocol;
@@ -95,6 +96,8 @@ async fn api(state: &Arc<State>, req: Request<Incoming>, guard: InFlight) -> Res
         .api_key
         .as_deref()
         .is_none_or(|key| authorized(req.headers(), key));
+    let keys =
+        (state.settings.stream_fault() == StreamFault::EchoKey).then(|| sent_keys(req.headers()));
     let body = match read_body(protocol, req).await {
         Ok(b) => b,
         Err(res) => return res,
@@ -116,6 +119,21 @@ async fn api(state: &Arc<State>, req: Request<Incoming>, guard: InFlight) -> Res
     let snap: Snapshot = state.settings.snapshot();
     if !snap.latency.is_zero() {
         tokio::time::sleep(snap.latency).await;
+    }
+    match snap.stream_fault {
+        StreamFault::Blackhole => {
+            // The request was read; nothing, not even a status line, ever comes back.
+            let _guard = guard;
+            return std::future::pending().await;
+        }
+        StreamFault::EchoKey => {
+            let msg = format!(
+                "Invalid request (mock echo_key): you sent {}.",
+                keys.unwrap_or_default()
+            );
+            return error(protocol, StatusCode::BAD_REQUEST, &msg);
+        }
+        _ => {}
     }
     if let Some(code) = snap.status {
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -140,6 +158,21 @@ async fn api(state: &Arc<State>, req: Request<Incoming>, guard: InFlight) -> Res
         Endpoint::Messages => anthropic::messages(state, &snap, &body, guard).await,
         Endpoint::CountTokens => anthropic::count_tokens(&body),
     }
+}
+
+/// The credential headers a request carried, as the `echo_key` fault repeats them.
+fn sent_keys(headers: &HeaderMap) -> String {
+    let show = |name: &str| {
+        headers.get(name).map_or_else(
+            || "(none)".to_owned(),
+            |v| String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        )
+    };
+    format!(
+        "Authorization: {}, x-api-key: {}",
+        show("authorization"),
+        show("x-api-key")
+    )
 }
 
 /// `Authorization: Bearer <key>` or `x-api-key: <key>`, whatever the protocol.

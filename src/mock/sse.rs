@@ -117,6 +117,12 @@ impl SseTx {
                 let _ = self.put(Bytes::new()).await;
                 Err(Closed)
             }
+            StreamFault::Garbage => {
+                self.put(garbage()).await?;
+                Err(Closed)
+            }
+            // Answered before any stream starts (see `router`).
+            StreamFault::Blackhole | StreamFault::EchoKey => Ok(()),
         }
     }
 
@@ -135,6 +141,24 @@ impl SseTx {
         }
         self.send(frame).await
     }
+}
+
+/// Lines of random bytes, each opening with `0xFF 0xFE` (never valid UTF-8), no CR or LF inside,
+/// then a blank line.
+fn garbage() -> Bytes {
+    const LINES: usize = 8;
+    const WIDTH: usize = 64;
+    let mut b = Vec::with_capacity(LINES * (WIDTH + 3) + 1);
+    for _ in 0..LINES {
+        b.extend_from_slice(&[0xFF, 0xFE]);
+        b.extend((0..WIDTH).map(|_| match rand::random::<u8>() {
+            b'\n' | b'\r' => 0,
+            x => x,
+        }));
+        b.push(b'\n');
+    }
+    b.push(b'\n');
+    Bytes::from(b)
 }
 
 /// `event: {name}\ndata: {json}\n\n`.
@@ -178,5 +202,20 @@ mod tests {
         let parts: Vec<_> = fragments("{\"input\":\"héllo\"}", 5).collect();
         assert_eq!(parts.concat(), "{\"input\":\"héllo\"}");
         assert!(parts.iter().all(|p| p.chars().count() <= 5));
+    }
+
+    #[test]
+    fn garbage_is_lines_that_are_never_utf8() {
+        let g = garbage();
+        let lines: Vec<_> = g.split(|b| *b == b'\n').collect();
+        assert_eq!(
+            lines.len(),
+            10,
+            "8 lines, a blank line, and nothing after it"
+        );
+        for l in &lines[..8] {
+            assert!(std::str::from_utf8(l).is_err());
+            assert!(!l.contains(&b'\r'));
+        }
     }
 }

@@ -175,6 +175,23 @@ impl Reply {
         ))
     }
 
+    /// The reply with its text padded with filler words to at least `bytes` (0: as it is), for a
+    /// non-streamed answer of a chosen size (tokens stay as counted).
+    pub fn padded(mut self, bytes: u64) -> Reply {
+        if let Reply::Text(a) = &mut self {
+            let want = usize::try_from(bytes).unwrap_or(usize::MAX);
+            a.text.reserve(want.saturating_sub(a.text.len()));
+            for word in FILLER.iter().cycle() {
+                if a.text.len() >= want {
+                    break;
+                }
+                a.text.push(' ');
+                a.text.push_str(word);
+            }
+        }
+        self
+    }
+
     /// Completion tokens charged.
     pub fn tokens(&self) -> u32 {
         match self {
@@ -199,6 +216,15 @@ mod tests {
             chunks,
             ["mock", " says:", " hello", " there", " lorem", " ipsum"]
         );
+    }
+
+    #[test]
+    fn padding_reaches_the_size_asked() {
+        let Reply::Text(a) = Reply::Text(answer("m", "x", 4, None, &[])).padded(1000) else {
+            unreachable!()
+        };
+        assert!((1000..1020).contains(&a.text.len()), "{}", a.text.len());
+        assert_eq!(a.tokens(), 4);
     }
 
     #[test]

@@ -14,6 +14,44 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every response body Sluice sends: whole, or streamed.
 pub type RespBody = UnsyncBoxBody<Bytes, BoxError>;
 
+/// A body sent as these pieces, in order, its length known (zero-copy slices of other buffers).
+pub fn pieces_body(pieces: Vec<Bytes>) -> RespBody {
+    Pieces {
+        len: pieces.iter().map(|b| b.len() as u64).sum(),
+        pieces: pieces.into(),
+    }
+    .boxed_unsync()
+}
+
+struct Pieces {
+    pieces: std::collections::VecDeque<Bytes>,
+    len: u64,
+}
+
+impl http_body::Body for Pieces {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let next = self.pieces.pop_front();
+        if let Some(b) = &next {
+            self.len -= b.len() as u64;
+        }
+        std::task::Poll::Ready(next.map(|b| Ok(http_body::Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.len)
+    }
+}
+
 pub fn full_body(b: impl Into<Bytes>) -> RespBody {
     Full::new(b.into())
         .map_err(|never| match never {})

@@ -5,7 +5,7 @@ mod body;
 mod endpoint;
 mod request;
 
-pub use body::{BoxError, ReadError, RespBody, full_body, read_whole};
+pub use body::{BoxError, ReadError, RespBody, full_body, pieces_body, read_whole};
 pub use endpoint::{Endpoint, UPSTREAM_PATHS};
 pub use request::RequestBody;
 

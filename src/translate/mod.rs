@@ -14,6 +14,7 @@ mod common;
 mod completion;
 mod error;
 mod estimate;
+mod hollow;
 mod messages_to_anthropic;
 mod plan;
 mod request_to_anthropic;
@@ -38,6 +39,7 @@ pub use error::{TranslateError, error_to_anthropic, error_to_openai, stream_erro
 pub use estimate::MEDIA_TOKENS;
 #[cfg(test)]
 pub use estimate::{estimate_prompt_tokens, requested_max_tokens};
+pub use hollow::{Hollowed, hollow};
 pub use plan::{Plan, PlanInput, error_back, plan, response_back, stream_transform};
 pub use request_to_anthropic::chat_request_to_messages;
 pub use request_to_openai::messages_request_to_chat;

@@ -13,6 +13,10 @@ pub struct SseEvent {
 /// arrive; events split across chunks, `\n` / `\r\n` / `\r` line ends, multi-line data,
 /// comments (`:` lines), `id:`/`retry:` fields and a leading BOM are all handled.
 ///
+/// Strict on encoding: a line that is not UTF-8 stops the parser ([`SseParser::invalid`]), where
+/// the standard would decode it lossily: an AI upstream sending such bytes is broken, and
+/// replacing them would hand the client altered text as if nothing happened.
+///
 /// Bounded: a line longer than `max_line` bytes or an event whose data grows past `max_event`
 /// bytes stops the parser ([`SseParser::too_large`]); what it buffers never exceeds those bounds,
 /// whatever the upstream sends (no newline at all, or data lines without the blank line).
@@ -22,6 +26,8 @@ pub struct SseParser {
     max_event: usize,
     /// A bound was exceeded: the rest of the stream is ignored.
     over: bool,
+    /// A line was not UTF-8: the rest of the stream is ignored.
+    invalid: bool,
     /// Bytes of the current, unfinished line (kept as bytes so split UTF-8 survives).
     line: Vec<u8>,
     /// The previous chunk ended in `\r`: a `\n` starting the next one ends nothing.
@@ -50,6 +56,7 @@ impl SseParser {
             max_line,
             max_event,
             over: false,
+            invalid: false,
             line: Vec::new(),
             skip_lf: false,
             started: false,
@@ -62,6 +69,15 @@ impl SseParser {
     /// A line or an event went past its bound; nothing more is parsed.
     pub fn too_large(&self) -> bool {
         self.over
+    }
+
+    /// A line was not UTF-8 (the stream is not SSE); nothing more is parsed.
+    pub fn invalid(&self) -> bool {
+        self.invalid
+    }
+
+    fn stopped(&self) -> bool {
+        self.over || self.invalid
     }
 
     fn exceeds(&mut self, line_add: usize) -> bool {
@@ -77,7 +93,7 @@ impl SseParser {
     pub fn push(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
         let mut out = Vec::new();
         let mut rest = chunk;
-        while !rest.is_empty() && !self.over {
+        while !rest.is_empty() && !self.stopped() {
             if self.skip_lf {
                 self.skip_lf = false;
                 if rest[0] == b'\n' {
@@ -110,7 +126,7 @@ impl SseParser {
     /// (strict SSE would drop it; upstreams that omit it are common enough to be lenient).
     pub fn finish(&mut self) -> Vec<SseEvent> {
         let mut out = Vec::new();
-        if self.over {
+        if self.stopped() {
             return out;
         }
         if !self.line.is_empty() {
@@ -127,6 +143,11 @@ impl SseParser {
         if !self.started {
             self.started = true;
             line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+        }
+        if std::str::from_utf8(line).is_err() {
+            self.invalid = true;
+            self.data = String::new();
+            return;
         }
         if line.is_empty() {
             if self.has_data {

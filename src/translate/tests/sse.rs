@@ -121,3 +121,22 @@ fn a_line_or_an_event_past_its_bound_stops_the_parser() {
     assert_eq!(evs.len(), 2);
     assert!(!p.too_large());
 }
+
+#[test]
+fn a_line_that_is_not_utf8_stops_the_parser() {
+    let mut p = SseParser::default();
+    let evs = p.push(b"data: {\"a\":1}\n\n\xFF\xFEjunk\ndata: {\"b\":2}\n\n");
+    assert_eq!(evs, vec![e(None, "{\"a\":1}")]);
+    assert!(p.invalid());
+    assert!(!p.too_large());
+    assert!(
+        p.push(b"data: x\n\n").is_empty(),
+        "nothing after invalid bytes"
+    );
+    assert!(p.finish().is_empty());
+    // UTF-8 split across chunks is not invalid.
+    let mut p = SseParser::default();
+    p.push(b"data: h\xC3");
+    assert_eq!(p.push(b"\xA9\n\n"), vec![e(None, "h\u{e9}")]);
+    assert!(!p.invalid());
+}
