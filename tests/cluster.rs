@@ -25,7 +25,7 @@ fn node_config(
 ) -> String {
     let seeds: Vec<String> = gossip.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let redis = redis
-        .map(|u| format!("\n  redis: {{ url: \"{u}\", timeout_ms: 20 }}"))
+        .map(|u| format!("\n  redis: {{ url: \"{u}\", timeout_ms: 100 }}"))
         .unwrap_or_default();
     format!(
         "node: {{ id: node-{i} }}\nadmin_token_env: SLUICE_ADMIN_TOKEN\nbackends:\n{backends}{per_node}{tenants}routing:\n  strategy: round-robin\n  affinity: {{ header: x-session-id }}\nshaping: {{ max_wait_ms: 0 }}\ncluster:\n  cluster_id: test\n  gossip_listen: 127.0.0.1:{}\n  seeds: [{}]\n  gossip_interval_ms: 100\n  dead_after_ms: 1500{redis}\n",

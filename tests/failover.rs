@@ -318,3 +318,53 @@ async fn an_ejected_backend_is_probed_back_within_twice_the_probe_interval() {
         Some(1.0)
     );
 }
+
+/// Issue #12: requests already queued for a slot when the only backend starts cooling down (an
+/// upstream 429 with a long Retry-After) get a 429 with when to come back at once, not Sluice's own
+/// 503 after waiting out their queue budget.
+#[tokio::test]
+async fn queued_requests_get_a_prompt_429_when_every_backend_starts_cooling_down() {
+    let m = mock("openai", "one", &[]);
+    let cfg = format!(
+        "backends:\n{}{TENANTS}routing:\n  max_attempts: 1\nshaping: {{ max_wait_ms: 10000 }}\n",
+        backend("one", &m, "openai", ", max_concurrent: 1")
+    );
+    let gw = gateway(&cfg);
+    // The one slot's answer takes 800 ms and is a 429 with Retry-After: 30.
+    mock_control(
+        &m,
+        json!({"latency_ms": 800, "status": 429, "retry_after_s": 30}),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let url = gw.url();
+            tokio::spawn(async move {
+                let r = support::request(
+                    "POST",
+                    &format!("{url}/v1/chat/completions"),
+                    &[
+                        ("authorization", "Bearer sk-acme"),
+                        ("content-type", "application/json"),
+                    ],
+                    hello("m").to_string(),
+                )
+                .await;
+                (r, started.elapsed())
+            })
+        })
+        .collect();
+    for c in calls {
+        let (r, took) = c.await.unwrap();
+        assert_eq!(r.status, 429, "{}", r.text());
+        let after: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!((20..=30).contains(&after), "retry-after {after}");
+        assert!(took < Duration::from_secs(4), "answered after {took:?}");
+    }
+    assert_eq!(
+        mock_requests(&m).await,
+        1,
+        "the queued requests never reached the upstream"
+    );
+}

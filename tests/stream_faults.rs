@@ -293,6 +293,36 @@ async fn an_upstream_error_that_echoes_the_injected_key_never_shows_it() {
     }
 }
 
+#[tokio::test]
+async fn a_mid_stream_error_event_that_echoes_the_injected_key_never_shows_it() {
+    const SECRET: &str = "sk-injected-5be07d41c9a2";
+    let (_oa, _an, gw) = two_upstreams(
+        &["--stream-fault", "echo_key_event"],
+        ", api_key_env: SLUICE_FAULT_KEY",
+        &[("SLUICE_FAULT_KEY", SECRET)],
+        "",
+    );
+    for (client, model) in PAIRS {
+        let what = format!("{client:?} client, {model} upstream");
+        let (path, body) = request(client, model);
+        let seen = stream(&gw, path, body).await;
+        assert_eq!(seen.status, 200, "{what}: {}", seen.text);
+        assert!(
+            !seen.text.contains(SECRET),
+            "{what}: the key leaked: {}",
+            seen.text
+        );
+        assert!(!seen.text.contains("5be07d41"), "{what}: {}", seen.text);
+        // The upstream's error reached the client as an error, and the body did not end cleanly.
+        assert!(seen.text.contains("error"), "{what}: {}", seen.text);
+        assert!(
+            seen.aborted,
+            "{what}: the body ended cleanly: {}",
+            seen.text
+        );
+    }
+}
+
 /// A `/proc/PID/status` figure of a process (`VmHWM`: peak resident; `VmRSS`: resident now), in KiB.
 fn status_kib(p: &Proc, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap();

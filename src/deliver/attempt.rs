@@ -262,6 +262,7 @@ fn stream_response(
     let sides = StreamSides {
         upstream: backend.cfg.protocol,
         client: call.endpoint.client_protocol(),
+        secret: backend.api_key.clone(),
     };
     let body = StreamBody::new(
         resp.into_body(),
@@ -317,7 +318,7 @@ async fn error_body(
 }
 
 /// `body` with every occurrence of `secret` replaced by `***`.
-fn mask(body: Bytes, secret: &str) -> Bytes {
+pub(super) fn mask(body: Bytes, secret: &str) -> Bytes {
     let secret = secret.as_bytes();
     if secret.len() < 4 || memchr::memmem::find(&body, secret).is_none() {
         return body;

@@ -59,12 +59,15 @@ enum State {
 }
 
 /// Where a stream's events come from and go to.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StreamSides {
     /// The upstream's dialect (what the check expects).
     pub upstream: Protocol,
     /// The client's dialect (what the error event speaks).
     pub client: Protocol,
+    /// The key Sluice injected upstream: masked wherever the stream echoes it (an upstream error
+    /// event quoting the request's headers).
+    pub secret: Option<String>,
 }
 
 pub struct StreamBody {
@@ -74,6 +77,7 @@ pub struct StreamBody {
     parser: SseParser,
     check: StreamCheck,
     client: Protocol,
+    secret: Option<String>,
     pending: VecDeque<Bytes>,
     state: State,
     idle: Pin<Box<Sleep>>,
@@ -109,6 +113,7 @@ impl StreamBody {
             parser: SseParser::with_limits(bounds.sse_max_line_bytes, bounds.sse_max_event_bytes),
             check: StreamCheck::new(sides.upstream),
             client: sides.client,
+            secret: sides.secret,
             pending: VecDeque::new(),
             state: State::Streaming,
             idle: Box::pin(tokio::time::sleep(clock.idle_for)),
@@ -178,12 +183,18 @@ impl StreamBody {
                 return self.fail(fault);
             }
         }
+        let from = self.pending.len();
         match &mut self.transform {
             None => self.pending.push_back(data),
             Some(t) => {
                 for ev in &events {
                     self.pending.extend(t.push(ev));
                 }
+            }
+        }
+        if let Some(key) = &self.secret {
+            for b in self.pending.iter_mut().skip(from) {
+                *b = super::attempt::mask(std::mem::take(b), key);
             }
         }
     }

@@ -30,7 +30,7 @@ pub(crate) struct Settings {
 }
 
 /// The settings as read at the start of one request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Snapshot {
     pub latency: Duration,
     pub ttft: Duration,
@@ -40,6 +40,8 @@ pub(crate) struct Snapshot {
     pub stream_fault: StreamFault,
     pub retry_after_s: Option<u64>,
     pub body_bytes: u64,
+    /// `echo_key_event`: the error event to send mid-stream, echoing this request's credentials.
+    pub echo_event: Option<bytes::Bytes>,
 }
 
 impl Settings {
@@ -69,6 +71,7 @@ impl Settings {
             stream_fault: self.stream_fault.get(),
             retry_after_s: Some(self.retry_after_s.load(Ordering::Relaxed)).filter(|s| *s != 0),
             body_bytes: self.body_bytes.load(Ordering::Relaxed),
+            echo_event: None,
         }
     }
 

@@ -36,10 +36,13 @@ pub enum StreamFault {
     /// `x-api-key` headers received (as some providers echo a rejected key). Every API request,
     /// streamed or not.
     EchoKey,
+    /// Start the stream normally, then send an error event in the protocol's shape whose message
+    /// echoes the credentials received, and end the body. Streamed answers only.
+    EchoKeyEvent,
 }
 
 impl StreamFault {
-    pub const ALL: [StreamFault; 10] = [
+    pub const ALL: [StreamFault; 11] = [
         StreamFault::None,
         StreamFault::Truncate,
         StreamFault::Malformed,
@@ -50,6 +53,7 @@ impl StreamFault {
         StreamFault::Garbage,
         StreamFault::Blackhole,
         StreamFault::EchoKey,
+        StreamFault::EchoKeyEvent,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,6 +68,7 @@ impl StreamFault {
             StreamFault::Garbage => "garbage",
             StreamFault::Blackhole => "blackhole",
             StreamFault::EchoKey => "echo_key",
+            StreamFault::EchoKeyEvent => "echo_key_event",
         }
     }
 

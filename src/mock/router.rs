@@ -96,8 +96,11 @@ async fn api(state: &Arc<State>, req: Request<Incoming>, guard: InFlight) -> Res
         .api_key
         .as_deref()
         .is_none_or(|key| authorized(req.headers(), key));
-    let keys =
-        (state.settings.stream_fault() == StreamFault::EchoKey).then(|| sent_keys(req.headers()));
+    let keys = matches!(
+        state.settings.stream_fault(),
+        StreamFault::EchoKey | StreamFault::EchoKeyEvent
+    )
+    .then(|| sent_keys(req.headers()));
     let body = match read_body(protocol, req).await {
         Ok(b) => b,
         Err(res) => return res,
@@ -116,7 +119,7 @@ async fn api(state: &Arc<State>, req: Request<Incoming>, guard: InFlight) -> Res
             .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
         return res;
     }
-    let snap: Snapshot = state.settings.snapshot();
+    let mut snap: Snapshot = state.settings.snapshot();
     if !snap.latency.is_zero() {
         tokio::time::sleep(snap.latency).await;
     }
@@ -132,6 +135,13 @@ async fn api(state: &Arc<State>, req: Request<Incoming>, guard: InFlight) -> Res
                 keys.unwrap_or_default()
             );
             return error(protocol, StatusCode::BAD_REQUEST, &msg);
+        }
+        StreamFault::EchoKeyEvent => {
+            let msg = format!(
+                "Invalid request (mock echo_key_event): you sent {}.",
+                keys.unwrap_or_default()
+            );
+            snap.echo_event = Some(error_event(protocol, &msg));
         }
         _ => {}
     }
@@ -158,6 +168,22 @@ async fn api(state: &Arc<State>, req: Request<Incoming>, guard: InFlight) -> Res
         Endpoint::Messages => anthropic::messages(state, &snap, &body, guard).await,
         Endpoint::CountTokens => anthropic::count_tokens(&body),
     }
+}
+
+/// An error event in `protocol`'s stream shape.
+fn error_event(protocol: Protocol, msg: &str) -> Bytes {
+    let ev = match protocol {
+        Protocol::Openai => {
+            let data =
+                serde_json::json!({"error": {"message": msg, "type": "invalid_request_error"}});
+            format!("data: {data}\n\n")
+        }
+        Protocol::Anthropic => {
+            let data = serde_json::json!({"type": "error", "error": {"type": "invalid_request_error", "message": msg}});
+            format!("event: error\ndata: {data}\n\n")
+        }
+    };
+    Bytes::from(ev)
 }
 
 /// The credential headers a request carried, as the `echo_key` fault repeats them.

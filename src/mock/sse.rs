@@ -30,6 +30,8 @@ pub(crate) struct SseTx {
     period: Option<Duration>,
     next: Option<Instant>,
     fault: StreamFault,
+    /// `echo_key_event`'s error event.
+    echo_event: Option<Bytes>,
     sent: AtomicUsize,
 }
 
@@ -54,6 +56,7 @@ where
         period,
         next: None,
         fault: snap.stream_fault,
+        echo_event: snap.echo_event.clone(),
         sent: AtomicUsize::new(0),
     };
     let closed = sse.tx.clone();
@@ -119,6 +122,12 @@ impl SseTx {
             }
             StreamFault::Garbage => {
                 self.put(garbage()).await?;
+                Err(Closed)
+            }
+            StreamFault::EchoKeyEvent => {
+                if let Some(ev) = &self.echo_event {
+                    self.put(ev.clone()).await?;
+                }
                 Err(Closed)
             }
             // Answered before any stream starts (see `router`).

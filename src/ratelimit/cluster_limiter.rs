@@ -28,7 +28,7 @@ use super::{LimitFuture, LimitRequest, RateLimiter, ReconcileFuture};
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{Client, Script};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
@@ -58,6 +58,8 @@ pub(super) struct Inner {
     /// Set once the first connection attempt is over (either way): until then a request waits for
     /// it (bounded by the connect budget) rather than meet the empty start-up fallback.
     pub(super) settled: watch::Sender<bool>,
+    /// A failed call was answered by the fallback since the last charge of its spend.
+    pub(super) unsettled: AtomicBool,
 }
 
 /// Global limits in Redis shared by every node, local limits (÷ live nodes) when Redis is away.

@@ -59,6 +59,11 @@ impl Inner {
         let err = match tokio::time::timeout(self.timeout, inv.invoke_async::<T>(&mut conn)).await {
             Ok(Ok(v)) => {
                 self.breaker.success();
+                if self.unsettled.swap(false, Ordering::Relaxed) {
+                    // Failed calls before this one were answered by the fallback: count them
+                    // against the global buckets now (once per failure streak).
+                    self.charge_spent(&mut conn).await;
+                }
                 return Ok(v);
             }
             Ok(Err(e)) => CallError::Redis(e),

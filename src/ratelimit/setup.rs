@@ -12,7 +12,7 @@ use super::switch::{follow_nodes, supervise};
 use crate::config::{RedisConfig, TenantConfig};
 use crate::observe::Metrics;
 use ::redis::{Client, RedisError, Script};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
@@ -68,6 +68,7 @@ impl ClusterLimiter {
             reconcile_script: Script::new(RECONCILE_LUA),
             adjust_script: Script::new(ADJUST_LUA),
             settled: watch::channel(false).0,
+            unsettled: AtomicBool::new(false),
         });
         Metrics::limiter_mode("fallback", &["global"]);
         Metrics::limiter_fallback_divisor(nodes);

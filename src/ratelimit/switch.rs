@@ -21,6 +21,7 @@ impl Inner {
         self.errors.fetch_add(1, Ordering::Relaxed);
         Metrics::limiter_redis_error(kind);
         tracing::debug!(kind, error = %err, "rate limiter: Redis call failed, answered locally");
+        self.unsettled.store(true, Ordering::Relaxed);
         let (streak, opened) = self.breaker.failure_counted();
         if streak == 1 {
             // No capacity appears from the switch: from the first failed call on, the fallback
@@ -47,7 +48,7 @@ impl Inner {
 impl Inner {
     /// Charge what the fallback admitted to the global buckets (`lua/adjust.lua`), so an outage or a
     /// breaker flap adds no capacity. A failed charge is dropped (under load Redis just came back).
-    async fn charge_spent(&self, conn: &mut MultiplexedConnection) {
+    pub(super) async fn charge_spent(&self, conn: &mut MultiplexedConnection) {
         for (tenant, requests, tokens) in self.fallback.get().take_spent() {
             let Some(plan) = self.plans.get(&tenant) else {
                 continue;
