@@ -46,6 +46,8 @@ pub enum GatewayError {
     UpstreamTimeout(String),
     #[error("upstream `{backend}` is unreachable: {reason}")]
     UpstreamUnavailable { backend: String, reason: String },
+    #[error("upstream `{backend}` answered something that is not a valid answer: {reason}")]
+    UpstreamMalformed { backend: String, reason: String },
     #[error("admin endpoints need `Authorization: Bearer <admin token>`")]
     AdminForbidden,
     #[error("{0}")]
@@ -106,7 +108,7 @@ impl GatewayError {
             GatewayError::Shed(_) => 503,
             GatewayError::UpstreamTimeout(_) => 504,
             GatewayError::BodyTimeout => 408,
-            GatewayError::UpstreamCredentials(_) => 502,
+            GatewayError::UpstreamCredentials(_) | GatewayError::UpstreamMalformed { .. } => 502,
             GatewayError::BodiesOverBudget => 503,
         }
     }
@@ -128,6 +130,7 @@ impl GatewayError {
             GatewayError::UpstreamsRateLimited { .. } => "upstream_rate_limited",
             GatewayError::UpstreamTimeout(_) => "upstream_timeout",
             GatewayError::UpstreamUnavailable { .. } => "upstream_unavailable",
+            GatewayError::UpstreamMalformed { .. } => "upstream_malformed",
             GatewayError::BadDeadline(_) => "bad_deadline",
             GatewayError::BodyTimeout => "body_timeout",
             GatewayError::UpstreamCredentials(_) => "upstream_credentials",

@@ -323,6 +323,18 @@ async fn a_mid_stream_error_event_that_echoes_the_injected_key_never_shows_it() 
     }
 }
 
+#[tokio::test]
+async fn a_whole_answer_that_is_not_json_is_a_502_never_a_200() {
+    let (_oa, _an, gw) = two_upstreams(&["--stream-fault", "garbage"], "", &[], "");
+    for (client, model) in PAIRS {
+        let what = format!("{client:?} client, {model} upstream");
+        let (r, _) = call(&gw, client, model, false).await;
+        assert_eq!(r.status, 502, "{what}: {}", r.text());
+        assert!(!error_type(client, &r).is_empty(), "{what}");
+        assert!(r.text().contains("invalid json"), "{what}: {}", r.text());
+    }
+}
+
 /// A `/proc/PID/status` figure of a process (`VmHWM`: peak resident; `VmRSS`: resident now), in KiB.
 fn status_kib(p: &Proc, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap();

@@ -177,6 +177,16 @@ pub(super) async fn attempt(
         Ok(b) => b,
         Err(e) => return Attempt::Retry("body", Failure::Error(e)),
     };
+    // A body that is not JSON is never passed on as an answer (validated in one pass, no tree;
+    // translated bodies are parsed below anyway). Nothing reached the client: another backend may.
+    if !plan.translated && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
+        backend.passive(false, now);
+        let e = GatewayError::UpstreamMalformed {
+            backend: backend.name().into(),
+            reason: "invalid json".into(),
+        };
+        return Attempt::Retry("malformed", Failure::Error(e));
+    }
     let elapsed = sent_at.elapsed();
     backend.observe_latency(elapsed, std::time::Instant::now());
     backend.congestion_sample(Outcome::Success(elapsed));
@@ -198,9 +208,9 @@ pub(super) async fn attempt(
     record_usage(call, backend, usage);
     let out = if plan.translated {
         let Some(v) = parsed else {
-            let e = GatewayError::UpstreamUnavailable {
+            let e = GatewayError::UpstreamMalformed {
                 backend: backend.name().into(),
-                reason: "upstream answered invalid json".into(),
+                reason: "invalid json".into(),
             };
             return Attempt::Done(e.response(client_proto));
         };

@@ -27,7 +27,7 @@ pub enum StreamFault {
     /// Drop the connection mid-body (no terminating chunk).
     CloseMidBody,
     /// Send a few lines of random binary bytes (never valid UTF-8, so never SSE), then end the
-    /// body cleanly. Streamed answers only.
+    /// body cleanly. A non-streamed answer is a 200 whose body is not JSON.
     Garbage,
     /// Read the request, then never answer, not even a status line, keeping the connection open.
     /// Every API request, streamed or not.

@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 
-use super::body::{MockBody, error};
+use super::body::{MockBody, error, json_response};
 use super::control::{self, Snapshot, retry_after_secs};
 use super::fault::StreamFault;
 use super::state::{InFlight, State};
@@ -136,6 +136,15 @@ async fn api(state: &Arc<State>, req: Request<Incoming>, guard: InFlight) -> Res
             );
             return error(protocol, StatusCode::BAD_REQUEST, &msg);
         }
+        StreamFault::Garbage if !is_streamed(&body) => {
+            // A whole answer that is not JSON at all, with a 200 and a JSON content type.
+            return json_response(
+                StatusCode::OK,
+                Bytes::from_static(
+                    b"{\"id\": \"chatcmpl-garbage\", \"choices\": [\xff\xfe garbage",
+                ),
+            );
+        }
         StreamFault::EchoKeyEvent => {
             let msg = format!(
                 "Invalid request (mock echo_key_event): you sent {}.",
@@ -168,6 +177,14 @@ async fn api(state: &Arc<State>, req: Request<Incoming>, guard: InFlight) -> Res
         Endpoint::Messages => anthropic::messages(state, &snap, &body, guard).await,
         Endpoint::CountTokens => anthropic::count_tokens(&body),
     }
+}
+
+/// Whether a request body asks for a streamed answer.
+fn is_streamed(body: &Bytes) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("stream").and_then(serde_json::Value::as_bool))
+        .unwrap_or(false)
 }
 
 /// An error event in `protocol`'s stream shape.

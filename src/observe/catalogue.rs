@@ -170,7 +170,7 @@ pub const FAILOVERS: Def = def(
     "sluice_failovers_total",
     Counter,
     &["backend", "reason"],
-    "connect, io, timeout, 5xx, rate_limited",
+    "connect, io, timeout, 5xx, rate_limited, body (answer cut short or too large), malformed (not JSON)",
 );
 pub const TOKENS: Def = def(
     "sluice_tokens_total",
