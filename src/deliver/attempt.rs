@@ -260,7 +260,9 @@ fn stream_response(
             b.congestion_sample(Outcome::Dropped);
             b.passive(false, std::time::Instant::now());
             Metrics::stream_fault(fault.label());
-            tracing::warn!(backend = %b.name(), fault = fault.label(), "upstream stream not passed on whole");
+            if let Some(suppressed) = crate::observe::log_gate::allow("stream_not_whole") {
+                tracing::warn!(backend = %b.name(), fault = fault.label(), suppressed, "upstream stream not passed on whole");
+            }
         }
         b.metrics.upstream.record(sent_at.elapsed().as_secs_f64());
         record_usage_parts(&tenant, &b, out.usage);

@@ -265,7 +265,9 @@ impl Body for StreamBody {
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    tracing::warn!(error = %e, "upstream stream broke off");
+                    if let Some(suppressed) = crate::observe::log_gate::allow("stream_broke_off") {
+                        tracing::warn!(error = %e, suppressed, "upstream stream broke off");
+                    }
                     this.fail(StreamFault::Truncated);
                 }
                 Poll::Ready(None) => this.on_upstream_end(),
