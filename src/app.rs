@@ -88,7 +88,8 @@ impl App {
                 Arc::new(LocalLimiter::new(&tenant_cfgs)),
             ),
             Some(cc) => {
-                let m = Cluster::join(cc, &cfg.node.id, &chitchat::transport::UdpTransport).await?;
+                let transport = crate::cluster::transport::from_config(cc)?;
+                let m = Cluster::join(cc, &cfg.node.id, transport.as_ref()).await?;
                 crate::cluster::publisher(&m, backends.clone());
                 let view = ClusterView::new(&m, backends.clone());
                 let limiter: Arc<dyn RateLimiter> = match &cc.redis {
@@ -139,7 +140,12 @@ impl App {
                 limiter,
                 balancer,
                 cluster_view,
-                cfg.cluster.as_ref().map(|c| c.cluster_id.clone()),
+                cfg.cluster.as_ref().map(|c| {
+                    (
+                        c.cluster_id.clone(),
+                        crate::cluster::transport::admin_json(c),
+                    )
+                }),
             ),
         );
         let pipeline = Pipeline {
@@ -201,13 +207,14 @@ fn admin_cluster(
     limiter: Arc<dyn RateLimiter>,
     balancer: Arc<Balancer>,
     view: Option<Arc<ClusterView>>,
-    cluster_id: Option<String>,
+    cluster_id: Option<(String, Value)>,
 ) -> Box<dyn Fn() -> Value + Send + Sync> {
     Box::new(move || {
         let mut v = json!({"node": node, "limiter_mode": limiter.mode()});
         match (&view, &cluster_id) {
-            (Some(view), Some(id)) => {
+            (Some(view), Some((id, gossip))) => {
                 v["cluster_id"] = json!(id);
+                v["gossip"] = gossip.clone();
                 v["cluster"] = view.admin_json();
             }
             _ => {
