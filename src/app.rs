@@ -52,6 +52,12 @@ impl App {
         // Backends and their upstream clients: set 0 for background tasks (probes), one per worker.
         let tls = tls_client_config();
         let mut backends = Vec::new();
+        let max_cooldown = cfg
+            .cluster
+            .as_ref()
+            .map_or(crate::balance::DEFAULT_MAX_COOLDOWN, |c| {
+                std::time::Duration::from_millis(c.max_cooldown_ms)
+            });
         for (id, b) in cfg.backends.iter().enumerate() {
             let b = &b.value;
             let url = match b.url.value.strip_prefix("mock://") {
@@ -62,7 +68,8 @@ impl App {
             backends.push(Arc::new(
                 Backend::new(id, b.clone(), url)
                     .with_api_key(key)
-                    .with_shaping(&cfg.shaping.congestion),
+                    .with_shaping(&cfg.shaping.congestion)
+                    .with_max_cooldown(max_cooldown),
             ));
         }
         let backends: BackendTable = Arc::new(backends);

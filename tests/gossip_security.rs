@@ -293,3 +293,71 @@ async fn nodes_rotating_keys_stay_one_cluster() {
     }
     all_served(&[&n0, &n2, &n3], 12).await;
 }
+
+/// The merged view of backend `name` on `node`.
+async fn merged(node: &Proc, name: &str) -> serde_json::Value {
+    admin(node).await["cluster"]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == name)
+        .map(|b| b["merged"].clone())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_hour_retry_after_is_capped_on_every_node() {
+    let (b, c) = (mock("openai", "b", &[]), mock("openai", "c", &[]));
+    let be = format!(
+        "{}{}",
+        backend("b", &b, "openai", ""),
+        backend("c", &c, "openai", "")
+    );
+    let g = [free_port(), free_port()];
+    let capped = format!("{SEALED}\n  max_cooldown_ms: 1500");
+    let nodes: Vec<Proc> = (0..2)
+        .map(|i| {
+            node(
+                &node_config(&format!("node-{i}"), "test", g[i], &g, &be, &capped),
+                KEY_A,
+            )
+        })
+        .collect();
+    wait_live(&[&nodes[0], &nodes[1]], 2).await;
+    // `c` answers 429 with Retry-After: 3600; node-0 meets it, node-1 sends nothing.
+    mock_control(
+        &c,
+        serde_json::json!({"status": 429, "retry_after_s": 3600}),
+    )
+    .await;
+    eventually(Duration::from_secs(5), "node-0 saw the 429", || async {
+        chat(&nodes[0], "sk-t", hello("m"), &[]).await;
+        merged(&nodes[0], "c").await["available"] == false
+    })
+    .await;
+    eventually(
+        Duration::from_secs(3),
+        "node-1 honours node-0's cooldown",
+        || async { merged(&nodes[1], "c").await["available"] == false },
+    )
+    .await;
+    for n in &nodes {
+        let left = merged(n, "c").await["cooldown_remaining_ms"]
+            .as_u64()
+            .unwrap();
+        assert!(left <= 1_500, "cooldown of {left} ms past the cap");
+    }
+    mock_control(
+        &c,
+        serde_json::json!({"status": null, "retry_after_s": null}),
+    )
+    .await;
+    // Within the cap (plus a few gossip rounds) `c` is back on both nodes, not in an hour.
+    for n in &nodes {
+        eventually(Duration::from_secs(4), "c available again", || async {
+            merged(n, "c").await["available"] == true
+        })
+        .await;
+    }
+    all_served(&[&nodes[0], &nodes[1]], 10).await;
+}
