@@ -52,6 +52,12 @@ impl App {
         // Backends and their upstream clients: set 0 for background tasks (probes), one per worker.
         let tls = tls_client_config();
         let mut backends = Vec::new();
+        let max_cooldown = cfg
+            .cluster
+            .as_ref()
+            .map_or(crate::balance::DEFAULT_MAX_COOLDOWN, |c| {
+                std::time::Duration::from_millis(c.max_cooldown_ms)
+            });
         for (id, b) in cfg.backends.iter().enumerate() {
             let b = &b.value;
             let url = match b.url.value.strip_prefix("mock://") {
@@ -62,7 +68,8 @@ impl App {
             backends.push(Arc::new(
                 Backend::new(id, b.clone(), url)
                     .with_api_key(key)
-                    .with_shaping(&cfg.shaping.congestion),
+                    .with_shaping(&cfg.shaping.congestion)
+                    .with_max_cooldown(max_cooldown),
             ));
         }
         let backends: BackendTable = Arc::new(backends);
@@ -88,7 +95,8 @@ impl App {
                 Arc::new(LocalLimiter::new(&tenant_cfgs)),
             ),
             Some(cc) => {
-                let m = Cluster::join(cc, &cfg.node.id, &chitchat::transport::UdpTransport).await?;
+                let transport = crate::cluster::transport::from_config(cc)?;
+                let m = Cluster::join(cc, &cfg.node.id, transport.as_ref()).await?;
                 crate::cluster::publisher(&m, backends.clone());
                 let view = ClusterView::new(&m, backends.clone());
                 let limiter: Arc<dyn RateLimiter> = match &cc.redis {
@@ -139,7 +147,12 @@ impl App {
                 limiter,
                 balancer,
                 cluster_view,
-                cfg.cluster.as_ref().map(|c| c.cluster_id.clone()),
+                cfg.cluster.as_ref().map(|c| {
+                    (
+                        c.cluster_id.clone(),
+                        crate::cluster::transport::admin_json(c),
+                    )
+                }),
             ),
         );
         let pipeline = Pipeline {
@@ -201,13 +214,14 @@ fn admin_cluster(
     limiter: Arc<dyn RateLimiter>,
     balancer: Arc<Balancer>,
     view: Option<Arc<ClusterView>>,
-    cluster_id: Option<String>,
+    cluster_id: Option<(String, Value)>,
 ) -> Box<dyn Fn() -> Value + Send + Sync> {
     Box::new(move || {
         let mut v = json!({"node": node, "limiter_mode": limiter.mode()});
         match (&view, &cluster_id) {
-            (Some(view), Some(id)) => {
+            (Some(view), Some((id, gossip))) => {
                 v["cluster_id"] = json!(id);
+                v["gossip"] = gossip.clone();
                 v["cluster"] = view.admin_json();
             }
             _ => {

@@ -3,12 +3,11 @@
 
 mod support;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::{Duration, Instant};
+use support::cluster::{ADMIN, KEY_A, KEY_ENV, admin, live_count, wait_live};
 use support::redis::RedisServer;
 use support::*;
-
-const ADMIN: &str = "admin-secret";
 
 struct Cluster {
     nodes: Vec<Proc>,
@@ -28,7 +27,7 @@ fn node_config(
         .map(|u| format!("\n  redis: {{ url: \"{u}\", timeout_ms: 100 }}"))
         .unwrap_or_default();
     format!(
-        "node: {{ id: node-{i} }}\nadmin_token_env: SLUICE_ADMIN_TOKEN\nbackends:\n{backends}{per_node}{tenants}routing:\n  strategy: round-robin\n  affinity: {{ header: x-session-id }}\nshaping: {{ max_wait_ms: 0 }}\ncluster:\n  cluster_id: test\n  gossip_listen: 127.0.0.1:{}\n  seeds: [{}]\n  gossip_interval_ms: 100\n  dead_after_ms: 1500{redis}\n",
+        "node: {{ id: node-{i} }}\nadmin_token_env: SLUICE_ADMIN_TOKEN\nbackends:\n{backends}{per_node}{tenants}routing:\n  strategy: round-robin\n  affinity: {{ header: x-session-id }}\nshaping: {{ max_wait_ms: 0 }}\ncluster:\n  cluster_id: test\n  gossip_listen: 127.0.0.1:{}\n  seeds: [{}]\n  gossip_interval_ms: 100\n  dead_after_ms: 1500\n  secret_env: {KEY_ENV}{redis}\n",
         gossip[i],
         seeds.join(", ")
     )
@@ -37,39 +36,13 @@ fn node_config(
 fn start(configs: Vec<String>) -> Cluster {
     let nodes = configs
         .iter()
-        .map(|c| gateway_env(c, &[("SLUICE_ADMIN_TOKEN", ADMIN)]))
+        .map(|c| gateway_env(c, &[("SLUICE_ADMIN_TOKEN", ADMIN), (KEY_ENV, KEY_A)]))
         .collect();
     Cluster { nodes }
 }
 
-async fn admin(node: &Proc) -> Value {
-    let auth = format!("Bearer {ADMIN}");
-    let r = request(
-        "GET",
-        &format!("{}/admin/cluster", node.url()),
-        &[("authorization", &auth)],
-        "",
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()
-}
-
-async fn live_count(node: &Proc) -> u64 {
-    admin(node).await["cluster"]["live_count"]
-        .as_u64()
-        .unwrap_or(0)
-}
-
 async fn wait_members(c: &Cluster, n: u64) {
-    for node in &c.nodes {
-        eventually(
-            Duration::from_secs(10),
-            "all nodes see each other",
-            || async { live_count(node).await == n },
-        )
-        .await;
-    }
+    wait_live(&c.nodes.iter().collect::<Vec<_>>(), n).await;
 }
 
 /// Send `n` requests for `key` spread round-robin over the nodes, `conc` at a time; statuses.

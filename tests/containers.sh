@@ -285,6 +285,11 @@ stack_up() {
   else
     bad "GET /admin/cluster: ${out:0:200}"
   fi
+  if [ "$(echo "$out" | python3 -c 'import json,sys; g=json.load(sys.stdin).get("gossip",{}); print(g.get("sealed"), g.get("insecure"))')" = "True False" ]; then
+    ok "gossip sealed with the demo key from cluster/demo.env (/admin/cluster gossip.sealed)"
+  else
+    bad "gossip not sealed: ${out:0:200}"
+  fi
   code=$(node_get 1 /admin/cluster -o /dev/null -w '%{http_code}')
   if [ "$code" = 401 ] || [ "$code" = 403 ]; then ok "GET /admin/cluster without the token is refused ($code)"; else bad "GET /admin/cluster without token answered $code"; fi
   if poll 20 modes_are global 1 2 3; then ok "limiter in global mode (Redis) on every node"; else bad "limiter mode not global on every node (sluice_limiter_mode)"; fi

@@ -7,6 +7,9 @@ cd "$(dirname "$0")/../.."
 cargo build --release --bin sluice
 BIN=target/release/sluice
 export SLUICE_ADMIN_TOKEN="${SLUICE_ADMIN_TOKEN:-local-admin}"
+# The gossip key: the demo's (public) one unless SLUICE_GOSSIP_KEY is set already.
+demo_key=$(sed -n 's/^SLUICE_GOSSIP_KEY=//p' cluster/demo.env)
+export SLUICE_GOSSIP_KEY="${SLUICE_GOSSIP_KEY:-$demo_key}"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null' EXIT INT TERM
 redis-server --port 6390 --bind 127.0.0.1 --save '' --appendonly no >/dev/null & pids+=($!)

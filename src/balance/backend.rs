@@ -8,7 +8,7 @@ use crate::observe::Metrics;
 use crate::observe::metrics::BackendHandles;
 use crate::shape::{AdmissionQueue, ConcurrencyLimit, Outcome, Pacer, allows};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,10 @@ pub struct Backend {
     pub api_key: Option<String>,
     pub policy: HealthPolicy,
     in_flight: AtomicU32,
+    /// Requests this node has sent to the backend since start (evidence for its cooldowns).
+    sent: AtomicU64,
+    /// No cooldown runs longer than this, whatever `Retry-After` says (`cluster.max_cooldown_ms`).
+    max_cooldown: Duration,
     health: Mutex<Health>,
     /// Signalled when a passive ejection starts: wakes the probe-back task.
     ejected: tokio::sync::Notify,
@@ -56,6 +60,8 @@ pub struct Backend {
 }
 
 const EWMA_TAU: Duration = Duration::from_secs(10);
+/// The cap on a cooldown without a `cluster:` section (`cluster.max_cooldown_ms` sets it there).
+pub const DEFAULT_MAX_COOLDOWN: Duration = Duration::from_secs(120);
 
 impl Backend {
     pub fn new(id: usize, cfg: BackendConfig, base_url: String) -> Backend {
@@ -78,6 +84,8 @@ impl Backend {
             policy,
             cfg,
             in_flight: AtomicU32::new(0),
+            sent: AtomicU64::new(0),
+            max_cooldown: DEFAULT_MAX_COOLDOWN,
             health: Mutex::new(Health::new()),
             ejected: tokio::sync::Notify::new(),
             latency: Mutex::new(PeakEwma::new(EWMA_TAU)),
@@ -96,6 +104,12 @@ impl Backend {
     /// The key Deliver injects into every request to this backend.
     pub fn with_api_key(mut self, key: Option<String>) -> Backend {
         self.api_key = key;
+        self
+    }
+
+    /// Cap every cooldown at `max` from its start.
+    pub fn with_max_cooldown(mut self, max: Duration) -> Backend {
+        self.max_cooldown = max;
         self
     }
 
@@ -195,6 +209,11 @@ impl Backend {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Requests sent to this backend from this node since start.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
     /// Take a slot if one is free for `priority`, atomically with the check.
     pub fn try_start(self: &Arc<Self>, priority: Priority) -> Option<InFlightGuard> {
         let prev = self
@@ -203,6 +222,7 @@ impl Backend {
                 self.has_room(n, priority).then_some(n + 1)
             })
             .ok()?;
+        self.sent.fetch_add(1, Ordering::Relaxed);
         self.metrics.in_flight.set(f64::from(prev + 1));
         Some(InFlightGuard {
             backend: self.clone(),
@@ -212,6 +232,7 @@ impl Backend {
     /// Count a request in flight until the guard drops (the response body finished or was dropped).
     pub fn start(self: &Arc<Self>) -> InFlightGuard {
         let n = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.sent.fetch_add(1, Ordering::Relaxed);
         self.metrics.in_flight.set(f64::from(n));
         InFlightGuard {
             backend: self.clone(),
@@ -284,8 +305,9 @@ impl Backend {
         }
     }
 
-    /// An upstream 429 with `Retry-After`: no request goes there until then.
+    /// An upstream 429 with `Retry-After`: no request goes there until then (at most `max_cooldown`).
     pub fn cooldown(&self, until: Instant) {
+        let until = until.min(Instant::now() + self.max_cooldown);
         self.health
             .lock()
             .expect("health lock")

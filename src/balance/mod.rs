@@ -27,7 +27,7 @@ mod table;
 
 pub use crate::config::Algorithm;
 pub use affinity::rendezvous;
-pub use backend::{Backend, BackendStatus, InFlightGuard};
+pub use backend::{Backend, BackendStatus, DEFAULT_MAX_COOLDOWN, InFlightGuard};
 pub use balancer::{Balancer, Survey};
 pub use candidates::Want;
 pub use ewma::PeakEwma;

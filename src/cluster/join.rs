@@ -124,6 +124,7 @@ impl Cluster {
                 cluster_id: cfg.cluster_id.clone(),
                 self_node,
                 gossip_interval,
+                max_cooldown: Duration::from_millis(cfg.max_cooldown_ms.max(1)),
                 chitchat,
                 members: members_rx,
                 divisor: divisor_rx.clone(),

@@ -25,6 +25,8 @@ pub(super) struct Shared {
     pub cluster_id: String,
     pub self_node: NodeInfo,
     pub gossip_interval: Duration,
+    /// `cluster.max_cooldown_ms`: the longest cooldown a peer's report can impose.
+    pub max_cooldown: Duration,
     pub chitchat: Arc<tokio::sync::Mutex<Chitchat>>,
     pub members: watch::Receiver<Arc<Vec<Member>>>,
     /// What the limiter's fallback divides by (see [`super::divisor`]).

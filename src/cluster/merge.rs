@@ -13,13 +13,34 @@
 //! - `latency_ms`, `ttft_ms` = median of the voters' measured values (even count: mean of the two
 //!   middle ones); `None` when nobody measured;
 //! - `in_flight` = sum over the voters, so least-connections sees the whole cluster's load;
-//! - `cooldown_until` = the latest of all voters.
+//! - `cooldown_until` = the latest of this node's and of the peers that sent requests to the
+//!   backend (`n` > 0 in their report: a 429 is only seen by sending), each capped at
+//!   `cluster.max_cooldown_ms` from now whatever `Retry-After` said.
+//!
+//! A peer's report counts at all only if it names the same upstream under that backend name
+//! (`u`, the [`target_id`] of the configured url): a node cannot speak for a backend it is not
+//! configured to reach.
+//!
+//! Why: the health verdict needs evidence (probes or failures seen) so a node that never talks to
+//! a backend cannot outvote those that do; a cooldown is the most damaging single-node signal (one
+//! report blocks the backend everywhere), so it needs the evidence of requests sent and a bound on
+//! its length; and a report about another upstream that happens to share the name says nothing
+//! about ours. Gossip itself is sealed (only key holders report at all).
 //!
 //! [`MAX_REPORT_AGE`]: super::report::MAX_REPORT_AGE
 
 use super::report::{BackendReport, unix_ms_to_instant, verdict};
 use crate::balance::BackendStatus;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// What a peer's report must match, and the cooldown cap, for one backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// [`target_id`](super::report::target_id) of this node's url for the backend.
+    pub target: u32,
+    /// `cluster.max_cooldown_ms`.
+    pub max_cooldown: Duration,
+}
 
 /// The live peers' fresh reports on one backend, pre-folded. This node is not in it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -40,16 +61,18 @@ pub struct PeerAggregate {
     pub cooldown_until: Option<Instant>,
 }
 
-/// Fold the peers' reports (stale ones are skipped). `now` and `now_unix_ms` are the same moment on
-/// the monotonic and the wall clock (peers' cooldowns travel as unix ms).
+/// Fold the peers' reports (stale ones, and ones about another upstream, are skipped). `now` and
+/// `now_unix_ms` are the same moment on the monotonic and the wall clock (peers' cooldowns travel as
+/// unix ms).
 pub fn aggregate<'a>(
     reports: impl IntoIterator<Item = &'a BackendReport>,
+    rules: Rules,
     now: Instant,
     now_unix_ms: u64,
 ) -> PeerAggregate {
     let mut agg = PeerAggregate::default();
     for r in reports {
-        if !r.is_fresh(now_unix_ms) {
+        if !r.is_fresh(now_unix_ms) || r.target != Some(rules.target) {
             continue;
         }
         agg.reporters += 1;
@@ -60,8 +83,11 @@ pub fn aggregate<'a>(
         agg.in_flight = agg.in_flight.saturating_add(r.in_flight);
         agg.latencies_ms.extend(r.latency_ms);
         agg.ttfts_ms.extend(r.ttft_ms);
-        let cd = unix_ms_to_instant(r.cooldown_until_ms, now, now_unix_ms);
-        agg.cooldown_until = agg.cooldown_until.max(cd);
+        if r.sent > 0 {
+            let cd = unix_ms_to_instant(r.cooldown_until_ms, now, now_unix_ms)
+                .map(|c| c.min(now + rules.max_cooldown));
+            agg.cooldown_until = agg.cooldown_until.max(cd);
+        }
     }
     agg.latencies_ms.sort_by(f64::total_cmp);
     agg.ttfts_ms.sort_by(f64::total_cmp);
@@ -118,6 +144,10 @@ mod tests {
     use std::time::Duration;
 
     const NOW_MS: u64 = 1_764_000_000_000;
+    const RULES: Rules = Rules {
+        target: 7,
+        max_cooldown: Duration::from_secs(120),
+    };
 
     fn local_ok() -> BackendStatus {
         BackendStatus {
@@ -165,11 +195,13 @@ mod tests {
             in_flight: 0,
             cooldown_until_ms: 0,
             reported_at_ms: NOW_MS - 1_000,
+            sent: 1,
+            target: Some(RULES.target),
         }
     }
 
     fn merged(local: &BackendStatus, reports: &[BackendReport], now: Instant) -> BackendStatus {
-        merge(local, &aggregate(reports, now, NOW_MS), now)
+        merge(local, &aggregate(reports, RULES, now, NOW_MS), now)
     }
 
     #[test]
@@ -312,7 +344,7 @@ mod tests {
             cooldown_until_ms: NOW_MS + 60_000,
             ..report(healthy)
         };
-        let agg = aggregate(&[stale(false), stale(false)], now, NOW_MS);
+        let agg = aggregate(&[stale(false), stale(false)], RULES, now, NOW_MS);
         assert_eq!(agg, PeerAggregate::default());
         let s = merge(&local_ok(), &agg, now);
         assert!(s.available && s.healthy);
@@ -325,8 +357,54 @@ mod tests {
             reported_at_ms: NOW_MS - 10_000,
             ..report(false)
         };
-        let agg = aggregate(&[edge, edge], now, NOW_MS);
+        let agg = aggregate(&[edge, edge], RULES, now, NOW_MS);
         assert_eq!(agg.reporters, 2);
         assert_eq!(agg.down, 2);
+    }
+
+    #[test]
+    fn a_cooldown_needs_requests_sent_and_is_capped() {
+        let now = Instant::now();
+        let mut claim = report(true);
+        claim.cooldown_until_ms = NOW_MS + 3_600_000;
+        // No request sent to the backend: no say on its cooldown.
+        let idle = BackendReport { sent: 0, ..claim };
+        let s = merged(&local_ok(), &[idle], now);
+        assert!(s.available, "a cooldown without evidence is ignored");
+        assert_eq!(s.cooldown_until, None);
+        // With evidence: honoured, but for at most the cap.
+        let s = merged(&local_ok(), &[claim], now);
+        assert!(!s.available);
+        assert_eq!(s.cooldown_until, Some(now + RULES.max_cooldown));
+        // A short one is kept as it is.
+        claim.cooldown_until_ms = NOW_MS + 2_000;
+        let s = merged(&local_ok(), &[claim], now);
+        assert_eq!(s.cooldown_until, Some(now + Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn reports_about_another_upstream_are_ignored() {
+        let now = Instant::now();
+        let elsewhere = |target| BackendReport {
+            target,
+            cooldown_until_ms: NOW_MS + 5_000,
+            ..report(false)
+        };
+        let agg = aggregate(
+            &[elsewhere(Some(8)), elsewhere(None), elsewhere(Some(8))],
+            RULES,
+            now,
+            NOW_MS,
+        );
+        assert_eq!(agg, PeerAggregate::default());
+        let local = BackendStatus {
+            probed: false,
+            ..local_ok()
+        };
+        assert!(merge(&local, &agg, now).available);
+        // The same reports naming our upstream: down (the only voters) and cooling.
+        let ours = aggregate(&[elsewhere(Some(7))], RULES, now, NOW_MS);
+        assert_eq!((ours.voters, ours.down), (1, 1));
+        assert!(!merge(&local, &ours, now).available);
     }
 }

@@ -21,13 +21,15 @@
 //!
 //! Wiring (in `app`):
 //! ```ignore
-//! let cluster = Cluster::join(&cfg.cluster, &cfg.node.id, &chitchat::transport::UdpTransport).await?;
+//! let transport = cluster::transport::from_config(&cfg.cluster)?; // sealed, or plain if insecure
+//! let cluster = Cluster::join(&cfg.cluster, &cfg.node.id, transport.as_ref()).await?;
 //! let _publisher = cluster::publisher(&cluster, backends.clone());
 //! let view = ClusterView::new(&cluster, backends.clone()); // Arc<ClusterView>: the Balancer's `view`
 //! // /admin/cluster → view.admin_json(); on shutdown → cluster.leave().await
 //! ```
 //!
-//! Gossip is neither authenticated nor encrypted: keep the gossip port on a private network.
+//! Gossip is sealed ([`transport::SealedTransport`], [`seal`]): every packet authenticated and
+//! encrypted with the cluster key, replays dropped. Plaintext gossip only with `cluster.insecure: true`.
 
 pub mod divisor;
 mod join;
@@ -38,7 +40,9 @@ pub mod membership;
 pub mod merge;
 pub mod publisher;
 pub mod report;
+pub mod seal;
 mod self_keys;
+pub mod transport;
 pub mod view;
 mod watcher;
 

@@ -4,7 +4,7 @@
 
 use super::keys;
 use super::membership::Cluster;
-use super::report::{BackendReport, unix_now_ms};
+use super::report::{BackendReport, target_id, unix_now_ms};
 use crate::balance::BackendTable;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
@@ -34,7 +34,8 @@ pub fn publisher(cluster: &Cluster, table: BackendTable) -> JoinHandle<()> {
             let now_ms = unix_now_ms();
             let mut changed = Vec::new();
             for (i, b) in table.iter().enumerate() {
-                let next = BackendReport::from_status(&b.local_status(now), now, now_ms);
+                let next = BackendReport::from_status(&b.local_status(now), now, now_ms)
+                    .with_evidence(b.sent(), target_id(&b.cfg.url.value));
                 if should_publish(last[i].as_ref(), &next) {
                     changed.push((keys[i].clone(), next.encode()));
                     last[i] = Some(next);
@@ -95,6 +96,8 @@ mod tests {
             in_flight: 3,
             cooldown_until_ms: 0,
             reported_at_ms: 1_000_000,
+            sent: 0,
+            target: None,
         }
     }
 

@@ -5,7 +5,10 @@
 //! ```
 //! `h` health verdict of the node's own probes and ejections (1/0), `lat` / `ttft` latency and time
 //! to first token EWMAs in ms (absent: not measured yet), `inf` requests in flight from this node,
-//! `cd` cooldown (429 `Retry-After`) until, unix ms (0: none), `t` report time, unix ms.
+//! `cd` cooldown (429 `Retry-After`) until, unix ms (0: none), `t` report time, unix ms, `n` requests
+//! this node has sent to the backend (its evidence for a cooldown), `u` which upstream this node
+//! reaches under that name ([`target_id`] of the configured url: a report about another target is
+//! ignored).
 //! Unknown fields are ignored, so a newer node can add some.
 
 use crate::balance::BackendStatus;
@@ -29,6 +32,17 @@ pub struct BackendReport {
     pub cooldown_until_ms: u64,
     /// Unix ms.
     pub reported_at_ms: u64,
+    /// Requests this node has sent to the backend since it started.
+    pub sent: u64,
+    /// [`target_id`] of the url the node reaches the backend at (None: not said).
+    pub target: Option<u32>,
+}
+
+/// A short public id of the upstream a backend name points at: FNV-1a over the configured url.
+pub fn target_id(url: &str) -> u32 {
+    url.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,7 +68,16 @@ impl BackendReport {
                 .cooldown_until
                 .map_or(0, |until| instant_to_unix_ms(until, now, now_unix_ms)),
             reported_at_ms: now_unix_ms,
+            sent: 0,
+            target: None,
         }
+    }
+
+    /// With this node's evidence: requests sent, and which upstream it reaches.
+    pub fn with_evidence(mut self, sent: u64, target: u32) -> BackendReport {
+        self.sent = sent;
+        self.target = Some(target);
+        self
     }
 
     pub fn encode(&self) -> String {
@@ -76,6 +99,12 @@ impl BackendReport {
             ";inf={};cd={};t={}",
             self.in_flight, self.cooldown_until_ms, self.reported_at_ms
         );
+        if self.sent > 0 {
+            let _ = write!(s, ";n={}", self.sent);
+        }
+        if let Some(u) = self.target {
+            let _ = write!(s, ";u={u:08x}");
+        }
         s
     }
 
@@ -88,6 +117,8 @@ impl BackendReport {
         let mut in_flight = 0;
         let mut cooldown_until_ms = 0;
         let mut reported_at_ms = None;
+        let mut sent = 0;
+        let mut target = None;
         for part in value.split(';').filter(|p| !p.is_empty()) {
             let Some((k, v)) = part.split_once('=') else {
                 return Err(ReportError::Malformed(part.to_string()));
@@ -106,6 +137,8 @@ impl BackendReport {
                 "inf" => in_flight = v.parse().map_err(|_| invalid("inf", v))?,
                 "cd" => cooldown_until_ms = v.parse().map_err(|_| invalid("cd", v))?,
                 "t" => reported_at_ms = Some(v.parse().map_err(|_| invalid("t", v))?),
+                "n" => sent = v.parse().map_err(|_| invalid("n", v))?,
+                "u" => target = Some(u32::from_str_radix(v, 16).map_err(|_| invalid("u", v))?),
                 _ => {}
             }
         }
@@ -117,6 +150,8 @@ impl BackendReport {
             in_flight,
             cooldown_until_ms,
             reported_at_ms: reported_at_ms.ok_or(ReportError::Missing("t"))?,
+            sent,
+            target,
         })
     }
 
@@ -194,6 +229,8 @@ mod tests {
             in_flight: 3,
             cooldown_until_ms: 1_764_000_000_123,
             reported_at_ms: 1_764_000_000_000,
+            sent: 0,
+            target: None,
         }
     }
 
@@ -217,9 +254,15 @@ mod tests {
             in_flight: 0,
             cooldown_until_ms: 0,
             reported_at_ms: 7,
+            sent: 0,
+            target: None,
         };
         assert_eq!(r.encode(), "h=0;p=1;inf=0;cd=0;t=7");
         assert_eq!(BackendReport::decode(&r.encode()), Ok(r));
+        let r = r.with_evidence(12, 0xdead_beef);
+        assert_eq!(r.encode(), "h=0;p=1;inf=0;cd=0;t=7;n=12;u=deadbeef");
+        assert_eq!(BackendReport::decode(&r.encode()), Ok(r));
+        assert_ne!(target_id("http://a:1"), target_id("http://a:2"));
     }
 
     #[test]

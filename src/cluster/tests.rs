@@ -21,6 +21,9 @@ fn cfg(port: u16, seeds: &[u16]) -> ClusterConfig {
         seeds: seeds.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
         gossip_interval_ms: GOSSIP_MS,
         dead_after_ms: DEAD_AFTER_MS,
+        secret_env: None,
+        insecure: true,
+        max_cooldown_ms: 120_000,
         redis: None,
     }
 }

@@ -8,8 +8,8 @@
 //! falls back to this node's own knowledge.
 
 use super::membership::{Cluster, Member, Shared};
-use super::merge::{PeerAggregate, aggregate, merge};
-use super::report::{BackendReport, unix_now_ms};
+use super::merge::{PeerAggregate, Rules, aggregate, merge};
+use super::report::{BackendReport, target_id, unix_now_ms};
 use crate::balance::{Backend, BackendStatus, BackendTable, BackendView};
 use serde_json::{Value, json};
 use std::sync::{Arc, PoisonError, RwLock, Weak};
@@ -44,7 +44,11 @@ impl ClusterView {
         let mut next = vec![PeerAggregate::default(); len];
         for b in self.table.iter() {
             let reports = peers(members).filter_map(|m| m.reports.get(b.name()));
-            next[b.id] = aggregate(reports, now, now_unix_ms);
+            let rules = Rules {
+                target: target_id(&b.cfg.url.value),
+                max_cooldown: self.shared.max_cooldown,
+            };
+            next[b.id] = aggregate(reports, rules, now, now_unix_ms);
         }
         *self.peers.write().unwrap_or_else(PoisonError::into_inner) = next;
     }
@@ -97,7 +101,8 @@ impl ClusterView {
                 let mut reports = vec![report_json(
                     &self.shared.self_node.id,
                     true,
-                    &BackendReport::from_status(&local, now, now_ms),
+                    &BackendReport::from_status(&local, now, now_ms)
+                        .with_evidence(b.sent(), target_id(&b.cfg.url.value)),
                     now_ms,
                     true,
                 )];
@@ -181,6 +186,7 @@ fn report_json(node: &str, is_self: bool, r: &BackendReport, now_ms: u64, counte
         "ttft_ms": r.ttft_ms,
         "in_flight": r.in_flight,
         "cooldown_until_ms": r.cooldown_until_ms,
+        "sent": r.sent,
         "age_ms": r.age(now_ms).as_millis(),
         "counted": counted,
     })

@@ -24,6 +24,17 @@ pub struct ClusterConfig {
     /// A node silent this long is considered dead (phi-accrual detector tuned to about this).
     #[serde(default = "default_dead_after")]
     pub dead_after_ms: u64,
+    /// Env var holding the gossip keys: one or more comma-separated 32-byte keys (base64 or hex).
+    /// The first seals every packet, all open (rotation: `new,old`, then `new`).
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// Gossip in plaintext, unauthenticated: only on a network no stranger can send to. Without a
+    /// key, cluster mode refuses to start unless this is set.
+    #[serde(default)]
+    pub insecure: bool,
+    /// No cooldown (a 429's `Retry-After`, local or from a peer) runs longer than this.
+    #[serde(default = "default_max_cooldown")]
+    pub max_cooldown_ms: u64,
     /// Global limits in Redis; without it, limits are per node.
     #[serde(default)]
     pub redis: Option<RedisConfig>,
@@ -60,6 +71,9 @@ fn default_gossip_interval() -> u64 {
 fn default_dead_after() -> u64 {
     3_000
 }
+fn default_max_cooldown() -> u64 {
+    120_000
+}
 fn default_redis_timeout() -> u64 {
     5
 }
@@ -74,7 +88,38 @@ fn default_prefix() -> String {
 }
 
 impl ClusterConfig {
-    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+    pub(super) fn validate(&self, env: &super::Env<'_>) -> Result<(), ConfigError> {
+        match (&self.secret_env, self.insecure) {
+            (Some(_), true) => {
+                return Err(ConfigError::invalid(
+                    "cluster.insecure",
+                    None,
+                    "insecure: true and a secret_env exclude each other",
+                ));
+            }
+            (Some(name), false) if !env(name) => {
+                return Err(ConfigError::invalid(
+                    "cluster.secret_env",
+                    None,
+                    format!("environment variable `{name}` is not set (or empty)"),
+                ));
+            }
+            (None, false) => {
+                return Err(ConfigError::invalid(
+                    "cluster.secret_env",
+                    None,
+                    "gossip needs a key (`openssl rand -base64 32` into an env var named here), or `insecure: true` on a private network",
+                ));
+            }
+            _ => {}
+        }
+        if self.max_cooldown_ms == 0 {
+            return Err(ConfigError::invalid(
+                "cluster.max_cooldown_ms",
+                None,
+                "must be above 0",
+            ));
+        }
         if self.gossip_listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::invalid(
                 "cluster.gossip_listen",

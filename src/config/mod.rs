@@ -189,7 +189,7 @@ impl Config {
         self.routing.validate(&names)?;
         self.shaping.validate()?;
         if let Some(c) = &self.cluster {
-            c.validate()?;
+            c.validate(env)?;
         }
         Ok(())
     }

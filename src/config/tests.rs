@@ -160,3 +160,30 @@ fn ejection_probe_and_cap_are_checked_and_defaulted() {
         .to_string();
     assert!(e.contains("eject_probe"), "{e}");
 }
+
+#[test]
+fn cluster_mode_needs_a_gossip_key_or_an_explicit_insecure() {
+    let with = |c: &str| format!("{MIN}cluster:\n  {c}\n");
+    let e = Config::parse_with_env(&with("cluster_id: x"), &|_| true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cluster.secret_env") && e.contains("insecure"),
+        "{e}"
+    );
+    let e = Config::parse_with_env(&with("secret_env: GOSSIP_KEY"), &|_| false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cluster.secret_env") && e.contains("GOSSIP_KEY"),
+        "{e}"
+    );
+    let both = with("{ secret_env: K, insecure: true }").replace("cluster:\n  {", "cluster: {");
+    let e = Config::parse_with_env(&both, &|_| true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cluster.insecure"), "{e}");
+    let c = Config::parse_with_env(&with("secret_env: GOSSIP_KEY"), &|_| true).unwrap();
+    assert_eq!(c.cluster.unwrap().max_cooldown_ms, 120_000);
+    assert!(Config::parse_with_env(&with("insecure: true"), &|_| false).is_ok());
+}

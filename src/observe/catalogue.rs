@@ -209,6 +209,12 @@ pub const CLUSTER_MEMBERSHIP_CHANGES: Def = def(
     &["change"],
     "joined, left, restarted",
 );
+pub const GOSSIP_REJECTED: Def = def(
+    "sluice_gossip_rejected_total",
+    Counter,
+    &["reason"],
+    "gossip packets dropped: malformed, unknown_key, auth, stale, replay, decode (received); too_large (not sent)",
+);
 
 /// Every metric, in README order.
 pub const ALL: &[Def] = &[
@@ -240,6 +246,7 @@ pub const ALL: &[Def] = &[
     STREAM_FAULTS,
     CLUSTER_MEMBERS,
     CLUSTER_MEMBERSHIP_CHANGES,
+    GOSSIP_REJECTED,
 ];
 
 /// README's metrics table, rendered from [`ALL`].

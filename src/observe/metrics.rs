@@ -242,6 +242,10 @@ impl Metrics {
     pub fn membership_change(change: &'static str) {
         counter!(CLUSTER_MEMBERSHIP_CHANGES.name, "change" => change).increment(1);
     }
+    /// A gossip packet dropped, by [`reason`](crate::cluster::seal::Reject::label).
+    pub fn gossip_rejected(reason: &'static str) {
+        counter!(GOSSIP_REJECTED.name, "reason" => reason).increment(1);
+    }
     /// An upstream stream that was not passed on whole, by [`kind`](crate::translate::StreamFault::label).
     pub fn stream_fault(kind: &'static str) {
         counter!(STREAM_FAULTS.name, "kind" => kind).increment(1);

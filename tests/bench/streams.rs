@@ -262,7 +262,7 @@ fn sluice_config(backend: &Proc, protocol: &str, redis: Option<&RedisServer>) ->
     };
     let gossip = free_port();
     format!(
-        "backends:\n{b}tenants:\n  - {{ id: bench, keys: [sk-bench], limits: {{ tokens_per_minute: 100000000000 }} }}\nrouting: {{}}\n{shaping}cluster:\n  cluster_id: bench\n  gossip_listen: 127.0.0.1:{gossip}\n  seeds: [127.0.0.1:{gossip}]\n  redis: {{ url: \"{}\" }}\n",
+        "backends:\n{b}tenants:\n  - {{ id: bench, keys: [sk-bench], limits: {{ tokens_per_minute: 100000000000 }} }}\nrouting: {{}}\n{shaping}cluster:\n  cluster_id: bench\n  gossip_listen: 127.0.0.1:{gossip}\n  seeds: [127.0.0.1:{gossip}]\n  insecure: true\n  redis: {{ url: \"{}\" }}\n",
         redis.url()
     )
 }

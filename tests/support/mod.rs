@@ -4,6 +4,7 @@
 //! a fixed time), a real `redis-server` ([`redis`]) and what the shaping tests share ([`shaping`]).
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod metrics;
 pub mod redis;
 pub mod shaping;
