@@ -113,3 +113,17 @@ scenario!(
     10_000,
     failing_today
 );
+
+/// The harness's own arithmetic: closed sliding windows, nearest-rank percentiles.
+#[test]
+fn windows_and_percentiles() {
+    let t = [0.0, 0.5, 1.0, 1.01, 2.5, 2.6, 2.7, 3.5];
+    assert_eq!(chaos::largest_window(&t, 1.0), 4);
+    assert_eq!(chaos::largest_window(&t, 0.25), 3);
+    assert_eq!(chaos::largest_window(&t, 10.0), 8);
+    assert_eq!(chaos::largest_window(&[], 1.0), 0);
+    let v: Vec<f64> = (1..=200).map(f64::from).collect();
+    assert_eq!(chaos::percentile(&v, 0.99), 198.0);
+    assert_eq!(chaos::percentile(&v[..1], 0.99), 1.0);
+    assert_eq!(chaos::percentile(&[], 0.99), 0.0);
+}

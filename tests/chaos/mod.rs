@@ -14,7 +14,7 @@ mod load;
 mod report;
 
 pub use load::{Answer, Outcome};
-pub use report::{Report, table};
+pub use report::{Report, largest_window, percentile, table};
 
 use crate::support::redis::RedisServer;
 use crate::support::{Proc, backend, free_port, gateway_on, metric, metrics_text, mock, poll};
@@ -113,11 +113,18 @@ pub struct Cluster {
     pub nodes: Vec<Proc>,
     configs: Vec<String>,
     listen: Vec<String>,
-    /// Each live node's Redis calls when the load started (0 for a node restarted since).
-    base_calls: Vec<f64>,
-    /// Redis calls counted during the run by node processes that were killed since.
-    retired_calls: f64,
+    /// Each live node's [`COUNTERS`] when the load started (0 for a node restarted since).
+    base: Vec<Counters>,
+    /// [`COUNTERS`] counted during the run by node processes that were killed since.
+    retired: Counters,
 }
+
+/// The nodes' counters a run reports: Redis calls and failed Redis calls.
+const COUNTERS: [&str; 2] = [
+    "sluice_limiter_redis_calls_total",
+    "sluice_limiter_redis_errors_total",
+];
+pub type Counters = [f64; 2];
 
 impl Cluster {
     pub fn start(limits: &Limits, plan: &Plan) -> Cluster {
@@ -155,8 +162,8 @@ impl Cluster {
             nodes,
             configs,
             listen,
-            base_calls: vec![0.0; 3],
-            retired_calls: 0.0,
+            base: vec![[0.0; 2]; 3],
+            retired: [0.0; 2],
         }
     }
 
@@ -184,23 +191,29 @@ impl Cluster {
             .query(&mut self.redis.connection())
             .expect("FLUSHALL");
         for (i, node) in self.nodes.iter().enumerate() {
-            self.base_calls[i] = redis_calls(node).await;
+            self.base[i] = counters(node).await;
         }
     }
 
-    /// Redis calls made by the nodes since [`Cluster::ready`], killed processes included.
-    pub async fn redis_calls(&self) -> f64 {
-        let mut sum = self.retired_calls;
-        for (node, base) in self.nodes.iter().zip(&self.base_calls) {
-            sum += redis_calls(node).await - base;
+    /// [`COUNTERS`] of the nodes since [`Cluster::ready`], killed processes included.
+    pub async fn counters(&self) -> Counters {
+        let mut sum = self.retired;
+        for (node, base) in self.nodes.iter().zip(&self.base) {
+            let now = counters(node).await;
+            for k in 0..sum.len() {
+                sum[k] += now[k] - base[k];
+            }
         }
         sum
     }
 
-    /// SIGKILL node `i`, keeping what its Redis call counter said just before.
+    /// SIGKILL node `i`, keeping what its counters said just before.
     fn kill_node(&mut self, i: usize, rt: &Handle) {
-        self.retired_calls += rt.block_on(redis_calls(&self.nodes[i])) - self.base_calls[i];
-        self.base_calls[i] = 0.0;
+        let now = rt.block_on(counters(&self.nodes[i]));
+        for k in 0..now.len() {
+            self.retired[k] += now[k] - self.base[i][k];
+        }
+        self.base[i] = [0.0; 2];
         self.nodes[i].kill();
     }
 
@@ -217,9 +230,9 @@ impl Cluster {
     }
 }
 
-async fn redis_calls(node: &Proc) -> f64 {
+async fn counters(node: &Proc) -> Counters {
     let text = metrics_text(node).await;
-    metric(&text, "sluice_limiter_redis_calls_total", &[]).unwrap_or(0.0)
+    COUNTERS.map(|name| metric(&text, name, &[]).unwrap_or(0.0))
 }
 
 /// Start a cluster for `limits`, offer `plan.offered` × the limit for `plan.seconds` while `fault`
@@ -245,8 +258,8 @@ pub fn run(fault: Fault, limits: Limits, plan: &Plan) -> Report {
         let outcomes = rt.block_on(load);
         (outcomes, actions.join().expect("the fault thread"))
     });
-    let calls = rt.block_on(cluster.redis_calls());
-    Report::new(fault, limits, plan.seconds, &outcomes, calls, events)
+    let counters = rt.block_on(cluster.counters());
+    Report::new(fault, limits, plan.seconds, &outcomes, counters, events)
 }
 
 /// Sleep until `secs` after `t0`: the planned offsets of the experiment.

@@ -1,6 +1,6 @@
 //! What a run measured, against what the bucket allows.
 
-use super::{Answer, Fault, Limits, Outcome};
+use super::{Answer, Counters, Fault, Limits, Outcome};
 
 /// The sliding windows reported, in seconds (a window longer than the run is left out).
 pub const WINDOWS: [f64; 3] = [1.0, 10.0, 60.0];
@@ -40,6 +40,8 @@ pub struct Report {
     pub windows: Vec<Window>,
     /// Redis calls made by all nodes during the run.
     pub redis_calls: f64,
+    /// Of which failed (timed out or refused).
+    pub redis_errors: f64,
     /// p99 of send → response head of admitted requests, in milliseconds.
     pub p99_ms: f64,
     /// The fault's actions, in seconds after the start.
@@ -52,7 +54,7 @@ impl Report {
         limits: Limits,
         seconds: f64,
         outcomes: &[Outcome],
-        redis_calls: f64,
+        [redis_calls, redis_errors]: Counters,
         events: Vec<(f64, String)>,
     ) -> Report {
         let status = |f: fn(u16) -> bool| {
@@ -99,6 +101,7 @@ impl Report {
                 .count(),
             windows,
             redis_calls,
+            redis_errors,
             p99_ms: percentile(&latencies, 0.99),
             events,
         }
@@ -152,7 +155,7 @@ impl Report {
             })
             .collect();
         format!(
-            "{:<30} {:>5} {:>5} {:>5} {:>4} {:>4} {} {:>9.2} {:>8.0}",
+            "{:<30} {:>5} {:>5} {:>5} {:>4} {:>4} {} {:>9.2} {:>7.0} {:>8.0}",
             self.name(),
             self.sent,
             self.admitted,
@@ -161,6 +164,7 @@ impl Report {
             self.failed + self.timed_out + self.other,
             windows.join(" "),
             self.calls_per_admitted(),
+            self.redis_errors,
             self.p99_ms,
         )
     }
@@ -179,7 +183,7 @@ impl Report {
 /// The reports as a table, with each run's fault timeline under it.
 pub fn table(reports: &[Report]) -> String {
     let mut out = format!(
-        "{:<30} {:>5} {:>5} {:>5} {:>4} {:>4} {:>15} {:>15} {:>15} {:>9} {:>8}\n",
+        "{:<30} {:>5} {:>5} {:>5} {:>4} {:>4} {:>15} {:>15} {:>15} {:>9} {:>7} {:>8}\n",
         "scenario",
         "sent",
         "200",
@@ -190,12 +194,18 @@ pub fn table(reports: &[Report]) -> String {
         "10s max/allow ×",
         "60s max/allow ×",
         "redis/200",
+        "rerr",
         "p99 ms"
     );
     for r in reports {
         out.push_str(&r.row());
         out.push('\n');
     }
+    out.push_str(
+        "(err: no answer, or a status other than 200, 429 and 5xx; window: largest count of 200s / \
+         burst + rate × window, ratio; redis/200: Redis calls per 200; rerr: failed Redis calls; \
+         p99: send to response head of 200s)\n",
+    );
     for r in reports.iter().filter(|r| !r.events.is_empty()) {
         out.push_str(&r.timeline());
         out.push('\n');
