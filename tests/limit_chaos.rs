@@ -2,7 +2,8 @@
 //! tenant's limit of 600 requests per minute (30 requests/s offered), one fault per test. Each test
 //! asserts the bounds on the windows a short run measures (1 s and 10 s): the largest sliding
 //! window holds at most (burst + rate × window) × 1.01 through Redis and × 1.10 where a fault makes
-//! the nodes fall back or switch; no 5xx; at most 1.1 Redis calls per admitted request while queueing.
+//! the nodes fall back or switch (or one request more, whichever is larger: admissions are seen through
+//! response times); no 5xx; at most 1.1 Redis calls per admitted request while queueing.
 //! The tests take turns (one cluster at a time on the machine). Burst = limit needs 60 s windows to
 //! show anything at 3× load: that is for the benchmark (`cargo bench --bench limit_chaos`).
 //!
