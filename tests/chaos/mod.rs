@@ -14,6 +14,8 @@ mod load;
 mod report;
 
 pub use load::{Answer, Outcome};
+// The benchmark does not test the window arithmetic.
+#[allow(unused_imports)]
 pub use report::{Report, largest_window, percentile, table};
 
 use crate::support::redis::RedisServer;
@@ -51,7 +53,8 @@ pub enum Fault {
     Steady,
     /// Redis SIGKILLed, restarted (empty) on the same port.
     RedisKill,
-    /// One node SIGKILLed, restarted with the same config and ports.
+    /// One node SIGKILLed, restarted with the same config and ports. Its share of the load keeps
+    /// coming and fails (`err`) while it is down: the live nodes are offered 2× meanwhile.
     NodeKill,
     /// One node SIGSTOPped for [`Plan::pause_ms`], then SIGCONTinued.
     NodePause,
@@ -199,10 +202,7 @@ impl Cluster {
     pub async fn counters(&self) -> Counters {
         let mut sum = self.retired;
         for (node, base) in self.nodes.iter().zip(&self.base) {
-            let now = counters(node).await;
-            for k in 0..sum.len() {
-                sum[k] += now[k] - base[k];
-            }
+            add_growth(&mut sum, counters(node).await, base);
         }
         sum
     }
@@ -210,9 +210,7 @@ impl Cluster {
     /// SIGKILL node `i`, keeping what its counters said just before.
     fn kill_node(&mut self, i: usize, rt: &Handle) {
         let now = rt.block_on(counters(&self.nodes[i]));
-        for k in 0..now.len() {
-            self.retired[k] += now[k] - self.base[i][k];
-        }
+        add_growth(&mut self.retired, now, &self.base[i]);
         self.base[i] = [0.0; 2];
         self.nodes[i].kill();
     }
@@ -227,6 +225,13 @@ impl Cluster {
         // SAFETY: kill(2) on our own child's pid; no memory is involved.
         let rc = unsafe { libc::kill(pid, sig) };
         assert_eq!(rc, 0, "kill({pid}, {sig})");
+    }
+}
+
+/// `sum += now - base`, counter by counter.
+fn add_growth(sum: &mut Counters, now: Counters, base: &Counters) {
+    for ((s, n), b) in sum.iter_mut().zip(now).zip(base) {
+        *s += n - b;
     }
 }
 
