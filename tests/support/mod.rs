@@ -146,12 +146,17 @@ pub fn gateway(config: &str) -> Proc {
 }
 
 pub fn gateway_env(config: &str, envs: &[(&str, &str)]) -> Proc {
+    gateway_on(config, "127.0.0.1:0", envs)
+}
+
+/// A gateway process on `config` listening on `listen` (a fixed port: a restarted node keeps its address).
+pub fn gateway_on(config: &str, listen: &str, envs: &[(&str, &str)]) -> Proc {
     let dir = tmp_dir();
     let path = dir.join("sluice.yaml");
     std::fs::write(&path, config).unwrap();
     let p = path.to_str().unwrap().to_string();
     spawn(
-        &["run", "--config", &p, "--listen", "127.0.0.1:0"],
+        &["run", "--config", &p, "--listen", listen],
         envs,
         "sluice listening on",
     )
