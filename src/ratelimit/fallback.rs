@@ -8,14 +8,28 @@
 
 use super::LocalLimiter;
 use super::local::{Levels, Quotas};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 pub(crate) struct Fallback {
     quotas: Vec<(String, Quotas)>,
     current: RwLock<Arc<LocalLimiter>>,
     divisor: AtomicUsize,
+    /// Tenants whose buckets started from a global level this node saw: their level, times the
+    /// divisor, is what the cluster's buckets hold as far as this node knows.
+    anchored: Mutex<HashSet<String>>,
+}
+
+/// What to tell Redis of one tenant when it answers again.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Settle {
+    pub(crate) tenant: String,
+    /// Admitted locally (requests, tokens): charged to the global buckets.
+    pub(crate) spent: (i64, i64),
+    /// The most the global buckets can hold as this node knows them (requests, tokens; None:
+    /// nothing known): the cluster's debt survives a Redis that restarted empty.
+    pub(crate) ceiling: (Option<i64>, Option<i64>),
 }
 
 impl Fallback {
@@ -27,6 +41,7 @@ impl Fallback {
             quotas,
             current: RwLock::new(limiter),
             divisor: AtomicUsize::new(n),
+            anchored: Mutex::new(HashSet::new()),
         }
     }
 
@@ -56,6 +71,39 @@ impl Fallback {
                 .map_or(Levels::EMPTY, |l| scaled(*l, 1.0 / n as f64))
         };
         self.install(build(&self.quotas, n, share));
+        *self.anchored.lock().unwrap_or_else(|e| e.into_inner()) = global.keys().cloned().collect();
+    }
+
+    /// What the fallback admitted since the last call, and for anchored tenants the ceiling their
+    /// levels put on the global buckets (before their own admissions, which the charge takes).
+    /// Anchors are used once.
+    pub(crate) fn settle(&self) -> Vec<Settle> {
+        let n = self.divisor() as f64;
+        let anchored =
+            std::mem::take(&mut *self.anchored.lock().unwrap_or_else(|e| e.into_inner()));
+        self.get()
+            .take_spent()
+            .into_iter()
+            .filter_map(|s| {
+                let spent = (s.requests.round() as i64, s.tokens.round() as i64);
+                let ceiling = if anchored.contains(&s.tenant) {
+                    let c = |level: Option<f64>, spent: f64| {
+                        level.map(|l| ((l + spent) * n).floor() as i64)
+                    };
+                    (
+                        c(s.levels.requests, s.requests),
+                        c(s.levels.tokens, s.tokens),
+                    )
+                } else {
+                    (None, None)
+                };
+                (spent != (0, 0) || ceiling != (None, None)).then_some(Settle {
+                    tenant: s.tenant,
+                    spent,
+                    ceiling,
+                })
+            })
+            .collect()
     }
 
     /// Re-divide among `live_nodes`, keeping the share each bucket holds. Returns the previous
@@ -161,5 +209,32 @@ mod tests {
         assert_eq!(f.resize(0), Some(2), "0 live nodes counts as 1");
         assert_eq!(f.divisor(), 1);
         assert_eq!(admitted(&f, 50), 0, "nothing appears from a re-division");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn settling_charges_the_spend_and_caps_at_what_the_node_knows() {
+        let f = Fallback::new(quota(), 3);
+        // Never anchored: only the spend (nothing) is reported.
+        assert!(f.settle().is_empty());
+        // The cluster's bucket was in debt: -9, so -3 here.
+        f.seed(&HashMap::from([(
+            "t".to_string(),
+            Levels {
+                requests: Some(-9.0),
+                tokens: None,
+            },
+        )]));
+        assert_eq!(admitted(&f, 5), 0);
+        let s = f.settle();
+        assert_eq!(
+            s,
+            vec![Settle {
+                tenant: "t".into(),
+                spent: (0, 0),
+                ceiling: (Some(-9), None),
+            }]
+        );
+        // Anchors are used once; spend alone is reported after that.
+        assert!(f.settle().is_empty());
     }
 }

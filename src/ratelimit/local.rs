@@ -58,6 +58,15 @@ impl Levels {
     };
 }
 
+/// What a tenant's local buckets admitted since the last look, and what they hold now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spent {
+    pub tenant: String,
+    pub requests: f64,
+    pub tokens: f64,
+    pub levels: Levels,
+}
+
 struct TenantBuckets {
     /// Requests per minute and the request bucket (capacity = burst).
     requests: Option<(u32, Bucket)>,
@@ -131,15 +140,24 @@ impl LocalLimiter {
             .collect()
     }
 
-    /// What each tenant spent since the last call (requests, tokens; rounded), zeroing the counts.
-    pub fn take_spent(&self) -> Vec<(String, i64, i64)> {
+    /// What each tenant spent since the last call (requests, tokens; net of what came back), with
+    /// its levels now, zeroing the spend.
+    pub fn take_spent(&self) -> Vec<Spent> {
+        let now = Instant::now();
         self.buckets
             .iter()
-            .filter_map(|(id, tb)| {
-                let (r, t) =
+            .map(|(id, tb)| {
+                let (requests, tokens) =
                     std::mem::take(&mut *tb.spent.lock().unwrap_or_else(|e| e.into_inner()));
-                let (r, t) = (r.round() as i64, t.round() as i64);
-                (r != 0 || t != 0).then(|| (id.clone(), r, t))
+                Spent {
+                    tenant: id.clone(),
+                    requests,
+                    tokens,
+                    levels: Levels {
+                        requests: tb.requests.as_ref().map(|(_, b)| b.level(now)),
+                        tokens: tb.tokens.as_ref().map(|b| b.level(now)),
+                    },
+                }
             })
             .collect()
     }

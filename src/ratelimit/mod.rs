@@ -14,6 +14,7 @@
 mod breaker;
 mod bucket;
 mod cluster_limiter;
+mod contention;
 mod fallback;
 mod lease;
 mod local;

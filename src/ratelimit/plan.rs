@@ -2,11 +2,13 @@
 //! arguments, and the script's reply turned into a [`Decision`].
 
 use super::Decision;
+use super::contention::Contention;
 use super::lease::Lease;
 use super::local::{Levels, Quotas};
 use super::overlimit::Hit;
 use ::redis::{Script, ScriptInvocation};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The Redis keys of a tenant's buckets: `<prefix>:{<tenant>}:req` and `<prefix>:{<tenant>}:tok`.
@@ -41,6 +43,11 @@ pub(super) struct Plan {
     pub(super) lease: Lease,
     /// The global buckets' levels in the last reply (what the fallback starts from).
     last: Mutex<Option<Levels>>,
+    /// Other nodes' bookings between ours: when to ask again after a booking.
+    pub(super) contention: Contention,
+    /// The longest wait budget a request of this tenant asked with (ms): how deep bookings may put
+    /// the buckets in debt, and so how deep a charge of fallback admissions may.
+    horizon_ms: AtomicU64,
 }
 
 impl Plan {
@@ -57,25 +64,49 @@ impl Plan {
             tpm: q.tokens_per_minute.unwrap_or(0),
             lease: Lease::default(),
             last: Mutex::new(None),
+            contention: Contention::default(),
+            horizon_ms: AtomicU64::new(0),
         })
     }
 
-    /// `lua/adjust.lua` for this tenant: give back (positive) or charge (negative) requests and tokens.
+    /// `lua/adjust.lua` for this tenant: give back (positive) or charge (negative) `amounts` of
+    /// (requests, tokens), after capping the buckets at `ceiling` where one is given.
     pub(super) fn adjust<'s>(
         &self,
         script: &'s Script,
-        requests: i64,
-        tokens: i64,
+        amounts: (i64, i64),
+        ceiling: (Option<i64>, Option<i64>),
     ) -> ScriptInvocation<'s> {
+        let (floor_r, floor_t) = self.debt_floor();
+        let cap = |c: Option<i64>| c.map_or(String::new(), |c| c.to_string());
         let mut inv = script.prepare_invoke();
         inv.key(&self.keys[0])
             .key(&self.keys[1])
             .arg(self.rpm)
             .arg(self.burst)
-            .arg(requests)
+            .arg(amounts.0)
             .arg(self.tpm)
-            .arg(tokens);
+            .arg(amounts.1)
+            .arg(floor_r)
+            .arg(floor_t)
+            .arg(cap(ceiling.0))
+            .arg(cap(ceiling.1));
         inv
+    }
+
+    /// A request asked with this wait budget.
+    pub(super) fn asked_with(&self, max_wait: Duration) {
+        let ms = max_wait.as_millis() as u64;
+        if ms > self.horizon_ms.load(Ordering::Relaxed) {
+            self.horizon_ms.fetch_max(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// How far below empty bookings may have put the (requests, tokens) buckets.
+    pub(super) fn debt_floor(&self) -> (i64, i64) {
+        let ms = self.horizon_ms.load(Ordering::Relaxed) as f64;
+        let per_ms = |per_minute: f64| (ms * per_minute / 60_000.0).ceil() as i64;
+        (per_ms(self.rpm as f64), per_ms(self.tpm as f64))
     }
 
     /// One request's slot interval.

@@ -30,6 +30,7 @@ impl Inner {
         }
         let clamped = tokens.min(plan.tpm);
         let now = Instant::now();
+        plan.asked_with(req.max_wait);
         // Request-only limits may be leased: several request tokens per Redis call.
         let lease = if tokens == 0 && req.requests == 1 {
             lease_size(plan.rpm, plan.burst, self.fallback.divisor())
@@ -105,14 +106,24 @@ impl Inner {
         // Counted from the reply's arrival, so an entry never expires before Redis would admit.
         let ms = |x: i64| Duration::from_millis(x.max(0) as u64);
         if !d.allowed {
-            let (rw, tw) = (ms(reply[6]), ms(reply[7]));
+            let (mut rw, tw) = (ms(reply[6]), ms(reply[7]));
+            if !rw.is_zero() && plan.rpm > 0 && !req.max_wait.is_zero() {
+                // Waiting requests book slots as they come within reach, on other nodes too: this
+                // node's chance is later (a request that does not wait races for the very slot).
+                plan.contention
+                    .assume(self.fallback.divisor().saturating_sub(1));
+                rw = plan.contention.refused(rw, plan.per_request());
+            }
             self.cache
                 .refused(req.tenant, Instant::now(), rw, clamped, tw);
         } else if !d.wait.is_zero() && plan.rpm > 0 {
-            // Booked: the next request's slot is at least one interval behind this one.
-            let next = d.wait + plan.per_request();
-            self.cache
-                .refused(req.tenant, Instant::now(), next, 0, Duration::ZERO);
+            // Booked: this node's next slot is one interval behind this one per node booking in
+            // turn; until its wait fits a request's budget, the request is refused without a call.
+            let now = Instant::now();
+            plan.contention
+                .assume(self.fallback.divisor().saturating_sub(1));
+            let next = plan.contention.booked(now, d.wait, plan.per_request());
+            self.cache.refused(req.tenant, now, next, 0, Duration::ZERO);
         }
         Some((d, reply[9].max(0) as u32))
     }
@@ -131,7 +142,11 @@ impl Inner {
             self.local().give_back(tenant, requests, tokens);
             return;
         }
-        let inv = plan.adjust(&self.adjust_script, requests as i64, tokens as i64);
+        let inv = plan.adjust(
+            &self.adjust_script,
+            (requests as i64, tokens as i64),
+            (None, None),
+        );
         if self.call::<i64>(&inv).await.is_err() {
             self.local().give_back(tenant, requests, tokens);
         }

@@ -47,22 +47,24 @@ impl Inner {
 
 impl Inner {
     /// Charge what the fallback admitted to the global buckets (`lua/adjust.lua`), so an outage or a
-    /// breaker flap adds no capacity. A failed charge is dropped (under load Redis just came back).
+    /// breaker flap adds no capacity, and cap them at what this node knows they hold, so a Redis
+    /// that restarted empty keeps the cluster's debt. A failed charge is dropped (Redis just came
+    /// back; the next failure streak starts over from its answers).
     pub(super) async fn charge_spent(&self, conn: &mut MultiplexedConnection) {
-        for (tenant, requests, tokens) in self.fallback.get().take_spent() {
-            let Some(plan) = self.plans.get(&tenant) else {
+        for s in self.fallback.settle() {
+            let Some(plan) = self.plans.get(&s.tenant) else {
                 continue;
             };
-            let inv = plan.adjust(&self.adjust_script, -requests, -tokens);
+            let inv = plan.adjust(&self.adjust_script, (-s.spent.0, -s.spent.1), s.ceiling);
             let call = inv.invoke_async::<i64>(conn);
             if !matches!(
                 tokio::time::timeout(self.connect_timeout, call).await,
                 Ok(Ok(_))
             ) {
                 tracing::debug!(
-                    tenant,
-                    requests,
-                    tokens,
+                    tenant = %s.tenant,
+                    requests = s.spent.0,
+                    tokens = s.spent.1,
                     "rate limiter: fallback spend not charged"
                 );
             }

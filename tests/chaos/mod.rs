@@ -26,7 +26,14 @@ use tokio::runtime::Handle;
 /// The tenant every request is sent for.
 const KEY: &str = "sk-chaos";
 /// Quiet nodes: the run measures the limiter, not the log writer.
-const QUIET: &[(&str, &str)] = &[("RUST_LOG", "warn")];
+/// Quiet logs, and the gossip key the nodes seal with (`cluster.secret_env`).
+const QUIET: &[(&str, &str)] = &[
+    ("RUST_LOG", "warn"),
+    (
+        crate::support::cluster::KEY_ENV,
+        crate::support::cluster::KEY_A,
+    ),
+];
 /// The node that is killed or paused.
 const VICTIM: usize = 2;
 
@@ -140,7 +147,7 @@ impl Cluster {
             .enumerate()
             .map(|(i, port)| {
                 format!(
-                    "node: {{ id: n{i} }}\nbackends:\n{}tenants:\n  - {{ id: chaos, keys: [{KEY}], limits: {{ requests_per_minute: {}, burst: {} }} }}\nrouting: {{}}\nshaping: {{ max_wait_ms: {} }}\ncluster:\n  gossip_listen: 127.0.0.1:{port}\n  seeds: [{}]\n  gossip_interval_ms: 100\n  dead_after_ms: 1500\n  redis: {{ url: \"{}\", timeout_ms: {} }}\n",
+                    "node: {{ id: n{i} }}\nbackends:\n{}tenants:\n  - {{ id: chaos, keys: [{KEY}], limits: {{ requests_per_minute: {}, burst: {} }} }}\nrouting: {{}}\nshaping: {{ max_wait_ms: {} }}\ncluster:\n  secret_env: SLUICE_GOSSIP_KEY\n  gossip_listen: 127.0.0.1:{port}\n  seeds: [{}]\n  gossip_interval_ms: 100\n  dead_after_ms: 1500\n  redis: {{ url: \"{}\", timeout_ms: {} }}\n",
                     backend("up", &upstream, "openai", ""),
                     limits.rpm,
                     limits.burst,
