@@ -46,6 +46,19 @@ pub struct BackendConfig {
     /// Pace requests to this backend so a burst arrives spread out (GCRA spacing).
     #[serde(default)]
     pub smoothing: Option<SmoothingConfig>,
+    /// The OpenAI APIs an `openai` backend serves: `chat` (Chat Completions, and legacy
+    /// completions and embeddings), `responses` (the Responses API, passed through). Default
+    /// `[chat]`: Responses requests are translated to Chat Completions. Not for `anthropic`.
+    #[serde(default)]
+    pub apis: Option<Vec<Api>>,
+}
+
+/// An OpenAI API a backend serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    Chat,
+    Responses,
 }
 
 /// At most `rate_per_sec` request starts per second, `burst` of them back to back.
@@ -178,6 +191,38 @@ impl BackendConfig {
             .unwrap_or(client_model)
     }
 
+    /// Whether this backend serves the OpenAI Responses API itself (`apis` lists `responses`).
+    pub fn serves_responses(&self) -> bool {
+        self.protocol == Protocol::Openai
+            && self
+                .apis
+                .as_deref()
+                .is_some_and(|a| a.contains(&Api::Responses))
+    }
+
+    /// Whether this backend serves Chat Completions (the default; always for Anthropic, through
+    /// translation).
+    pub fn serves_chat(&self) -> bool {
+        self.apis.as_deref().is_none_or(|a| a.contains(&Api::Chat))
+    }
+
+    /// Whether this backend can take a call of `endpoint`: Responses calls go to any backend
+    /// (translated when it does not serve Responses), unless the call `needs_responses` (it uses
+    /// what only the Responses API can express); every other call needs Chat Completions (or an
+    /// Anthropic backend, through translation).
+    pub fn serves_endpoint(
+        &self,
+        endpoint: crate::protocol::Endpoint,
+        needs_responses: bool,
+    ) -> bool {
+        use crate::protocol::Endpoint;
+        match endpoint {
+            Endpoint::Responses => !needs_responses || self.serves_responses(),
+            Endpoint::Embeddings => endpoint.servable_by(self.protocol) && self.serves_chat(),
+            _ => self.serves_chat(),
+        }
+    }
+
     /// Whether this backend serves the client's model (no `models` map: it serves any).
     pub fn serves(&self, client_model: &str) -> bool {
         self.models.is_empty() || self.models.contains_key(client_model)
@@ -306,6 +351,22 @@ impl BackendConfig {
                 Some(line),
                 "must be 0 (no probes) or at least 50",
             ));
+        }
+        if let Some(apis) = &self.apis {
+            if self.protocol == Protocol::Anthropic {
+                return Err(ConfigError::invalid(
+                    at("apis"),
+                    Some(line),
+                    "only openai backends declare apis (anthropic backends serve messages)",
+                ));
+            }
+            if apis.is_empty() {
+                return Err(ConfigError::invalid(
+                    at("apis"),
+                    Some(line),
+                    "must list chat, responses or both",
+                ));
+            }
         }
         let is_set = env;
         if let Some(env_name) = &self.api_key_env {

@@ -76,6 +76,15 @@ impl Deliver {
             match self.balancer.survey(call.route, &call.want(), &tried) {
                 Survey::Available => {}
                 Survey::NotServed => {
+                    if let Some(field) = call.needs_responses {
+                        return Err(GatewayError::BadRequest {
+                            field: field.to_string(),
+                            reason: format!(
+                                "needs a backend that serves the responses api, and none serves model `{}`",
+                                call.model
+                            ),
+                        });
+                    }
                     return Err(GatewayError::ModelNotFound(call.model.to_string()));
                 }
                 Survey::Unavailable => break,

@@ -13,7 +13,7 @@ use super::body::{MockBody, error};
 use super::control::{self, Snapshot, retry_after_secs};
 use super::fault::StreamFault;
 use super::state::{InFlight, State};
-use super::{anthropic, embeddings, legacy, openai};
+use super::{anthropic, embeddings, legacy, openai, responses};
 use crate::protocol::Protocol;
 
 /// Largest request body accepted.
@@ -67,6 +67,7 @@ enum Endpoint {
     Models,
     Messages,
     CountTokens,
+    Responses,
 }
 
 fn endpoint(protocol: Protocol, path: &str) -> Option<(Endpoint, Method)> {
@@ -75,6 +76,7 @@ fn endpoint(protocol: Protocol, path: &str) -> Option<(Endpoint, Method)> {
         (Protocol::Openai, "/v1/chat/completions") => (Endpoint::ChatCompletions, Method::POST),
         (Protocol::Openai, "/v1/completions") => (Endpoint::Completions, Method::POST),
         (Protocol::Openai, "/v1/embeddings") => (Endpoint::Embeddings, Method::POST),
+        (Protocol::Openai, "/v1/responses") => (Endpoint::Responses, Method::POST),
         (Protocol::Anthropic, "/v1/messages") => (Endpoint::Messages, Method::POST),
         (Protocol::Anthropic, "/v1/messages/count_tokens") => (Endpoint::CountTokens, Method::POST),
         _ => return None,
@@ -157,6 +159,7 @@ async fn api(state: &Arc<State>, req: Request<Incoming>, guard: InFlight) -> Res
         Endpoint::Models => anthropic::models(),
         Endpoint::Messages => anthropic::messages(state, &snap, &body, guard).await,
         Endpoint::CountTokens => anthropic::count_tokens(&body),
+        Endpoint::Responses => responses::create(state, &snap, &body, guard).await,
     }
 }
 

@@ -4,6 +4,7 @@
 mod body;
 mod endpoint;
 mod request;
+pub mod responses;
 
 pub use body::{BoxError, ReadError, RespBody, full_body, pieces_body, read_whole};
 pub use endpoint::{Endpoint, UPSTREAM_PATHS};

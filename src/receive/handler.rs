@@ -13,7 +13,7 @@ use crate::protocol::{Endpoint, Protocol, RequestBody, RespBody};
 use crate::ratelimit::Decision;
 use crate::route::{RequestMeta, RouteDecision};
 use crate::shape::Arrival;
-use crate::translate::scan_request;
+use crate::translate::{responses_native_field, scan_request};
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -162,6 +162,9 @@ async fn proxy<'a>(
     // Balance + Deliver.
     let affinity_key = affinity::key(p.affinity.as_ref(), &parts.headers, &scan);
     let body = RequestBody::new(raw);
+    let needs_responses = (endpoint == Endpoint::Responses)
+        .then(|| responses_native_field(body.tree()))
+        .flatten();
     let call = Call {
         endpoint,
         body: &body,
@@ -173,6 +176,7 @@ async fn proxy<'a>(
         request_id,
         client_headers: &parts.headers,
         affinity_key: affinity_key.as_deref(),
+        needs_responses: needs_responses.as_deref(),
         est_input_tokens: scan.prompt_tokens,
         admitted: &admitted,
         on_usage: admitted.usage_sink(),
