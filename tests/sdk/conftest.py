@@ -43,6 +43,12 @@ backends:
     protocol: openai
     eject_after: 100000
     models: {{ gpt-4o-mini: gpt-4o-mini-2024-07-18 }}
+  - name: oar
+    url: "{oa_url}"
+    protocol: openai
+    apis: [chat, responses]
+    eject_after: 100000
+    models: {{ gpt-4o-resp: gpt-4o }}
   - name: an
     url: "{an_url}"
     protocol: anthropic
