@@ -298,7 +298,7 @@ async fn responses_streams_carry_the_typed_events_through_every_backend_kind() {
         let last = text
             .lines()
             .filter_map(|l| l.strip_prefix("data: "))
-            .last()
+            .next_back()
             .unwrap();
         let done: serde_json::Value = serde_json::from_str(last).unwrap();
         assert!(done["response"]["usage"]["output_tokens"].as_u64().unwrap() > 0);
