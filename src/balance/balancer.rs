@@ -68,7 +68,8 @@ impl Balancer {
             Entry {
                 id,
                 serves: b.cfg.serves(want.model)
-                    && b.cfg.serves_endpoint(want.endpoint, want.needs_responses),
+                    && b.cfg.serves_endpoint(want.endpoint, want.needs_responses)
+                    && want.pinned.is_none_or(|p| p == id),
                 status: self.view.status(b, now),
                 // The slot check uses this node's own in-flight count: the limit is per node.
                 has_room: !capacity || b.has_room(b.in_flight(), want.priority),

@@ -20,6 +20,8 @@ pub struct Want<'a> {
     pub affinity_key: Option<&'a str>,
     /// A Responses call that only a backend serving Responses itself can take.
     pub needs_responses: bool,
+    /// Only this backend may take the call (it holds the state the call continues).
+    pub pinned: Option<usize>,
 }
 
 /// One backend of the pool as the filter sees it.
@@ -145,6 +147,7 @@ mod tests {
             est_output_tokens: 500_000,
             affinity_key: None,
             needs_responses: false,
+            pinned: None,
         }
     }
 

@@ -12,7 +12,8 @@ use crate::observe::Metrics;
 use crate::protocol::{RespBody, full_body, pieces_body};
 use crate::shape::{Outcome, Shed};
 use crate::translate::{
-    Plan, Usage, Wire, hollow, plan, response_back, scan_usage, stream_transform, usage_from_body,
+    Plan, Usage, Wire, hollow, plan, response_back, scan_usage, stream_transform, tag_response_ids,
+    usage_from_body,
 };
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -46,10 +47,11 @@ pub(super) async fn attempt(
     let cfg = &backend.cfg;
     let client_proto = call.endpoint.client_protocol();
     let model = cfg.model_for(call.model);
+    let tag = cfg.serves_responses().then(|| cfg.response_tag());
     let plan = match plan(
         &call.plan_input(),
         cfg.protocol,
-        cfg.serves_responses(),
+        tag.as_deref(),
         model,
         default_max_tokens,
     ) {
@@ -218,6 +220,8 @@ pub(super) async fn attempt(
             Some(h) => pieces_body(h.fill(&body, out)),
             None => full_body(out),
         }
+    } else if let Some(tag) = &plan.tag {
+        full_body(tag_response_ids(body, tag))
     } else {
         full_body(body)
     };

@@ -21,6 +21,8 @@ pub struct Call<'a> {
     pub affinity_key: Option<&'a str>,
     /// A Responses call's first field that only a backend serving Responses can express.
     pub needs_responses: Option<&'a str>,
+    /// The backend a Responses follow-up must reach (it holds `previous_response_id`).
+    pub pinned: Option<usize>,
     pub est_input_tokens: u64,
     /// Shape's pass: class, deadline, and the way to a backend slot.
     pub admitted: &'a Admitted<'a>,
@@ -40,6 +42,7 @@ impl Call<'_> {
             est_output_tokens: self.admitted.est_output,
             affinity_key: self.affinity_key,
             needs_responses: self.needs_responses.is_some(),
+            pinned: self.pinned,
         }
     }
 

@@ -87,6 +87,16 @@ impl Deliver {
                     }
                     return Err(GatewayError::ModelNotFound(call.model.to_string()));
                 }
+                Survey::Unavailable if attempt == 0 && call.pinned.is_some() => {
+                    let name = call
+                        .pinned
+                        .and_then(|id| self.balancer.backends().get(id))
+                        .map_or("-", |b| b.name());
+                    return Err(GatewayError::UpstreamUnavailable {
+                        backend: name.to_string(),
+                        reason: "it holds the response named by previous_response_id and is not available now".into(),
+                    });
+                }
                 Survey::Unavailable => break,
                 Survey::CoolingUntil(end) => {
                     // Every backend is only cooling down after upstream 429s: wait for the first to

@@ -13,7 +13,7 @@ use crate::protocol::{Endpoint, Protocol, RequestBody, RespBody};
 use crate::ratelimit::Decision;
 use crate::route::{RequestMeta, RouteDecision};
 use crate::shape::Arrival;
-use crate::translate::{responses_native_field, scan_request};
+use crate::translate::{responses_native_field, scan_request, split_response_id};
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -165,6 +165,10 @@ async fn proxy<'a>(
     let needs_responses = (endpoint == Endpoint::Responses)
         .then(|| responses_native_field(body.tree()))
         .flatten();
+    let pinned = match endpoint {
+        Endpoint::Responses => holder(p, &body)?,
+        _ => None,
+    };
     let call = Call {
         endpoint,
         body: &body,
@@ -177,6 +181,7 @@ async fn proxy<'a>(
         client_headers: &parts.headers,
         affinity_key: affinity_key.as_deref(),
         needs_responses: needs_responses.as_deref(),
+        pinned,
         est_input_tokens: scan.prompt_tokens,
         admitted: &admitted,
         on_usage: admitted.usage_sink(),
@@ -184,6 +189,33 @@ async fn proxy<'a>(
     let Delivered { response, backend } = p.deliver.forward(call).await?;
     out.backend = backend;
     Ok(response)
+}
+
+/// The backend holding the response a follow-up continues (`previous_response_id`, tagged by
+/// Sluice with the backend that made it): any node finds it, as every node has the same backends.
+fn holder(p: &Pipeline, body: &RequestBody) -> Result<Option<usize>, GatewayError> {
+    let Some(id) = body
+        .tree()
+        .get("previous_response_id")
+        .and_then(|v| v.as_str())
+    else {
+        return Ok(None);
+    };
+    let Some(tag) = split_response_id(id).1 else {
+        return Ok(None);
+    };
+    p.deliver
+        .balancer
+        .backends()
+        .iter()
+        .find(|b| b.cfg.serves_responses() && b.cfg.response_tag() == tag)
+        .map(|b| Some(b.id))
+        .ok_or_else(|| GatewayError::BadRequest {
+            field: "previous_response_id".into(),
+            reason: format!(
+                "response `{id}` is held by a backend this gateway no longer has (tag {tag})"
+            ),
+        })
 }
 
 /// OpenAI-style `x-ratelimit-*` headers for the request and token buckets.

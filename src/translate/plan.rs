@@ -31,6 +31,8 @@ pub struct Plan {
     pub injected_usage: bool,
     /// What the upstream answers in (its stream's events and completion marker).
     pub wire: Wire,
+    /// A Responses call passed through: the backend's tag, put on the response ids it returns.
+    pub tag: Option<String>,
 }
 
 /// Whether a Responses call goes to this backend as it is (the backend serves Responses itself).
@@ -38,12 +40,12 @@ fn native_responses(endpoint: Endpoint, backend_proto: Protocol, serves_response
     endpoint == Endpoint::Responses && backend_proto == Protocol::Openai && serves_responses
 }
 
-/// Build the upstream body for `backend_proto` with the backend's `model`; `serves_responses`:
-/// the backend serves the Responses API itself.
+/// Build the upstream body for `backend_proto` with the backend's `model`; `responses_tag`: the
+/// backend serves the Responses API itself, and tags its response ids so.
 pub fn plan(
     call: &PlanInput<'_>,
     backend_proto: Protocol,
-    serves_responses: bool,
+    responses_tag: Option<&str>,
     model: &str,
     default_max_tokens: u32,
 ) -> Result<Plan, GatewayError> {
@@ -55,7 +57,16 @@ pub fn plan(
         include_usage: wants_usage,
     } = *call;
     let client = endpoint.client_protocol();
-    let native = native_responses(endpoint, backend_proto, serves_responses);
+    let native = native_responses(endpoint, backend_proto, responses_tag.is_some());
+    let tag = responses_tag.filter(|_| native).map(str::to_string);
+    // A follow-up names its predecessor as the client knows it: the backend wants its own id.
+    let previous = native
+        .then(|| body.tree().get("previous_response_id")?.as_str())
+        .flatten()
+        .and_then(|id| match tr::split_response_id(id) {
+            (bare, Some(_)) => Some(bare.to_string()),
+            _ => None,
+        });
     let (path, wire) = if native {
         ("/v1/responses", Wire::Responses)
     } else {
@@ -67,17 +78,21 @@ pub fn plan(
     if native || (client == backend_proto && endpoint != Endpoint::Responses) {
         let inject =
             stream && wire == Wire::Chat && endpoint != Endpoint::Embeddings && !wants_usage;
-        if model == client_model && !inject {
+        if model == client_model && !inject && previous.is_none() {
             return Ok(Plan {
                 path,
                 body: body.raw().clone(),
                 translated: false,
                 injected_usage: false,
                 wire,
+                tag,
             });
         }
         let mut v = body.tree().clone();
         v["model"] = Value::String(model.to_string());
+        if let Some(id) = previous {
+            v["previous_response_id"] = Value::String(id);
+        }
         if inject {
             v["stream_options"] = serde_json::json!({"include_usage": true});
         }
@@ -87,6 +102,7 @@ pub fn plan(
             translated: false,
             injected_usage: inject,
             wire,
+            tag,
         });
     }
     let v = match (endpoint, backend_proto) {
@@ -118,12 +134,16 @@ pub fn plan(
         translated: true,
         injected_usage: false,
         wire,
+        tag: None,
     })
 }
 
 /// The stream transform for this plan, if any (None: pass bytes through).
 pub fn stream_transform(call: &PlanInput<'_>, plan: &Plan) -> Option<Box<dyn StreamTransform>> {
     let (endpoint, client_model, include_usage) = (call.endpoint, call.model, call.include_usage);
+    if let Some(tag) = &plan.tag {
+        return Some(Box::new(tr::TagResponseIds::new(tag)));
+    }
     if !plan.translated {
         return plan
             .injected_usage
