@@ -367,3 +367,54 @@ async fn responses_fields_only_a_responses_backend_can_express_are_400_naming_th
         "the stored turns count as input: {v}"
     );
 }
+
+#[tokio::test]
+async fn count_tokens_is_the_anthropic_backends_count_or_an_estimate_marked_so() {
+    let (oa, an) = (mock("openai", "oa", &[]), mock("anthropic", "an", &[]));
+    let gw = gateway(&mixed(&oa, &an));
+    let url = format!("{}/v1/messages/count_tokens", gw.url());
+    let h = [
+        ("x-api-key", "sk-acme"),
+        ("anthropic-version", "2023-06-01"),
+        ("content-type", "application/json"),
+    ];
+    let body = |model: &str| {
+        json!({"model": model, "system": "be brief",
+            "messages": [{"role": "user", "content": "count these words please"}]})
+        .to_string()
+    };
+    // An Anthropic backend serves `smart`: its own count, passed through.
+    let r = request("POST", &url, &h, body("smart")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["input_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(r.header("x-sluice-token-estimate"), None);
+    assert_eq!(r.header("x-sluice-backend"), None);
+    assert_eq!(mock_requests(&an).await, 1);
+    // Only an OpenAI backend serves `fast`: Sluice's estimate, said to be one.
+    let r = request("POST", &url, &h, body("fast")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["input_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(r.header("x-sluice-token-estimate"), Some("true"));
+    assert_eq!(mock_requests(&oa).await, 0);
+    // Errors on Anthropic paths are in Anthropic's shape.
+    let anthropic_error = |r: &Resp, kind: &str| {
+        let v = r.json();
+        assert_eq!(v["type"], "error", "{v}");
+        assert_eq!(v["error"]["type"], kind, "{v}");
+    };
+    let r = request("POST", &url, &h, body("nope")).await;
+    assert_eq!(r.status, 404);
+    anthropic_error(&r, "not_found_error");
+    let r = request("POST", &url, &[("x-api-key", "sk-wrong")], body("smart")).await;
+    assert_eq!(r.status, 401);
+    anthropic_error(&r, "authentication_error");
+    let r = request(
+        "POST",
+        &format!("{}/v1/messages/batches", gw.url()),
+        &h,
+        "{}",
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    anthropic_error(&r, "not_found_error");
+}

@@ -89,6 +89,11 @@ async fn dispatch<'a>(
             Some(_) => json_response_bytes(StatusCode::OK, p.models.clone()),
             None => GatewayError::Unauthorized.response(Protocol::Openai),
         },
+        (&Method::POST, "/v1/messages/count_tokens" | "/messages/count_tokens") => {
+            count_tokens(p, req, request_id, out)
+                .await
+                .unwrap_or_else(|e| e.response(Protocol::Anthropic))
+        }
         (m, path) => match Endpoint::from_path(path) {
             Some(ep) if m == Method::POST => {
                 let proto = ep.client_protocol();
@@ -105,9 +110,68 @@ async fn dispatch<'a>(
             Some(ep) => {
                 GatewayError::MethodNotAllowed(path.to_string()).response(ep.client_protocol())
             }
-            None => GatewayError::NotFound(path.to_string()).response(Protocol::Openai),
+            None => GatewayError::NotFound(path.to_string()).response(path_protocol(path)),
         },
     }
+}
+
+/// The dialect of errors on `path`: Anthropic's under `/v1/messages`, else OpenAI's.
+fn path_protocol(path: &str) -> Protocol {
+    if path.starts_with("/v1/messages") || path.starts_with("/messages") {
+        Protocol::Anthropic
+    } else {
+        Protocol::Openai
+    }
+}
+
+/// Anthropic's `POST /v1/messages/count_tokens`: an Anthropic backend of the route that serves the
+/// model counts; otherwise Sluice estimates (as it does for admission), saying so in
+/// `x-sluice-token-estimate: true`. Not a generation: no token bucket is charged.
+async fn count_tokens<'a>(
+    p: &'a Pipeline,
+    req: Request<Incoming>,
+    request_id: &str,
+    out: &mut Outcome<'a>,
+) -> Result<Response<RespBody>, GatewayError> {
+    let tier = p
+        .tenants
+        .authenticate(req.headers())
+        .ok_or(GatewayError::Unauthorized)?
+        .tier
+        .clone();
+    let (parts, raw) = read_body(req, p.max_body_bytes, &p.bounds, &p.body_budget).await?;
+    let scan = scan_request(&raw, None).map_err(|e| GatewayError::BadJson(e.to_string()))?;
+    let model = scan
+        .model
+        .as_deref()
+        .ok_or_else(|| GatewayError::BadRequest {
+            field: "model".into(),
+            reason: "a non-empty string is required".into(),
+        })?;
+    let route = p.router.decide(&RequestMeta {
+        path: parts.uri.path(),
+        headers: &parts.headers,
+        tier: &tier,
+        model,
+        request_id,
+    });
+    out.route = Some(route);
+    let backends = p.deliver.balancer.backends();
+    if !route.pool.iter().any(|&id| backends[id].cfg.serves(model)) {
+        return Err(GatewayError::ModelNotFound(model.to_string()));
+    }
+    if let Some(r) = p
+        .deliver
+        .count_tokens(&route.pool, model, &raw, &parts.headers)
+        .await
+    {
+        return Ok(r);
+    }
+    let body = serde_json::json!({"input_tokens": scan.prompt_tokens}).to_string();
+    let mut r = json_response_bytes(StatusCode::OK, body.into());
+    r.headers_mut()
+        .insert("x-sluice-token-estimate", HeaderValue::from_static("true"));
+    Ok(r)
 }
 
 async fn proxy<'a>(
