@@ -13,7 +13,7 @@ use crate::protocol::{Endpoint, Protocol, RequestBody, RespBody};
 use crate::ratelimit::Decision;
 use crate::route::{RequestMeta, RouteDecision};
 use crate::shape::Arrival;
-use crate::translate::{responses_native_field, scan_request, split_response_id};
+use crate::translate::{RequestScan, responses_native_field, scan_request, split_response_id};
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -115,6 +115,16 @@ async fn dispatch<'a>(
     }
 }
 
+/// The request's `model`, which every API call must name.
+fn model_of(scan: &RequestScan) -> Result<&str, GatewayError> {
+    scan.model
+        .as_deref()
+        .ok_or_else(|| GatewayError::BadRequest {
+            field: "model".into(),
+            reason: "a non-empty string is required".into(),
+        })
+}
+
 /// The dialect of errors on `path`: Anthropic's under `/v1/messages`, else OpenAI's.
 fn path_protocol(path: &str) -> Protocol {
     if path.starts_with("/v1/messages") || path.starts_with("/messages") {
@@ -141,13 +151,7 @@ async fn count_tokens<'a>(
         .clone();
     let (parts, raw) = read_body(req, p.max_body_bytes, &p.bounds, &p.body_budget).await?;
     let scan = scan_request(&raw, None).map_err(|e| GatewayError::BadJson(e.to_string()))?;
-    let model = scan
-        .model
-        .as_deref()
-        .ok_or_else(|| GatewayError::BadRequest {
-            field: "model".into(),
-            reason: "a non-empty string is required".into(),
-        })?;
+    let model = model_of(&scan)?;
     let route = p.router.decide(&RequestMeta {
         path: parts.uri.path(),
         headers: &parts.headers,
@@ -190,13 +194,7 @@ async fn proxy<'a>(
     let (parts, raw) = read_body(req, p.max_body_bytes, &p.bounds, &p.body_budget).await?;
     let scan = scan_request(&raw, affinity::body_field(p.affinity.as_ref()))
         .map_err(|e| GatewayError::BadJson(e.to_string()))?;
-    let model = scan
-        .model
-        .as_deref()
-        .ok_or_else(|| GatewayError::BadRequest {
-            field: "model".into(),
-            reason: "a non-empty string is required".into(),
-        })?;
+    let model = model_of(&scan)?;
 
     // Shape: class, deadline, the tenant's buckets (waiting for a refill when that fits).
     let admitted = p
