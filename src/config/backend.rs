@@ -26,6 +26,15 @@ pub struct BackendConfig {
     /// Client model name → this backend's model name. Empty: the client's model is passed through.
     #[serde(default)]
     pub models: BTreeMap<String, String>,
+    /// Models to list in `/v1/models` for a backend without a `models` map (it serves whatever is
+    /// asked, so its names cannot be known otherwise). Listing only: it still serves any model.
+    #[serde(default)]
+    pub list_models: Vec<String>,
+    /// Client headers passed on to this backend as they came (beside `openai-beta`,
+    /// `openai-organization`, `openai-project` and `anthropic-beta`, always passed on). Never
+    /// credentials nor the headers of the connection.
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
     #[serde(default)]
     pub health_check: Option<HealthCheckConfig>,
     #[serde(default)]
@@ -52,6 +61,23 @@ pub struct BackendConfig {
     #[serde(default)]
     pub apis: Option<Vec<Api>>,
 }
+
+/// Headers `forward_headers` may not name: credentials (Sluice injects the backend's own) and
+/// what belongs to each connection or body.
+const NEVER_FORWARDED: [&str; 12] = [
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "api-key",
+    "cookie",
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+];
 
 /// An OpenAI API a backend serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -360,6 +386,30 @@ impl BackendConfig {
                 Some(line),
                 "must be 0 (no probes) or at least 50",
             ));
+        }
+        if let Some(i) = self.list_models.iter().position(|m| m.is_empty()) {
+            return Err(ConfigError::invalid(
+                at(&format!("list_models[{i}]")),
+                Some(line),
+                "must not be empty",
+            ));
+        }
+        for (i, h) in self.forward_headers.iter().enumerate() {
+            let name = h.to_ascii_lowercase();
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(ConfigError::invalid(
+                    at(&format!("forward_headers[{i}]")),
+                    Some(line),
+                    format!("`{h}` is not a header name"),
+                ));
+            }
+            if NEVER_FORWARDED.contains(&name.as_str()) {
+                return Err(ConfigError::invalid(
+                    at(&format!("forward_headers[{i}]")),
+                    Some(line),
+                    format!("`{h}` is never forwarded (credentials, or the connection's own)"),
+                ));
+            }
         }
         if let Some(apis) = &self.apis {
             if self.protocol == Protocol::Anthropic {

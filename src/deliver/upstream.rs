@@ -38,7 +38,7 @@ pub(super) fn build_request(
     b = with_key(b, backend);
     match backend.cfg.protocol {
         Protocol::Openai => {
-            for h in ["openai-organization", "openai-project"] {
+            for h in ["openai-organization", "openai-project", "openai-beta"] {
                 if let Some(v) = call.client_headers.get(h) {
                     b = b.header(h, v);
                 }
@@ -46,6 +46,11 @@ pub(super) fn build_request(
         }
         Protocol::Anthropic => {
             b = anthropic_headers(b, call.client_headers, call.endpoint == Endpoint::Messages);
+        }
+    }
+    for name in &backend.cfg.forward_headers {
+        for v in call.client_headers.get_all(name.as_str()) {
+            b = b.header(name.as_str(), v);
         }
     }
     b.body(plan.body.clone())

@@ -4,6 +4,7 @@
 use super::Pipeline;
 use super::affinity;
 use super::body::read_body;
+use super::models;
 use crate::balance::Backend;
 use crate::deliver::{Call, Delivered};
 use crate::error::GatewayError;
@@ -85,10 +86,13 @@ async fn dispatch<'a>(
         return r;
     }
     match (req.method(), path) {
-        (&Method::GET, "/v1/models" | "/models") => match p.tenants.authenticate(req.headers()) {
-            Some(_) => json_response_bytes(StatusCode::OK, p.models.clone()),
-            None => GatewayError::Unauthorized.response(Protocol::Openai),
-        },
+        (&Method::GET, path) if model_path(path).is_some() => {
+            let proto = models::dialect(req.headers());
+            match p.tenants.authenticate(req.headers()) {
+                Some(_) => p.models.answer(model_path(path).flatten(), proto),
+                None => GatewayError::Unauthorized.response(proto),
+            }
+        }
         (&Method::POST, "/v1/messages/count_tokens" | "/messages/count_tokens") => {
             count_tokens(p, req, request_id, out)
                 .await
@@ -112,6 +116,17 @@ async fn dispatch<'a>(
             }
             None => GatewayError::NotFound(path.to_string()).response(path_protocol(path)),
         },
+    }
+}
+
+/// `/v1/models` (`Some(None)`) or `/v1/models/{id}` (`Some(Some(id))`).
+fn model_path(path: &str) -> Option<Option<&str>> {
+    let rest = path
+        .strip_prefix("/v1/models")
+        .or_else(|| path.strip_prefix("/models"))?;
+    match rest {
+        "" | "/" => Some(None),
+        _ => rest.strip_prefix('/').filter(|id| !id.is_empty()).map(Some),
     }
 }
 
