@@ -49,6 +49,11 @@ backends:
     apis: [chat, responses]
     eject_after: 100000
     models: {{ gpt-4o-resp: gpt-4o }}
+  - name: any
+    url: "{oa_url}"
+    protocol: openai
+    eject_after: 100000
+    list_models: [open-any-1, open-any-2]
   - name: an
     url: "{an_url}"
     protocol: anthropic
@@ -58,6 +63,9 @@ tenants:
   - {{ id: sdk, tier: premium, keys: [sk-sdk-test] }}
 routing:
   strategy: round-robin
+  rules:
+    - {{ name: any-model, match: {{ model: [open-any-1, open-any-2] }}, route: {{ backend: any }} }}
+  default: {{ backend: [oa, oar, an] }}
 """
         path = os.path.join(tempfile.mkdtemp(), "sluice.yaml")
         with open(path, "w") as f:
