@@ -112,3 +112,23 @@ def test_truncated_stream_raises(truncating_gateway, model):
         for _ in client.responses.create(model=model, input="stream please", stream=True):
             pass
     assert "ended before the message was complete" in str(raised.value), raised.value
+
+
+def test_previous_response_id_through_other_nodes_of_a_cluster(responses_cluster):
+    """Round-robin over two backends would send half the follow-ups to the one that does not hold the
+    response (a 404 from it); Sluice sends each to the holder, whichever node it reaches."""
+    clients = [OpenAI(base_url=u + "/v1", api_key="sk-sdk-test", max_retries=0, timeout=20) for u in responses_cluster]
+    first = clients[0].responses.with_raw_response.create(model="any-model", input="remember the cat")
+    holder = first.headers["x-sluice-backend"]
+    prev = first.parse()
+    for step in range(4):
+        node = clients[1 + step % 2]
+        raw = node.responses.with_raw_response.create(model="any-model", input=f"turn {step}", previous_response_id=prev.id)
+        assert raw.headers["x-sluice-backend"] == holder
+        nxt = raw.parse()
+        assert nxt.previous_response_id == prev.id
+        assert nxt.usage.input_tokens > prev.usage.input_tokens
+        prev = nxt
+    with clients[2].responses.stream(model="any-model", input="streamed turn", previous_response_id=prev.id) as s:
+        final = s.get_final_response()
+    assert final.previous_response_id == prev.id and final.output_text
