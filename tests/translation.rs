@@ -388,7 +388,7 @@ async fn count_tokens_is_the_anthropic_backends_count_or_an_estimate_marked_so()
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.json()["input_tokens"].as_u64().unwrap() > 0);
     assert_eq!(r.header("x-sluice-token-estimate"), None);
-    assert_eq!(r.header("x-sluice-backend"), None);
+    assert_eq!(r.header("x-sluice-backend"), Some("an"));
     assert_eq!(mock_requests(&an).await, 1);
     // Only an OpenAI backend serves `fast`: Sluice's estimate, said to be one.
     let r = request("POST", &url, &h, body("fast")).await;

@@ -4,25 +4,28 @@
 
 use super::Deliver;
 use super::upstream::{anthropic_headers, read_limited, with_key};
+use crate::balance::Backend;
 use crate::protocol::{Protocol, RespBody, full_body};
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Request, Response};
 use serde_json::Value;
+use std::sync::Arc;
 
 /// The path of Anthropic's token counting.
 const PATH: &str = "/v1/messages/count_tokens";
 
 impl Deliver {
     /// The count of the first available Anthropic backend of `pool` serving `model` that answers
-    /// (a success or a client error, passed on as it came); `None` when there is none.
+    /// (a success or a client error, passed on as it came), and that backend; `None` when there
+    /// is none.
     pub async fn count_tokens(
         &self,
         pool: &[usize],
         model: &str,
         body: &Bytes,
         headers: &HeaderMap,
-    ) -> Option<Response<RespBody>> {
+    ) -> Option<(Response<RespBody>, Arc<Backend>)> {
         let now = std::time::Instant::now();
         let backends = self.balancer.backends();
         let set = super::client::client_set().min(self.clients.len() - 1);
@@ -68,7 +71,7 @@ impl Deliver {
             *r.status_mut() = status;
             r.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            return Some(r);
+            return Some((r, backend.clone()));
         }
         None
     }

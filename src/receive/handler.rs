@@ -179,11 +179,12 @@ async fn count_tokens<'a>(
     if !route.pool.iter().any(|&id| backends[id].cfg.serves(model)) {
         return Err(GatewayError::ModelNotFound(model.to_string()));
     }
-    if let Some(r) = p
+    if let Some((r, backend)) = p
         .deliver
         .count_tokens(&route.pool, model, &raw, &parts.headers)
         .await
     {
+        out.backend = Some(backend);
         return Ok(r);
     }
     let body = serde_json::json!({"input_tokens": scan.prompt_tokens}).to_string();
