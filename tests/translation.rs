@@ -418,3 +418,55 @@ async fn count_tokens_is_the_anthropic_backends_count_or_an_estimate_marked_so()
     assert_eq!(r.status, 404);
     anthropic_error(&r, "not_found_error");
 }
+
+#[tokio::test]
+async fn responses_reserve_tokens_and_reconcile_them_from_usage_like_chat() {
+    let (oa, an) = (mock("openai", "oa", &[]), mock("anthropic", "an", &[]));
+    let cfg = responses_trio(&oa, &an).replace(
+        TENANTS,
+        "tenants:\n  - { id: acme, keys: [sk-acme], limits: { tokens_per_minute: 600 } }\nshaping: { max_wait_ms: 0 }\n",
+    );
+    let gw = gateway(&cfg);
+    let remaining = |r: &Resp| -> f64 {
+        r.header("x-ratelimit-remaining-tokens")
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let t0 = std::time::Instant::now();
+    // Passed through, then translated to Anthropic and streamed: each reserves its estimate plus
+    // max_output_tokens, and gets back what its usage did not take.
+    let body = |model: &str, stream: bool| json!({"model": model, "input": "hello there", "max_output_tokens": 40, "stream": stream});
+    let r1 = responses(&gw, body("resp", false)).await;
+    assert_eq!(r1.status, 200, "{}", r1.text());
+    assert_eq!(r1.header("x-ratelimit-limit-tokens"), Some("600"));
+    let reserve = 600.0 - remaining(&r1);
+    assert!((41.0..=50.0).contains(&reserve), "estimate + 40: {reserve}");
+    let used1 = r1.json()["usage"]["total_tokens"].as_f64().unwrap();
+    let r2 = responses(&gw, body("claude", true)).await;
+    assert_eq!(r2.status, 200, "{}", r2.text());
+    let used2 = r2
+        .text()
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .next_back()
+        .map(|d| serde_json::from_str::<serde_json::Value>(d).unwrap())
+        .unwrap()["response"]["usage"]["total_tokens"]
+        .as_f64()
+        .unwrap();
+    let r3 = responses(&gw, body("chat", false)).await;
+    assert_eq!(r3.status, 200, "{}", r3.text());
+    let refill = 10.0 * t0.elapsed().as_secs_f64() + 2.0;
+    let reconciled = 600.0 - used1 - used2 - reserve;
+    let rem3 = remaining(&r3);
+    assert!(
+        rem3 >= reconciled - 2.0 && rem3 <= reconciled + refill,
+        "remaining {rem3}, reconciled would be {reconciled}"
+    );
+    // More than is left: 429 with the token headers, in OpenAI's shape.
+    let big = json!({"model": "resp", "input": "x", "max_output_tokens": 5000});
+    let r = responses(&gw, big).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "rate_limit_error");
+    assert_eq!(r.header("x-ratelimit-remaining-tokens"), Some("0"));
+}
