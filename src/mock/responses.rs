@@ -26,23 +26,70 @@ const MAX_STORED: usize = 10_000;
 /// Chars per streamed function-argument fragment.
 const ARGUMENT_FRAGMENT_CHARS: usize = 8;
 
-/// Conversations by response id: each turn as (role, text).
+/// A stored response: the conversation up to it (each turn as (role, text)), its own input
+/// items, and the response object.
+#[derive(Clone)]
+struct Stored {
+    turns: Vec<(Role, String)>,
+    input: Vec<Value>,
+    object: Value,
+}
+
+/// Stored responses by id.
 #[derive(Default)]
-pub(crate) struct Store(Mutex<HashMap<String, Vec<(Role, String)>>>);
+pub(crate) struct Store(Mutex<HashMap<String, Stored>>);
 
 impl Store {
-    fn get(&self, id: &str) -> Option<Vec<(Role, String)>> {
+    fn get(&self, id: &str) -> Option<Stored> {
         self.0.lock().ok()?.get(id).cloned()
     }
 
-    fn put(&self, id: String, turns: Vec<(Role, String)>) {
+    fn put(&self, id: String, stored: Stored) {
         if let Ok(mut m) = self.0.lock() {
             if m.len() >= MAX_STORED {
                 m.clear();
             }
-            m.insert(id, turns);
+            m.insert(id, stored);
         }
     }
+
+    fn remove(&self, id: &str) -> bool {
+        self.0.lock().is_ok_and(|mut m| m.remove(id).is_some())
+    }
+}
+
+/// `GET /v1/responses/{id}`, `DELETE /v1/responses/{id}` and `GET /v1/responses/{id}/input_items`.
+pub(crate) fn stored(state: &State, delete: bool, rest: &str) -> Response<MockBody> {
+    let (id, items) = match rest.strip_suffix("/input_items") {
+        Some(id) => (id, true),
+        None => (rest, false),
+    };
+    if delete && !items {
+        if !state.responses.remove(id) {
+            return response_not_found(id, "Response");
+        }
+        return json_ok(&json!({"id": id, "object": "response", "deleted": true}));
+    }
+    let Some(s) = state.responses.get(id) else {
+        return response_not_found(id, "Response");
+    };
+    if !items {
+        return json_ok(&s.object);
+    }
+    let data: Vec<Value> = s
+        .input
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let mut item = item.clone();
+            if item.get("id").is_none() {
+                item["id"] = json!(format!("item_{i}"));
+            }
+            item
+        })
+        .collect();
+    json_ok(&json!({"object": "list", "data": data, "has_more": false,
+        "first_id": data.first().map(|d| d["id"].clone()), "last_id": data.last().map(|d| d["id"].clone())}))
 }
 
 fn text_of(v: Option<&Value>) -> String {
@@ -143,8 +190,8 @@ pub(crate) async fn create(
         .map(str::to_owned);
     if let Some(prev) = &previous {
         match state.responses.get(prev) {
-            Some(t) => turns = t,
-            None => return not_found(prev),
+            Some(s) => turns = s.turns,
+            None => return response_not_found(prev, "Previous response"),
         }
     }
     turns.extend(input_turns(req.get("input")));
@@ -165,11 +212,6 @@ pub(crate) async fn create(
         Reply::Text(a) => (Role::Other, a.text.clone()),
         Reply::Tool(t) => (Role::Other, t.arguments.clone()),
     };
-    if req.get("store").and_then(Value::as_bool) != Some(false) {
-        let mut kept = turns;
-        kept.push(said);
-        state.responses.put(id.clone(), kept);
-    }
     let r = Resp {
         id,
         n,
@@ -177,6 +219,26 @@ pub(crate) async fn create(
         req,
         previous,
     };
+    if r.req.get("store").and_then(Value::as_bool) != Some(false) {
+        let mut kept = turns;
+        kept.push(said);
+        let input = match r.req.get("input") {
+            Some(Value::String(s)) => {
+                vec![
+                    json!({"type": "message", "role": "user", "content": [{"type": "input_text", "text": s}]}),
+                ]
+            }
+            Some(Value::Array(items)) => items.clone(),
+            _ => Vec::new(),
+        };
+        let object = r.object(status(&reply), vec![r.item(&reply, true)], usage.clone());
+        let stored = Stored {
+            turns: kept,
+            input,
+            object,
+        };
+        state.responses.put(r.id.clone(), stored);
+    }
     if r.req.get("stream").and_then(Value::as_bool) == Some(true) {
         return sse::stream(snap, guard, move |tx| stream(tx, r, reply, usage));
     }
@@ -195,12 +257,17 @@ fn status(reply: &Reply) -> &'static str {
     }
 }
 
-fn not_found(id: &str) -> Response<MockBody> {
+/// 404 for an unknown response id (`what`: "Response" or "Previous response").
+fn response_not_found(id: &str, what: &str) -> Response<MockBody> {
+    let (param, code) = match what {
+        "Response" => (Value::Null, "response_not_found"),
+        _ => (json!("previous_response_id"), "previous_response_not_found"),
+    };
     let body = json!({"error": {
-        "message": format!("Previous response with id '{id}' not found."),
+        "message": format!("{what} with id '{id}' not found."),
         "type": "invalid_request_error",
-        "param": "previous_response_id",
-        "code": "previous_response_not_found",
+        "param": param,
+        "code": code,
     }});
     json_response(StatusCode::NOT_FOUND, body.to_string())
 }

@@ -68,6 +68,8 @@ enum Endpoint {
     Messages,
     CountTokens,
     Responses,
+    /// `/v1/responses/{id}[/input_items]`: GET, or DELETE.
+    StoredResponse,
 }
 
 fn endpoint(protocol: Protocol, path: &str) -> Option<(Endpoint, Method)> {
@@ -77,6 +79,9 @@ fn endpoint(protocol: Protocol, path: &str) -> Option<(Endpoint, Method)> {
         (Protocol::Openai, "/v1/completions") => (Endpoint::Completions, Method::POST),
         (Protocol::Openai, "/v1/embeddings") => (Endpoint::Embeddings, Method::POST),
         (Protocol::Openai, "/v1/responses") => (Endpoint::Responses, Method::POST),
+        (Protocol::Openai, p) if p.starts_with("/v1/responses/") => {
+            (Endpoint::StoredResponse, Method::GET)
+        }
         (Protocol::Anthropic, "/v1/messages") => (Endpoint::Messages, Method::POST),
         (Protocol::Anthropic, "/v1/messages/count_tokens") => (Endpoint::CountTokens, Method::POST),
         _ => return None,
@@ -89,7 +94,10 @@ async fn api(state: &Arc<State>, req: Request<Incoming>, guard: InFlight) -> Res
         let msg = format!("Unknown request URL: {} {}", req.method(), req.uri().path());
         return error(protocol, StatusCode::NOT_FOUND, &msg);
     };
-    if req.method() != method && !(method == Method::GET && req.method() == Method::HEAD) {
+    let delete = matches!(ep, Endpoint::StoredResponse) && req.method() == Method::DELETE;
+    let path = req.uri().path().to_owned();
+    if req.method() != method && !(method == Method::GET && req.method() == Method::HEAD) && !delete
+    {
         let allow = if method == Method::GET { "GET" } else { "POST" };
         return not_allowed(protocol, allow);
     }
@@ -160,6 +168,9 @@ async fn api(state: &Arc<State>, req: Request<Incoming>, guard: InFlight) -> Res
         Endpoint::Messages => anthropic::messages(state, &snap, &body, guard).await,
         Endpoint::CountTokens => anthropic::count_tokens(&body),
         Endpoint::Responses => responses::create(state, &snap, &body, guard).await,
+        Endpoint::StoredResponse => {
+            responses::stored(state, delete, &path["/v1/responses/".len()..])
+        }
     }
 }
 

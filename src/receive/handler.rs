@@ -98,6 +98,14 @@ async fn dispatch<'a>(
                 .await
                 .unwrap_or_else(|e| e.response(Protocol::Anthropic))
         }
+        (m, path)
+            if stored_path(path).is_some()
+                && matches!(*m, Method::GET | Method::DELETE | Method::POST) =>
+        {
+            stored_response(p, req, out)
+                .await
+                .unwrap_or_else(|e| e.response(Protocol::Openai))
+        }
         (m, path) => match Endpoint::from_path(path) {
             Some(ep) if m == Method::POST => {
                 let proto = ep.client_protocol();
@@ -267,6 +275,52 @@ async fn proxy<'a>(
     let Delivered { response, backend } = p.deliver.forward(call).await?;
     out.backend = backend;
     Ok(response)
+}
+
+/// `/v1/responses/{id}[/more]` as (`id`, `/more`).
+fn stored_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path
+        .strip_prefix("/v1/responses/")
+        .or_else(|| path.strip_prefix("/responses/"))?;
+    let (id, more) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+    (!id.is_empty()).then_some((id, more))
+}
+
+/// A call on a stored response (retrieve, delete, its input items, cancel), sent to the backend
+/// that holds it, as the tag in its id says. Not a generation: no token bucket is charged.
+async fn stored_response<'a>(
+    p: &'a Pipeline,
+    req: Request<Incoming>,
+    out: &mut Outcome<'a>,
+) -> Result<Response<RespBody>, GatewayError> {
+    p.tenants
+        .authenticate(req.headers())
+        .ok_or(GatewayError::Unauthorized)?;
+    let method = req.method().clone();
+    let (parts, raw) = read_body(req, p.max_body_bytes, &p.bounds, &p.body_budget).await?;
+    let path = parts.uri.path();
+    let (id, more) = stored_path(path).ok_or_else(|| GatewayError::NotFound(path.into()))?;
+    let (bare, tag) = split_response_id(id);
+    let backends = p.deliver.balancer.backends();
+    let mut serving = backends.iter().filter(|b| b.cfg.serves_responses());
+    let backend = match tag {
+        Some(tag) => serving.find(|b| b.cfg.response_tag() == tag),
+        // An id Sluice did not hand out: only a lone Responses backend can be meant.
+        None => match (serving.next(), serving.next()) {
+            (Some(b), None) => Some(b),
+            _ => None,
+        },
+    }
+    .ok_or_else(|| GatewayError::BadRequest {
+        field: "response_id".into(),
+        reason: format!("no backend of this gateway holds response `{id}`"),
+    })?;
+    out.backend = Some(backend.clone());
+    let query = parts.uri.query().map_or(String::new(), |q| format!("?{q}"));
+    let upstream = format!("/v1/responses/{bare}{more}{query}");
+    p.deliver
+        .stored_response(backend, method, &upstream, raw)
+        .await
 }
 
 /// The backend holding the response a follow-up continues (`previous_response_id`, tagged by

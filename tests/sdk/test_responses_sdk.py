@@ -132,3 +132,17 @@ def test_previous_response_id_through_other_nodes_of_a_cluster(responses_cluster
     with clients[2].responses.stream(model="any-model", input="streamed turn", previous_response_id=prev.id) as s:
         final = s.get_final_response()
     assert final.previous_response_id == prev.id and final.output_text
+
+
+def test_stored_responses_are_read_and_deleted_through_any_node(responses_cluster):
+    clients = [OpenAI(base_url=u + "/v1", api_key="sk-sdk-test", max_retries=0, timeout=20) for u in responses_cluster]
+    made = clients[0].responses.create(model="any-model", input="keep me")
+    got = clients[1].responses.retrieve(made.id)
+    assert got.id == made.id and got.output_text == made.output_text
+    items = clients[2].responses.input_items.list(made.id)
+    assert [i.content[0].text for i in items.data] == ["keep me"]
+    clients[2].responses.delete(made.id)
+    with pytest.raises(openai.NotFoundError):
+        clients[1].responses.retrieve(made.id)
+    with pytest.raises(openai.BadRequestError):
+        clients[0].responses.retrieve("resp_unknown--sl00000000")
