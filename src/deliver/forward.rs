@@ -77,12 +77,24 @@ impl Deliver {
                 Survey::Available => {}
                 Survey::NotServed => {
                     if let Some(field) = call.needs_responses {
-                        return Err(GatewayError::BadRequest {
-                            field: field.to_string(),
-                            reason: format!(
+                        let reason = match call
+                            .pinned
+                            .and_then(|id| self.balancer.backends().get(id))
+                        {
+                            Some(b) => format!(
+                                "the backend holding it (`{}`) does not serve model `{}` on route `{}`",
+                                b.name(),
+                                call.model,
+                                call.route.route
+                            ),
+                            None => format!(
                                 "needs a backend that serves the responses api, and none serves model `{}`",
                                 call.model
                             ),
+                        };
+                        return Err(GatewayError::BadRequest {
+                            field: field.to_string(),
+                            reason,
                         });
                     }
                     return Err(GatewayError::ModelNotFound(call.model.to_string()));
