@@ -43,21 +43,25 @@ async fn a_response_whole_and_streamed() {
         .await;
     let events = sse_events(res.text());
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_deref().unwrap()).collect();
+    // Opened, one delta per token, closed, then the final event (cut by max_output_tokens).
+    assert_eq!(names[..2], ["response.created", "response.in_progress"]);
     assert_eq!(
-        names,
+        names[2..4],
+        ["response.output_item.added", "response.content_part.added"]
+    );
+    assert_eq!(
+        names.iter().filter(|n| n.ends_with("text.delta")).count(),
+        2
+    );
+    assert_eq!(
+        names[6..9],
         [
-            "response.created",
-            "response.in_progress",
-            "response.output_item.added",
-            "response.content_part.added",
-            "response.output_text.delta",
-            "response.output_text.delta",
             "response.output_text.done",
             "response.content_part.done",
-            "response.output_item.done",
-            "response.incomplete",
+            "response.output_item.done"
         ]
     );
+    assert_eq!(names.last(), Some(&"response.incomplete"));
     for (i, (name, data)) in events.iter().enumerate() {
         let d: Value = serde_json::from_str(data).unwrap();
         assert_eq!(d["type"], name.as_deref().unwrap());
