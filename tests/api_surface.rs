@@ -174,3 +174,31 @@ fn forward_headers_never_name_credentials() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_key_sees_only_the_models_its_requests_can_reach() {
+    let (oa, an) = (mock("openai", "oa", &[]), mock("anthropic", "an", &[]));
+    // `smart` is routed to the Anthropic backend for premium keys only; the default route has only
+    // the OpenAI backend, which does not serve it.
+    let cfg = format!(
+        "backends:\n{}{}{TENANTS}routing:\n  rules:\n    - {{ name: premium-smart, match: {{ user_tier: premium, model: smart }}, route: {{ backend: an }} }}\n  default: {{ backend: oa }}\n",
+        backend("oa", &oa, "openai", ", models: { fast: gpt-4o-mini }"),
+        backend("an", &an, "anthropic", ", models: { smart: claude-x }"),
+    );
+    let gw = gateway(&cfg);
+    let premium = get(&gw, "/v1/models", &[("authorization", "Bearer sk-acme")]).await;
+    assert_eq!(ids(&premium.json()), ["fast", "smart"]);
+    let free = get(&gw, "/v1/models", &[("authorization", "Bearer sk-free")]).await;
+    assert_eq!(ids(&free.json()), ["fast"]);
+    let r = get(
+        &gw,
+        "/v1/models/smart",
+        &[("authorization", "Bearer sk-free")],
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    // And what the list says is what the calls do.
+    let body = json!({"model": "smart", "messages": [{"role": "user", "content": "x"}]});
+    assert_eq!(chat(&gw, "sk-free", body.clone(), &[]).await.status, 404);
+    assert_eq!(chat(&gw, "sk-acme", body, &[]).await.status, 200);
+}

@@ -89,7 +89,10 @@ async fn dispatch<'a>(
         (&Method::GET, path) if model_path(path).is_some() => {
             let proto = models::dialect(req.headers());
             match p.tenants.authenticate(req.headers()) {
-                Some(_) => p.models.answer(model_path(path).flatten(), proto),
+                Some(t) => {
+                    let callable = |m: &str| callable(p, req.headers(), &t.tier, m);
+                    p.models.answer(model_path(path).flatten(), proto, callable)
+                }
                 None => GatewayError::Unauthorized.response(proto),
             }
         }
@@ -136,6 +139,24 @@ fn model_path(path: &str) -> Option<Option<&str>> {
         "" | "/" => Some(None),
         _ => rest.strip_prefix('/').filter(|id| !id.is_empty()).map(Some),
     }
+}
+
+/// Whether a caller of `tier` sending `headers` can call `model`: a request for it on one of the
+/// APIs would be routed to a backend that serves it.
+fn callable(p: &Pipeline, headers: &http::HeaderMap, tier: &str, model: &str) -> bool {
+    let backends = p.deliver.balancer.backends();
+    ["/v1/chat/completions", "/v1/messages", "/v1/responses"]
+        .iter()
+        .any(|path| {
+            let route = p.router.decide(&RequestMeta {
+                path,
+                headers,
+                tier,
+                model,
+                request_id: "",
+            });
+            route.pool.iter().any(|&id| backends[id].cfg.serves(model))
+        })
 }
 
 /// The request's `model`, which every API call must name.

@@ -1,6 +1,7 @@
-//! `GET /v1/models` and `GET /v1/models/{id}`: every model a client can call through Sluice (the
-//! names of backends' `models:` maps, plus the `list_models` of backends that serve any model), in
-//! OpenAI's shape, or in Anthropic's when the request carries `anthropic-version`.
+//! `GET /v1/models` and `GET /v1/models/{id}`: every model the caller can call through Sluice (the
+//! names of backends' `models:` maps, plus the `list_models` of backends that serve any model, kept
+//! to those its requests would be routed to a backend serving), in OpenAI's shape, or in
+//! Anthropic's when the request carries `anthropic-version`.
 
 use crate::config::BackendConfig;
 use crate::error::GatewayError;
@@ -11,12 +12,10 @@ use http::{HeaderMap, Response, StatusCode};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
-/// The callable models, with both list bodies built once at start.
+/// Every model some backend serves by name, sorted.
 #[derive(Debug, Clone)]
 pub struct ModelList {
     names: Vec<String>,
-    openai: Bytes,
-    anthropic: Bytes,
 }
 
 /// The `created_at` Anthropic's model objects carry (Sluice knows no release dates).
@@ -41,18 +40,8 @@ pub fn list<'a>(backends: impl IntoIterator<Item = &'a BackendConfig>) -> ModelL
                 .map(String::as_str)
         })
         .collect();
-    let names: Vec<String> = names.into_iter().map(str::to_string).collect();
-    let data: Vec<Value> = names.iter().map(|m| openai_model(m)).collect();
-    let openai = Bytes::from(json!({"object": "list", "data": data}).to_string());
-    let data: Vec<Value> = names.iter().map(|m| anthropic_model(m)).collect();
-    let anthropic = Bytes::from(
-        json!({"data": data, "has_more": false, "first_id": names.first(), "last_id": names.last()})
-            .to_string(),
-    );
     ModelList {
-        names,
-        openai,
-        anthropic,
+        names: names.into_iter().map(str::to_string).collect(),
     }
 }
 
@@ -66,16 +55,33 @@ pub fn dialect(headers: &HeaderMap) -> Protocol {
 }
 
 impl ModelList {
-    /// `GET /v1/models` (`id` None) or `GET /v1/models/{id}`.
-    pub fn answer(&self, id: Option<&str>, proto: Protocol) -> Response<RespBody> {
+    /// `GET /v1/models` (`id` None) or `GET /v1/models/{id}`, of the models `callable` keeps.
+    pub fn answer(
+        &self,
+        id: Option<&str>,
+        proto: Protocol,
+        callable: impl Fn(&str) -> bool,
+    ) -> Response<RespBody> {
         let Some(id) = id else {
+            let names: Vec<&str> = self
+                .names
+                .iter()
+                .map(String::as_str)
+                .filter(|n| callable(n))
+                .collect();
             let body = match proto {
-                Protocol::Openai => self.openai.clone(),
-                Protocol::Anthropic => self.anthropic.clone(),
+                Protocol::Openai => {
+                    let data: Vec<Value> = names.iter().map(|m| openai_model(m)).collect();
+                    json!({"object": "list", "data": data})
+                }
+                Protocol::Anthropic => {
+                    let data: Vec<Value> = names.iter().map(|m| anthropic_model(m)).collect();
+                    json!({"data": data, "has_more": false, "first_id": names.first(), "last_id": names.last()})
+                }
             };
-            return json_response_bytes(StatusCode::OK, body);
+            return json_response_bytes(StatusCode::OK, Bytes::from(body.to_string()));
         };
-        if !self.names.iter().any(|n| n == id) {
+        if !self.names.iter().any(|n| n == id) || !callable(id) {
             return GatewayError::ModelNotFound(id.to_string()).response(proto);
         }
         let v = match proto {
