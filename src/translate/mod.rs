@@ -1,6 +1,7 @@
 //! Translate: protocol knowledge Deliver uses (pure; imports only `protocol` and `error`). What to
 //! send to a backend of either dialect ([`plan`]), and OpenAI Chat Completions ↔ Anthropic Messages
-//! translation of requests, responses, streams and errors; usage read from bodies and streams.
+//! translation of requests, responses, streams and errors (OpenAI Responses through Chat
+//! Completions: `responses`, `stream_responses`); usage read from bodies and streams.
 //!
 //! Everything here is pure (no I/O; only the clock, for OpenAI `created`). Bodies are
 //! `serde_json::Value`s. What the target API cannot express fails with
