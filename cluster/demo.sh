@@ -143,6 +143,10 @@ note "mock-openai resumed; health probes bring it back within about 2 s."
 sleep 3
 py send --url "$LB" --key sk-ops --count 12 --concurrency 3
 
+say "The Responses API through the same routes"
+note "POST /v1/responses: translated to chat completions for the simulated upstreams, limited and counted alike."
+py send --url "$LB" --key sk-ops --count 12 --concurrency 3 --api responses
+
 say "Done"
 note "Prometheus and Grafana: docker compose --profile observability up -d, then http://127.0.0.1:3000 (dashboard"
 note "'Sluice cluster'); HAProxy's view: http://127.0.0.1:${SLUICE_LB_ADMIN_PORT:-8404}/stats"

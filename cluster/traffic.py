@@ -2,7 +2,8 @@
 """Traffic and inspection helper for the docker-compose demo (standard library only).
 
   traffic.py send --url http://127.0.0.1:8080 --key sk-team-a --key sk-team-b --count 60 --concurrency 8
-      Chat completions through the load balancer, one worker pool per key, all keys at once.
+      Chat completions through the load balancer, one worker pool per key, all keys at once
+      (--api responses: the Responses API, `POST /v1/responses`, instead).
       --rps R paces each key; --duration S sends until S seconds have passed (instead of --count).
       Prints a table per key (admitted vs limited, backend and node split, latency) or, with --json, one
       JSON object: {"elapsed": s, "keys": {key: summary}}.
@@ -31,6 +32,14 @@ BODY = json.dumps(
         "messages": [{"role": "user", "content": "Say hello from the Sluice demo."}],
     }
 ).encode()
+
+# The same question through the Responses API (`--api responses`).
+RESPONSES_BODY = json.dumps(
+    {"model": "gpt-4o-mini", "max_output_tokens": 16, "input": "Say hello from the Sluice demo."}
+).encode()
+
+# path and body of each API `send` can call
+APIS = {"chat": ("/v1/chat/completions", BODY), "responses": ("/v1/responses", RESPONSES_BODY)}
 
 
 class Summary:
@@ -87,7 +96,8 @@ class Summary:
         }
 
 
-def worker(url, key, headers, summary, next_slot, stop_at, timeout):
+def worker(url, key, headers, summary, next_slot, stop_at, timeout, api="chat"):
+    path, body = APIS[api]
     u = urllib.parse.urlsplit(url)
     conn = None
     while True:
@@ -105,7 +115,7 @@ def worker(url, key, headers, summary, next_slot, stop_at, timeout):
                     conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=timeout)
                 h = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
                 h.update(headers)
-                conn.request("POST", "/v1/chat/completions", body=BODY, headers=h)
+                conn.request("POST", path, body=body, headers=h)
                 resp = conn.getresponse()
                 resp.read()
                 status = resp.status
@@ -166,7 +176,7 @@ def cmd_send(a):
             return n
 
         for _ in range(a.concurrency):
-            t = threading.Thread(target=worker, args=(a.url, key, headers, s, next_slot, stop_at, a.timeout), daemon=True)
+            t = threading.Thread(target=worker, args=(a.url, key, headers, s, next_slot, stop_at, a.timeout, a.api), daemon=True)
             t.start()
             threads.append(t)
     for t in threads:
@@ -300,6 +310,7 @@ def main():
     s.add_argument("--timeout", type=float, default=20)
     s.add_argument("--header", action="append", default=[], help="extra header NAME:VALUE")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--api", choices=sorted(APIS), default="chat", help="chat completions or the responses api")
     m = sub.add_parser("metric")
     m.add_argument("name")
     m.add_argument("--label", action="append", default=[], help="NAME=VALUE")

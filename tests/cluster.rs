@@ -3,7 +3,7 @@
 
 mod support;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use support::cluster::{ADMIN, KEY_A, KEY_ENV, admin, live_count, wait_live};
 use support::redis::RedisServer;
@@ -414,4 +414,78 @@ async fn a_paused_node_keeps_dividing_by_the_last_stable_member_count() {
         "pause {attempt}: {:.2}s, the node saw its peers as gone on waking, divisor stayed 3",
         pause.as_secs_f64()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_responses_follow_up_reaches_the_backend_holding_its_predecessor_from_any_node() {
+    let mocks: Vec<Proc> = ["a", "b", "c"]
+        .iter()
+        .map(|n| mock("openai", n, &[]))
+        .collect();
+    let backends: String = ["a", "b", "c"]
+        .iter()
+        .zip(&mocks)
+        .map(|(n, m)| backend(n, m, "openai", ", apis: [responses]"))
+        .collect();
+    let gossip = [free_port(), free_port(), free_port()];
+    let tenants = "tenants:\n  - { id: t, keys: [sk-t] }\n";
+    let c = start(
+        (0..3)
+            .map(|i| node_config(i, &gossip, &backends, tenants, None, ""))
+            .collect(),
+    );
+    wait_members(&c, 3).await;
+    let call = |node: &Proc, body: Value| {
+        let url = format!("{}/v1/responses", node.url());
+        async move {
+            request(
+                "POST",
+                &url,
+                &[
+                    ("authorization", "Bearer sk-t"),
+                    ("content-type", "application/json"),
+                ],
+                body.to_string(),
+            )
+            .await
+        }
+    };
+    for stream in [false, true] {
+        let first = call(&c.nodes[0], json!({"model": "m", "input": "remember me"})).await;
+        assert_eq!(first.status, 200, "{}", first.text());
+        let holder = first.header("x-sluice-backend").unwrap().to_string();
+        let mut id = first.json()["id"].as_str().unwrap().to_string();
+        assert!(id.contains("--sl"), "the id names its backend: {id}");
+        // Round-robin would spread these over a, b and c: each follow-up goes to the holder, from
+        // every node, and continues the chain (a stored response is unknown to the others).
+        for round in 0..2 {
+            for node in &c.nodes[1..] {
+                let body = json!({"model": "m", "input": "go on", "previous_response_id": id, "stream": stream});
+                let r = call(node, body).await;
+                assert_eq!(r.status, 200, "round {round}: {}", r.text());
+                assert_eq!(r.header("x-sluice-backend"), Some(holder.as_str()));
+                let v = if stream {
+                    let text = r.text();
+                    let done = text
+                        .lines()
+                        .filter_map(|l| l.strip_prefix("data: "))
+                        .next_back()
+                        .unwrap()
+                        .to_string();
+                    serde_json::from_str::<Value>(&done).unwrap()["response"].clone()
+                } else {
+                    r.json()
+                };
+                assert_eq!(v["previous_response_id"], id.as_str(), "{v}");
+                id = v["id"].as_str().unwrap().to_string();
+                assert!(id.contains("--sl"), "{id}");
+            }
+        }
+    }
+    // A response held by a backend the gateway no longer has: a clear 400 naming the field.
+    let body = json!({"model": "m", "input": "x", "previous_response_id": "resp_1--sl00000000"});
+    let r = call(&c.nodes[2], body).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["param"], "previous_response_id");
+    assert!(r.text().contains("no longer has"), "{}", r.text());
 }

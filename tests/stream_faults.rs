@@ -66,6 +66,7 @@ async fn stream(gw: &Proc, path: &str, body: serde_json::Value) -> Seen {
 enum Client {
     OpenAi,
     Anthropic,
+    Responses,
 }
 
 fn request(client: Client, model: &str) -> (&'static str, serde_json::Value) {
@@ -79,6 +80,10 @@ fn request(client: Client, model: &str) -> (&'static str, serde_json::Value) {
             "/v1/messages",
             serde_json::json!({"model": model, "stream": true, "max_tokens": 64, "messages": messages}),
         ),
+        Client::Responses => (
+            "/v1/responses",
+            serde_json::json!({"model": model, "stream": true, "input": "hello there"}),
+        ),
     }
 }
 
@@ -88,16 +93,26 @@ async fn every_fault_through_every_protocol_pair_is_an_error_the_client_cannot_m
     let an = mock("anthropic", "an", &["--output-tokens", "12"]);
     let tolerant = ", eject_after: 100000, timeouts: { idle_ms: 400 }";
     let cfg = format!(
-        "backends:\n{}{}{TENANTS}routing:\n  rules:\n    - {{ name: to-openai, match: {{ model: oa }}, route: {{ backend: oa }} }}\n    - {{ name: to-anthropic, match: {{ model: an }}, route: {{ backend: an }} }}\nbounds: {{ sse_max_line_bytes: 65536, sse_max_event_bytes: 65536 }}\n",
+        "backends:\n{}{}{}{TENANTS}routing:\n  rules:\n    - {{ name: to-openai, match: {{ model: oa }}, route: {{ backend: oa }} }}\n    - {{ name: to-anthropic, match: {{ model: an }}, route: {{ backend: an }} }}\n    - {{ name: to-responses, match: {{ model: or }}, route: {{ backend: or }} }}\nbounds: {{ sse_max_line_bytes: 65536, sse_max_event_bytes: 65536 }}\n",
         backend("oa", &oa, "openai", tolerant),
         backend("an", &an, "anthropic", tolerant),
+        backend(
+            "or",
+            &oa,
+            "openai",
+            &format!(", apis: [responses]{tolerant}")
+        ),
     );
     let gw = gateway(&cfg);
+    // Responses clients: passed through (or), translated to chat (oa) and to anthropic (an).
     let pairs = [
         (Client::OpenAi, "oa"),
         (Client::Anthropic, "an"),
         (Client::OpenAi, "an"),
         (Client::Anthropic, "oa"),
+        (Client::Responses, "or"),
+        (Client::Responses, "oa"),
+        (Client::Responses, "an"),
     ];
     let faults = [
         ("truncate", "truncated"),
@@ -140,6 +155,18 @@ async fn every_fault_through_every_protocol_pair_is_an_error_the_client_cannot_m
                     );
                     assert!(!seen.text.contains("message_stop"), "{what}: {}", seen.text);
                 }
+                Client::Responses => {
+                    assert!(
+                        seen.text.contains("event: error\ndata: {"),
+                        "{what}: no Responses error event: {}",
+                        seen.text
+                    );
+                    assert!(
+                        !seen.text.contains("response.completed"),
+                        "{what}: {}",
+                        seen.text
+                    );
+                }
             }
             let after = metrics_text(&gw).await;
             assert_eq!(
@@ -165,6 +192,7 @@ async fn every_fault_through_every_protocol_pair_is_an_error_the_client_cannot_m
         let marker = match client {
             Client::OpenAi => "data: [DONE]",
             Client::Anthropic => "event: message_stop",
+            Client::Responses => "event: response.completed",
         };
         assert!(
             seen.text.contains(marker),
@@ -248,7 +276,7 @@ async fn an_upstream_that_never_answers_is_a_prompt_504_in_the_callers_shape() {
             assert_eq!(r.status, 504, "{what}: {}", r.text());
             let kind = error_type(client, &r);
             let want = match client {
-                Client::OpenAi => "server_error",
+                Client::OpenAi | Client::Responses => "server_error",
                 Client::Anthropic => "overloaded_error",
             };
             assert_eq!(kind, want, "{what}: {}", r.text());
@@ -444,7 +472,7 @@ async fn over_http2_a_truncated_stream_ends_with_an_error_event_and_a_reset() {
         );
         let marker = match client {
             Client::OpenAi => "data: {\"error\":",
-            Client::Anthropic => "event: error",
+            Client::Anthropic | Client::Responses => "event: error",
         };
         assert!(
             text.contains(marker),

@@ -67,7 +67,9 @@ impl Balancer {
             let b = &self.backends[id];
             Entry {
                 id,
-                serves: b.cfg.serves(want.model) && want.endpoint.servable_by(b.cfg.protocol),
+                serves: b.cfg.serves(want.model)
+                    && b.cfg.serves_endpoint(want.endpoint, want.needs_responses)
+                    && want.pinned.is_none_or(|p| p == id),
                 status: self.view.status(b, now),
                 // The slot check uses this node's own in-flight count: the limit is per node.
                 has_room: !capacity || b.has_room(b.in_flight(), want.priority),

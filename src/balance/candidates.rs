@@ -18,6 +18,10 @@ pub struct Want<'a> {
     pub est_output_tokens: u64,
     /// Pins the call to a backend by rendezvous hashing.
     pub affinity_key: Option<&'a str>,
+    /// A Responses call that only a backend serving Responses itself can take.
+    pub needs_responses: bool,
+    /// Only this backend may take the call (it holds the state the call continues).
+    pub pinned: Option<usize>,
 }
 
 /// One backend of the pool as the filter sees it.
@@ -142,6 +146,8 @@ mod tests {
             est_input_tokens: 1_000_000,
             est_output_tokens: 500_000,
             affinity_key: None,
+            needs_responses: false,
+            pinned: None,
         }
     }
 

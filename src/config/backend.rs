@@ -26,6 +26,15 @@ pub struct BackendConfig {
     /// Client model name → this backend's model name. Empty: the client's model is passed through.
     #[serde(default)]
     pub models: BTreeMap<String, String>,
+    /// Models to list in `/v1/models` for a backend without a `models` map (it serves whatever is
+    /// asked, so its names cannot be known otherwise). Listing only: it still serves any model.
+    #[serde(default)]
+    pub list_models: Vec<String>,
+    /// Client headers passed on to this backend as they came (beside `openai-beta`,
+    /// `openai-organization`, `openai-project` and `anthropic-beta`, always passed on). Never
+    /// credentials nor the headers of the connection.
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
     #[serde(default)]
     pub health_check: Option<HealthCheckConfig>,
     #[serde(default)]
@@ -46,6 +55,36 @@ pub struct BackendConfig {
     /// Pace requests to this backend so a burst arrives spread out (GCRA spacing).
     #[serde(default)]
     pub smoothing: Option<SmoothingConfig>,
+    /// The OpenAI APIs an `openai` backend serves: `chat` (Chat Completions, and legacy
+    /// completions and embeddings), `responses` (the Responses API, passed through). Default
+    /// `[chat]`: Responses requests are translated to Chat Completions. Not for `anthropic`.
+    #[serde(default)]
+    pub apis: Option<Vec<Api>>,
+}
+
+/// Headers `forward_headers` may not name: credentials (Sluice injects the backend's own) and
+/// what belongs to each connection or body.
+const NEVER_FORWARDED: [&str; 12] = [
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "api-key",
+    "cookie",
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+];
+
+/// An OpenAI API a backend serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    Chat,
+    Responses,
 }
 
 /// At most `rate_per_sec` request starts per second, `burst` of them back to back.
@@ -178,6 +217,47 @@ impl BackendConfig {
             .unwrap_or(client_model)
     }
 
+    /// Whether this backend serves the OpenAI Responses API itself (`apis` lists `responses`).
+    pub fn serves_responses(&self) -> bool {
+        self.protocol == Protocol::Openai
+            && self
+                .apis
+                .as_deref()
+                .is_some_and(|a| a.contains(&Api::Responses))
+    }
+
+    /// The tag Sluice appends to the ids of responses this backend holds (see
+    /// `translate::split_response_id`): eight hex digits of a stable hash of its name.
+    pub fn response_tag(&self) -> String {
+        format!(
+            "{:08x}",
+            crate::hash::stable_hash(self.name.as_bytes()) as u32
+        )
+    }
+
+    /// Whether this backend serves Chat Completions (the default; always for Anthropic, through
+    /// translation).
+    pub fn serves_chat(&self) -> bool {
+        self.apis.as_deref().is_none_or(|a| a.contains(&Api::Chat))
+    }
+
+    /// Whether this backend can take a call of `endpoint`: Responses calls go to any backend
+    /// (translated when it does not serve Responses), unless the call `needs_responses` (it uses
+    /// what only the Responses API can express); every other call needs Chat Completions (or an
+    /// Anthropic backend, through translation).
+    pub fn serves_endpoint(
+        &self,
+        endpoint: crate::protocol::Endpoint,
+        needs_responses: bool,
+    ) -> bool {
+        use crate::protocol::Endpoint;
+        match endpoint {
+            Endpoint::Responses => !needs_responses || self.serves_responses(),
+            Endpoint::Embeddings => endpoint.servable_by(self.protocol) && self.serves_chat(),
+            _ => self.serves_chat(),
+        }
+    }
+
     /// Whether this backend serves the client's model (no `models` map: it serves any).
     pub fn serves(&self, client_model: &str) -> bool {
         self.models.is_empty() || self.models.contains_key(client_model)
@@ -306,6 +386,46 @@ impl BackendConfig {
                 Some(line),
                 "must be 0 (no probes) or at least 50",
             ));
+        }
+        if let Some(i) = self.list_models.iter().position(|m| m.is_empty()) {
+            return Err(ConfigError::invalid(
+                at(&format!("list_models[{i}]")),
+                Some(line),
+                "must not be empty",
+            ));
+        }
+        for (i, h) in self.forward_headers.iter().enumerate() {
+            let name = h.to_ascii_lowercase();
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(ConfigError::invalid(
+                    at(&format!("forward_headers[{i}]")),
+                    Some(line),
+                    format!("`{h}` is not a header name"),
+                ));
+            }
+            if NEVER_FORWARDED.contains(&name.as_str()) {
+                return Err(ConfigError::invalid(
+                    at(&format!("forward_headers[{i}]")),
+                    Some(line),
+                    format!("`{h}` is never forwarded (credentials, or the connection's own)"),
+                ));
+            }
+        }
+        if let Some(apis) = &self.apis {
+            if self.protocol == Protocol::Anthropic {
+                return Err(ConfigError::invalid(
+                    at("apis"),
+                    Some(line),
+                    "only openai backends declare apis (anthropic backends serve messages)",
+                ));
+            }
+            if apis.is_empty() {
+                return Err(ConfigError::invalid(
+                    at("apis"),
+                    Some(line),
+                    "must list chat, responses or both",
+                ));
+            }
         }
         let is_set = env;
         if let Some(env_name) = &self.api_key_env {

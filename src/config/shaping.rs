@@ -186,7 +186,8 @@ impl ShapingConfig {
             ));
         }
         for k in self.priority.request_types.keys() {
-            if !["chat", "completions", "messages", "embeddings"].contains(&k.as_str()) {
+            if !["chat", "completions", "messages", "embeddings", "responses"].contains(&k.as_str())
+            {
                 return Err(ConfigError::invalid(
                     format!("shaping.priority.request_types.{k}"),
                     None,

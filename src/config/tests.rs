@@ -187,3 +187,50 @@ fn cluster_mode_needs_a_gossip_key_or_an_explicit_insecure() {
     assert_eq!(c.cluster.unwrap().max_cooldown_ms, 120_000);
     assert!(Config::parse_with_env(&with("insecure: true"), &|_| false).is_ok());
 }
+
+#[test]
+fn apis_list_models_and_forward_headers_are_checked() {
+    use crate::protocol::Endpoint;
+    let c = Config::parse(&MIN.replace(
+        "protocol: openai",
+        "protocol: openai, apis: [responses], list_models: [m1], forward_headers: [X-Tag]",
+    ))
+    .unwrap();
+    let b = &c.backends[0].value;
+    assert!(b.serves_responses() && !b.serves_chat());
+    assert!(b.serves_endpoint(Endpoint::Responses, true));
+    assert!(
+        !b.serves_endpoint(Endpoint::Chat, false),
+        "a responses-only backend"
+    );
+    let c = Config::parse(MIN).unwrap();
+    let b = &c.backends[0].value;
+    assert!(
+        !b.serves_responses() && b.serves_chat(),
+        "default: chat only"
+    );
+    assert!(b.serves_endpoint(Endpoint::Responses, false), "translated");
+    assert!(!b.serves_endpoint(Endpoint::Responses, true));
+    assert_eq!(b.response_tag().len(), 8);
+    for (bad, field) in [
+        ("protocol: anthropic, apis: [chat]", "backends[0].apis"),
+        ("protocol: openai, apis: []", "backends[0].apis"),
+        (
+            "protocol: openai, list_models: [\"\"]",
+            "backends[0].list_models[0]",
+        ),
+        (
+            "protocol: openai, forward_headers: [x-api-key]",
+            "backends[0].forward_headers[0]",
+        ),
+        (
+            "protocol: openai, forward_headers: [\"bad header\"]",
+            "backends[0].forward_headers[0]",
+        ),
+    ] {
+        let e = Config::parse(&MIN.replace("protocol: openai", bad))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(field), "{bad}: {e}");
+    }
+}

@@ -12,7 +12,8 @@ use crate::observe::Metrics;
 use crate::protocol::{RespBody, full_body, pieces_body};
 use crate::shape::{Outcome, Shed};
 use crate::translate::{
-    Plan, Usage, hollow, plan, response_back, scan_usage, stream_transform, usage_from_body,
+    Plan, Usage, Wire, hollow, plan, response_back, scan_usage, stream_transform, tag_response_ids,
+    usage_from_body,
 };
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -46,7 +47,14 @@ pub(super) async fn attempt(
     let cfg = &backend.cfg;
     let client_proto = call.endpoint.client_protocol();
     let model = cfg.model_for(call.model);
-    let plan = match plan(&call.plan_input(), cfg.protocol, model, default_max_tokens) {
+    let tag = cfg.serves_responses().then(|| cfg.response_tag());
+    let plan = match plan(
+        &call.plan_input(),
+        cfg.protocol,
+        tag.as_deref(),
+        model,
+        default_max_tokens,
+    ) {
         Ok(p) => p,
         Err(e) => return Attempt::Done(e.response(client_proto)),
     };
@@ -214,7 +222,7 @@ pub(super) async fn attempt(
             };
             return Attempt::Done(e.response(client_proto));
         };
-        let out = match response_back(call.endpoint, &v, call.model) {
+        let out = match response_back(&call.plan_input(), &plan, &v) {
             Ok(v) => Bytes::from(v.to_string()),
             Err(e) => return Attempt::Done(e.response(client_proto)),
         };
@@ -222,6 +230,8 @@ pub(super) async fn attempt(
             Some(h) => pieces_body(h.fill(&body, out)),
             None => full_body(out),
         }
+    } else if let Some(tag) = &plan.tag {
+        full_body(tag_response_ids(body, tag))
     } else {
         full_body(body)
     };
@@ -243,7 +253,7 @@ fn stream_response(
     bounds: &BoundsConfig,
 ) -> Response<RespBody> {
     let sent_at = clock.sent_at;
-    let transform = stream_transform(call.endpoint, plan, call.model, call.include_usage);
+    let transform = stream_transform(&call.plan_input(), plan);
     let b = backend.clone();
     let tenant: Arc<str> = Arc::from(call.tenant);
     let sink = call.on_usage.take();
@@ -272,8 +282,8 @@ fn stream_response(
         drop(guard);
     });
     let sides = StreamSides {
-        upstream: backend.cfg.protocol,
-        client: call.endpoint.client_protocol(),
+        upstream: plan.wire,
+        client: Wire::client(call.endpoint),
         secret: backend.api_key.clone(),
     };
     let body = StreamBody::new(

@@ -19,6 +19,10 @@ pub struct Call<'a> {
     pub request_id: &'a str,
     pub client_headers: &'a HeaderMap,
     pub affinity_key: Option<&'a str>,
+    /// A Responses call's first field that only a backend serving Responses can express.
+    pub needs_responses: Option<&'a str>,
+    /// The backend a Responses follow-up must reach (it holds `previous_response_id`).
+    pub pinned: Option<usize>,
     pub est_input_tokens: u64,
     /// Shape's pass: class, deadline, and the way to a backend slot.
     pub admitted: &'a Admitted<'a>,
@@ -37,6 +41,8 @@ impl Call<'_> {
             est_input_tokens: self.est_input_tokens,
             est_output_tokens: self.admitted.est_output,
             affinity_key: self.affinity_key,
+            needs_responses: self.needs_responses.is_some(),
+            pinned: self.pinned,
         }
     }
 

@@ -76,7 +76,38 @@ impl Deliver {
             match self.balancer.survey(call.route, &call.want(), &tried) {
                 Survey::Available => {}
                 Survey::NotServed => {
+                    if let Some(field) = call.needs_responses {
+                        let reason = match call
+                            .pinned
+                            .and_then(|id| self.balancer.backends().get(id))
+                        {
+                            Some(b) => format!(
+                                "the backend holding it (`{}`) does not serve model `{}` on route `{}`",
+                                b.name(),
+                                call.model,
+                                call.route.route
+                            ),
+                            None => format!(
+                                "needs a backend that serves the responses api, and none serves model `{}`",
+                                call.model
+                            ),
+                        };
+                        return Err(GatewayError::BadRequest {
+                            field: field.to_string(),
+                            reason,
+                        });
+                    }
                     return Err(GatewayError::ModelNotFound(call.model.to_string()));
+                }
+                Survey::Unavailable if attempt == 0 && call.pinned.is_some() => {
+                    let name = call
+                        .pinned
+                        .and_then(|id| self.balancer.backends().get(id))
+                        .map_or("-", |b| b.name());
+                    return Err(GatewayError::UpstreamUnavailable {
+                        backend: name.to_string(),
+                        reason: "it holds the response named by previous_response_id and is not available now".into(),
+                    });
                 }
                 Survey::Unavailable => break,
                 Survey::CoolingUntil(end) => {

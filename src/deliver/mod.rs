@@ -10,6 +10,7 @@
 mod attempt;
 mod call;
 mod client;
+mod count_tokens;
 mod forward;
 mod h1;
 mod probe;

@@ -6,9 +6,9 @@
 
 use super::client::UpstreamBody;
 use crate::config::BoundsConfig;
-use crate::protocol::{BoxError, Protocol};
+use crate::protocol::BoxError;
 use crate::translate::{
-    SseParser, StreamCheck, StreamFault, StreamTransform, Usage, stream_error_event,
+    SseParser, StreamCheck, StreamFault, StreamTransform, Usage, Wire, stream_error_event,
 };
 use bytes::Bytes;
 use http_body::{Body, Frame};
@@ -61,10 +61,10 @@ enum State {
 /// Where a stream's events come from and go to.
 #[derive(Debug, Clone)]
 pub struct StreamSides {
-    /// The upstream's dialect (what the check expects).
-    pub upstream: Protocol,
-    /// The client's dialect (what the error event speaks).
-    pub client: Protocol,
+    /// The upstream's stream (what the check expects).
+    pub upstream: Wire,
+    /// The client's stream (what the error event speaks).
+    pub client: Wire,
     /// The key Sluice injected upstream: masked wherever the stream echoes it (an upstream error
     /// event quoting the request's headers).
     pub secret: Option<String>,
@@ -76,7 +76,7 @@ pub struct StreamBody {
     transform: Option<Box<dyn StreamTransform>>,
     parser: SseParser,
     check: StreamCheck,
-    client: Protocol,
+    client: Wire,
     secret: Option<String>,
     pending: VecDeque<Bytes>,
     state: State,
@@ -111,7 +111,7 @@ impl StreamBody {
             inner,
             transform,
             parser: SseParser::with_limits(bounds.sse_max_line_bytes, bounds.sse_max_event_bytes),
-            check: StreamCheck::new(sides.upstream),
+            check: StreamCheck::of(sides.upstream),
             client: sides.client,
             secret: sides.secret,
             pending: VecDeque::new(),

@@ -38,24 +38,19 @@ pub(super) fn build_request(
     b = with_key(b, backend);
     match backend.cfg.protocol {
         Protocol::Openai => {
-            for h in ["openai-organization", "openai-project"] {
+            for h in ["openai-organization", "openai-project", "openai-beta"] {
                 if let Some(v) = call.client_headers.get(h) {
                     b = b.header(h, v);
                 }
             }
         }
         Protocol::Anthropic => {
-            let version = call
-                .client_headers
-                .get("anthropic-version")
-                .cloned()
-                .unwrap_or(HeaderValue::from_static(ANTHROPIC_VERSION));
-            b = b.header("anthropic-version", version);
-            if call.endpoint == Endpoint::Messages
-                && let Some(v) = call.client_headers.get("anthropic-beta")
-            {
-                b = b.header("anthropic-beta", v);
-            }
+            b = anthropic_headers(b, call.client_headers, call.endpoint == Endpoint::Messages);
+        }
+    }
+    for name in &backend.cfg.forward_headers {
+        for v in call.client_headers.get_all(name.as_str()) {
+            b = b.header(name.as_str(), v);
         }
     }
     b.body(plan.body.clone())
@@ -68,8 +63,26 @@ pub(super) fn build_request(
 /// The `anthropic-version` sent when the client names none.
 const ANTHROPIC_VERSION: &str = "2023-06-01";
 
+/// `anthropic-version` (the client's, else [`ANTHROPIC_VERSION`]) and, for a client that speaks
+/// Anthropic's API itself (`beta`), its `anthropic-beta`.
+pub(super) fn anthropic_headers(
+    mut b: http::request::Builder,
+    client: &HeaderMap,
+    beta: bool,
+) -> http::request::Builder {
+    let version = client
+        .get("anthropic-version")
+        .cloned()
+        .unwrap_or(HeaderValue::from_static(ANTHROPIC_VERSION));
+    b = b.header("anthropic-version", version);
+    if beta && let Some(v) = client.get("anthropic-beta") {
+        b = b.header("anthropic-beta", v);
+    }
+    b
+}
+
 /// The backend's key, injected the way its API wants it.
-fn with_key(b: http::request::Builder, backend: &Backend) -> http::request::Builder {
+pub(super) fn with_key(b: http::request::Builder, backend: &Backend) -> http::request::Builder {
     match (&backend.api_key, backend.cfg.protocol) {
         (Some(k), Protocol::Openai) => b.header("authorization", format!("Bearer {k}")),
         (Some(k), Protocol::Anthropic) => b.header("x-api-key", k.as_str()),

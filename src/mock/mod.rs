@@ -13,6 +13,7 @@ mod fault;
 mod legacy;
 mod openai;
 mod request;
+mod responses;
 mod router;
 mod sse;
 mod state;

@@ -13,7 +13,7 @@ use super::body::{MockBody, error, json_response};
 use super::control::{self, Snapshot, retry_after_secs};
 use super::fault::StreamFault;
 use super::state::{InFlight, State};
-use super::{anthropic, embeddings, legacy, openai};
+use super::{anthropic, embeddings, legacy, openai, responses};
 use crate::protocol::Protocol;
 
 /// Largest request body accepted.
@@ -67,6 +67,9 @@ enum Endpoint {
     Models,
     Messages,
     CountTokens,
+    Responses,
+    /// `/v1/responses/{id}[/input_items]`: GET, or DELETE.
+    StoredResponse,
 }
 
 fn endpoint(protocol: Protocol, path: &str) -> Option<(Endpoint, Method)> {
@@ -75,6 +78,10 @@ fn endpoint(protocol: Protocol, path: &str) -> Option<(Endpoint, Method)> {
         (Protocol::Openai, "/v1/chat/completions") => (Endpoint::ChatCompletions, Method::POST),
         (Protocol::Openai, "/v1/completions") => (Endpoint::Completions, Method::POST),
         (Protocol::Openai, "/v1/embeddings") => (Endpoint::Embeddings, Method::POST),
+        (Protocol::Openai, "/v1/responses") => (Endpoint::Responses, Method::POST),
+        (Protocol::Openai, p) if p.starts_with("/v1/responses/") => {
+            (Endpoint::StoredResponse, Method::GET)
+        }
         (Protocol::Anthropic, "/v1/messages") => (Endpoint::Messages, Method::POST),
         (Protocol::Anthropic, "/v1/messages/count_tokens") => (Endpoint::CountTokens, Method::POST),
         _ => return None,
@@ -87,7 +94,10 @@ async fn api(state: &Arc<State>, req: Request<Incoming>, guard: InFlight) -> Res
         let msg = format!("Unknown request URL: {} {}", req.method(), req.uri().path());
         return error(protocol, StatusCode::NOT_FOUND, &msg);
     };
-    if req.method() != method && !(method == Method::GET && req.method() == Method::HEAD) {
+    let delete = matches!(ep, Endpoint::StoredResponse) && req.method() == Method::DELETE;
+    let path = req.uri().path().to_owned();
+    if req.method() != method && !(method == Method::GET && req.method() == Method::HEAD) && !delete
+    {
         let allow = if method == Method::GET { "GET" } else { "POST" };
         return not_allowed(protocol, allow);
     }
@@ -176,6 +186,10 @@ async fn api(state: &Arc<State>, req: Request<Incoming>, guard: InFlight) -> Res
         Endpoint::Models => anthropic::models(),
         Endpoint::Messages => anthropic::messages(state, &snap, &body, guard).await,
         Endpoint::CountTokens => anthropic::count_tokens(&body),
+        Endpoint::Responses => responses::create(state, &snap, &body, guard).await,
+        Endpoint::StoredResponse => {
+            responses::stored(state, delete, &path["/v1/responses/".len()..])
+        }
     }
 }
 

@@ -16,6 +16,8 @@ pub(crate) struct State {
     pub name_header: HeaderValue,
     pub settings: Settings,
     pub stats: Stats,
+    /// Conversations of stored Responses, for `previous_response_id`.
+    pub responses: super::responses::Store,
     ids: AtomicU64,
 }
 
@@ -27,6 +29,7 @@ impl State {
             name_header,
             settings: Settings::new(&cfg),
             stats: Stats::new(),
+            responses: Default::default(),
             ids: AtomicU64::new(1),
             cfg,
         }

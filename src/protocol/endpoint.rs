@@ -9,6 +9,8 @@ pub enum Endpoint {
     Completions,
     Messages,
     Embeddings,
+    /// OpenAI Responses (`/v1/responses`).
+    Responses,
 }
 
 impl Endpoint {
@@ -18,6 +20,7 @@ impl Endpoint {
             "/v1/completions" | "/completions" => Some(Endpoint::Completions),
             "/v1/messages" | "/messages" => Some(Endpoint::Messages),
             "/v1/embeddings" | "/embeddings" => Some(Endpoint::Embeddings),
+            "/v1/responses" | "/responses" => Some(Endpoint::Responses),
             _ => None,
         }
     }
@@ -29,6 +32,7 @@ impl Endpoint {
             Endpoint::Completions => "completions",
             Endpoint::Messages => "messages",
             Endpoint::Embeddings => "embeddings",
+            Endpoint::Responses => "responses",
         }
     }
 
@@ -45,7 +49,9 @@ impl Endpoint {
         !(self == Endpoint::Embeddings && proto == Protocol::Anthropic)
     }
 
-    /// The upstream API path for a backend of `proto`: one of [`UPSTREAM_PATHS`].
+    /// The upstream API path for a backend of `proto`: one of [`UPSTREAM_PATHS`]. Responses go to
+    /// `/v1/chat/completions` (translated) unless the backend serves Responses itself (see
+    /// `translate::plan`).
     pub fn upstream_path(self, proto: Protocol) -> &'static str {
         match (self, proto) {
             (_, Protocol::Anthropic) => "/v1/messages",
@@ -57,8 +63,9 @@ impl Endpoint {
 }
 
 /// Every path [`Endpoint::upstream_path`] can return.
-pub const UPSTREAM_PATHS: [&str; 4] = [
+pub const UPSTREAM_PATHS: [&str; 5] = [
     "/v1/messages",
+    "/v1/responses",
     "/v1/completions",
     "/v1/embeddings",
     "/v1/chat/completions",
@@ -76,6 +83,7 @@ mod tests {
             Endpoint::Completions,
             Endpoint::Messages,
             Endpoint::Embeddings,
+            Endpoint::Responses,
         ];
         for e in endpoints {
             for p in [Protocol::Openai, Protocol::Anthropic] {

@@ -4,6 +4,7 @@
 mod body;
 mod endpoint;
 mod request;
+pub mod responses;
 
 pub use body::{BoxError, ReadError, RespBody, full_body, pieces_body, read_whole};
 pub use endpoint::{Endpoint, UPSTREAM_PATHS};
@@ -15,7 +16,8 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
-    /// OpenAI Chat Completions (`/v1/chat/completions`, legacy `/v1/completions`).
+    /// OpenAI Chat Completions (`/v1/chat/completions`, legacy `/v1/completions`), and the
+    /// Responses API (`/v1/responses`) where a backend declares it (`apis`).
     Openai,
     /// Anthropic Messages (`/v1/messages`).
     Anthropic,

@@ -4,6 +4,7 @@
 use super::Pipeline;
 use super::affinity;
 use super::body::read_body;
+use super::models;
 use crate::balance::Backend;
 use crate::deliver::{Call, Delivered};
 use crate::error::GatewayError;
@@ -13,7 +14,7 @@ use crate::protocol::{Endpoint, Protocol, RequestBody, RespBody};
 use crate::ratelimit::Decision;
 use crate::route::{RequestMeta, RouteDecision};
 use crate::shape::Arrival;
-use crate::translate::scan_request;
+use crate::translate::{RequestScan, responses_native_field, scan_request, split_response_id};
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -85,10 +86,29 @@ async fn dispatch<'a>(
         return r;
     }
     match (req.method(), path) {
-        (&Method::GET, "/v1/models" | "/models") => match p.tenants.authenticate(req.headers()) {
-            Some(_) => json_response_bytes(StatusCode::OK, p.models.clone()),
-            None => GatewayError::Unauthorized.response(Protocol::Openai),
-        },
+        (&Method::GET, path) if model_path(path).is_some() => {
+            let proto = models::dialect(req.headers());
+            match p.tenants.authenticate(req.headers()) {
+                Some(t) => {
+                    let callable = |m: &str| callable(p, req.headers(), &t.tier, m);
+                    p.models.answer(model_path(path).flatten(), proto, callable)
+                }
+                None => GatewayError::Unauthorized.response(proto),
+            }
+        }
+        (&Method::POST, "/v1/messages/count_tokens" | "/messages/count_tokens") => {
+            count_tokens(p, req, request_id, out)
+                .await
+                .unwrap_or_else(|e| e.response(Protocol::Anthropic))
+        }
+        (m, path)
+            if stored_path(path).is_some()
+                && matches!(*m, Method::GET | Method::DELETE | Method::POST) =>
+        {
+            stored_response(p, req, out)
+                .await
+                .unwrap_or_else(|e| e.response(Protocol::Openai))
+        }
         (m, path) => match Endpoint::from_path(path) {
             Some(ep) if m == Method::POST => {
                 let proto = ep.client_protocol();
@@ -105,9 +125,102 @@ async fn dispatch<'a>(
             Some(ep) => {
                 GatewayError::MethodNotAllowed(path.to_string()).response(ep.client_protocol())
             }
-            None => GatewayError::NotFound(path.to_string()).response(Protocol::Openai),
+            None => GatewayError::NotFound(path.to_string()).response(path_protocol(path)),
         },
     }
+}
+
+/// `/v1/models` (`Some(None)`) or `/v1/models/{id}` (`Some(Some(id))`).
+fn model_path(path: &str) -> Option<Option<&str>> {
+    let rest = path
+        .strip_prefix("/v1/models")
+        .or_else(|| path.strip_prefix("/models"))?;
+    match rest {
+        "" | "/" => Some(None),
+        _ => rest.strip_prefix('/').filter(|id| !id.is_empty()).map(Some),
+    }
+}
+
+/// Whether a caller of `tier` sending `headers` can call `model`: a request for it on one of the
+/// APIs would be routed to a backend that serves it.
+fn callable(p: &Pipeline, headers: &http::HeaderMap, tier: &str, model: &str) -> bool {
+    let backends = p.deliver.balancer.backends();
+    ["/v1/chat/completions", "/v1/messages", "/v1/responses"]
+        .iter()
+        .any(|path| {
+            let route = p.router.decide(&RequestMeta {
+                path,
+                headers,
+                tier,
+                model,
+                request_id: "",
+            });
+            route.pool.iter().any(|&id| backends[id].cfg.serves(model))
+        })
+}
+
+/// The request's `model`, which every API call must name.
+fn model_of(scan: &RequestScan) -> Result<&str, GatewayError> {
+    scan.model
+        .as_deref()
+        .ok_or_else(|| GatewayError::BadRequest {
+            field: "model".into(),
+            reason: "a non-empty string is required".into(),
+        })
+}
+
+/// The dialect of errors on `path`: Anthropic's under `/v1/messages`, else OpenAI's.
+fn path_protocol(path: &str) -> Protocol {
+    if path.starts_with("/v1/messages") || path.starts_with("/messages") {
+        Protocol::Anthropic
+    } else {
+        Protocol::Openai
+    }
+}
+
+/// Anthropic's `POST /v1/messages/count_tokens`: an Anthropic backend of the route that serves the
+/// model counts; otherwise Sluice estimates (as it does for admission), saying so in
+/// `x-sluice-token-estimate: true`. Not a generation: no token bucket is charged.
+async fn count_tokens<'a>(
+    p: &'a Pipeline,
+    req: Request<Incoming>,
+    request_id: &str,
+    out: &mut Outcome<'a>,
+) -> Result<Response<RespBody>, GatewayError> {
+    let tier = p
+        .tenants
+        .authenticate(req.headers())
+        .ok_or(GatewayError::Unauthorized)?
+        .tier
+        .clone();
+    let (parts, raw) = read_body(req, p.max_body_bytes, &p.bounds, &p.body_budget).await?;
+    let scan = scan_request(&raw, None).map_err(|e| GatewayError::BadJson(e.to_string()))?;
+    let model = model_of(&scan)?;
+    let route = p.router.decide(&RequestMeta {
+        path: parts.uri.path(),
+        headers: &parts.headers,
+        tier: &tier,
+        model,
+        request_id,
+    });
+    out.route = Some(route);
+    let backends = p.deliver.balancer.backends();
+    if !route.pool.iter().any(|&id| backends[id].cfg.serves(model)) {
+        return Err(GatewayError::ModelNotFound(model.to_string()));
+    }
+    if let Some((r, backend)) = p
+        .deliver
+        .count_tokens(&route.pool, model, &raw, &parts.headers)
+        .await
+    {
+        out.backend = Some(backend);
+        return Ok(r);
+    }
+    let body = serde_json::json!({"input_tokens": scan.prompt_tokens}).to_string();
+    let mut r = json_response_bytes(StatusCode::OK, body.into());
+    r.headers_mut()
+        .insert("x-sluice-token-estimate", HeaderValue::from_static("true"));
+    Ok(r)
 }
 
 async fn proxy<'a>(
@@ -126,13 +239,7 @@ async fn proxy<'a>(
     let (parts, raw) = read_body(req, p.max_body_bytes, &p.bounds, &p.body_budget).await?;
     let scan = scan_request(&raw, affinity::body_field(p.affinity.as_ref()))
         .map_err(|e| GatewayError::BadJson(e.to_string()))?;
-    let model = scan
-        .model
-        .as_deref()
-        .ok_or_else(|| GatewayError::BadRequest {
-            field: "model".into(),
-            reason: "a non-empty string is required".into(),
-        })?;
+    let model = model_of(&scan)?;
 
     // Shape: class, deadline, the tenant's buckets (waiting for a refill when that fits).
     let admitted = p
@@ -162,6 +269,13 @@ async fn proxy<'a>(
     // Balance + Deliver.
     let affinity_key = affinity::key(p.affinity.as_ref(), &parts.headers, &scan);
     let body = RequestBody::new(raw);
+    let needs_responses = (endpoint == Endpoint::Responses)
+        .then(|| responses_native_field(body.tree()))
+        .flatten();
+    let pinned = match endpoint {
+        Endpoint::Responses => holder(p, &body)?,
+        _ => None,
+    };
     let call = Call {
         endpoint,
         body: &body,
@@ -173,6 +287,8 @@ async fn proxy<'a>(
         request_id,
         client_headers: &parts.headers,
         affinity_key: affinity_key.as_deref(),
+        needs_responses: needs_responses.as_deref(),
+        pinned,
         est_input_tokens: scan.prompt_tokens,
         admitted: &admitted,
         on_usage: admitted.usage_sink(),
@@ -180,6 +296,79 @@ async fn proxy<'a>(
     let Delivered { response, backend } = p.deliver.forward(call).await?;
     out.backend = backend;
     Ok(response)
+}
+
+/// `/v1/responses/{id}[/more]` as (`id`, `/more`).
+fn stored_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path
+        .strip_prefix("/v1/responses/")
+        .or_else(|| path.strip_prefix("/responses/"))?;
+    let (id, more) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+    (!id.is_empty()).then_some((id, more))
+}
+
+/// A call on a stored response (retrieve, delete, its input items, cancel), sent to the backend
+/// that holds it, as the tag in its id says. Not a generation: no token bucket is charged.
+async fn stored_response<'a>(
+    p: &'a Pipeline,
+    req: Request<Incoming>,
+    out: &mut Outcome<'a>,
+) -> Result<Response<RespBody>, GatewayError> {
+    p.tenants
+        .authenticate(req.headers())
+        .ok_or(GatewayError::Unauthorized)?;
+    let method = req.method().clone();
+    let (parts, raw) = read_body(req, p.max_body_bytes, &p.bounds, &p.body_budget).await?;
+    let path = parts.uri.path();
+    let (id, more) = stored_path(path).ok_or_else(|| GatewayError::NotFound(path.into()))?;
+    let (bare, tag) = split_response_id(id);
+    let backends = p.deliver.balancer.backends();
+    let mut serving = backends.iter().filter(|b| b.cfg.serves_responses());
+    let backend = match tag {
+        Some(tag) => serving.find(|b| b.cfg.response_tag() == tag),
+        // An id Sluice did not hand out: only a lone Responses backend can be meant.
+        None => match (serving.next(), serving.next()) {
+            (Some(b), None) => Some(b),
+            _ => None,
+        },
+    }
+    .ok_or_else(|| GatewayError::BadRequest {
+        field: "response_id".into(),
+        reason: format!("no backend of this gateway holds response `{id}`"),
+    })?;
+    out.backend = Some(backend.clone());
+    let query = parts.uri.query().map_or(String::new(), |q| format!("?{q}"));
+    let upstream = format!("/v1/responses/{bare}{more}{query}");
+    p.deliver
+        .stored_response(backend, method, &upstream, raw)
+        .await
+}
+
+/// The backend holding the response a follow-up continues (`previous_response_id`, tagged by
+/// Sluice with the backend that made it): any node finds it, as every node has the same backends.
+fn holder(p: &Pipeline, body: &RequestBody) -> Result<Option<usize>, GatewayError> {
+    let Some(id) = body
+        .tree()
+        .get("previous_response_id")
+        .and_then(|v| v.as_str())
+    else {
+        return Ok(None);
+    };
+    let Some(tag) = split_response_id(id).1 else {
+        return Ok(None);
+    };
+    p.deliver
+        .balancer
+        .backends()
+        .iter()
+        .find(|b| b.cfg.serves_responses() && b.cfg.response_tag() == tag)
+        .map(|b| Some(b.id))
+        .ok_or_else(|| GatewayError::BadRequest {
+            field: "previous_response_id".into(),
+            reason: format!(
+                "response `{id}` is held by a backend this gateway no longer has (tag {tag})"
+            ),
+        })
 }
 
 /// OpenAI-style `x-ratelimit-*` headers for the request and token buckets.

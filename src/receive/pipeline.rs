@@ -7,7 +7,6 @@ use crate::deliver::Deliver;
 use crate::observe::admin::Admin;
 use crate::route::Router;
 use crate::shape::Door;
-use bytes::Bytes;
 
 pub struct Pipeline {
     // Receive.
@@ -21,8 +20,8 @@ pub struct Pipeline {
     pub bounds: BoundsConfig,
     pub body_budget: BodyBudget,
     pub affinity: Option<AffinityConfig>,
-    /// `/v1/models`' body.
-    pub models: Bytes,
+    /// `/v1/models`.
+    pub models: super::models::ModelList,
     /// `x-sluice-node` on every response.
     pub node_header: http::HeaderValue,
     // Shape, Route, Balance + Deliver.

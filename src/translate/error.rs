@@ -1,6 +1,5 @@
 //! Translation errors, and upstream error bodies rewritten into each client's error shape.
 
-use crate::protocol::Protocol;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
@@ -21,6 +20,34 @@ impl TranslateError {
             TranslateError::Unsupported { field, .. } | TranslateError::Invalid { field, .. } => {
                 field
             }
+        }
+    }
+
+    /// A chat-request error met translating a Responses request, its field named as the client
+    /// wrote it (`max_completion_tokens` is `max_output_tokens`, a message is an `input` item).
+    pub fn as_responses(self) -> TranslateError {
+        let rename = |f: String| -> String {
+            for (chat, resp) in [
+                ("max_completion_tokens", "max_output_tokens"),
+                ("response_format", "text.format"),
+                ("reasoning_effort", "reasoning.effort"),
+                ("messages", "input"),
+            ] {
+                if let Some(rest) = f.strip_prefix(chat) {
+                    return format!("{resp}{rest}");
+                }
+            }
+            f
+        };
+        match self {
+            TranslateError::Unsupported { field, reason } => TranslateError::Unsupported {
+                field: rename(field),
+                reason,
+            },
+            TranslateError::Invalid { field, reason } => TranslateError::Invalid {
+                field: rename(field),
+                reason,
+            },
         }
     }
 
@@ -219,14 +246,20 @@ pub fn error_to_anthropic(status: u16, body: &[u8]) -> Value {
 
 /// The error event that ends a stream Sluice could not pass on whole, in the client's dialect (the
 /// official SDKs raise on it); the body is then aborted, never ended cleanly.
-pub fn stream_error_event(client: Protocol, fault: super::StreamFault) -> Bytes {
+pub fn stream_error_event(client: super::Wire, fault: super::StreamFault) -> Bytes {
     let (msg, code) = (fault.message(), fault.label());
     match client {
-        Protocol::Openai => {
+        // The Responses `error` event; its `error` object also makes older SDKs raise.
+        super::Wire::Responses => {
+            let v = serde_json::json!({"type": "error", "code": code, "message": msg, "param": null,
+                "sequence_number": 0, "error": {"message": msg, "type": "server_error", "code": code}});
+            super::encode_sse(Some("error"), &v.to_string())
+        }
+        super::Wire::Chat => {
             let v = serde_json::json!({"error": {"message": msg, "type": "server_error", "param": null, "code": code}});
             super::encode_sse(None, &v.to_string())
         }
-        Protocol::Anthropic => {
+        super::Wire::Messages => {
             let v = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": msg}});
             super::encode_sse(Some("error"), &v.to_string())
         }

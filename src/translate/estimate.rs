@@ -19,12 +19,22 @@ pub(super) const SKIP_KEYS: &[&str] = &[
     "tool_call_id",
     "tool_use_id",
     "media_type",
+    "call_id",
+    "status",
     "detail",
     "signature",
     "cache_control",
 ];
 
-pub(super) const MEDIA_TYPES: &[&str] = &["image", "image_url", "input_audio", "file", "document"];
+pub(super) const MEDIA_TYPES: &[&str] = &[
+    "image",
+    "image_url",
+    "input_audio",
+    "file",
+    "document",
+    "input_image",
+    "input_file",
+];
 
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct Tally {
@@ -62,7 +72,7 @@ impl Tally {
 #[cfg(test)]
 pub fn estimate_prompt_tokens(body: &Value) -> u64 {
     let mut tally = Tally::default();
-    for key in ["messages", "system", "prompt", "input"] {
+    for key in ["messages", "system", "prompt", "input", "instructions"] {
         if let Some(v) = body.get(key) {
             tally.walk(v);
         }
@@ -76,10 +86,11 @@ pub fn estimate_prompt_tokens(body: &Value) -> u64 {
     (text + tally.media * MEDIA_TOKENS).max(1)
 }
 
-/// The output limit a request asks for: `max_completion_tokens`, else `max_tokens`.
+/// The output limit a request asks for: `max_completion_tokens`, else `max_output_tokens`
+/// (Responses), else `max_tokens`.
 #[cfg(test)]
 pub fn requested_max_tokens(body: &Value) -> Option<u64> {
-    ["max_completion_tokens", "max_tokens"]
+    ["max_completion_tokens", "max_output_tokens", "max_tokens"]
         .iter()
         .find_map(|k| body.get(*k).and_then(Value::as_u64))
 }

@@ -18,7 +18,8 @@ pub struct RequestScan {
     pub stream: bool,
     /// `stream_options.include_usage == true`.
     pub include_usage: bool,
-    /// `max_completion_tokens`, else `max_tokens` (the first that is an unsigned integer).
+    /// `max_completion_tokens`, else `max_output_tokens` (Responses), else `max_tokens` (the first
+    /// that is an unsigned integer).
     pub max_tokens: Option<u64>,
     /// Estimated prompt tokens; at least 1.
     pub prompt_tokens: u64,
@@ -97,9 +98,11 @@ pub fn scan_request(raw: &[u8], affinity_field: Option<&str>) -> Result<RequestS
 struct Fields {
     scan: RequestScan,
     max_completion_tokens: Option<u64>,
+    max_output_tokens: Option<u64>,
     max_tokens: Option<u64>,
-    /// `messages`, `system`, `prompt`, `input`: the last occurrence of each key counts, as in a map.
-    text: [Tally; 4],
+    /// `messages`, `system`, `prompt`, `input`, `instructions`: the last occurrence of each key
+    /// counts, as in a map.
+    text: [Tally; 5],
     /// `tools`, `functions`: characters of their compact JSON.
     tools: [u64; 2],
 }
@@ -114,7 +117,10 @@ impl Fields {
         tally.chars += self.tools.iter().sum::<u64>();
         let text = tally.chars.div_ceil(CHARS_PER_TOKEN);
         self.scan.prompt_tokens = (text + tally.media * MEDIA_TOKENS).max(1);
-        self.scan.max_tokens = self.max_completion_tokens.or(self.max_tokens);
+        self.scan.max_tokens = self
+            .max_completion_tokens
+            .or(self.max_output_tokens)
+            .or(self.max_tokens);
         self.scan
     }
 
@@ -130,6 +136,7 @@ impl Fields {
                     v.get("include_usage").and_then(Value::as_bool) == Some(true)
             }
             Key::MaxCompletionTokens => self.max_completion_tokens = v.as_u64(),
+            Key::MaxOutputTokens => self.max_output_tokens = v.as_u64(),
             Key::MaxTokens => self.max_tokens = v.as_u64(),
             Key::Text(i) => {
                 let mut t = Tally::default();
@@ -154,6 +161,7 @@ enum Key {
     Stream,
     StreamOptions,
     MaxCompletionTokens,
+    MaxOutputTokens,
     MaxTokens,
     Text(usize),
     Tools(usize),
@@ -167,11 +175,13 @@ impl Key {
             "stream" => Key::Stream,
             "stream_options" => Key::StreamOptions,
             "max_completion_tokens" => Key::MaxCompletionTokens,
+            "max_output_tokens" => Key::MaxOutputTokens,
             "max_tokens" => Key::MaxTokens,
             "messages" => Key::Text(0),
             "system" => Key::Text(1),
             "prompt" => Key::Text(2),
             "input" => Key::Text(3),
+            "instructions" => Key::Text(4),
             "tools" => Key::Tools(0),
             "functions" => Key::Tools(1),
             _ => Key::Other,

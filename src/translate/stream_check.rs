@@ -52,10 +52,41 @@ impl StreamFault {
     }
 }
 
+/// What a stream speaks: its events and completion marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// OpenAI Chat Completions (and legacy completions) chunks, `[DONE]` last.
+    Chat,
+    /// Anthropic Messages events, `message_stop` last.
+    Messages,
+    /// OpenAI Responses events, `response.completed` (or `.incomplete`, `.failed`) last.
+    Responses,
+}
+
+impl Wire {
+    /// The stream a backend of `p` answers a chat-shaped request with.
+    pub fn of(p: Protocol) -> Wire {
+        match p {
+            Protocol::Openai => Wire::Chat,
+            Protocol::Anthropic => Wire::Messages,
+        }
+    }
+
+    /// The stream a client of `endpoint` reads.
+    pub fn client(endpoint: crate::protocol::Endpoint) -> Wire {
+        use crate::protocol::Endpoint;
+        match endpoint {
+            Endpoint::Responses => Wire::Responses,
+            Endpoint::Messages => Wire::Messages,
+            _ => Wire::Chat,
+        }
+    }
+}
+
 /// Watches one upstream stream.
 #[derive(Debug)]
 pub struct StreamCheck {
-    upstream: Protocol,
+    upstream: Wire,
     usage: StreamUsage,
     /// `[DONE]` (OpenAI) or `message_stop` (Anthropic) seen.
     done: bool,
@@ -88,6 +119,10 @@ struct AnthropicEvent<'a> {
 
 impl StreamCheck {
     pub fn new(upstream: Protocol) -> StreamCheck {
+        StreamCheck::of(Wire::of(upstream))
+    }
+
+    pub fn of(upstream: Wire) -> StreamCheck {
         StreamCheck {
             upstream,
             usage: StreamUsage::default(),
@@ -101,7 +136,7 @@ impl StreamCheck {
     pub fn observe(&mut self, ev: &SseEvent) -> Result<(), StreamFault> {
         let data = ev.data.trim();
         match self.upstream {
-            Protocol::Openai => {
+            Wire::Chat => {
                 if data == "[DONE]" {
                     self.done = true;
                     return Ok(());
@@ -123,13 +158,25 @@ impl StreamCheck {
                     self.usage.observe(ev);
                 }
             }
-            Protocol::Anthropic => {
+            Wire::Messages => {
                 let e: AnthropicEvent<'_> =
                     serde_json::from_str(data).map_err(|_| StreamFault::Malformed)?;
                 match e.kind.as_ref() {
                     "message_stop" => self.done = true,
                     "error" => self.errored = true,
                     "message_start" | "message_delta" => self.usage.observe(ev),
+                    _ => {}
+                }
+            }
+            Wire::Responses => {
+                let e: AnthropicEvent<'_> =
+                    serde_json::from_str(data).map_err(|_| StreamFault::Malformed)?;
+                match e.kind.as_ref() {
+                    "response.completed" | "response.incomplete" | "response.failed" => {
+                        self.done = true;
+                        self.usage.observe(ev);
+                    }
+                    "error" => self.errored = true,
                     _ => {}
                 }
             }
@@ -141,8 +188,8 @@ impl StreamCheck {
     pub fn complete(&self) -> bool {
         self.errored
             || match self.upstream {
-                Protocol::Openai => self.done && self.finished,
-                Protocol::Anthropic => self.done,
+                Wire::Chat => self.done && self.finished,
+                Wire::Messages | Wire::Responses => self.done,
             }
     }
 

@@ -23,7 +23,9 @@ macro_rules! transform_for {
 transform_for!(
     super::MessagesToChatStream,
     super::ChatToMessagesStream,
-    super::MessagesToCompletionStream
+    super::MessagesToCompletionStream,
+    super::ChatToResponsesStream,
+    super::MessagesToResponsesStream
 );
 
 /// Same protocol, but we asked the upstream for `stream_options.include_usage` the client did not:

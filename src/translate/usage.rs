@@ -167,6 +167,16 @@ impl StreamUsage {
                     cur.input_tokens = d.usage.input_tokens;
                 }
             }
+            // A Responses stream's last event carries the whole response and its usage.
+            Some(t) if t.starts_with("response.") => {
+                if let Some(d) = v
+                    .get("response")
+                    .and_then(|r| r.get("usage"))
+                    .and_then(UsageDetail::from_any)
+                {
+                    self.usage = Some(d.usage);
+                }
+            }
             _ => {
                 if let Some(d) = v
                     .get("usage")

@@ -43,6 +43,17 @@ backends:
     protocol: openai
     eject_after: 100000
     models: {{ gpt-4o-mini: gpt-4o-mini-2024-07-18 }}
+  - name: oar
+    url: "{oa_url}"
+    protocol: openai
+    apis: [chat, responses]
+    eject_after: 100000
+    models: {{ gpt-4o-resp: gpt-4o }}
+  - name: any
+    url: "{oa_url}"
+    protocol: openai
+    eject_after: 100000
+    list_models: [open-any-1, open-any-2]
   - name: an
     url: "{an_url}"
     protocol: anthropic
@@ -52,6 +63,9 @@ tenants:
   - {{ id: sdk, tier: premium, keys: [sk-sdk-test] }}
 routing:
   strategy: round-robin
+  rules:
+    - {{ name: any-model, match: {{ model: [open-any-1, open-any-2] }}, route: {{ backend: any }} }}
+  default: {{ backend: [oa, oar, an] }}
 """
         path = os.path.join(tempfile.mkdtemp(), "sluice.yaml")
         with open(path, "w") as f:
@@ -74,3 +88,53 @@ def gateway():
 def truncating_gateway():
     """Both upstreams end every stream cleanly but early (after two frames, no completion marker)."""
     yield from _gateway(["--stream-fault", "truncate"])
+
+
+def _free_udp_port():
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def responses_cluster():
+    """Three gateway nodes gossiping on loopback over two simulated upstreams that serve the Responses
+    API (each keeps its own stored responses); yields the nodes' base URLs."""
+    procs = []
+    try:
+        urls = []
+        for name in ("resp-a", "resp-b"):
+            p, u = _start(["mock-upstream", "--listen", "127.0.0.1:0", "--protocol", "openai", "--name", name], "listening on")
+            procs.append(p)
+            urls.append(u)
+        gossip = [_free_udp_port() for _ in range(3)]
+        seeds = ", ".join(f"127.0.0.1:{g}" for g in gossip)
+        nodes = []
+        for i, g in enumerate(gossip):
+            cfg = f"""
+node: {{ id: sdk-node-{i} }}
+backends:
+  - {{ name: ra, url: "{urls[0]}", protocol: openai, apis: [responses], eject_after: 100000 }}
+  - {{ name: rb, url: "{urls[1]}", protocol: openai, apis: [responses], eject_after: 100000 }}
+tenants:
+  - {{ id: sdk, tier: premium, keys: [sk-sdk-test] }}
+routing:
+  strategy: round-robin
+cluster:
+  cluster_id: sdk
+  gossip_listen: 127.0.0.1:{g}
+  seeds: [{seeds}]
+  gossip_interval_ms: 100
+"""
+            path = os.path.join(tempfile.mkdtemp(), "sluice.yaml")
+            with open(path, "w") as f:
+                f.write(cfg)
+            gw, gw_url = _start(["run", "--config", path, "--listen", "127.0.0.1:0"], "sluice listening on")
+            procs.append(gw)
+            nodes.append(gw_url)
+        yield nodes
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(timeout=10)

@@ -3,6 +3,7 @@
 mod anthropic;
 mod control;
 mod openai;
+mod responses;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

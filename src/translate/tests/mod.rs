@@ -5,6 +5,7 @@ mod error;
 mod request_to_anthropic;
 mod request_to_openai;
 mod response;
+mod responses;
 mod scan;
 mod sse;
 mod stream_to_anthropic;
