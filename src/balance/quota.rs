@@ -181,6 +181,39 @@ pub struct Basis {
     pub share: u32,
 }
 
+impl Basis {
+    /// For `/admin/cluster`: per window, what was reported and this node's estimate of its part
+    /// now (`spent`: what it sent since the observation).
+    pub fn to_json(&self, spent: Units, now_ms: u64) -> serde_json::Value {
+        let elapsed = now_ms.saturating_sub(self.obs.at_ms);
+        let mut windows = serde_json::Map::new();
+        for kind in KINDS {
+            let Some(w) = self.obs.window(kind) else {
+                continue;
+            };
+            let estimate = level(&w, elapsed).map(|(pool, _)| {
+                (pool / f64::from(self.share.max(1)) - spent.of(kind) as f64)
+                    .max(0.0)
+                    .floor()
+            });
+            windows.insert(
+                kind.as_str().into(),
+                serde_json::json!({
+                    "limit": w.limit,
+                    "remaining": w.remaining,
+                    "reset_in_ms": w.reset_ms.saturating_sub(elapsed),
+                    "estimate": estimate,
+                }),
+            );
+        }
+        serde_json::json!({
+            "observed_ms_ago": elapsed,
+            "share": self.share,
+            "windows": windows,
+        })
+    }
+}
+
 /// Whether a call fits in a backend's quota now.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Assessment {
