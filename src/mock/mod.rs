@@ -76,6 +76,9 @@ pub struct MockConfig {
     /// Token bucket size (default max(1, tps)).
     #[arg(long)]
     pub rate_limit_token_burst: Option<f64>,
+    /// Send no rate-limit headers (a provider that only answers 429 + `Retry-After`).
+    #[arg(long)]
+    pub no_rate_limit_headers: bool,
     /// If set, API requests must carry this key (`Authorization: Bearer` or `x-api-key`).
     #[arg(long)]
     pub api_key: Option<String>,
@@ -105,6 +108,7 @@ impl MockConfig {
             rate_limit_burst: None,
             rate_limit_tps: None,
             rate_limit_token_burst: None,
+            no_rate_limit_headers: false,
             api_key: None,
             output_tokens: 16,
             body_bytes: 0,

@@ -124,12 +124,16 @@ async fn api(state: &Arc<State>, req: Request<Incoming>, guard: InFlight) -> Res
             );
             res.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
-            q.write(protocol, res.headers_mut());
+            if !state.cfg.no_rate_limit_headers {
+                q.write(protocol, res.headers_mut());
+            }
             return res;
         }
     };
     let mut res = answer(state, ep, body, keys, guard).await;
-    quota.write(protocol, res.headers_mut());
+    if !state.cfg.no_rate_limit_headers {
+        quota.write(protocol, res.headers_mut());
+    }
     res
 }
 
