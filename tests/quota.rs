@@ -73,6 +73,24 @@ fn check_sluice_429s(seen: &[Seen]) -> usize {
     ours.len()
 }
 
+/// Offer the load through `urls` to the one limited backend `lim`: only 200s and Sluice's own
+/// 429s, hardly any of the upstream's. Served and Sluice-429 counts.
+async fn paced_run(label: &str, urls: &[String], lim: &Proc) -> (usize, usize) {
+    let t0 = Instant::now();
+    let seen = offer(urls).await;
+    let secs = t0.elapsed().as_secs_f64();
+    let ok = seen.iter().filter(|s| s.status == 200).count();
+    let ours = check_sluice_429s(&seen);
+    let upstream = upstream_429s(lim).await;
+    eprintln!(
+        "{label}: {} offered in {secs:.1}s, {ok} served, {ours} answered 429 by sluice, {upstream} upstream 429s",
+        seen.len()
+    );
+    assert_eq!(ok + ours, seen.len(), "only 200s and Sluice's 429s");
+    assert!(upstream <= MAX_UPSTREAM_429, "{upstream} upstream 429s");
+    (ok, ours)
+}
+
 fn config(backends: &str, extra: &str) -> String {
     format!(
         "admin_token_env: SLUICE_ADMIN_TOKEN\nbackends:\n{backends}{TENANTS}routing:\n  strategy: least-connections\nshaping: {{ max_wait_ms: 0 }}\n{extra}"
@@ -94,18 +112,7 @@ async fn one_node_paces_before_the_wall_and_says_when_to_come_back() {
         &config(&backend("lim", &lim, "openai", ""), ""),
         &[("SLUICE_ADMIN_TOKEN", ADMIN)],
     );
-    let t0 = Instant::now();
-    let seen = offer(&[gw.url()]).await;
-    let secs = t0.elapsed().as_secs_f64();
-    let ok = seen.iter().filter(|s| s.status == 200).count();
-    let ours = check_sluice_429s(&seen);
-    let upstream = upstream_429s(&lim).await;
-    eprintln!(
-        "one node: {} offered in {secs:.1}s, {ok} served, {ours} answered 429 by sluice, {upstream} upstream 429s",
-        seen.len()
-    );
-    assert_eq!(ok + ours, seen.len(), "only 200s and Sluice's 429s");
-    assert!(upstream <= MAX_UPSTREAM_429, "{upstream} upstream 429s");
+    let (ok, ours) = paced_run("one node", &[gw.url()], &lim).await;
     // The bucket of 60 plus about one a second was used.
     assert!(ok >= 60 + (RUN.as_secs() as usize) / 2, "{ok} served");
     assert!(ours > 0);
@@ -185,16 +192,7 @@ async fn three_nodes_behind_one_key_stop_together() {
         .await;
     }
     let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
-    let seen = offer(&urls).await;
-    let ok = seen.iter().filter(|s| s.status == 200).count();
-    let ours = check_sluice_429s(&seen);
-    let upstream = upstream_429s(&lim).await;
-    eprintln!(
-        "three nodes: {} offered, {ok} served, {ours} answered 429 by sluice, {upstream} upstream 429s",
-        seen.len()
-    );
-    assert_eq!(ok + ours, seen.len(), "only 200s and Sluice's 429s");
-    assert!(upstream <= MAX_UPSTREAM_429, "{upstream} upstream 429s");
+    let (ok, _) = paced_run("three nodes", &urls, &lim).await;
     assert!(ok >= 60, "{ok} served");
     // Every node paces by the shared observation: the admin view says three share it.
     let a = admin(&nodes[0]).await;
