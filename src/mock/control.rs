@@ -390,10 +390,11 @@ mod tests {
     use super::*;
 
     fn limiter(rps: Option<f64>, burst: Option<f64>) -> RateLimiter {
-        let mut cfg = MockConfig::default();
-        cfg.rate_limit_rps = rps;
-        cfg.rate_limit_burst = burst;
-        RateLimiter::new(&cfg)
+        RateLimiter::new(&MockConfig {
+            rate_limit_rps: rps,
+            rate_limit_burst: burst,
+            ..MockConfig::default()
+        })
     }
 
     #[test]

@@ -114,7 +114,7 @@ fn parse_count(s: &str) -> Option<u64> {
         return Some(n);
     }
     let f: f64 = s.parse().ok()?;
-    (f.is_finite() && f >= 0.0 && f < u64::MAX as f64).then(|| f as u64)
+    (f.is_finite() && f >= 0.0 && f < u64::MAX as f64).then_some(f as u64)
 }
 
 /// Write window `i` in `openai`'s or Anthropic's family; `now_ms` dates Anthropic's reset.
