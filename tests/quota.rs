@@ -199,3 +199,33 @@ async fn three_nodes_behind_one_key_stop_together() {
     let share = a["cluster"]["backends"][0]["quota"]["share"].clone();
     assert!(share.as_u64().is_some_and(|s| s >= 2), "{a}");
 }
+
+#[tokio::test]
+async fn anthropic_token_windows_pace_too() {
+    // 200 tokens refilled at 1/s; each request takes its max_tokens (60) and its size / 4.
+    let m = mock(
+        "anthropic",
+        "claude",
+        &["--rate-limit-tps", "1", "--rate-limit-token-burst", "200"],
+    );
+    let gw = gateway(&config(&backend("claude", &m, "anthropic", ""), ""));
+    let body =
+        r#"{"model": "m", "max_tokens": 60, "messages": [{"role": "user", "content": "hi"}]}"#;
+    for _ in 0..2 {
+        let r = messages(&gw, "sk-acme", body).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    // About 30 tokens left: the third would not fit. Sluice answers, with when it will.
+    let r = messages(&gw, "sk-acme", body).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    let ms: u64 = r.header("retry-after-ms").unwrap().parse().unwrap();
+    assert!((10_000..=70_000).contains(&ms), "{ms}");
+    assert_eq!(upstream_429s(&m).await, 0);
+    let left = gauge(
+        &gw,
+        "sluice_backend_quota_remaining",
+        &[("backend", "claude"), ("kind", "input_tokens")],
+    )
+    .await;
+    assert!(left.is_some_and(|l| l < 60.0), "{left:?}");
+}

@@ -94,7 +94,8 @@ impl ClusterView {
     ///                             "latency_ms": 118.0, "ttft_ms": null, "in_flight": 1,
     ///                             "cooldown_until_ms": 0, "age_ms": 0, "counted": true}]}]}
     /// ```
-    /// `counted`: the report takes part in the merge (fresh, from a ready live node).
+    /// `counted`: the report takes part in the merge (fresh, from a ready live node). Each backend
+    /// also has `quota`: the observation this node paces by (see [`super::quota`]), or null.
     pub fn admin_json(&self) -> Value {
         let now = Instant::now();
         let now_ms = unix_now_ms();
