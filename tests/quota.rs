@@ -229,3 +229,28 @@ async fn anthropic_token_windows_pace_too() {
     .await;
     assert!(left.is_some_and(|l| l < 60.0), "{left:?}");
 }
+
+#[tokio::test]
+async fn a_request_waits_for_the_quota_within_its_budget() {
+    // 3 requests, refilled at 2/s; streamed answers carry the headers as whole ones do.
+    let m = mock(
+        "openai",
+        "small",
+        &["--rate-limit-rps", "2", "--rate-limit-burst", "3"],
+    );
+    let backends = backend("small", &m, "openai", "");
+    let gw = gateway(&format!(
+        "backends:\n{backends}{TENANTS}routing: {{}}\nshaping: {{ max_wait_ms: 3000 }}\n"
+    ));
+    let t0 = Instant::now();
+    for i in 0..6 {
+        let mut body = hello("m");
+        body["stream"] = Value::Bool(i % 2 == 1);
+        let r = chat(&gw, "sk-acme", body, &[]).await;
+        assert_eq!(r.status, 200, "{i}: {}", r.text());
+    }
+    // The last three waited for the refill (about 0.5 s each) instead of meeting the wall.
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(1200), "{took:?}");
+    assert_eq!(upstream_429s(&m).await, 0);
+}
