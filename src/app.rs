@@ -226,6 +226,7 @@ fn admin_cluster(
             }
             _ => {
                 let now = Instant::now();
+                let now_ms = crate::balance::quota::unix_now_ms();
                 v["cluster"] =
                     json!({"members": [{"id": node, "is_self": true, "status": "ready"}]});
                 v["backends"] = balancer
@@ -233,8 +234,12 @@ fn admin_cluster(
                     .iter()
                     .map(|b| {
                         let st = balancer.view().status(b, now);
+                        let quota = balancer.view().quota(b, now_ms).map(|q| {
+                            q.to_json(b.quota_sent_since(q.obs.at_ms), now_ms)
+                        });
                         json!({"name": b.name(), "available": st.available, "healthy": st.healthy,
-                               "in_flight": st.in_flight, "latency_ms": st.latency_ms, "ttft_ms": st.ttft_ms})
+                               "in_flight": st.in_flight, "latency_ms": st.latency_ms, "ttft_ms": st.ttft_ms,
+                               "quota": quota})
                     })
                     .collect();
             }

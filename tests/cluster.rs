@@ -208,7 +208,8 @@ async fn a_dead_node_is_seen_within_seconds_and_the_fallback_share_is_redivided(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_cooldowns_and_affinity_agree_across_nodes() {
     let (a, b) = (mock("openai", "a", &[]), mock("openai", "b", &[]));
-    let cm = mock("openai", "c", &[]);
+    // `c` will be rate limited without rate-limit headers: only its 429s say so.
+    let cm = mock("openai", "c", &["--no-rate-limit-headers"]);
     let gossip = [free_port(), free_port(), free_port()];
     // Only node-0 probes `a`: its verdict is the only evidence, so it counts for everyone.
     let with_probe = |i: usize| {

@@ -73,7 +73,11 @@ async fn passive_ejection_then_active_probe_recovery() {
 #[tokio::test]
 async fn upstream_429_with_retry_after_becomes_a_cooldown() {
     // One request per 10 s: the second answer is a 429 with Retry-After.
-    let limited = mock("openai", "limited", &["--rate-limit-rps", "0.1"]);
+    let limited = mock(
+        "openai",
+        "limited",
+        &["--rate-limit-rps", "0.1", "--no-rate-limit-headers"],
+    );
     let other = mock("openai", "other", &[]);
     let cfg = format!(
         "backends:\n{}{}{TENANTS}routing:\n  strategy: round-robin\n",
@@ -137,8 +141,10 @@ async fn all_backends_down_is_a_clear_503() {
 #[tokio::test]
 async fn when_every_backend_is_cooling_down_the_request_waits_or_gets_429() {
     // Each upstream takes one request per second: the second answer is a 429 with Retry-After: 1.
-    let a = mock("openai", "a", &["--rate-limit-rps", "1"]);
-    let b = mock("openai", "b", &["--rate-limit-rps", "1"]);
+    // No rate-limit headers: Sluice learns the limit only from the 429s (see tests/quota.rs).
+    let quiet = ["--rate-limit-rps", "1", "--no-rate-limit-headers"];
+    let a = mock("openai", "a", &quiet);
+    let b = mock("openai", "b", &quiet);
     let pool = format!(
         "backends:\n{}{}{TENANTS}routing:\n  strategy: round-robin\n",
         backend("a", &a, "openai", ""),

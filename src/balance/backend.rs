@@ -2,13 +2,14 @@
 //! adaptive concurrency limit). Atomics for the hot counters, short non-async locks for the
 //! estimators. Deliver and the health prober write to it; the balancer reads it.
 
+use super::quota::{self, Assessment, Observation, Units};
 use super::{Health, HealthPolicy, HealthState, PeakEwma};
 use crate::config::{BackendConfig, CongestionConfig, Priority};
 use crate::observe::Metrics;
 use crate::observe::metrics::BackendHandles;
 use crate::shape::{AdmissionQueue, ConcurrencyLimit, Outcome, Pacer, allows};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -57,6 +58,10 @@ pub struct Backend {
     pub metrics: BackendHandles,
     /// The name as the `x-sluice-backend` header value (None if it cannot be one).
     pub name_header: Option<http::HeaderValue>,
+    /// The provider's rate-limit headers as last seen, and what this node sent since.
+    quota: Mutex<quota::Local>,
+    /// Its quota does not cover calls now (a log line on each change).
+    paced: AtomicBool,
 }
 
 const EWMA_TAU: Duration = Duration::from_secs(10);
@@ -98,6 +103,8 @@ impl Backend {
             queues: OnceLock::new(),
             metrics: Metrics::backend_handles(&cfg_name),
             name_header: http::HeaderValue::from_str(&cfg_name).ok(),
+            quota: Mutex::new(quota::Local::default()),
+            paced: AtomicBool::new(false),
         }
     }
 
@@ -312,6 +319,52 @@ impl Backend {
             .lock()
             .expect("health lock")
             .cooldown_until(until);
+    }
+
+    /// What an answer's rate-limit headers said (older than the one held: ignored).
+    pub fn observe_quota(&self, obs: Observation) {
+        if obs.is_empty() || !self.quota.lock().expect("quota lock").observe(obs) {
+            return;
+        }
+        for kind in quota::KINDS {
+            if let Some(w) = obs.window(kind) {
+                Metrics::quota(self.name(), kind.as_str(), w.remaining, w.reset_ms);
+            }
+        }
+    }
+
+    /// This node's latest quota observation, while it still says something at `now_ms`.
+    pub fn local_quota(&self, now_ms: u64) -> Option<Observation> {
+        let q = self.quota.lock().expect("quota lock");
+        q.obs.filter(|o| !o.expired(now_ms))
+    }
+
+    /// What this node sent here after `at_ms`.
+    pub fn quota_sent_since(&self, at_ms: u64) -> Units {
+        self.quota.lock().expect("quota lock").ledger.since(at_ms)
+    }
+
+    /// A call is on its way here: it counts against the quota until an answer reports it.
+    pub fn record_send(&self, units: Units, now_ms: u64) {
+        self.quota
+            .lock()
+            .expect("quota lock")
+            .ledger
+            .record(now_ms, units);
+    }
+
+    /// Log when the backend starts or stops being paced by its quota.
+    pub fn note_pacing(&self, a: &Assessment) {
+        let paced = !a.fits;
+        if self.paced.swap(paced, Ordering::Relaxed) == paced {
+            return;
+        }
+        match a.short {
+            Some((kind, left)) if paced => {
+                tracing::info!(backend = %self.name(), kind = kind.as_str(), left = left.floor() as u64, ready_in_ms = a.ready_in.as_millis() as u64, "backend paced: its remaining quota does not cover the call");
+            }
+            _ => tracing::info!(backend = %self.name(), "backend no longer paced: quota available"),
+        }
     }
 
     /// An active probe's result.

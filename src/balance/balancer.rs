@@ -3,6 +3,7 @@
 //! these". Callers never see candidates or algorithms.
 
 use super::candidates::{self, Entry, Pool, Want};
+use super::quota;
 use super::{Backend, BackendTable, BackendView, InFlightGuard, PoolState, rendezvous, select};
 use crate::route::RouteDecision;
 use std::sync::{Arc, Mutex};
@@ -23,7 +24,7 @@ pub enum Survey {
     /// No backend of the route serves this model and endpoint.
     NotServed,
     /// Every untried backend that serves the call is only cooling down after an upstream's
-    /// Retry-After; the earliest is back at this instant.
+    /// Retry-After, or paced until its quota covers the call; the earliest is back at this instant.
     CoolingUntil(Instant),
     /// Nothing available (unhealthy, ejected, or all tried).
     Unavailable,
@@ -63,8 +64,15 @@ impl Balancer {
         capacity: bool,
     ) -> Pool {
         let now = Instant::now();
+        let now_ms = quota::unix_now_ms();
+        let need = want.units();
         let entries = route.pool.iter().map(|&id| {
             let b = &self.backends[id];
+            let quota = self.view.quota(b, now_ms).map(|basis| {
+                let a = quota::assess(&basis, b.quota_sent_since(basis.obs.at_ms), need, now_ms);
+                b.note_pacing(&a);
+                a
+            });
             Entry {
                 id,
                 serves: b.cfg.serves(want.model)
@@ -75,6 +83,7 @@ impl Balancer {
                 has_room: !capacity || b.has_room(b.in_flight(), want.priority),
                 weight: b.cfg.weight,
                 price: b.cfg.price,
+                quota,
             }
         });
         candidates::filter(entries, want, tried, route.health_check, capacity, now)
@@ -111,6 +120,7 @@ impl Balancer {
         };
         let b = self.backends[id].clone();
         let guard = b.try_start(want.priority)?;
+        b.record_send(want.units(), quota::unix_now_ms());
         Some((b, guard))
     }
 }

@@ -1,6 +1,7 @@
 //! Step 1 of a choice: which backends of a route's pool may take this call now. Pure: the backends'
 //! facts and statuses come in as values, so every case is unit-tested without I/O.
 
+use super::quota::{Assessment, Units};
 use super::{BackendStatus, Candidate};
 use crate::config::{PriceConfig, Priority};
 use crate::protocol::Endpoint;
@@ -24,6 +25,13 @@ pub struct Want<'a> {
     pub pinned: Option<usize>,
 }
 
+impl Want<'_> {
+    /// What the call takes of a backend's quota.
+    pub fn units(&self) -> Units {
+        Units::call(self.est_input_tokens, self.est_output_tokens)
+    }
+}
+
 /// One backend of the pool as the filter sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry {
@@ -35,6 +43,8 @@ pub struct Entry {
     pub has_room: bool,
     pub weight: u32,
     pub price: PriceConfig,
+    /// Whether the call fits its quota (`None`: nothing known of it).
+    pub quota: Option<Assessment>,
 }
 
 /// The outcome of filtering: the candidates, and why there are none when there are none.
@@ -46,7 +56,7 @@ pub struct Pool {
     /// Some untried backend is available (healthy, not cooling down), whatever its load.
     pub any_available: bool,
     /// When none is available and every one of them is only cooling down (an upstream's
-    /// Retry-After), the earliest end of those cooldowns.
+    /// Retry-After) or paced by its quota, the earliest end of those cooldowns and pacings.
     pub cooldown_end: Option<Instant>,
 }
 
@@ -83,6 +93,12 @@ pub fn filter(
             }
             continue;
         }
+        if let Some(q) = e.quota.filter(|q| !q.fits) {
+            // Its remaining quota will not cover the call: like a cooldown, until it will.
+            let c = now + q.ready_in;
+            pool.cooldown_end = Some(pool.cooldown_end.map_or(c, |x| x.min(c)));
+            continue;
+        }
         pool.any_available = true;
         if capacity && !e.has_room {
             continue;
@@ -98,6 +114,7 @@ pub fn filter(
             in_flight: st.in_flight,
             latency_ms,
             cost: cost(e.price, want.est_input_tokens, want.est_output_tokens),
+            headroom: e.quota.and_then(|q| q.headroom),
         });
     }
     if pool.any_available || !only_cooling {
@@ -134,6 +151,7 @@ mod tests {
                 input_per_1m: 1.0,
                 output_per_1m: 2.0,
             },
+            quota: None,
         }
     }
 
@@ -210,5 +228,37 @@ mod tests {
         );
         assert_eq!(p.cooldown_end, None);
         assert!(!filter([], &want(false), &[], true, false, now).any_serves);
+    }
+
+    #[test]
+    fn a_backend_out_of_quota_is_paced_like_a_cooldown() {
+        let now = Instant::now();
+        let paced = |ms| Assessment {
+            fits: false,
+            headroom: Some(0.0),
+            ready_in: Duration::from_millis(ms),
+            short: None,
+        };
+        let mut a = entry(0, status(true, true, None));
+        a.quota = Some(paced(2_000));
+        let mut b = entry(1, status(true, true, None));
+        b.quota = Some(Assessment {
+            headroom: Some(0.5),
+            ..Assessment::FITS
+        });
+        // The other one has headroom: it is the candidate.
+        let p = filter([a, b], &want(false), &[], true, true, now);
+        assert_eq!(p.cands.iter().map(|c| c.id).collect::<Vec<_>>(), [1]);
+        assert_eq!(p.cands[0].headroom, Some(0.5));
+        assert_eq!(p.cooldown_end, None);
+        // Every one is paced or cooling down: back at the earliest.
+        let mut c = entry(1, status(true, true, None));
+        c.quota = Some(paced(500));
+        let p = filter([a, c], &want(false), &[], true, false, now);
+        assert!(!p.any_available && p.cands.is_empty());
+        assert_eq!(p.cooldown_end, Some(now + Duration::from_millis(500)));
+        let cooling = entry(1, status(false, true, Some(now + Duration::from_secs(1))));
+        let p = filter([a, cooling], &want(false), &[], true, false, now);
+        assert_eq!(p.cooldown_end, Some(now + Duration::from_secs(1)));
     }
 }

@@ -14,7 +14,9 @@
 //!    route's [`Algorithm`];
 //! 3. Deliver feeds the outcome back to the [`Backend`]: latency (time to first token for streams)
 //!    into its [`PeakEwma`], success/failure into [`Health::passive`], an upstream's Retry-After into
-//!    [`Health::cooldown_until`]. Active probes report through [`Health::probe`].
+//!    [`Health::cooldown_until`], the provider's rate-limit headers into the backend's [`quota`]
+//!    view (a backend whose remaining quota will not cover the call is not a candidate; see
+//!    [`quota::assess`]). Active probes report through [`Health::probe`].
 
 mod affinity;
 mod backend;
@@ -22,6 +24,7 @@ mod balancer;
 pub mod candidates;
 mod ewma;
 mod health;
+pub mod quota;
 mod select;
 mod table;
 

@@ -11,6 +11,9 @@ const TIE_EPSILON: f64 = 1e-9;
 const MIN_LATENCY_MS: f64 = 1e-3;
 /// Latency assumed by [`Algorithm::Adaptive`] when no candidate has a sample.
 const DEFAULT_LATENCY_MS: f64 = 1.0;
+/// Quota headroom floor for the load scores: a backend at 1% of its quota or less counts as 100×
+/// as loaded as one with its whole quota.
+const MIN_HEADROOM: f64 = 0.01;
 
 /// One eligible backend as the selector sees it (health filtering is done by
 /// the caller with [`eligible`](super::eligible)).
@@ -28,6 +31,9 @@ pub struct Candidate {
     /// Estimated cost of this request on this backend (price × estimated
     /// tokens). NaN is treated as infinitely expensive.
     pub cost: f64,
+    /// Estimated fraction of its quota left (0..1), from the provider's rate-limit headers;
+    /// `None` = unknown, counts as whole. The load-based algorithms divide their load by it.
+    pub headroom: Option<f64>,
 }
 
 impl Candidate {
@@ -39,7 +45,15 @@ impl Candidate {
             in_flight: 0,
             latency_ms: None,
             cost: 0.0,
+            headroom: None,
         }
+    }
+
+    /// The headroom as a divisor of load: in `[MIN_HEADROOM, 1]`, 1 when unknown.
+    fn quota_factor(&self) -> f64 {
+        self.headroom
+            .filter(|h| !h.is_nan())
+            .map_or(1.0, |h| h.clamp(MIN_HEADROOM, 1.0))
     }
 
     fn weight(&self) -> u64 {
@@ -147,7 +161,16 @@ fn load_cmp(a: &Candidate, b: &Candidate) -> Ordering {
     (u64::from(a.in_flight) * b.weight()).cmp(&(u64::from(b.in_flight) * a.weight()))
 }
 
+/// Fewest in flight per weight; with quota known, `(in_flight + 1) / (weight × headroom)` so a
+/// backend near the end of its quota is not "least loaded".
 fn least_connections(cands: &[Candidate], state: &mut PoolState) -> Option<usize> {
+    if cands.iter().any(|c| c.headroom.is_some()) {
+        let score =
+            |c: &Candidate| (f64::from(c.in_flight) + 1.0) / (c.weight() as f64 * c.quota_factor());
+        let min = cands.iter().map(score).min_by(f64::total_cmp)?;
+        let tied = cands.iter().filter(|c| near(score(c), min)).map(|c| c.id);
+        return round_robin(state, tied);
+    }
     let min = cands.iter().min_by(|a, b| load_cmp(a, b))?;
     let tied = cands
         .iter()
@@ -203,7 +226,7 @@ fn index(r: f64, n: usize) -> usize {
 }
 
 /// Power of two choices: two distinct random candidates, the lower of
-/// `latency × (in_flight + 1) / weight` wins.
+/// `latency × (in_flight + 1) / (weight × quota headroom)` wins.
 fn adaptive(cands: &[Candidate], rand01: &mut dyn FnMut() -> f64) -> Option<usize> {
     let n = cands.len();
     if n <= 1 {
@@ -226,7 +249,7 @@ fn adaptive(cands: &[Candidate], rand01: &mut dyn FnMut() -> f64) -> Option<usiz
     };
     let score = |c: &Candidate| {
         c.latency().unwrap_or(default).max(MIN_LATENCY_MS) * (f64::from(c.in_flight) + 1.0)
-            / c.weight() as f64
+            / (c.weight() as f64 * c.quota_factor())
     };
     let (a, b) = (&cands[i], &cands[j]);
     Some(if score(b) < score(a) { b.id } else { a.id })

@@ -498,3 +498,46 @@ fn only_adaptive_draws_randoms() {
         }
     }
 }
+
+#[test]
+fn least_loaded_algorithms_account_for_quota_headroom() {
+    // Same load; the one at 2% of its quota is not "least loaded".
+    let cands = [
+        Candidate {
+            headroom: Some(0.02),
+            ..Candidate::new(0)
+        },
+        Candidate {
+            headroom: Some(0.9),
+            ..Candidate::new(1)
+        },
+    ];
+    let mut st = PoolState::new();
+    for _ in 0..4 {
+        assert_eq!(
+            select(Algorithm::LeastConnections, &cands, &mut st, &mut no_rand()),
+            Some(1)
+        );
+    }
+    // Unless the other is far busier: 60 in flight at 90% against none at 2%.
+    let busy = [
+        cands[0].clone(),
+        Candidate {
+            in_flight: 60,
+            ..cands[1].clone()
+        },
+    ];
+    assert_eq!(
+        select(Algorithm::LeastConnections, &busy, &mut st, &mut no_rand()),
+        Some(0)
+    );
+    // Power of two choices compares the same way.
+    let lat = |c: &Candidate| Candidate {
+        latency_ms: Some(10.0),
+        ..c.clone()
+    };
+    let both = [lat(&cands[0]), lat(&cands[1])];
+    let mut draws = [0.0, 0.0].into_iter();
+    let mut r = move || draws.next().unwrap_or(0.0);
+    assert_eq!(select(Algorithm::Adaptive, &both, &mut st, &mut r), Some(1));
+}

@@ -1,6 +1,7 @@
 //! The live backend table and the view the balancer reads it through: this node's own knowledge,
 //! or (in a cluster) the same merged with the peers' reports.
 
+use super::quota::Basis;
 use super::{Backend, BackendStatus};
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,6 +10,14 @@ use std::time::Instant;
 /// a cluster-wide view (gossip-fed) wraps the local one and merges the peers' reports.
 pub trait BackendView: Send + Sync {
     fn status(&self, backend: &Backend, now: Instant) -> BackendStatus;
+
+    /// The quota observation to pace `backend` by at `now_ms` (unix ms), and how many nodes share
+    /// it; `None` when no answer said anything (yet, or any more). Alone: this node's own, share 1.
+    fn quota(&self, backend: &Backend, now_ms: u64) -> Option<Basis> {
+        backend
+            .local_quota(now_ms)
+            .map(|obs| Basis { obs, share: 1 })
+    }
 }
 
 /// This node's own knowledge only.

@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `status` | `ready` / `leaving` | [`super::Cluster::join`], [`super::Cluster::leave`] |
 //! | `backend:<name>:state` | a [`super::BackendReport`] (`h=1;lat=12.5;…`) | [`super::publisher`] |
+//! | `backend:<name>:quota` | the node's latest quota observation (`t=…;requests=60/12/48000`) | [`super::publisher`] via [`super::quota`] |
 //!
 //! Values are strings (chitchat's model). Keys stay short: every live node gossips all of its keys.
 
@@ -14,6 +15,14 @@ pub const STATUS: &str = "status";
 pub const BACKEND_PREFIX: &str = "backend:";
 /// Suffix of the per-backend report keys.
 pub const BACKEND_STATE_SUFFIX: &str = ":state";
+
+/// Suffix of the per-backend quota keys.
+pub const BACKEND_QUOTA_SUFFIX: &str = ":quota";
+
+/// `backend:<name>:quota`.
+pub fn backend_quota_key(backend: &str) -> String {
+    format!("{BACKEND_PREFIX}{backend}{BACKEND_QUOTA_SUFFIX}")
+}
 
 /// A node's lifecycle as gossiped under [`STATUS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,8 @@
 //!   [`keys`].
 //! - [`divisor`]: the count the limiter's fallback divides by; a node that hears no gossip keeps the
 //!   last stable count instead of believing it is alone.
-//! - [`publisher`] gossips this node's [`BackendReport`] per backend on meaningful change.
+//! - [`publisher`] gossips this node's [`BackendReport`] per backend on meaningful change, and its
+//!   latest quota observation per backend ([`quota`]: merged by the freshest observation).
 //! - [`ClusterView`] implements [`crate::balance::BackendView`]: this node's own status merged with
 //!   the live peers' fresh reports; the rule is documented and tested in [`merge`].
 //!
@@ -39,6 +40,7 @@ mod member;
 pub mod membership;
 pub mod merge;
 pub mod publisher;
+pub mod quota;
 pub mod report;
 pub mod seal;
 mod self_keys;

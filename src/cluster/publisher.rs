@@ -23,6 +23,7 @@ pub fn publisher(cluster: &Cluster, table: BackendTable) -> JoinHandle<()> {
             .map(|b| keys::backend_state_key(b.name()))
             .collect();
         let mut last: Vec<Option<BackendReport>> = vec![None; table.len()];
+        let mut quotas = super::quota::QuotaPublisher::new(&table);
         let mut tick = tokio::time::interval(shared.gossip_interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -41,6 +42,7 @@ pub fn publisher(cluster: &Cluster, table: BackendTable) -> JoinHandle<()> {
                     last[i] = Some(next);
                 }
             }
+            changed.extend(quotas.changes(&table, now_ms));
             if !changed.is_empty() {
                 tracing::trace!(keys = changed.len(), "publishing backend reports");
                 shared.set_many(changed).await;

@@ -9,7 +9,9 @@
 
 use super::membership::{Cluster, Member, Shared};
 use super::merge::{PeerAggregate, Rules, aggregate, merge};
+use super::quota::{self, PeerQuota};
 use super::report::{BackendReport, target_id, unix_now_ms};
+use crate::balance::quota::Basis;
 use crate::balance::{Backend, BackendStatus, BackendTable, BackendView};
 use serde_json::{Value, json};
 use std::sync::{Arc, PoisonError, RwLock, Weak};
@@ -22,6 +24,8 @@ pub struct ClusterView {
     table: BackendTable,
     /// Indexed by `Backend::id`.
     peers: RwLock<Vec<PeerAggregate>>,
+    /// The peers' quota observations, indexed by `Backend::id`.
+    quotas: RwLock<Vec<PeerQuota>>,
 }
 
 impl ClusterView {
@@ -32,6 +36,7 @@ impl ClusterView {
             shared: cluster.shared().clone(),
             table,
             peers: RwLock::new(Vec::new()),
+            quotas: RwLock::new(Vec::new()),
         });
         view.refresh(&view.shared.members(), Instant::now(), unix_now_ms());
         tokio::spawn(refresh_loop(Arc::downgrade(&view), view.shared.clone()));
@@ -51,11 +56,20 @@ impl ClusterView {
             next[b.id] = aggregate(reports, rules, now, now_unix_ms);
         }
         *self.peers.write().unwrap_or_else(PoisonError::into_inner) = next;
+        let mut quotas = vec![PeerQuota::default(); len];
+        for b in self.table.iter() {
+            quotas[b.id] = quota::fold(peers(members), b.name(), now_unix_ms);
+        }
+        *self.quotas.write().unwrap_or_else(PoisonError::into_inner) = quotas;
     }
 
     /// Forget the peers: local knowledge only.
     fn clear(&self) {
         self.peers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.quotas
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
@@ -84,7 +98,8 @@ impl ClusterView {
     ///                             "latency_ms": 118.0, "ttft_ms": null, "in_flight": 1,
     ///                             "cooldown_until_ms": 0, "age_ms": 0, "counted": true}]}]}
     /// ```
-    /// `counted`: the report takes part in the merge (fresh, from a ready live node).
+    /// `counted`: the report takes part in the merge (fresh, from a ready live node). Each backend
+    /// also has `quota`: the observation this node paces by (see [`super::quota`]), or null.
     pub fn admin_json(&self) -> Value {
         let now = Instant::now();
         let now_ms = unix_now_ms();
@@ -112,10 +127,14 @@ impl ClusterView {
                         reports.push(report_json(&m.node.id, false, r, now_ms, counted));
                     }
                 }
+                let quota = self
+                    .quota(b, now_ms)
+                    .map(|q| q.to_json(b.quota_sent_since(q.obs.at_ms), now_ms));
                 json!({
                     "name": b.name(),
                     "merged": status_json(&merged, now, voters),
                     "reports": reports,
+                    "quota": quota,
                 })
             })
             .collect();
@@ -132,6 +151,13 @@ impl BackendView for ClusterView {
             Some(p) if p.reporters > 0 => merge(&local, p, now),
             _ => local,
         }
+    }
+
+    fn quota(&self, backend: &Backend, now_ms: u64) -> Option<Basis> {
+        let local = backend.local_quota(now_ms);
+        let quotas = self.quotas.read().unwrap_or_else(PoisonError::into_inner);
+        let peers = quotas.get(backend.id).copied().unwrap_or_default();
+        quota::basis(local, &peers)
     }
 }
 

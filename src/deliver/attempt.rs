@@ -4,7 +4,9 @@
 use super::call::Call;
 use super::client::{UpstreamBody, UpstreamClient};
 use super::stream::{OnFinish, OnFirst, StreamBody, StreamClock, StreamEnd, StreamSides};
-use super::upstream::{build_request, error_chain, read_limited, retry_after, upstream_error};
+use super::upstream::{
+    build_request, error_chain, observe_quota, read_limited, retry_after, upstream_error,
+};
 use crate::balance::{Backend, InFlightGuard, candidates};
 use crate::config::BoundsConfig;
 use crate::error::GatewayError;
@@ -102,6 +104,7 @@ pub(super) async fn attempt(
         Ok(Ok(r)) => r,
     };
     let status = resp.status();
+    observe_quota(backend, resp.headers(), sent_at);
     let now = std::time::Instant::now();
     if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
         backend.congestion_sample(Outcome::Dropped);

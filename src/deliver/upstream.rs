@@ -4,8 +4,9 @@
 use super::call::Call;
 use super::client::{UpstreamBody, UpstreamClient};
 use crate::balance::Backend;
+use crate::balance::quota::{self, Observation, Window};
 use crate::error::GatewayError;
-use crate::protocol::{Endpoint, Protocol, RespBody, full_body, read_whole};
+use crate::protocol::{Endpoint, Protocol, RespBody, full_body, ratelimit, read_whole};
 use crate::translate::{Plan, error_back};
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
@@ -117,6 +118,29 @@ pub(super) async fn read_limited(
         }),
         Ok(Ok(b)) => Ok(b),
     }
+}
+
+/// The provider's rate-limit headers on an answer to a request sent at `sent_at`, into the
+/// backend's quota view (stamped with the send: the provider counted the request then).
+pub(super) fn observe_quota(backend: &Backend, h: &HeaderMap, sent_at: Instant) {
+    let now_ms = quota::unix_now_ms();
+    let windows = ratelimit::read(h, now_ms);
+    if windows.iter().all(Option::is_none) {
+        return;
+    }
+    let since_sent = u64::try_from(sent_at.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let mut obs = Observation {
+        at_ms: now_ms.saturating_sub(since_sent),
+        ..Observation::default()
+    };
+    for (slot, w) in obs.windows.iter_mut().zip(windows) {
+        *slot = w.map(|l| Window {
+            limit: l.limit,
+            remaining: l.remaining,
+            reset_ms: l.reset_ms.saturating_add(since_sent),
+        });
+    }
+    backend.observe_quota(obs);
 }
 
 pub(super) fn retry_after(h: &HeaderMap) -> Option<Duration> {

@@ -1,16 +1,18 @@
 //! Runtime settings (atomics), the token-bucket rate limiter, and the `/_mock/*` endpoints.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 use serde_json::{Map, Value, json};
 
 use super::MockConfig;
 use super::body::{MockBody, error, json_response};
 use super::fault::{FaultSetting, StreamFault};
-use super::state::State;
+use super::state::{State, unix_now_ms};
+use crate::protocol::{Protocol, ratelimit, ratelimit::Limit};
 
 /// Behaviour knobs changeable at run time; read once per request via [`Settings::snapshot`].
 pub(crate) struct Settings {
@@ -56,7 +58,7 @@ impl Settings {
             stream_fault: FaultSetting::new(cfg.stream_fault),
             retry_after_s: AtomicU64::new(0),
             body_bytes: AtomicU64::new(cfg.body_bytes),
-            limiter: RateLimiter::new(cfg.rate_limit_rps.map(sanitize_rate)),
+            limiter: RateLimiter::new(cfg),
         }
     }
 
@@ -106,62 +108,151 @@ fn sanitize_rate(v: f64) -> f64 {
     if v.is_nan() || v < 0.0 { 0.0 } else { v }
 }
 
-/// Lock-free token bucket (GCRA form): rate `rps`, burst `max(1, rps)`.
+/// A token bucket: `capacity` units, refilled continuously at `rate` per second.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    rate: f64,
+    capacity: f64,
+    level: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64, burst: Option<f64>) -> Bucket {
+        let capacity = burst.filter(|b| *b >= 1.0).unwrap_or(rate.max(1.0)).floor();
+        Bucket {
+            rate,
+            capacity,
+            // Rate 0 rejects everything.
+            level: if rate > 0.0 { capacity } else { 0.0 },
+            last: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.level = (self.level + dt * self.rate).min(self.capacity);
+        self.last = now;
+    }
+
+    /// How long until `n` units are there (`None`: never, at rate 0).
+    fn wait_for(&self, n: f64) -> Option<Duration> {
+        if self.level >= n {
+            return Some(Duration::ZERO);
+        }
+        (self.rate > 0.0 && n <= self.capacity)
+            .then(|| Duration::from_secs_f64((n - self.level) / self.rate))
+    }
+
+    /// What the provider's headers say of it.
+    fn report(&self) -> Limit {
+        let missing = self.capacity - self.level;
+        let reset_ms = if self.rate <= 0.0 {
+            1000
+        } else if missing <= 0.0 {
+            0
+        } else {
+            (missing / self.rate * 1000.0).ceil() as u64
+        };
+        Limit {
+            limit: Some(self.capacity as u64),
+            remaining: self.level.floor() as u64,
+            reset_ms,
+        }
+    }
+}
+
+/// The simulated provider's limits: a bucket of requests (`rate_limit_rps`, `rate_limit_burst`) and
+/// one of tokens (`rate_limit_tps`, `rate_limit_token_burst`), both optional. A request takes one
+/// request and its estimated tokens (input by body size plus `max_tokens`) from both, or nothing.
 pub(crate) struct RateLimiter {
-    /// Requests per second as f64 bits; NaN = unlimited; 0 = reject everything.
-    rps: AtomicU64,
-    /// Theoretical arrival time, in nanoseconds since `epoch`.
-    tat: AtomicU64,
-    epoch: Instant,
+    requests: Mutex<Option<Bucket>>,
+    tokens: Mutex<Option<Bucket>>,
+}
+
+/// The limits' state after a request, as the rate-limit headers report it.
+#[derive(Debug, Default)]
+pub(crate) struct Quota {
+    requests: Option<Limit>,
+    tokens: Option<Limit>,
+}
+
+impl Quota {
+    /// Write both windows in `protocol`'s family (Anthropic's input and output token windows
+    /// repeat the one token bucket).
+    pub fn write(&self, protocol: Protocol, h: &mut HeaderMap) {
+        let openai = protocol == Protocol::Openai;
+        let now_ms = unix_now_ms();
+        if let Some(l) = &self.requests {
+            ratelimit::write(h, openai, 0, l, now_ms);
+        }
+        if let Some(l) = &self.tokens {
+            for i in 1..ratelimit::WINDOWS {
+                ratelimit::write(h, openai, i, l, now_ms);
+            }
+        }
+    }
 }
 
 impl RateLimiter {
-    fn new(rps: Option<f64>) -> Self {
+    fn new(cfg: &MockConfig) -> Self {
+        let bucket = |rate: Option<f64>, burst| rate.map(|r| Bucket::new(sanitize_rate(r), burst));
         RateLimiter {
-            rps: AtomicU64::new(rps.unwrap_or(f64::NAN).to_bits()),
-            tat: AtomicU64::new(0),
-            epoch: Instant::now(),
+            requests: Mutex::new(bucket(cfg.rate_limit_rps, cfg.rate_limit_burst)),
+            tokens: Mutex::new(bucket(cfg.rate_limit_tps, cfg.rate_limit_token_burst)),
         }
     }
 
     fn rps(&self) -> Option<f64> {
-        let rps = f64::from_bits(self.rps.load(Ordering::Relaxed));
-        (!rps.is_nan()).then_some(rps)
+        self.requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map(|b| b.rate)
     }
 
-    fn set(&self, rps: Option<f64>) {
-        self.rps
-            .store(rps.unwrap_or(f64::NAN).to_bits(), Ordering::Relaxed);
-        self.tat.store(0, Ordering::Relaxed);
+    /// A new request limit (`None`: unlimited), its bucket full.
+    fn set(&self, rps: Option<f64>, burst: Option<f64>) {
+        *self.requests.lock().unwrap_or_else(PoisonError::into_inner) =
+            rps.map(|r| Bucket::new(r, burst));
     }
 
-    /// Take one token, or say how long until one is available.
-    pub fn check(&self) -> Result<(), Duration> {
-        let Some(rps) = self.rps() else {
-            return Ok(());
+    /// Take one request and `tokens` tokens, or say how long until both are there; either way,
+    /// what the headers report.
+    pub fn check(&self, tokens: u64) -> Result<Quota, (Quota, Duration)> {
+        let now = Instant::now();
+        let mut req = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut tok = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut wait = Duration::ZERO;
+        for (b, n) in [(req.as_mut(), 1.0), (tok.as_mut(), tokens as f64)] {
+            if let Some(b) = b {
+                b.refill(now);
+                wait = wait.max(b.wait_for(n).unwrap_or(Duration::from_secs(1)));
+            }
+        }
+        if wait.is_zero() {
+            for (b, n) in [(req.as_mut(), 1.0), (tok.as_mut(), tokens as f64)] {
+                if let Some(b) = b {
+                    b.level -= n;
+                }
+            }
+        }
+        let quota = Quota {
+            requests: req.map(|b| b.report()),
+            tokens: tok.map(|b| b.report()),
         };
-        if rps <= 0.0 {
-            return Err(Duration::from_secs(1));
+        if wait.is_zero() {
+            Ok(quota)
+        } else {
+            Err((quota, wait))
         }
-        let interval = (1e9 / rps).max(1.0) as u64;
-        let tolerance = ((rps.max(1.0) - 1.0) * interval as f64) as u64;
-        let now = self.epoch.elapsed().as_nanos() as u64;
-        let mut tat = self.tat.load(Ordering::Relaxed);
-        loop {
-            let start = tat.max(now);
-            if start - now > tolerance {
-                return Err(Duration::from_nanos(start - tolerance - now));
-            }
-            match self.tat.compare_exchange_weak(
-                tat,
-                start + interval,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return Ok(()),
-                Err(actual) => tat = actual,
-            }
-        }
+    }
+
+    /// Whether a token limit is set (requests then need their token estimate).
+    pub fn counts_tokens(&self) -> bool {
+        self.tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
     }
 }
 
@@ -218,7 +309,7 @@ pub(crate) fn control(state: &State, body: &[u8]) -> Response<MockBody> {
             Change::Ttft(v) => s.ttft_ms.store(v, Ordering::Relaxed),
             Change::TokensPerSec(v) => s.tokens_per_sec.store(v.to_bits(), Ordering::Relaxed),
             Change::ErrorRate(v) => s.error_rate.store(v.to_bits(), Ordering::Relaxed),
-            Change::RateLimit(v) => s.limiter.set(v),
+            Change::RateLimit(v, burst) => s.limiter.set(v, burst),
             Change::Healthy(v) => s.healthy.store(v, Ordering::Relaxed),
             Change::Status(v) => s.status.store(v.map_or(0, u32::from), Ordering::Relaxed),
             Change::StreamFault(f) => s.stream_fault.set(f),
@@ -235,7 +326,7 @@ enum Change {
     Ttft(u64),
     TokensPerSec(f64),
     ErrorRate(f64),
-    RateLimit(Option<f64>),
+    RateLimit(Option<f64>, Option<f64>),
     Healthy(bool),
     Status(Option<u16>),
     StreamFault(StreamFault),
@@ -258,8 +349,16 @@ fn parse_changes(map: &Map<String, Value>) -> Result<Vec<Change>, String> {
                     .filter(|x| (0.0..=1.0).contains(x))
                     .ok_or_else(bad)?,
             ),
-            "rate_limit_rps" if v.is_null() => Change::RateLimit(None),
-            "rate_limit_rps" => Change::RateLimit(Some(non_neg()?)),
+            "rate_limit_rps" if v.is_null() => Change::RateLimit(None, None),
+            "rate_limit_rps" => {
+                let burst = match map.get("rate_limit_burst") {
+                    None => None,
+                    Some(b) => Some(b.as_f64().filter(|x| *x >= 1.0).ok_or_else(bad)?),
+                };
+                Change::RateLimit(Some(non_neg()?), burst)
+            }
+            // Read with `rate_limit_rps`.
+            "rate_limit_burst" if map.contains_key("rate_limit_rps") => continue,
             "healthy" => Change::Healthy(v.as_bool().ok_or_else(bad)?),
             "status" if v.is_null() => Change::Status(None),
             "status" => {
@@ -290,23 +389,74 @@ fn json_value(status: StatusCode, v: &Value) -> Response<MockBody> {
 mod tests {
     use super::*;
 
+    fn limiter(rps: Option<f64>, burst: Option<f64>) -> RateLimiter {
+        RateLimiter::new(&MockConfig {
+            rate_limit_rps: rps,
+            rate_limit_burst: burst,
+            ..MockConfig::default()
+        })
+    }
+
     #[test]
     fn limiter_allows_burst_then_rejects() {
-        let l = RateLimiter::new(Some(3.0));
-        for _ in 0..3 {
-            assert!(l.check().is_ok());
+        let l = limiter(Some(3.0), None);
+        for left in [2, 1, 0] {
+            let q = l.check(0).unwrap();
+            assert_eq!(q.requests.unwrap().remaining, left);
         }
-        let wait = l.check().unwrap_err();
+        let (q, wait) = l.check(0).unwrap_err();
         assert!(wait <= Duration::from_millis(334), "{wait:?}");
         assert_eq!(retry_after_secs(wait), 1);
+        let r = q.requests.unwrap();
+        assert_eq!((r.limit, r.remaining), (Some(3), 0));
+        assert!((900..=1000).contains(&r.reset_ms), "{r:?}");
     }
 
     #[test]
     fn limiter_off_and_zero() {
-        assert!(RateLimiter::new(None).check().is_ok());
-        assert!(RateLimiter::new(Some(0.0)).check().is_err());
-        let slow = RateLimiter::new(Some(0.1));
-        assert!(slow.check().is_ok());
-        assert_eq!(retry_after_secs(slow.check().unwrap_err()), 10);
+        assert!(limiter(None, None).check(0).is_ok());
+        let zero = limiter(Some(0.0), None);
+        assert_eq!(zero.check(0).unwrap_err().1, Duration::from_secs(1));
+        let slow = limiter(Some(0.1), None);
+        assert!(slow.check(0).is_ok());
+        assert_eq!(retry_after_secs(slow.check(0).unwrap_err().1), 10);
+    }
+
+    #[test]
+    fn a_bucket_of_sixty_refilled_one_a_second() {
+        let l = limiter(Some(1.0), Some(60.0));
+        for _ in 0..60 {
+            assert!(l.check(0).is_ok());
+        }
+        let (q, wait) = l.check(0).unwrap_err();
+        assert!(wait > Duration::from_millis(900), "{wait:?}");
+        let r = q.requests.unwrap();
+        assert_eq!((r.limit, r.remaining), (Some(60), 0));
+        assert!((59_000..=60_000).contains(&r.reset_ms), "{r:?}");
+        let mut h = HeaderMap::new();
+        q.write(Protocol::Openai, &mut h);
+        assert_eq!(h["x-ratelimit-limit-requests"], "60");
+        assert_eq!(h["x-ratelimit-remaining-requests"], "0");
+        assert!(h.get("x-ratelimit-reset-requests").is_some());
+    }
+
+    #[test]
+    fn tokens_are_limited_too() {
+        let mut cfg = MockConfig::new(Protocol::Anthropic, "m");
+        cfg.rate_limit_tps = Some(10.0);
+        cfg.rate_limit_token_burst = Some(100.0);
+        let l = RateLimiter::new(&cfg);
+        assert!(l.counts_tokens());
+        let q = l.check(70).unwrap();
+        assert_eq!(q.tokens.unwrap().remaining, 30);
+        assert!(q.requests.is_none());
+        let (_, wait) = l.check(70).unwrap_err();
+        assert!(wait > Duration::from_secs(3), "{wait:?}");
+        let mut h = HeaderMap::new();
+        q.write(Protocol::Anthropic, &mut h);
+        for w in ["tokens", "input-tokens", "output-tokens"] {
+            assert_eq!(h[format!("anthropic-ratelimit-{w}-remaining")], "30");
+        }
+        assert!(h.get("anthropic-ratelimit-requests-remaining").is_none());
     }
 }

@@ -61,9 +61,25 @@ pub struct MockConfig {
     /// Fraction (0..1) of API requests answered 500.
     #[arg(long, default_value_t = 0.0)]
     pub error_rate: f64,
-    /// Token bucket rate (burst = max(1, rps)); over it requests get 429 + `Retry-After`.
+    /// Request bucket refill rate per second; over it requests get 429 + `Retry-After`. Every
+    /// answer carries the provider's rate-limit headers (`x-ratelimit-*-requests` for OpenAI,
+    /// `anthropic-ratelimit-requests-*` for Anthropic).
     #[arg(long)]
     pub rate_limit_rps: Option<f64>,
+    /// Request bucket size (default max(1, rps)): `--rate-limit-rps 1 --rate-limit-burst 60` is
+    /// 60 requests a minute, refilled one a second.
+    #[arg(long)]
+    pub rate_limit_burst: Option<f64>,
+    /// Token bucket refill rate per second (a request takes its body size / 4 plus its
+    /// `max_tokens`); reported as `x-ratelimit-*-tokens` or `anthropic-ratelimit-{tokens,input-tokens,output-tokens}-*`.
+    #[arg(long)]
+    pub rate_limit_tps: Option<f64>,
+    /// Token bucket size (default max(1, tps)).
+    #[arg(long)]
+    pub rate_limit_token_burst: Option<f64>,
+    /// Send no rate-limit headers (a provider that only answers 429 + `Retry-After`).
+    #[arg(long)]
+    pub no_rate_limit_headers: bool,
     /// If set, API requests must carry this key (`Authorization: Bearer` or `x-api-key`).
     #[arg(long)]
     pub api_key: Option<String>,
@@ -90,6 +106,10 @@ impl MockConfig {
             tokens_per_sec: 0.0,
             error_rate: 0.0,
             rate_limit_rps: None,
+            rate_limit_burst: None,
+            rate_limit_tps: None,
+            rate_limit_token_burst: None,
+            no_rate_limit_headers: false,
             api_key: None,
             output_tokens: 16,
             body_bytes: 0,

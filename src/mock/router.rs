@@ -119,16 +119,66 @@ async fn api(state: &Arc<State>, req: Request<Incoming>, guard: InFlight) -> Res
         let msg = "Incorrect or missing API key.";
         return error(protocol, StatusCode::UNAUTHORIZED, msg);
     }
-    if let Err(wait) = state.settings.limiter.check() {
-        let mut res = error(
-            protocol,
-            StatusCode::TOO_MANY_REQUESTS,
-            "Rate limit exceeded (mock). Please retry later.",
-        );
-        res.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
-        return res;
+    let tokens = if state.settings.limiter.counts_tokens() {
+        token_estimate(&body, state.cfg.output_tokens)
+    } else {
+        0
+    };
+    let quota = match state.settings.limiter.check(tokens) {
+        Ok(q) => q,
+        Err((q, wait)) => {
+            let mut res = error(
+                protocol,
+                StatusCode::TOO_MANY_REQUESTS,
+                "Rate limit exceeded (mock). Please retry later.",
+            );
+            res.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
+            if !state.cfg.no_rate_limit_headers {
+                q.write(protocol, res.headers_mut());
+            }
+            return res;
+        }
+    };
+    let stored = Stored {
+        delete,
+        path: &path,
+    };
+    let mut res = answer(state, ep, body, keys, stored, guard).await;
+    if !state.cfg.no_rate_limit_headers {
+        quota.write(protocol, res.headers_mut());
     }
+    res
+}
+
+/// A request's tokens as the simulated provider counts them against its token limit: its body
+/// size / 4 plus its `max_tokens` (or the words it would generate).
+fn token_estimate(body: &Bytes, default_output: u32) -> u64 {
+    let v = serde_json::from_slice::<serde_json::Value>(body).ok();
+    let max = v.as_ref().and_then(|v| {
+        ["max_tokens", "max_completion_tokens"]
+            .iter()
+            .find_map(|k| v.get(*k).and_then(serde_json::Value::as_u64))
+    });
+    body.len() as u64 / 4 + max.unwrap_or(u64::from(default_output))
+}
+
+/// A stored-response call: its method and path.
+struct Stored<'a> {
+    delete: bool,
+    path: &'a str,
+}
+
+/// The answer to an API request that passed the limits.
+async fn answer(
+    state: &Arc<State>,
+    ep: Endpoint,
+    body: Bytes,
+    keys: Option<String>,
+    stored: Stored<'_>,
+    guard: InFlight,
+) -> Response<MockBody> {
+    let protocol = state.cfg.protocol;
     let mut snap: Snapshot = state.settings.snapshot();
     if !snap.latency.is_zero() {
         tokio::time::sleep(snap.latency).await;
@@ -188,7 +238,7 @@ async fn api(state: &Arc<State>, req: Request<Incoming>, guard: InFlight) -> Res
         Endpoint::CountTokens => anthropic::count_tokens(&body),
         Endpoint::Responses => responses::create(state, &snap, &body, guard).await,
         Endpoint::StoredResponse => {
-            responses::stored(state, delete, &path["/v1/responses/".len()..])
+            responses::stored(state, stored.delete, &stored.path["/v1/responses/".len()..])
         }
     }
 }

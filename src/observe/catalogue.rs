@@ -153,6 +153,18 @@ pub const BACKEND_IN_FLIGHT: Def = def(
     &["backend"],
     "requests in flight",
 );
+pub const BACKEND_QUOTA_REMAINING: Def = def(
+    "sluice_backend_quota_remaining",
+    Gauge,
+    &["backend", "kind"],
+    "what the provider's rate-limit headers last said remains: requests, tokens, input_tokens, output_tokens",
+);
+pub const BACKEND_QUOTA_RESET: Def = def(
+    "sluice_backend_quota_reset_seconds",
+    Gauge,
+    &["backend", "kind"],
+    "seconds until that window is whole again, as last reported",
+);
 // Deliver.
 pub const UPSTREAM_DURATION: Def = def(
     "sluice_upstream_duration_seconds",
@@ -237,6 +249,8 @@ pub const ALL: &[Def] = &[
     BACKEND_EJECTIONS,
     BACKEND_PROBE_BACKS,
     BACKEND_IN_FLIGHT,
+    BACKEND_QUOTA_REMAINING,
+    BACKEND_QUOTA_RESET,
     UPSTREAM_DURATION,
     TTFT,
     FAILOVERS,

@@ -166,6 +166,12 @@ impl Metrics {
         counter!(BACKEND_PROBE_BACKS.name, "backend" => backend.to_string(), "result" => result)
             .increment(1);
     }
+    pub fn quota(backend: &str, kind: &'static str, remaining: u64, reset_ms: u64) {
+        gauge!(BACKEND_QUOTA_REMAINING.name, "backend" => backend.to_string(), "kind" => kind)
+            .set(remaining as f64);
+        gauge!(BACKEND_QUOTA_RESET.name, "backend" => backend.to_string(), "kind" => kind)
+            .set(reset_ms as f64 / 1000.0);
+    }
     pub fn failover(backend: &str, reason: &'static str) {
         counter!(FAILOVERS.name, "backend" => backend.to_string(), "reason" => reason).increment(1);
     }

@@ -1,8 +1,10 @@
 //! What both sides of the proxy speak, shared by every stage (imports nothing of the pipeline):
-//! the two API dialects, the endpoints a client calls, the request body, response bodies.
+//! the two API dialects, the endpoints a client calls, the request body, response bodies, the
+//! providers' rate-limit headers.
 
 mod body;
 mod endpoint;
+pub mod ratelimit;
 mod request;
 pub mod responses;
 

@@ -10,6 +10,11 @@
 //! idle when no critical request needs them) for critical latency: the default here, 0.05, keeps both
 //! targets; 0.1 on an 8-slot backend holds critical p99 at ~1.1× but goodput at ~87%.
 //!
+//! Then, in the same run, the quota row: upstream 429s per minute with the quota view on (the
+//! provider sends its rate-limit headers) and off (it sends none: Sluice learns its limit from the
+//! 429s), side by side, each through its own node: a provider limited to 60 requests a minute (a
+//! bucket of 60 refilled at 1/s) offered 6 requests/s for BENCH_QUOTA_SECONDS (default 30).
+//!
 //! `cargo bench --bench overload`. Env: BENCH_SECONDS (loaded phase, default 10), BENCH_RATE (offered
 //! requests/s, default 640), BENCH_CRITICAL (share of critical requests, default 0.25), BENCH_LATENCY_MS
 //! (backend latency, default 100), BENCH_MAX_CONCURRENT (default 32), BENCH_SHAPING (the `shaping:`
@@ -25,7 +30,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
-use support::{gateway, mock};
+use support::{Proc, gateway, mock};
 use tokio::time::Instant;
 
 const BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello in one short sentence please."}]}"#;
@@ -260,5 +265,43 @@ fn main() {
             }
         }
         println!("  backend stats: {}", support::mock_stats(&m).await);
+        quota_row(&client).await;
     });
+}
+
+/// Upstream 429s per minute with the quota view on and off, both at once (see the module doc).
+async fn quota_row(client: &Http) {
+    let secs: f64 = env("BENCH_QUOTA_SECONDS", 30.0);
+    let limited = ["--rate-limit-rps", "1", "--rate-limit-burst", "60"];
+    let on = mock("openai", "quota-on", &limited);
+    let off = mock(
+        "openai",
+        "quota-off",
+        &[&limited[..], &["--no-rate-limit-headers"]].concat(),
+    );
+    let node = |m: &Proc| {
+        gateway(&format!(
+            "backends:\n  - {{ name: lim, url: \"{}\", protocol: openai }}\n\
+             tenants:\n  - {{ id: bench, keys: [sk-bench] }}\nrouting: {{}}\nshaping: {{ max_wait_ms: 0 }}\n",
+            m.url()
+        ))
+    };
+    let (gw_on, gw_off) = (node(&on), node(&off));
+    let url = |g: &Proc| format!("{}/v1/chat/completions", g.url());
+    let (url_on, url_off) = (url(&gw_on), url(&gw_off));
+    let (with, without) = tokio::join!(
+        open_loop(client, &url_on, 6.0, secs, 1.0),
+        open_loop(client, &url_off, 6.0, secs, 1.0)
+    );
+    for (label, m, s) in [("on", &on, &with), ("off", &off, &without)] {
+        let upstream = support::mock_stats(m).await["by_status"]["429"]
+            .as_u64()
+            .unwrap_or(0);
+        let served = s.iter().filter(|x| x.status == 200).count();
+        println!(
+            "RESULT quota view {label}: {:.1} upstream 429s/min ({upstream} in {secs:.0} s), {served} of {} served",
+            upstream as f64 * 60.0 / secs,
+            s.len()
+        );
+    }
 }
