@@ -154,7 +154,8 @@ impl App {
                     )
                 }),
             ),
-        );
+        )
+        .with_own_listener(cfg.admin.listen.is_some());
         let pipeline = Pipeline {
             tenants: TenantTable::new(&tenant_cfgs),
             ids: RequestIds::default(),

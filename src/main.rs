@@ -197,6 +197,13 @@ fn run(args: RunArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let admin_listener = match admin_listener(&cfg, args.takeover) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let local = listeners[0].local_addr().unwrap_or(addr);
         let scheme = if tls.is_some() { "https" } else { "http" };
         let key = cfg.tenants.first().and_then(|t| t.value.resolved_keys().into_iter().next());
@@ -209,6 +216,12 @@ fn run(args: RunArgs) -> ExitCode {
             }
         };
         tracing::info!(config = %source, node = %app.cfg.node.id, "sluice started");
+        if let Some(l) = admin_listener {
+            let admin_addr = l.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
+            tracing::info!(address = %admin_addr, "admin listener: /metrics, /admin/*, /healthz, /readyz");
+            println!("sluice admin listening on http://{admin_addr}");
+            tokio::spawn(sluice::receive::serve_admin(app.pipeline.clone(), l, shutdown.clone()));
+        }
         println!("sluice listening on {scheme}://{local} ({source})");
         let auth = key.map(|k| format!(" -H 'Authorization: Bearer {k}'")).unwrap_or_default();
         let insecure = if tls.is_some() { " -k" } else { "" };
@@ -252,6 +265,21 @@ fn run(args: RunArgs) -> ExitCode {
         app.leave().await;
         ExitCode::SUCCESS
     })
+}
+
+/// The admin listener (`admin.listen`), if configured: like the public one, never on a port another
+/// process serves unless `--takeover`.
+fn admin_listener(cfg: &Config, takeover: bool) -> Result<Option<tokio::net::TcpListener>, String> {
+    let Some(addr) = cfg.admin.socket_addr().map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    if !takeover {
+        sluice::receive::refuse_shared_port(addr)?;
+    }
+    let bound = sluice::receive::reuseport_listeners(addr, 1)
+        .and_then(|mut l| tokio::net::TcpListener::from_std(l.remove(0)))
+        .map_err(|e| format!("admin.listen: cannot listen on {addr}: {e}"))?;
+    Ok(Some(bound))
 }
 
 async fn wait_for_signal() {

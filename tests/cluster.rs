@@ -490,3 +490,71 @@ async fn a_responses_follow_up_reaches_the_backend_holding_its_predecessor_from_
     assert_eq!(r.json()["error"]["param"], "previous_response_id");
     assert!(r.text().contains("no longer has"), "{}", r.text());
 }
+
+/// A one-node cluster `cluster_id` on the Redis at `url`, with tenant `t` (burst 5, 6 per minute).
+fn lone_node(cluster_id: &str, url: &str, m: &Proc) -> Proc {
+    let tenants =
+        "tenants:\n  - { id: t, keys: [sk-t], limits: { requests_per_minute: 6, burst: 5 } }\n";
+    let backends = backend("up", m, "openai", "");
+    let cfg = node_config(0, &[free_port()], &backends, tenants, Some(url), "")
+        .replace("cluster_id: test\n", &format!("cluster_id: {cluster_id}\n"));
+    start(vec![cfg]).nodes.remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clusters_on_one_redis_keep_separate_buckets_under_their_cluster_id() {
+    use support::redis::{ACL_PASS, ACL_USER};
+    // The ACL user may touch `test-a:*` and `test-b:*` (and `sluice:*`) keys only.
+    let redis = RedisServer::start_with_auth();
+    let url = redis.url_as(ACL_USER, ACL_PASS);
+    let m = mock("openai", "up", &[]);
+    let (a, b) = (lone_node("test-a", &url, &m), lone_node("test-b", &url, &m));
+    for node in [&a, &b] {
+        eventually(Duration::from_secs(10), "global mode", || async {
+            admin(node).await["limiter_mode"] == "global"
+        })
+        .await;
+    }
+    // Each cluster has its own burst of 5 (a shared bucket would leave cluster b nothing).
+    for node in [&a, &b] {
+        let mut ok = 0;
+        for _ in 0..8 {
+            ok += (chat(node, "sk-t", hello("m"), &[]).await.status == 200) as usize;
+        }
+        assert!((5..=6).contains(&ok), "admitted {ok} of 8");
+    }
+    let mut c = redis.connection();
+    let exists = |c: &mut ::redis::Connection, prefix: &str| -> bool {
+        let [key, _] = sluice::ratelimit::bucket_keys(prefix, "t");
+        ::redis::cmd("EXISTS").arg(&key).query(c).unwrap()
+    };
+    assert!(exists(&mut c, "test-a") && exists(&mut c, "test-b"));
+    assert!(
+        !exists(&mut c, "sluice"),
+        "the default prefix is the cluster id"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_redis_password_is_an_error_line_at_start_naming_the_redacted_url() {
+    use support::redis::ACL_USER;
+    let redis = RedisServer::start_with_auth();
+    let m = mock("openai", "up", &[]);
+    let node = lone_node("test", &redis.url_as(ACL_USER, "not-the-password"), &m);
+    let redacted = format!("redis://{ACL_USER}:***@127.0.0.1:{}", redis.port);
+    eventually(
+        Duration::from_secs(10),
+        "an authentication error line",
+        || async {
+            node.logs().lines().any(|l| {
+                l.contains("ERROR") && l.contains("authentication failed") && l.contains(&redacted)
+            })
+        },
+    )
+    .await;
+    assert!(!node.logs().contains("not-the-password"), "{}", node.logs());
+    assert_eq!(admin(&node).await["limiter_mode"], "fallback");
+    // Requests are still answered (from the fallback's limits), never a 5xx.
+    let s = chat(&node, "sk-t", hello("m"), &[]).await.status;
+    assert!(s == 200 || s == 429, "{s}");
+}

@@ -434,21 +434,7 @@ async fn a_second_process_on_a_port_in_use_is_refused_unless_it_takes_over() {
         &[],
         "sluice listening on",
     );
-    let out = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio::process::Command::new(BIN)
-            .args(["run", "--config", p, "--listen", &addr])
-            .output(),
-    )
-    .await
-    .expect("the second process must exit, not serve")
-    .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains(&addr) && err.contains("already in use"),
-        "{err}"
-    );
+    refused_start(p, &addr, &addr).await;
     // The first one still serves everything.
     assert_eq!(chat(&first, "sk-acme", hello("m"), &[]).await.status, 200);
     // Asked for explicitly, the new process joins the port (the hand-over's first step).
@@ -560,5 +546,92 @@ async fn an_upstream_refusing_the_gateways_key_is_a_502_not_the_clients_401() {
             &[("backend", "sim")]
         ),
         1.0
+    );
+}
+
+#[tokio::test]
+async fn admin_listen_takes_metrics_and_admin_off_the_public_port() {
+    let m = mock("openai", "sim", &[]);
+    let admin_port = free_port();
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let cfg = one_backend(
+        &m,
+        &format!(
+            "admin_token_env: SLUICE_ADMIN_TOKEN\nadmin: {{ listen: \"127.0.0.1:{admin_port}\" }}\n"
+        ),
+    );
+    let gw = gateway_env(&cfg, &[("SLUICE_ADMIN_TOKEN", "t0ken")]);
+    let get = |base: &str, path: &str, auth: bool| {
+        let url = format!("{base}{path}");
+        async move {
+            let h: &[(&str, &str)] = if auth {
+                &[("authorization", "Bearer t0ken")]
+            } else {
+                &[]
+            };
+            request("GET", &url, h, "").await
+        }
+    };
+    assert_eq!(chat(&gw, "sk-acme", hello("m"), &[]).await.status, 200);
+
+    // The admin port: metrics (with the request just served), the cluster view behind the token,
+    // the probes; nothing of the API.
+    let counted = poll(
+        Duration::from_secs(5),
+        "the request in /metrics",
+        || async {
+            let text = get(&admin, "/metrics", false).await.text();
+            metric(&text, "sluice_requests_total", &[("status", "200")]).map(|_| text)
+        },
+    )
+    .await;
+    assert!(counted.contains("sluice_limiter_mode"), "{counted}");
+    assert_eq!(get(&admin, "/admin/cluster", true).await.status, 200);
+    assert_eq!(get(&admin, "/admin/cluster", false).await.status, 403);
+    let api = get(&admin, "/v1/models", true).await;
+    assert_eq!(api.status, 404, "{}", api.text());
+
+    // The public port: the API and the probes, a 404 in the API's error shape for the rest.
+    for path in ["/metrics", "/admin/cluster"] {
+        let r = get(&gw.url(), path, true).await;
+        assert_eq!(r.status, 404, "{path}: {}", r.text());
+        assert_eq!(r.json()["error"]["type"], "not_found_error", "{path}");
+    }
+    for base in [gw.url(), admin.clone()] {
+        for path in ["/healthz", "/readyz"] {
+            assert_eq!(get(&base, path, false).await.status, 200, "{base}{path}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_admin_listen_port_in_use_stops_the_start_naming_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let path = tmp_dir().join("sluice.yaml");
+    // The backend is never called: the process stops before serving.
+    let backends = "backends:\n  - { name: a, url: \"http://127.0.0.1:9\", protocol: openai }\n";
+    let cfg = format!("{backends}{TENANTS}routing: {{}}\nadmin: {{ listen: \"{addr}\" }}\n");
+    std::fs::write(&path, cfg).unwrap();
+    refused_start(path.to_str().unwrap(), "127.0.0.1:0", &addr).await;
+}
+
+/// `sluice run --config CONFIG --listen LISTEN` exits (within 20 s) with an error naming `taken`,
+/// an address in use.
+async fn refused_start(config: &str, listen: &str, taken: &str) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::process::Command::new(BIN)
+            .args(["run", "--config", config, "--listen", listen])
+            .output(),
+    )
+    .await
+    .expect("the process must exit, not serve")
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(taken) && err.contains("already in use"),
+        "{err}"
     );
 }

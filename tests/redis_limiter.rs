@@ -26,11 +26,10 @@ fn tenant(id: &str, rpm: Option<u32>, burst: Option<u32>, tpm: Option<u64>) -> T
 
 fn cfg(url: &str, timeout_ms: u64) -> RedisConfig {
     RedisConfig {
-        url: url.into(),
         timeout_ms,
         breaker_failures: 3,
         breaker_open_ms: 100,
-        key_prefix: "sluice".into(),
+        ..RedisConfig::new(url)
     }
 }
 
@@ -554,4 +553,101 @@ async fn what_the_fallback_admitted_is_charged_when_redis_returns() {
         got <= 2,
         "admitted {got} after the return: the outage added capacity"
     );
+}
+
+/// Three nodes on `cfg` take `3 × limit` checks of a tenant limited to `limit` (burst `limit`): the
+/// global bucket admits about `limit`, not three times it.
+async fn global_limit_holds(cfg: &RedisConfig, tenant_id: &str, limit: u32) {
+    let tenants = [tenant(tenant_id, Some(limit), Some(limit), None)];
+    let (nodes, _tx) = three_global_nodes(cfg, &tenants).await;
+    let refs: Vec<&ClusterLimiter> = nodes.iter().collect();
+    let t0 = Instant::now();
+    let got = admitted(&refs, tenant_id, 3 * limit as usize, Duration::from_secs(1)).await;
+    let bound = limit as usize + refill(limit, t0.elapsed());
+    assert!(
+        got >= limit as usize && got <= bound,
+        "three nodes admitted {got}, limit {limit} (bound {bound})"
+    );
+    for n in &nodes {
+        assert_eq!(n.redis_errors(), 0);
+    }
+}
+
+#[tokio::test]
+async fn an_acl_user_or_the_requirepass_in_the_url_hold_the_global_limit() {
+    use support::redis::{ACL_PASS, ACL_USER, ADMIN_PASS};
+    let redis = RedisServer::start_with_auth();
+    // The ACL user may touch only `sluice:*` keys, without dangerous commands: all the limiter needs.
+    global_limit_holds(&cfg(&redis.url_as(ACL_USER, ACL_PASS), 500), "acl", 30).await;
+    global_limit_holds(&cfg(&redis.url_as("", ADMIN_PASS), 500), "pass", 30).await;
+    let mut c = redis.connection();
+    for t in ["acl", "pass"] {
+        let [req_key, _] = bucket_keys("sluice", t);
+        let exists: bool = redis::cmd("EXISTS").arg(&req_key).query(&mut c).unwrap();
+        assert!(
+            exists,
+            "{req_key} written through the authenticated connection"
+        );
+    }
+}
+
+#[tokio::test]
+async fn wrong_or_missing_credentials_never_reach_global_mode() {
+    use support::redis::{ACL_USER, ADMIN_PASS};
+    let redis = RedisServer::start_with_auth();
+    let tenants = [tenant("acme", Some(60), Some(4), None)];
+    let plain = format!("redis://127.0.0.1:{}", redis.port);
+    for url in [
+        redis.url_as(ACL_USER, "wrong"),
+        redis.url_as("", "wrong"),
+        plain,
+    ] {
+        let (_tx, rx) = watch::channel(1usize);
+        let l = ClusterLimiter::new(&cfg(&url, 50), &tenants, rx).unwrap();
+        // A request waits for the first connection attempt to end: it is answered by the fallback.
+        let d = l.check(req("acme", 0)).await;
+        assert!(
+            !d.allowed,
+            "{url}: the start-up fallback hands out no burst"
+        );
+        assert_eq!(l.mode(), "fallback", "{url}");
+        assert_eq!(l.redis_calls(), 0, "{url}");
+    }
+    // With the right password the same server is reachable.
+    let (_tx, rx) = watch::channel(1usize);
+    let l = ClusterLimiter::new(&cfg(&redis.url_as("", ADMIN_PASS), 50), &tenants, rx).unwrap();
+    wait_mode(&l, "global").await;
+}
+
+#[tokio::test]
+async fn tls_with_a_ca_file_and_a_client_certificate_holds_the_global_limit() {
+    use support::redis::{TlsFiles, has_tls};
+    if !has_tls() {
+        println!("skipped: this redis-server was built without TLS (--tls-port)");
+        return;
+    }
+    let tls = TlsFiles::generate();
+    let redis = RedisServer::start_tls(&tls);
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let with_cert = RedisConfig {
+        ca_file: Some(tls.ca.clone()),
+        client_cert_file: Some(tls.client_cert.clone()),
+        client_key_file: Some(tls.client_key.clone()),
+        ..cfg(&url, 500)
+    };
+    global_limit_holds(&with_cert, "tls", 30).await;
+
+    // The server asks for a client certificate: without one, or trusting only the system roots,
+    // the limiter stays in fallback.
+    let tenants = [tenant("acme", Some(60), Some(4), None)];
+    let no_cert = RedisConfig {
+        ca_file: Some(tls.ca.clone()),
+        ..cfg(&url, 50)
+    };
+    for c in [no_cert, cfg(&url, 50)] {
+        let (_tx, rx) = watch::channel(1usize);
+        let l = ClusterLimiter::new(&c, &tenants, rx).unwrap();
+        assert!(!l.check(req("acme", 0)).await.allowed);
+        assert_eq!(l.mode(), "fallback", "{c:?}");
+    }
 }

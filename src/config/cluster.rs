@@ -3,6 +3,7 @@
 
 use super::ConfigError;
 use serde::Deserialize;
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,7 +44,8 @@ pub struct ClusterConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://host:port/db`
+    /// `redis://[user:password@]host:port[/db]` (an ACL user and its password, or `:password` for
+    /// `requirepass`); `rediss://` for TLS.
     pub url: String,
     /// Per-call budget; past it the call counts as a failure and the local fallback decides.
     #[serde(default = "default_redis_timeout")]
@@ -54,9 +56,96 @@ pub struct RedisConfig {
     /// How long the breaker stays open before one probe call is let through.
     #[serde(default = "default_breaker_open")]
     pub breaker_open_ms: u64,
-    /// Key prefix, so several gateways can share one Redis.
-    #[serde(default = "default_prefix")]
+    /// Key prefix, so several clusters can share one Redis without sharing buckets. Default (empty):
+    /// the cluster id.
+    #[serde(default)]
     pub key_prefix: String,
+    /// With `rediss://`: PEM CA certificate(s) the server's certificate must chain to (default: the
+    /// system roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// With `rediss://`: PEM client certificate for servers that ask for one (`tls-auth-clients`);
+    /// goes with `client_key_file`.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of `client_cert_file`.
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+}
+
+impl RedisConfig {
+    /// A plain config for `url` with the defaults a config file would get (prefix `sluice`).
+    pub fn new(url: impl Into<String>) -> RedisConfig {
+        RedisConfig {
+            url: url.into(),
+            timeout_ms: default_redis_timeout(),
+            breaker_failures: default_breaker_failures(),
+            breaker_open_ms: default_breaker_open(),
+            key_prefix: default_cluster_id(),
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+        }
+    }
+
+    /// Whether the URL asks for TLS (`rediss://`).
+    pub fn tls(&self) -> bool {
+        self.url.starts_with("rediss://")
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.url.starts_with("redis://") || self.tls()) {
+            return Err(ConfigError::invalid(
+                "cluster.redis.url",
+                None,
+                "must start with redis:// (or rediss:// for TLS)",
+            ));
+        }
+        if self.timeout_ms == 0 || self.breaker_failures == 0 || self.breaker_open_ms == 0 {
+            return Err(ConfigError::invalid(
+                "cluster.redis",
+                None,
+                "timeout_ms, breaker_failures and breaker_open_ms must be above 0",
+            ));
+        }
+        if self.key_prefix.contains(['{', '}']) {
+            return Err(ConfigError::invalid(
+                "cluster.redis.key_prefix",
+                None,
+                "must not contain `{` or `}` (the tenant is the hash tag)",
+            ));
+        }
+        let files = [
+            ("ca_file", &self.ca_file),
+            ("client_cert_file", &self.client_cert_file),
+            ("client_key_file", &self.client_key_file),
+        ];
+        for (name, file) in files {
+            let Some(path) = file else { continue };
+            if !self.tls() {
+                return Err(ConfigError::invalid(
+                    format!("cluster.redis.{name}"),
+                    None,
+                    "only with a rediss:// url",
+                ));
+            }
+            if !path.is_file() {
+                return Err(ConfigError::invalid(
+                    format!("cluster.redis.{name}"),
+                    None,
+                    format!("`{}` is not a readable file", path.display()),
+                ));
+            }
+        }
+        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
+            return Err(ConfigError::invalid(
+                "cluster.redis.client_key_file",
+                None,
+                "client_cert_file and client_key_file go together",
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_cluster_id() -> String {
@@ -83,11 +172,17 @@ fn default_breaker_failures() -> u32 {
 fn default_breaker_open() -> u64 {
     500
 }
-fn default_prefix() -> String {
-    "sluice".into()
-}
 
 impl ClusterConfig {
+    /// Defaults that depend on other fields: the Redis key prefix is the cluster id unless set.
+    pub(super) fn fill_defaults(&mut self) {
+        if let Some(r) = &mut self.redis
+            && r.key_prefix.is_empty()
+        {
+            r.key_prefix = self.cluster_id.clone();
+        }
+    }
+
     pub(super) fn validate(&self, env: &super::Env<'_>) -> Result<(), ConfigError> {
         match (&self.secret_env, self.insecure) {
             (Some(_), true) => {
@@ -144,20 +239,7 @@ impl ClusterConfig {
             }
         }
         if let Some(r) = &self.redis {
-            if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
-                return Err(ConfigError::invalid(
-                    "cluster.redis.url",
-                    None,
-                    "must start with redis://",
-                ));
-            }
-            if r.timeout_ms == 0 || r.breaker_failures == 0 || r.breaker_open_ms == 0 {
-                return Err(ConfigError::invalid(
-                    "cluster.redis",
-                    None,
-                    "timeout_ms, breaker_failures and breaker_open_ms must be above 0",
-                ));
-            }
+            r.validate()?;
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! Parse errors (unknown fields, wrong types) come from the YAML reader with their line; semantic errors
 //! (`validate`) name the field path and, where the field is wrapped in [`Spanned`], its line.
 
+mod admin;
 mod algorithm;
 mod backend;
 mod bounds;
@@ -14,6 +15,7 @@ mod routing;
 mod shaping;
 mod tenant;
 
+pub use admin::AdminConfig;
 pub use algorithm::Algorithm;
 pub use backend::{BackendConfig, HealthCheckConfig, PriceConfig, SmoothingConfig, TimeoutsConfig};
 pub use bounds::BoundsConfig;
@@ -63,6 +65,9 @@ pub struct Config {
     /// (unset variable: admin endpoints are off).
     #[serde(default)]
     pub admin_token_env: Option<String>,
+    /// The operator endpoints' own listener (`admin.listen`); absent: on the public listener.
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// Built-in simulated upstreams to start inside this process (the embedded default uses them).
     #[serde(default)]
     pub mock_upstreams: Vec<MockUpstreamConfig>,
@@ -123,8 +128,11 @@ impl Config {
 
     /// As [`Config::parse`], with `env` telling whether a variable is set (and not empty).
     pub fn parse_with_env(text: &str, env: &Env<'_>) -> Result<Config, ConfigError> {
-        let cfg: Config =
+        let mut cfg: Config =
             serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        if let Some(c) = &mut cfg.cluster {
+            c.fill_defaults();
+        }
         cfg.validate_with_env(env)?;
         Ok(cfg)
     }
@@ -141,6 +149,18 @@ impl Config {
 
     pub fn validate_with_env(&self, env: &Env<'_>) -> Result<(), ConfigError> {
         self.listen.validate()?;
+        if let Some(a) = self.admin.socket_addr()?
+            && self
+                .listen
+                .socket_addr()
+                .is_ok_and(|l| l == a && a.port() != 0)
+        {
+            return Err(ConfigError::invalid(
+                "admin.listen",
+                None,
+                "must differ from listen.address",
+            ));
+        }
         self.bounds.validate()?;
         if self.backends.is_empty() {
             return Err(ConfigError::invalid(

@@ -234,3 +234,71 @@ fn apis_list_models_and_forward_headers_are_checked() {
         assert!(e.contains(field), "{bad}: {e}");
     }
 }
+
+#[test]
+fn the_redis_key_prefix_defaults_to_the_cluster_id_and_tls_files_are_checked() {
+    let with = |redis: &str| {
+        format!("{MIN}cluster:\n  cluster_id: east\n  insecure: true\n  redis: {{ {redis} }}\n")
+    };
+    let parse = |redis: &str| Config::parse_with_env(&with(redis), &|_| true);
+    let prefix = |c: Config| c.cluster.unwrap().redis.unwrap().key_prefix;
+    assert_eq!(prefix(parse("url: \"redis://h:6379\"").unwrap()), "east");
+    let c = parse("url: \"redis://u:p@h:6379\", key_prefix: shared").unwrap();
+    assert_eq!(prefix(c), "shared");
+
+    let file = std::env::temp_dir().join(format!("sluice-ca-{}.pem", std::process::id()));
+    std::fs::write(&file, "not checked here").unwrap();
+    let f = file.display();
+    let c = parse(&format!("url: \"rediss://h:6380\", ca_file: \"{f}\"")).unwrap();
+    assert!(c.cluster.unwrap().redis.unwrap().tls());
+    for (redis, field) in [
+        (
+            format!("url: \"redis://h\", ca_file: \"{f}\""),
+            "cluster.redis.ca_file",
+        ),
+        (
+            "url: \"rediss://h\", ca_file: /no/such/ca.pem".into(),
+            "cluster.redis.ca_file",
+        ),
+        (
+            format!("url: \"rediss://h\", client_cert_file: \"{f}\""),
+            "cluster.redis.client_key_file",
+        ),
+        (
+            "url: \"redis://h\", key_prefix: \"a{b}\"".into(),
+            "cluster.redis.key_prefix",
+        ),
+        ("url: \"http://h\"".into(), "cluster.redis.url"),
+    ] {
+        let e = parse(&redis).unwrap_err().to_string();
+        assert!(e.contains(field), "{redis}: {e}");
+    }
+    let e = parse("url: \"redis://h\", tls: true")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("tls"), "{e}");
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn admin_listen_is_an_address_apart_from_the_public_one() {
+    let c = Config::parse(&format!("{MIN}admin: {{ listen: \"127.0.0.1:9091\" }}\n")).unwrap();
+    assert_eq!(
+        c.admin.socket_addr().unwrap(),
+        Some("127.0.0.1:9091".parse().unwrap())
+    );
+    assert_eq!(
+        Config::parse(MIN).unwrap().admin.socket_addr().unwrap(),
+        None
+    );
+    for (admin, field) in [
+        ("{ listen: nowhere }", "admin.listen"),
+        ("{ listen: \"127.0.0.1:8080\" }", "admin.listen"),
+        ("{ lisen: \"127.0.0.1:1\" }", "lisen"),
+    ] {
+        let e = Config::parse(&format!("{MIN}admin: {admin}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(field), "{admin}: {e}");
+    }
+}

@@ -22,6 +22,8 @@ pub struct Admin {
     any_backend: Probe<bool>,
     /// `/admin/cluster`'s body.
     cluster: Probe<Value>,
+    /// Served on a listener of their own (`admin.listen`): the public one keeps only the probes.
+    own_listener: bool,
 }
 
 impl Admin {
@@ -37,7 +39,14 @@ impl Admin {
             draining: AtomicBool::new(false),
             any_backend,
             cluster,
+            own_listener: false,
         }
+    }
+
+    /// The operator endpoints have a listener of their own (`admin.listen`).
+    pub fn with_own_listener(mut self, own: bool) -> Admin {
+        self.own_listener = own;
+        self
     }
 
     /// Stop saying ready (on SIGTERM, before the listeners close).
@@ -48,6 +57,20 @@ impl Admin {
     /// Ready when not draining and at least one backend can take traffic.
     pub fn ready(&self) -> bool {
         !self.draining.load(Ordering::Relaxed) && (self.any_backend)()
+    }
+
+    /// On the public listener: [`Admin::answer`], but only `/healthz` and `/readyz` (for load
+    /// balancers) when the operator endpoints have a listener of their own.
+    pub fn answer_public(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Option<Response<RespBody>> {
+        if self.own_listener && !matches!(path, "/healthz" | "/readyz") {
+            return None;
+        }
+        self.answer(method, path, headers)
     }
 
     /// The answer to an operator endpoint, or None when `path` is not one.

@@ -21,11 +21,10 @@ fn tenant(id: &str, rpm: Option<u32>, burst: Option<u32>, tpm: Option<u64>) -> T
 
 fn cfg(url: &str) -> RedisConfig {
     RedisConfig {
-        url: url.into(),
         timeout_ms: 5,
         breaker_failures: 3,
         breaker_open_ms: 50,
-        key_prefix: "sluice".into(),
+        ..RedisConfig::new(url)
     }
 }
 
@@ -86,6 +85,13 @@ fn script_reply_becomes_a_decision() {
 fn redacts_passwords() {
     assert_eq!(redact("redis://:pw@h:6379/0"), "redis://***@h:6379/0");
     assert_eq!(redact("redis://h:6379"), "redis://h:6379");
+    assert_eq!(
+        redact("rediss://sluice:p@ss:w@h:6380/1"),
+        "rediss://sluice:***@h:6380/1"
+    );
+    assert_eq!(redact("redis://secret@h"), "redis://***@h");
+    // An `@` after the host (in the path) is not user info.
+    assert_eq!(redact("redis://h:1/0?x=a@b"), "redis://h:1/0?x=a@b");
 }
 
 #[test]

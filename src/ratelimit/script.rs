@@ -33,6 +33,20 @@ impl CallError {
     }
 }
 
+impl CallError {
+    /// Redis refused the credentials (wrong password or ACL user), or the user may not run what the
+    /// limiter needs: retrying will not help until the config or the ACL changes.
+    pub(super) fn auth_failed(&self) -> bool {
+        match self {
+            CallError::Redis(e) => {
+                e.kind() == ::redis::ErrorKind::AuthenticationFailed
+                    || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+            }
+            _ => false,
+        }
+    }
+}
+
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

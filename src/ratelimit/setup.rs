@@ -11,7 +11,8 @@ use super::script::{ADJUST_LUA, RECONCILE_LUA, TOKEN_BUCKET_LUA};
 use super::switch::{follow_nodes, supervise};
 use crate::config::{RedisConfig, TenantConfig};
 use crate::observe::Metrics;
-use ::redis::{Client, RedisError, Script};
+use ::redis::{Client, ClientTlsConfig, RedisError, Script, TlsCertificates};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -21,6 +22,12 @@ use tokio::sync::{Notify, watch};
 pub enum RedisLimitError {
     #[error("cluster.redis.url: {0}")]
     Url(#[source] RedisError),
+    #[error("cluster.redis.{field}: cannot read `{path}`: {reason}")]
+    File {
+        field: &'static str,
+        path: String,
+        reason: String,
+    },
     #[error(
         "the cluster limiter must be created inside a Tokio runtime (it runs background tasks)"
     )]
@@ -38,7 +45,7 @@ impl ClusterLimiter {
     ) -> Result<ClusterLimiter, RedisLimitError> {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| RedisLimitError::NoRuntime)?;
-        let client = Client::open(cfg.url.as_str()).map_err(RedisLimitError::Url)?;
+        let client = client(cfg)?;
         let quotas: Vec<(String, Quotas)> = tenants
             .iter()
             .map(|t| (t.id.clone(), Quotas::of(t)))
@@ -88,10 +95,54 @@ impl ClusterLimiter {
     }
 }
 
-/// The URL without its password, for logs.
+/// The Redis client: plain, or TLS (`rediss://`) with the configured CA and client certificate (the
+/// system roots when no CA file is given).
+fn client(cfg: &RedisConfig) -> Result<Client, RedisLimitError> {
+    let read = |field: &'static str, path: &Option<PathBuf>| {
+        path.as_ref()
+            .map(|p| {
+                std::fs::read(p).map_err(|e| RedisLimitError::File {
+                    field,
+                    path: p.display().to_string(),
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()
+    };
+    let root_cert = read("ca_file", &cfg.ca_file)?;
+    let cert = read("client_cert_file", &cfg.client_cert_file)?;
+    let key = read("client_key_file", &cfg.client_key_file)?;
+    let client_tls = match (cert, key) {
+        (Some(client_cert), Some(client_key)) => Some(ClientTlsConfig {
+            client_cert,
+            client_key,
+        }),
+        _ => None,
+    };
+    let url = cfg.url.as_str();
+    if !cfg.tls() || (root_cert.is_none() && client_tls.is_none()) {
+        return Client::open(url).map_err(RedisLimitError::Url);
+    }
+    let certs = TlsCertificates {
+        client_tls,
+        root_cert,
+    };
+    Client::build_with_tls(url, certs).map_err(RedisLimitError::Url)
+}
+
+/// The URL without its password, for logs: `redis://user:***@host:port` (the user name of
+/// `user:password` is kept; anything else before the `@` is hidden).
 pub(super) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        _ => url.to_string(),
+    let Some(s) = url.find("://").map(|s| s + 3) else {
+        return url.to_string();
+    };
+    let authority_end = url[s..].find('/').map_or(url.len(), |e| s + e);
+    match url[s..authority_end].rfind('@').map(|at| s + at) {
+        Some(at) => {
+            let user = url[s..at].split_once(':').map_or("", |(u, _)| u);
+            let colon = if user.is_empty() { "" } else { ":" };
+            format!("{}{user}{colon}***{}", &url[..s], &url[at..])
+        }
+        None => url.to_string(),
     }
 }

@@ -133,6 +133,18 @@ pub(super) async fn supervise(inner: Arc<Inner>, mut shutdown: watch::Receiver<(
                 // The opening was logged with its cause: failed probes stay at debug level.
                 warned = true;
             }
+            Err(e) if !warned && e.auth_failed() => {
+                settle();
+                warned = true;
+                tracing::error!(
+                    mode = "fallback",
+                    redis = %inner.url,
+                    cause = "auth",
+                    error = %e,
+                    retry_ms = inner.open_for.as_millis() as u64,
+                    "rate limiter: Redis authentication failed (check the user and password in cluster.redis.url and the user's ACL), keeping local fallback limits"
+                );
+            }
             Err(e) if !warned => {
                 settle();
                 warned = true;

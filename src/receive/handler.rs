@@ -68,6 +68,19 @@ pub async fn handle(p: Arc<Pipeline>, req: Request<Incoming>) -> Response<RespBo
     resp
 }
 
+/// A request on the admin listener (`admin.listen`): the operator endpoints, anything else a 404 in
+/// the API's error shape.
+pub async fn handle_admin(p: Arc<Pipeline>, req: Request<Incoming>) -> Response<RespBody> {
+    let path = req.uri().path();
+    let mut resp = p
+        .admin
+        .answer(req.method(), path, req.headers())
+        .unwrap_or_else(|| GatewayError::NotFound(path.to_string()).response(Protocol::Openai));
+    resp.headers_mut()
+        .insert(X_SLUICE_NODE.clone(), p.node_header.clone());
+    resp
+}
+
 /// What the response headers and metrics report of the request's way through.
 struct Outcome<'a> {
     route: Option<&'a RouteDecision>,
@@ -82,7 +95,7 @@ async fn dispatch<'a>(
     out: &mut Outcome<'a>,
 ) -> Response<RespBody> {
     let path = req.uri().path();
-    if let Some(r) = p.admin.answer(req.method(), path, req.headers()) {
+    if let Some(r) = p.admin.answer_public(req.method(), path, req.headers()) {
         return r;
     }
     match (req.method(), path) {

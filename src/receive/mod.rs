@@ -16,8 +16,8 @@ mod tls;
 
 pub use auth::{Tenant, TenantTable};
 pub use body::BodyBudget;
-pub use handler::handle;
+pub use handler::{handle, handle_admin};
 pub use pipeline::Pipeline;
 pub use request_id::RequestIds;
-pub use server::{refuse_shared_port, reuseport_listeners, serve};
+pub use server::{refuse_shared_port, reuseport_listeners, serve, serve_admin};
 pub use tls::load_tls;

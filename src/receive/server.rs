@@ -2,6 +2,9 @@
 //! graceful drain on shutdown.
 
 use super::Pipeline;
+use crate::protocol::RespBody;
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -87,6 +90,38 @@ pub async fn serve(
     shutdown: CancellationToken,
     drain: Duration,
 ) {
+    serve_with(pipeline, listener, tls, shutdown, drain, super::handle).await
+}
+
+/// The admin listener (`admin.listen`, plain HTTP): the operator endpoints only, until `shutdown`.
+pub async fn serve_admin(
+    pipeline: Arc<Pipeline>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) {
+    let drain = Duration::from_secs(1);
+    serve_with(
+        pipeline,
+        listener,
+        None,
+        shutdown,
+        drain,
+        super::handle_admin,
+    )
+    .await
+}
+
+async fn serve_with<H, F>(
+    pipeline: Arc<Pipeline>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+    drain: Duration,
+    handler: H,
+) where
+    H: Fn(Arc<Pipeline>, Request<Incoming>) -> F + Copy + Send + Sync + 'static,
+    F: Future<Output = Response<RespBody>> + Send + 'static,
+{
     let mut builder = Builder::new(TokioExecutor::new());
     let max_header = pipeline.max_header_bytes;
     builder
@@ -122,7 +157,7 @@ pub async fn serve(
         let p = pipeline.clone();
         let svc = service_fn(move |req| {
             let p = p.clone();
-            async move { Ok::<_, std::convert::Infallible>(super::handle(p, req).await) }
+            async move { Ok::<_, std::convert::Infallible>(handler(p, req).await) }
         });
         match &tls {
             None => {
