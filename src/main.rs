@@ -11,7 +11,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// A faster allocator than glibc's for the many small, short-lived allocations of request handling.
+/// A faster allocator than glibc's for the many small, short-lived allocations of request handling
+/// (feature `system-alloc`: glibc's, for heap profilers such as `heaptrack`).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -159,11 +161,15 @@ fn run(args: RunArgs) -> ExitCode {
     }
     init_tracing(args.log_json || cfg.node.log_json);
     // Every open stream holds two sockets (client and upstream): take the whole hard limit on open
-    // files, as nginx's `worker_rlimit_nofile` lets operators do.
+    // files, as nginx's `worker_rlimit_nofile` lets operators do, after raising the hard limit itself
+    // where that is permitted (root, CAP_SYS_RESOURCE).
     #[cfg(unix)]
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) => tracing::info!(open_files = n, "open-file limit"),
-        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    {
+        raise_nofile_hard_limit();
+        match rlimit::increase_nofile_limit(u64::MAX) {
+            Ok(n) => tracing::info!(open_files = n, "open-file limit"),
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+        }
     }
     background_runtime().block_on(async move {
         let addr = match cfg.listen.socket_addr() {
@@ -295,4 +301,26 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// Most open files asked for: a million sockets is half a million streams, far past one node.
+#[cfg(unix)]
+const NOFILE_WANTED: u64 = 1 << 20;
+
+/// Raise the hard open-file limit towards [`NOFILE_WANTED`] (at most the kernel's `fs.nr_open`) when
+/// the process may; otherwise leave it as it is (the soft limit still goes up to it).
+#[cfg(unix)]
+fn raise_nofile_hard_limit() {
+    let Ok((soft, hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
+        return;
+    };
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(NOFILE_WANTED);
+    let want = NOFILE_WANTED.min(ceiling);
+    if hard < want {
+        // Not permitted without CAP_SYS_RESOURCE: then the hard limit stays.
+        let _ = rlimit::setrlimit(rlimit::Resource::NOFILE, soft, want);
+    }
 }

@@ -43,6 +43,9 @@ impl Priority {
 #[serde(deny_unknown_fields)]
 pub struct ShapingConfig {
     /// Most requests waiting at once (all queues together); past it: shed, lowest priority first.
+    /// The default lets a burst of thousands of streams wait while slow start grows the backends'
+    /// limits, instead of shedding what a backend can take (a waiter holds only its connection and
+    /// its request; the open-file limit caps connections long before this).
     #[serde(default = "default_max_queue")]
     pub max_queue: usize,
     /// Longest a request waits for a token or a backend slot before 429/503 with Retry-After.
@@ -100,7 +103,7 @@ pub struct CongestionConfig {
 }
 
 fn default_max_queue() -> usize {
-    1024
+    16_384
 }
 fn default_max_wait() -> u64 {
     10_000

@@ -37,9 +37,9 @@ use http_body::{Frame, SizeHint};
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -49,6 +49,8 @@ const MAX_HEAD: usize = 64 * 1024;
 const INLINE_BODY: usize = 16 * 1024;
 /// Idle connections kept per worker and backend.
 const MAX_IDLE: usize = 1024;
+/// Most bytes read from an answer's body per system call.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// One worker's connections to one backend.
 #[derive(Debug)]
@@ -72,6 +74,32 @@ struct Conn {
 }
 
 impl Conn {
+    /// Read what the socket has (up to [`READ_CHUNK`]) behind the undecoded bytes. The bytes go
+    /// through a buffer on the stack and the connection's buffer grows only by what arrived, so an
+    /// open stream trickling small chunks holds no read buffer of its own between them (see
+    /// [`Conn::release_if_drained`]).
+    fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut rb = tokio::io::ReadBuf::uninit(&mut scratch);
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
+        let got = rb.filled();
+        if self.buf.is_empty() {
+            // Nothing left of earlier reads: a buffer of just what arrived, not the old capacity.
+            self.buf = BytesMut::from(got);
+        } else {
+            self.buf.extend_from_slice(got);
+        }
+        Poll::Ready(Ok(got.len()))
+    }
+
+    /// Give the buffer's memory back once everything in it was decoded: the frames already handed
+    /// out keep what they still need of it.
+    fn release_if_drained(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
+        }
+    }
+
     /// Whether the upstream closed (or wrote to) this idle connection. Uses the readiness the runtime
     /// already has: no system call unless the socket became readable.
     fn is_usable(&self) -> bool {
@@ -347,6 +375,9 @@ impl http_body::Body for Body {
         loop {
             match this.decode() {
                 Ok(Some(data)) => {
+                    if let Some(conn) = this.conn.as_mut() {
+                        conn.release_if_drained();
+                    }
                     this.finish_if_done();
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
@@ -364,8 +395,7 @@ impl http_body::Body for Body {
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            conn.buf.reserve(8 * 1024);
-            let n = match tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf) {
+            let n = match conn.poll_read_more(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(n)) => n,
                 Poll::Ready(Err(e)) => {

@@ -8,7 +8,7 @@ use super::client::UpstreamBody;
 use crate::config::BoundsConfig;
 use crate::protocol::BoxError;
 use crate::translate::{
-    SseParser, StreamCheck, StreamFault, StreamTransform, Usage, Wire, stream_error_event,
+    SseEvent, SseParser, StreamCheck, StreamFault, StreamTransform, Usage, Wire, stream_error_event,
 };
 use bytes::Bytes;
 use http_body::{Body, Frame};
@@ -75,14 +75,18 @@ pub struct StreamBody {
     /// None: bytes pass through untouched.
     transform: Option<Box<dyn StreamTransform>>,
     parser: SseParser,
+    events: Vec<SseEvent>,
     check: StreamCheck,
     client: Wire,
     secret: Option<String>,
     pending: VecDeque<Bytes>,
     state: State,
-    idle: Pin<Box<Sleep>>,
+    /// One timer for both timeouts, set to the earlier of the idle and the total deadline. Bytes
+    /// only move `last_data`: the timer is pushed out when it fires early, never reset per chunk.
+    timer: Pin<Box<Sleep>>,
     idle_for: Duration,
-    deadline: Pin<Box<Sleep>>,
+    deadline: Instant,
+    last_data: Instant,
     sent_at: Instant,
     ttft: Option<Duration>,
     on_first: Option<OnFirst>,
@@ -107,18 +111,23 @@ impl StreamBody {
         on_first: OnFirst,
         on_finish: OnFinish,
     ) -> StreamBody {
+        let now = Instant::now();
         StreamBody {
             inner,
             transform,
             parser: SseParser::with_limits(bounds.sse_max_line_bytes, bounds.sse_max_event_bytes),
+            events: Vec::new(),
             check: StreamCheck::of(sides.upstream),
             client: sides.client,
             secret: sides.secret,
             pending: VecDeque::new(),
             state: State::Streaming,
-            idle: Box::pin(tokio::time::sleep(clock.idle_for)),
+            timer: Box::pin(tokio::time::sleep_until(
+                (now + clock.idle_for).min(clock.deadline),
+            )),
             idle_for: clock.idle_for,
-            deadline: Box::pin(tokio::time::sleep_until(clock.deadline)),
+            deadline: clock.deadline,
+            last_data: now,
             sent_at: clock.sent_at,
             ttft: None,
             on_first: Some(on_first),
@@ -173,29 +182,56 @@ impl StreamBody {
                 f(ttft);
             }
         }
-        self.idle.as_mut().reset(Instant::now() + self.idle_for);
-        let events = self.parser.push(&data);
-        if let Some(fault) = self.parser_fault() {
-            return self.fail(fault);
-        }
-        for ev in &events {
-            if let Err(fault) = self.check.observe(ev) {
-                return self.fail(fault);
-            }
-        }
+        self.last_data = Instant::now();
+        // The events' vector is kept between chunks (emptied), not allocated per chunk.
+        let mut events = std::mem::take(&mut self.events);
+        self.parser.push_into(&data, &mut events);
+        let fault = self
+            .parser_fault()
+            .or_else(|| events.iter().find_map(|ev| self.check.observe(ev).err()));
         let from = self.pending.len();
-        match &mut self.transform {
-            None => self.pending.push_back(data),
-            Some(t) => {
-                for ev in &events {
-                    self.pending.extend(t.push(ev));
+        if fault.is_none() {
+            match &mut self.transform {
+                None => self.pending.push_back(data),
+                Some(t) => {
+                    for ev in &events {
+                        self.pending.extend(t.push(ev));
+                    }
                 }
             }
+        }
+        events.clear();
+        self.events = events;
+        if let Some(fault) = fault {
+            return self.fail(fault);
         }
         if let Some(key) = &self.secret {
             for b in self.pending.iter_mut().skip(from) {
                 *b = super::attempt::mask(std::mem::take(b), key);
             }
+        }
+    }
+
+    /// Whether the total deadline has passed (checked against the clock only when the timer fired).
+    fn deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
+        self.timer.as_mut().poll(cx).is_ready() && Instant::now() >= self.deadline
+    }
+
+    /// Ready with the fault once the total deadline passed or no bytes came for `idle_for`. The
+    /// timer fires at the earlier deadline it was last set to; if bytes came since, it is set again
+    /// from the last of them.
+    fn poll_timeouts(&mut self, cx: &mut Context<'_>) -> Poll<StreamFault> {
+        loop {
+            ready!(self.timer.as_mut().poll(cx));
+            let now = Instant::now();
+            if now >= self.deadline {
+                return Poll::Ready(StreamFault::TotalTimeout);
+            }
+            let idle_at = self.last_data + self.idle_for;
+            if now >= idle_at {
+                return Poll::Ready(StreamFault::Idle);
+            }
+            self.timer.as_mut().reset(idle_at.min(self.deadline));
         }
     }
 
@@ -254,7 +290,7 @@ impl Body for StreamBody {
                     return Poll::Ready(Some(Err(Box::new(Aborted(fault.label())))));
                 }
             }
-            if this.deadline.as_mut().poll(cx).is_ready() {
+            if this.deadline_passed(cx) {
                 this.fail(StreamFault::TotalTimeout);
                 continue;
             }
@@ -272,8 +308,8 @@ impl Body for StreamBody {
                 }
                 Poll::Ready(None) => this.on_upstream_end(),
                 Poll::Pending => {
-                    ready!(this.idle.as_mut().poll(cx));
-                    this.fail(StreamFault::Idle);
+                    let fault = ready!(this.poll_timeouts(cx));
+                    this.fail(fault);
                 }
             }
         }

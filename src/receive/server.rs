@@ -5,13 +5,14 @@ use super::Pipeline;
 use crate::protocol::RespBody;
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -82,6 +83,41 @@ async fn keep_a_timer_near(shutdown: CancellationToken) {
     }
 }
 
+/// Serve one connection to its end: with hyper's HTTP/1 server when `$http1`, else with the
+/// auto-detecting one; watched for graceful shutdown.
+macro_rules! serve_one {
+    ($io:expr, $http1:expr, $h1:expr, $auto:expr, $svc:expr, $watcher:expr, $remote:expr) => {{
+        let ended: Result<(), Box<dyn std::error::Error + Send + Sync>> = if $http1 {
+            $watcher
+                .watch($h1.serve_connection($io, $svc))
+                .await
+                .map_err(Into::into)
+        } else {
+            $watcher
+                .watch($auto.serve_connection_with_upgrades($io, $svc).into_owned())
+                .await
+        };
+        if let Err(e) = ended {
+            let remote = $remote;
+            tracing::debug!(error = %e, %remote, "connection ended with error");
+        }
+    }};
+}
+
+/// Whether a plaintext connection speaks HTTP/1 rather than HTTP/2 with prior knowledge (whose
+/// preface starts with `PRI`, a method HTTP/1 does not have), judged from its first bytes without
+/// reading them. Such a connection goes straight to hyper's HTTP/1 server: the auto-detecting one
+/// reads the first bytes itself and hands them back through a wrapper, after which hyper's first
+/// read is short and its read buffer doubles to 16 KiB, held for the connection's life (under
+/// every open stream). Undecided (fewer bytes so far, closed, an error): the auto-detecting server.
+async fn speaks_http1(stream: &TcpStream) -> bool {
+    let mut first = [0u8; 3];
+    match stream.peek(&mut first).await {
+        Ok(n) => n > 0 && !b"PRI".starts_with(&first[..n]),
+        Err(_) => false,
+    }
+}
+
 /// Serve until `shutdown`, then wait up to `drain` for open connections to finish.
 pub async fn serve(
     pipeline: Arc<Pipeline>,
@@ -137,6 +173,13 @@ async fn serve_with<H, F>(
         .timer(TokioTimer::new())
         .max_header_list_size(max_header as u32);
     let builder = Arc::new(builder);
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .max_buf_size(max_header.max(8192))
+        .keep_alive(true)
+        .writev(false);
+    let h1 = Arc::new(h1);
     let graceful = GracefulShutdown::new();
     tokio::spawn(keep_a_timer_near(shutdown.clone()));
     loop {
@@ -155,25 +198,25 @@ async fn serve_with<H, F>(
         };
         let _ = stream.set_nodelay(true);
         let p = pipeline.clone();
+        // Boxed: hyper keeps the service future's slot for the connection's whole life, so inline
+        // the request's largest state (several KiB) would stay allocated under every open stream;
+        // boxed it is freed as soon as the response head is out.
         let svc = service_fn(move |req| {
-            let p = p.clone();
-            async move { Ok::<_, std::convert::Infallible>(handler(p, req).await) }
+            let handling = Box::pin(handler(p.clone(), req));
+            async move { Ok::<_, std::convert::Infallible>(handling.await) }
         });
         match &tls {
             None => {
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                    .into_owned();
-                let conn = graceful.watch(conn);
+                let (builder, h1, watcher) = (builder.clone(), h1.clone(), graceful.watcher());
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, %remote, "connection ended with error");
-                    }
+                    let http1 = speaks_http1(&stream).await;
+                    let io = TokioIo::new(stream);
+                    serve_one!(io, http1, h1, builder, svc, watcher, remote);
                 });
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
-                let builder = builder.clone();
+                let (builder, h1) = (builder.clone(), h1.clone());
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let tls_stream = match tokio::time::timeout(
@@ -189,12 +232,10 @@ async fn serve_with<H, F>(
                         }
                         Err(_) => return,
                     };
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(tls_stream), svc)
-                        .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(error = %e, %remote, "connection ended with error");
-                    }
+                    // HTTP/1.1 agreed by ALPN: hyper's HTTP/1 server directly (see `speaks_http1`).
+                    let http1 = tls_stream.get_ref().1.alpn_protocol() == Some(b"http/1.1");
+                    let io = TokioIo::new(tls_stream);
+                    serve_one!(io, http1, h1, builder, svc, watcher, remote);
                 });
             }
         }

@@ -2,6 +2,9 @@
 
 use bytes::Bytes;
 
+/// Capacity of the partial-line buffer kept between lines; a longer line's buffer is freed.
+const KEEP_LINE_CAPACITY: usize = 4096;
+
 /// One dispatched server-sent event. `data` joins multi-line data with `\n`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SseEvent {
@@ -92,6 +95,13 @@ impl SseParser {
     /// Feed the next chunk; returns the events it completed.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
         let mut out = Vec::new();
+        self.push_into(chunk, &mut out);
+        out
+    }
+
+    /// Feed the next chunk; the events it completed are appended to `out`. A line that ends in
+    /// the chunk and did not start in an earlier one is read where it is, without a copy.
+    pub fn push_into(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) {
         let mut rest = chunk;
         while !rest.is_empty() && !self.stopped() {
             if self.skip_lf {
@@ -101,14 +111,24 @@ impl SseParser {
                     continue;
                 }
             }
-            match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            match memchr::memchr2(b'\n', b'\r', rest) {
                 Some(i) => {
                     if self.exceeds(i) {
                         break;
                     }
-                    self.line.extend_from_slice(&rest[..i]);
                     self.skip_lf = rest[i] == b'\r';
-                    self.end_line(&mut out);
+                    if self.line.is_empty() {
+                        self.end_line(&rest[..i], out);
+                    } else {
+                        let mut line = std::mem::take(&mut self.line);
+                        line.extend_from_slice(&rest[..i]);
+                        self.end_line(&line, out);
+                        // Keep a small line buffer for the next split line; give a large one back.
+                        if line.capacity() <= KEEP_LINE_CAPACITY {
+                            line.clear();
+                            self.line = line;
+                        }
+                    }
                     rest = &rest[i + 1..];
                 }
                 None => {
@@ -119,7 +139,6 @@ impl SseParser {
                 }
             }
         }
-        out
     }
 
     /// End of stream: dispatch a final event that lacked its terminating blank line
@@ -130,25 +149,25 @@ impl SseParser {
             return out;
         }
         if !self.line.is_empty() {
-            self.end_line(&mut out);
+            let line = std::mem::take(&mut self.line);
+            self.end_line(&line, &mut out);
         }
-        self.end_line(&mut out);
+        self.end_line(b"", &mut out);
         self.skip_lf = false;
         out
     }
 
-    fn end_line(&mut self, out: &mut Vec<SseEvent>) {
-        let raw = std::mem::take(&mut self.line);
-        let mut line: &[u8] = &raw;
+    fn end_line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) {
+        let mut line = line;
         if !self.started {
             self.started = true;
             line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
         }
-        if std::str::from_utf8(line).is_err() {
+        let Ok(line) = std::str::from_utf8(line) else {
             self.invalid = true;
             self.data = String::new();
             return;
-        }
+        };
         if line.is_empty() {
             if self.has_data {
                 out.push(SseEvent {
@@ -161,22 +180,18 @@ impl SseParser {
             self.has_data = false;
             return;
         }
-        if line[0] == b':' {
+        if line.starts_with(':') {
             return; // comment / keep-alive
         }
-        let (name, value) = match line.iter().position(|&b| b == b':') {
-            Some(i) => {
-                let value = &line[i + 1..];
-                (&line[..i], value.strip_prefix(b" ").unwrap_or(value))
-            }
-            None => (line, &b""[..]),
+        let (name, value) = match line.split_once(':') {
+            Some((name, value)) => (name, value.strip_prefix(' ').unwrap_or(value)),
+            None => (line, ""),
         };
         match name {
-            b"event" => {
-                let value = String::from_utf8_lossy(value);
-                self.event = (!value.is_empty()).then(|| value.into_owned());
+            "event" => {
+                self.event = (!value.is_empty()).then(|| value.to_owned());
             }
-            b"data" => {
+            "data" => {
                 if self.data.len().saturating_add(value.len()) >= self.max_event {
                     self.over = true;
                     self.data = String::new();
@@ -185,7 +200,7 @@ impl SseParser {
                 if self.has_data {
                     self.data.push('\n');
                 }
-                self.data.push_str(&String::from_utf8_lossy(value));
+                self.data.push_str(value);
                 self.has_data = true;
             }
             _ => {} // id, retry and unknown fields carry nothing we forward

@@ -98,7 +98,7 @@ pub struct StreamCheck {
 #[derive(Deserialize)]
 struct OpenAiChunk {
     #[serde(default)]
-    choices: Option<Vec<OpenAiChoice>>,
+    choices: Option<AnyFinished>,
     #[serde(default)]
     error: Option<IgnoredAny>,
     #[serde(default)]
@@ -109,6 +109,33 @@ struct OpenAiChunk {
 struct OpenAiChoice {
     #[serde(default)]
     finish_reason: Option<IgnoredAny>,
+}
+
+/// The `choices` array, read for one fact: whether any choice has a non-null `finish_reason`
+/// (each choice is validated as it goes; nothing is collected).
+struct AnyFinished(bool);
+
+impl<'de> Deserialize<'de> for AnyFinished {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Choices;
+        impl<'de> serde::de::Visitor<'de> for Choices {
+            type Value = AnyFinished;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of choices")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<AnyFinished, A::Error> {
+                let mut any = false;
+                while let Some(c) = seq.next_element::<OpenAiChoice>()? {
+                    any |= c.finish_reason.is_some();
+                }
+                Ok(AnyFinished(any))
+            }
+        }
+        d.deserialize_seq(Choices)
+    }
 }
 
 #[derive(Deserialize)]
@@ -146,12 +173,7 @@ impl StreamCheck {
                 if chunk.error.is_some() {
                     self.errored = true;
                 }
-                if chunk
-                    .choices
-                    .iter()
-                    .flatten()
-                    .any(|c| c.finish_reason.is_some())
-                {
+                if chunk.choices.is_some_and(|c| c.0) {
                     self.finished = true;
                 }
                 if chunk.usage.is_some() {

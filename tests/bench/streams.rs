@@ -29,10 +29,12 @@
 //! `STREAM_STEPS=1000 STREAM_TOKENS=100 cargo bench --bench streams`.
 //!
 //! Limits of the set-up: a proxy holding N streams needs about 2N + 64 open files (the benchmark raises
-//! its soft limit, inherited by every child, as far as the hard limit allows, and warns below that);
+//! its limits, inherited by every child, as far as it may: the hard limit only with
+//! CAP_SYS_RESOURCE, which a container may withhold even from root; it warns below that, and a step
+//! larger than the limit allows fails with `connect` or `EMFILE` errors in every proxy alike);
 //! every hop carries N × STREAM_RATE chunks/s, so on a small machine the client and the upstream
 //! saturate too (a stream that times out keeps what it saw, and is counted failed). The Sluice targets
-//! run with the default shaping (adaptive concurrency limit, `max_queue` 1024, `max_wait_ms` 10 s):
+//! run with the default shaping (adaptive concurrency limit, `max_queue` 16384, `max_wait_ms` 10 s):
 //! when time to first token rises under CPU contention the limit stops growing and the surplus is
 //! shed with 503 (`shed_queue_full`, `shed_max_wait`), which the error lines name.
 
@@ -798,7 +800,8 @@ fn main() {
     let need_fds = 2 * s.steps.iter().max().copied().unwrap_or(0) as u64 + 64;
     if nofile < need_fds {
         println!(
-            "warning: open-file limit {nofile} (hard limit, cannot be raised here) < {need_fds}, what a proxy holding the largest step's client and upstream sockets needs"
+            "warning: open-file limit {nofile} (the hard limit; raising it needs CAP_SYS_RESOURCE) < {need_fds}, what a proxy holding the largest step's client and upstream sockets needs: at most about {} streams fit",
+            nofile.saturating_sub(64) / 2
         );
     }
     let dir = std::env::temp_dir().join(format!("sluice-streams-{}", std::process::id()));
