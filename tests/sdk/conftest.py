@@ -1,4 +1,5 @@
 """Real processes for the SDK tests: two simulated upstreams and a gateway, on loopback, port 0."""
+import base64
 import os
 import queue
 import subprocess
@@ -110,6 +111,8 @@ def responses_cluster():
             urls.append(u)
         gossip = [_free_udp_port() for _ in range(3)]
         seeds = ", ".join(f"127.0.0.1:{g}" for g in gossip)
+        # The nodes seal their gossip with this test key (never use it outside tests).
+        os.environ["SLUICE_SDK_GOSSIP_KEY"] = base64.b64encode(b"sdk test gossip key, 32 bytes!!!").decode()
         nodes = []
         for i, g in enumerate(gossip):
             cfg = f"""
@@ -123,6 +126,7 @@ routing:
   strategy: round-robin
 cluster:
   cluster_id: sdk
+  secret_env: SLUICE_SDK_GOSSIP_KEY
   gossip_listen: 127.0.0.1:{g}
   seeds: [{seeds}]
   gossip_interval_ms: 100
