@@ -164,7 +164,13 @@ fn relay(socket: tokio::net::UdpSocket, a: SocketAddr, b: SocketAddr) -> Capture
 
 /// Two nodes, node-a knowing node-b only through the relay; the packets relayed once they see each
 /// other and node-b has answered at least 10 times (its answers carry its backend reports).
-async fn capture(security: &str) -> (Vec<(bool, Vec<u8>)>, Proc, Proc, SocketAddr) {
+/// Relays until at least `min_packets` went through and, when `names`, every one of `SECRETS` was
+/// seen (the plaintext control: names cross the relay when nodes gossip to their seed).
+async fn capture(
+    security: &str,
+    min_packets: usize,
+    names: bool,
+) -> (Vec<(bool, Vec<u8>)>, Proc, Proc, SocketAddr) {
     let up = mock("openai", "up", &[]);
     let be = backend("secret-backend-name", &up, "openai", "");
     let (ga, gb) = (free_port(), free_port());
@@ -181,8 +187,10 @@ async fn capture(security: &str) -> (Vec<(bool, Vec<u8>)>, Proc, Proc, SocketAdd
         ),
         KEY_A,
     );
+    // node-b advertises the relay: node-a's gossip to it always crosses the relay.
+    let b_security = format!("{security}\n  advertise: 127.0.0.1:{relay_port}");
     let b = node(
-        &node_config("node-bravo", "wire-cluster-id", gb, &[gb], &be, security),
+        &node_config("node-bravo", "wire-cluster-id", gb, &[gb], &be, &b_security),
         KEY_A,
     );
     let captured = relay(
@@ -191,17 +199,29 @@ async fn capture(security: &str) -> (Vec<(bool, Vec<u8>)>, Proc, Proc, SocketAdd
         format!("127.0.0.1:{gb}").parse().unwrap(),
     );
     wait_live(&[&a, &b], 2).await;
+    // node-b's backend report (it names the backend) has crossed the relay to node-a.
     eventually(
-        Duration::from_secs(10),
-        "node-b answered through the relay",
+        Duration::from_secs(15),
+        "node-a holds node-b's backend report",
         || async {
-            captured
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|(from_a, _)| !from_a)
-                .count()
-                >= 10
+            admin(&a).await["cluster"]["backends"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|be| be["name"] == "secret-backend-name")
+                .flat_map(|be| be["reports"].as_array().cloned().unwrap_or_default())
+                .any(|r| r["node"] == "node-bravo")
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "node-b answered through the relay (and, in plaintext, every name crossed it)",
+        || async {
+            let c = captured.lock().unwrap();
+            c.iter().filter(|(from_a, _)| !from_a).count() >= 10
+                && c.len() >= min_packets
+                && (!names || SECRETS.iter().all(|s| contains(&c, s)))
         },
     )
     .await;
@@ -227,11 +247,12 @@ const SECRETS: [&str; 4] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealed_packets_hide_names_and_a_replay_is_dropped() {
     // Control: in plaintext the relay sees every name, so the check below can see them.
-    let (plain, _a, _b, _) = capture(PLAIN).await;
+    let (plain, _a, _b, _) = capture(PLAIN, 0, true).await;
     for s in SECRETS {
         assert!(contains(&plain, s), "plaintext gossip should show `{s}`");
     }
-    let (sealed, a, b, b_addr) = capture(SEALED).await;
+    // As many packets as the control needed to show every name.
+    let (sealed, a, b, b_addr) = capture(SEALED, plain.len(), false).await;
     for s in SECRETS {
         assert!(!contains(&sealed, s), "`{s}` in clear on the wire");
     }
