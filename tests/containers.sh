@@ -105,9 +105,12 @@ static_checks() {
   if [ -z "$bin" ]; then
     cargo build -q --bin sluice && bin="$t/debug/sluice"
   fi
+  # The nodes read their gossip key from cluster/demo.env (compose's env_file): validate with it.
+  local key
+  key=$(sed -n 's/^SLUICE_GOSSIP_KEY=//p' cluster/demo.env)
   for n in 1 2 3; do
     f=cluster/nodes/sluice-$n.yaml
-    if out=$("$bin" validate --config "$f" 2>&1); then ok "sluice validate $f"; else bad "sluice validate $f: $out"; fi
+    if out=$(SLUICE_GOSSIP_KEY="$key" "$bin" validate --config "$f" 2>&1); then ok "sluice validate $f"; else bad "sluice validate $f: $out"; fi
   done
   # The node files are one config: only the header comment, node.id and cluster.advertise differ.
   local same=1
