@@ -226,15 +226,6 @@ impl BackendConfig {
                 .is_some_and(|a| a.contains(&Api::Responses))
     }
 
-    /// The tag Sluice appends to the ids of responses this backend holds (see
-    /// `translate::split_response_id`): eight hex digits of a stable hash of its name.
-    pub fn response_tag(&self) -> String {
-        format!(
-            "{:08x}",
-            crate::hash::stable_hash(self.name.as_bytes()) as u32
-        )
-    }
-
     /// Whether this backend serves Chat Completions (the default; always for Anthropic, through
     /// translation).
     pub fn serves_chat(&self) -> bool {

@@ -49,7 +49,9 @@ pub(super) async fn attempt(
     let cfg = &backend.cfg;
     let client_proto = call.endpoint.client_protocol();
     let model = cfg.model_for(call.model);
-    let tag = cfg.serves_responses().then(|| cfg.response_tag());
+    let tag = cfg
+        .serves_responses()
+        .then(|| crate::translate::response_tag(&cfg.name));
     let plan = match plan(
         &call.plan_input(),
         cfg.protocol,

@@ -126,7 +126,7 @@ impl Deliver {
                 })?;
         let (status, answer) = self.send_whole(backend, req).await?;
         let answer = if status.is_success() {
-            tag_response_ids(answer, &backend.cfg.response_tag())
+            tag_response_ids(answer, &crate::translate::response_tag(backend.name()))
         } else {
             answer
         };

@@ -338,7 +338,7 @@ async fn stored_response<'a>(
     let backends = p.deliver.balancer.backends();
     let mut serving = backends.iter().filter(|b| b.cfg.serves_responses());
     let backend = match tag {
-        Some(tag) => serving.find(|b| b.cfg.response_tag() == tag),
+        Some(tag) => serving.find(|b| crate::translate::response_tag(b.name()) == tag),
         // An id Sluice did not hand out: only a lone Responses backend can be meant.
         None => match (serving.next(), serving.next()) {
             (Some(b), None) => Some(b),
@@ -374,7 +374,7 @@ fn holder(p: &Pipeline, body: &RequestBody) -> Result<Option<usize>, GatewayErro
         .balancer
         .backends()
         .iter()
-        .find(|b| b.cfg.serves_responses() && b.cfg.response_tag() == tag)
+        .find(|b| b.cfg.serves_responses() && crate::translate::response_tag(b.name()) == tag)
         .map(|b| Some(b.id))
         .ok_or_else(|| GatewayError::BadRequest {
             field: "previous_response_id".into(),

@@ -48,7 +48,7 @@ pub use plan::{Plan, PlanInput, error_back, plan, response_back, stream_transfor
 pub use request_to_anthropic::chat_request_to_messages;
 pub use request_to_openai::messages_request_to_chat;
 pub use response::{chat_response_to_messages, messages_response_to_chat};
-pub use response_ids::{TagResponseIds, split_response_id, tag_response_ids};
+pub use response_ids::{TagResponseIds, response_tag, split_response_id, tag_response_ids};
 pub use responses::{
     chat_response_to_responses, responses_native_field, responses_request_to_chat,
 };

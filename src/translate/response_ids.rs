@@ -131,6 +131,12 @@ impl super::StreamTransform for TagResponseIds {
     }
 }
 
+/// The tag Sluice appends to the ids of responses backend `name` holds (see `split_response_id`):
+/// eight hex digits of a stable hash of its name, the same on every node.
+pub fn response_tag(name: &str) -> String {
+    format!("{:08x}", crate::hash::stable_hash(name.as_bytes()) as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +181,13 @@ mod tests {
             r#"{"type":"response.output_text.delta","delta":"resp_9"}"#,
         ));
         assert!(String::from_utf8_lossy(&delta[0]).contains("\"delta\":\"resp_9\""));
+    }
+
+    #[test]
+    fn a_backend_tag_is_eight_hex_digits() {
+        let t = super::response_tag("ra");
+        assert_eq!(t.len(), 8);
+        assert!(t.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(t, super::response_tag("ra"));
     }
 }
