@@ -218,7 +218,8 @@ fn admin_cluster(
     cluster_id: Option<(String, Value)>,
 ) -> Box<dyn Fn() -> Value + Send + Sync> {
     Box::new(move || {
-        let mut v = json!({"node": node, "limiter_mode": limiter.mode()});
+        let mut v = json!({"node": node, "limiter_mode": limiter.mode(),
+                           "limiter_fallback_tenants": limiter.fallback_tenants()});
         match (&view, &cluster_id) {
             (Some(view), Some((id, gossip))) => {
                 v["cluster_id"] = json!(id);

@@ -66,8 +66,11 @@ struct RunArgs {
 }
 
 fn init_tracing(json: bool) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // The Redis client's own warnings repeat on every failed call (the limiter logs each
+        // mode change once).
+        "info,redis=error".into()
+    });
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

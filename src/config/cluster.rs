@@ -44,9 +44,25 @@ pub struct ClusterConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]` (an ACL user and its password, or `:password` for
-    /// `requirepass`); `rediss://` for TLS.
+    /// How Redis is deployed: one server (`single`, the default), a Redis Cluster (`cluster`, with
+    /// `nodes`), or a primary watched by Sentinel (`sentinel`, with `sentinels` and `master_name`).
+    #[serde(default)]
+    pub mode: RedisMode,
+    /// `single`: `redis://[user:password@]host:port[/db]` (an ACL user and its password, or
+    /// `:password` for `requirepass`); `rediss://` for TLS.
+    #[serde(default)]
     pub url: String,
+    /// `cluster`: seed nodes, each a URL like `url` (same scheme and credentials for all; the client
+    /// discovers the other nodes and follows MOVED/ASK).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// `sentinel`: the sentinels, each a URL like `url`; their user, password and TLS apply to the
+    /// sentinels and to the primary they name.
+    #[serde(default)]
+    pub sentinels: Vec<String>,
+    /// `sentinel`: the name the sentinels monitor the primary under.
+    #[serde(default)]
+    pub master_name: Option<String>,
     /// Per-call budget; past it the call counts as a failure and the local fallback decides.
     #[serde(default = "default_redis_timeout")]
     pub timeout_ms: u64,
@@ -77,7 +93,11 @@ impl RedisConfig {
     /// A plain config for `url` with the defaults a config file would get (prefix `sluice`).
     pub fn new(url: impl Into<String>) -> RedisConfig {
         RedisConfig {
+            mode: RedisMode::Single,
             url: url.into(),
+            nodes: Vec::new(),
+            sentinels: Vec::new(),
+            master_name: None,
             timeout_ms: default_redis_timeout(),
             breaker_failures: default_breaker_failures(),
             breaker_open_ms: default_breaker_open(),
@@ -88,19 +108,120 @@ impl RedisConfig {
         }
     }
 
-    /// Whether the URL asks for TLS (`rediss://`).
+    /// A Redis Cluster config for `nodes` (seed URLs).
+    pub fn cluster(nodes: Vec<String>) -> RedisConfig {
+        RedisConfig {
+            mode: RedisMode::Cluster,
+            nodes,
+            ..RedisConfig::new("")
+        }
+    }
+
+    /// A Sentinel config: the sentinels' URLs and the name of the primary they watch.
+    pub fn sentinel(sentinels: Vec<String>, master_name: impl Into<String>) -> RedisConfig {
+        RedisConfig {
+            mode: RedisMode::Sentinel,
+            sentinels,
+            master_name: Some(master_name.into()),
+            ..RedisConfig::new("")
+        }
+    }
+
+    /// The URLs of the mode: `[url]`, the cluster's seed nodes or the sentinels.
+    pub fn urls(&self) -> &[String] {
+        match self.mode {
+            RedisMode::Single => std::slice::from_ref(&self.url),
+            RedisMode::Cluster => &self.nodes,
+            RedisMode::Sentinel => &self.sentinels,
+        }
+    }
+
+    /// Whether the URLs ask for TLS (`rediss://`).
     pub fn tls(&self) -> bool {
-        self.url.starts_with("rediss://")
+        self.urls().iter().any(|u| u.starts_with("rediss://"))
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.url.starts_with("redis://") || self.tls()) {
+        self.validate_topology()?;
+        self.validate_limits()
+    }
+
+    /// The fields of the mode are set, the others not; every URL has the scheme of the first.
+    fn validate_topology(&self) -> Result<(), ConfigError> {
+        let (field, unused): (&str, [(&str, bool); 3]) = match self.mode {
+            RedisMode::Single => (
+                "url",
+                [
+                    ("nodes", !self.nodes.is_empty()),
+                    ("sentinels", !self.sentinels.is_empty()),
+                    ("master_name", self.master_name.is_some()),
+                ],
+            ),
+            RedisMode::Cluster => (
+                "nodes",
+                [
+                    ("url", !self.url.is_empty()),
+                    ("sentinels", !self.sentinels.is_empty()),
+                    ("master_name", self.master_name.is_some()),
+                ],
+            ),
+            RedisMode::Sentinel => (
+                "sentinels",
+                [
+                    ("url", !self.url.is_empty()),
+                    ("nodes", !self.nodes.is_empty()),
+                    ("master_name", false),
+                ],
+            ),
+        };
+        let mode = self.mode.as_str();
+        if let Some((name, _)) = unused.iter().find(|(_, set)| *set) {
             return Err(ConfigError::invalid(
-                "cluster.redis.url",
+                format!("cluster.redis.{name}"),
                 None,
-                "must start with redis:// (or rediss:// for TLS)",
+                format!("not used with mode: {mode} (it takes `{field}`)"),
             ));
         }
+        let urls = self.urls();
+        if urls.is_empty() || urls.iter().any(|u| u.is_empty()) {
+            return Err(ConfigError::invalid(
+                format!("cluster.redis.{field}"),
+                None,
+                format!("mode: {mode} needs it"),
+            ));
+        }
+        for (i, u) in urls.iter().enumerate() {
+            let at = match self.mode {
+                RedisMode::Single => format!("cluster.redis.{field}"),
+                _ => format!("cluster.redis.{field}[{i}]"),
+            };
+            if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+                return Err(ConfigError::invalid(
+                    at,
+                    None,
+                    "must start with redis:// (or rediss:// for TLS)",
+                ));
+            }
+            if u.starts_with("rediss://") != urls[0].starts_with("rediss://") {
+                return Err(ConfigError::invalid(
+                    at,
+                    None,
+                    "all URLs take the same scheme (redis:// or rediss://)",
+                ));
+            }
+        }
+        if self.mode == RedisMode::Sentinel && self.master_name.as_deref().is_none_or(str::is_empty)
+        {
+            return Err(ConfigError::invalid(
+                "cluster.redis.master_name",
+                None,
+                "mode: sentinel needs the name the sentinels monitor the primary under",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
         if self.timeout_ms == 0 || self.breaker_failures == 0 || self.breaker_open_ms == 0 {
             return Err(ConfigError::invalid(
                 "cluster.redis",
@@ -126,7 +247,7 @@ impl RedisConfig {
                 return Err(ConfigError::invalid(
                     format!("cluster.redis.{name}"),
                     None,
-                    "only with a rediss:// url",
+                    "only with rediss:// URLs",
                 ));
             }
             if !path.is_file() {
@@ -145,6 +266,30 @@ impl RedisConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// How Redis is deployed (`cluster.redis.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// One server at `url`.
+    #[default]
+    Single,
+    /// A Redis Cluster reached through its seed `nodes`; each tenant's buckets live on the shard
+    /// that serves its hash slot.
+    Cluster,
+    /// A primary (and replicas) watched by `sentinels`, followed across failovers.
+    Sentinel,
+}
+
+impl RedisMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RedisMode::Single => "single",
+            RedisMode::Cluster => "cluster",
+            RedisMode::Sentinel => "sentinel",
+        }
     }
 }
 

@@ -19,7 +19,7 @@ pub use admin::AdminConfig;
 pub use algorithm::Algorithm;
 pub use backend::{BackendConfig, HealthCheckConfig, PriceConfig, SmoothingConfig, TimeoutsConfig};
 pub use bounds::BoundsConfig;
-pub use cluster::{ClusterConfig, RedisConfig};
+pub use cluster::{ClusterConfig, RedisConfig, RedisMode};
 pub use error::ConfigError;
 pub use listen::{ListenConfig, TlsConfig};
 pub use routing::{AffinityConfig, MatchConfig, OneOrMany, RouteConfig, RoutingConfig, RuleConfig};

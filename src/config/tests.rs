@@ -301,3 +301,51 @@ fn admin_listen_is_an_address_apart_from_the_public_one() {
         assert!(e.contains(field), "{admin}: {e}");
     }
 }
+
+#[test]
+fn redis_modes_take_their_own_fields() {
+    use super::RedisMode;
+    let with = |redis: &str| {
+        format!("{MIN}cluster:\n  cluster_id: east\n  insecure: true\n  redis: {{ {redis} }}\n")
+    };
+    let parse = |redis: &str| Config::parse_with_env(&with(redis), &|_| true);
+    let redis = |c: Config| c.cluster.unwrap().redis.unwrap();
+    let single = redis(parse("url: \"redis://h:6379\"").unwrap());
+    assert_eq!(single.mode, RedisMode::Single);
+    let c = redis(parse("mode: cluster, nodes: [\"redis://a:7000\", \"redis://b:7001\"]").unwrap());
+    assert_eq!((c.mode, c.urls().len()), (RedisMode::Cluster, 2));
+    let s = redis(
+        parse("mode: sentinel, sentinels: [\"rediss://s:26379\"], master_name: primary").unwrap(),
+    );
+    assert_eq!(s.mode, RedisMode::Sentinel);
+    assert!(s.tls());
+    for (bad, field) in [
+        ("mode: cluster, url: \"redis://h\"", "cluster.redis.url"),
+        ("mode: cluster, nodes: []", "cluster.redis.nodes"),
+        (
+            "nodes: [\"redis://a:1\"], url: \"redis://h\"",
+            "cluster.redis.nodes",
+        ),
+        (
+            "mode: cluster, nodes: [\"redis://a:1\", \"rediss://b:2\"]",
+            "cluster.redis.nodes[1]",
+        ),
+        (
+            "mode: cluster, nodes: [\"tcp://a:1\"]",
+            "cluster.redis.nodes[0]",
+        ),
+        (
+            "mode: sentinel, sentinels: [\"redis://s:1\"]",
+            "cluster.redis.master_name",
+        ),
+        ("mode: sentinel, master_name: p", "cluster.redis.sentinels"),
+        (
+            "master_name: p, url: \"redis://h\"",
+            "cluster.redis.master_name",
+        ),
+        ("mode: ring, url: \"redis://h\"", "mode"),
+    ] {
+        let e = parse(bad).unwrap_err().to_string();
+        assert!(e.contains(field), "{bad}: {e}");
+    }
+}

@@ -90,7 +90,7 @@ pub const LIMITER_MODE: Def = def(
     "sluice_limiter_mode",
     Gauge,
     &["mode"],
-    "1 for the current mode: local, global or fallback",
+    "1 for the current mode: local, global, fallback or partial (some tenants in fallback)",
 );
 pub const LIMITER_REDIS_CALLS: Def = def(
     "sluice_limiter_redis_calls_total",
@@ -115,6 +115,12 @@ pub const LIMITER_LEASE_HITS: Def = def(
     Counter,
     &[],
     "admissions answered from a request lease (no Redis call)",
+);
+pub const LIMITER_FALLBACK_TENANTS: Def = def(
+    "sluice_limiter_fallback_tenants",
+    Gauge,
+    &[],
+    "tenants answered by the local fallback (Redis, or their Redis Cluster shard, failing)",
 );
 pub const LIMITER_FALLBACK_DIVISOR: Def = def(
     "sluice_limiter_fallback_divisor",
@@ -243,6 +249,7 @@ pub const ALL: &[Def] = &[
     LIMITER_REDIS_ERRORS,
     LIMITER_CACHE_HITS,
     LIMITER_LEASE_HITS,
+    LIMITER_FALLBACK_TENANTS,
     LIMITER_FALLBACK_DIVISOR,
     ROUTING_DECISIONS,
     BACKEND_HEALTHY,

@@ -238,6 +238,9 @@ impl Metrics {
     pub fn limiter_lease_hit() {
         counter!(LIMITER_LEASE_HITS.name).increment(1);
     }
+    pub fn limiter_fallback_tenants(n: usize) {
+        gauge!(LIMITER_FALLBACK_TENANTS.name).set(n as f64);
+    }
     pub fn limiter_fallback_divisor(nodes: usize) {
         gauge!(LIMITER_FALLBACK_DIVISOR.name).set(nodes as f64);
     }

@@ -5,7 +5,7 @@
 //!   `lua/token_bucket.lua` over a shared multiplexed connection, bounded by `timeout_ms`: it admits,
 //!   books a later slot within the request's wait budget, or refuses. All bucket maths run in Lua
 //!   against Redis `TIME`; Rust never reads-then-writes a bucket.
-//! * **Fallback mode** (breaker open): no Redis calls at all. Each tenant's quota divided by the live
+//! * **Fallback mode** (breaker open): no Redis calls for the tenants behind the open breaker. Each tenant's quota divided by the live
 //!   node count, in a [`LocalLimiter`] that starts from this node's share of the last known global
 //!   level (empty at start-up), never from full buckets.
 //! * A failed or slow call answers *that* request from the fallback at once and counts a failure;
@@ -16,26 +16,31 @@
 //! * After Redis refuses a tenant, the node refuses it locally until the retry-after passes (the
 //!   over-limit cache), without calling Redis.
 //!
-//! Metrics: `sluice_limiter_mode{mode}` (1 current, 0 other), `sluice_limiter_redis_calls_total`,
+//! * **Topology** (`topology`, `group`): one server, a Redis Cluster or a Sentinel-watched primary.
+//!   Breaker and fallback are per group of tenants one server answers for: one group for `single`
+//!   and `sentinel`, one per hash slot in a cluster, so a failing shard sends only its tenants to
+//!   the fallback. The limiter is `partial` while some groups are in fallback and others not.
+//!
+//! Metrics: `sluice_limiter_mode{mode}` (1 current, 0 other), `sluice_limiter_fallback_tenants`, `sluice_limiter_redis_calls_total`,
 //! `sluice_limiter_redis_errors_total{kind=timeout|error}`, `sluice_limiter_cache_hits_total`,
 //! `sluice_limiter_fallback_divisor`. One log line per mode change.
 
-use super::breaker::Breaker;
-use super::fallback::Fallback;
+use super::group::Group;
 use super::overlimit::OverLimitCache;
 use super::plan::Plan;
+use super::topology::{Conn, Connector};
 use super::{LimitFuture, LimitRequest, RateLimiter, ReconcileFuture};
-use ::redis::aio::MultiplexedConnection;
-use ::redis::{Client, Script};
+use ::redis::Script;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 /// The limiter's state, shared by the request path and its background tasks.
 pub(super) struct Inner {
-    pub(super) client: Client,
+    pub(super) connector: Connector,
+    /// The mode and its URLs without passwords, for logs.
     pub(super) url: String,
     /// Per-call budget.
     pub(super) timeout: Duration,
@@ -44,11 +49,12 @@ pub(super) struct Inner {
     /// Breaker open this long before each probe.
     pub(super) open_for: Duration,
     pub(super) plans: HashMap<String, Plan>,
-    pub(super) conn: RwLock<Option<MultiplexedConnection>>,
-    pub(super) breaker: Breaker,
-    /// Woken when the breaker opens, so the supervisor drops the connection and starts probing.
+    pub(super) conn: RwLock<Option<Conn>>,
+    /// Breaker and fallback per group of tenants one server answers for (see `group`); a plan
+    /// names its group.
+    pub(super) groups: Vec<Group>,
+    /// Woken when a breaker opens, so the supervisor probes (and, with one server, reconnects).
     pub(super) opened: Notify,
-    pub(super) fallback: Fallback,
     pub(super) cache: OverLimitCache,
     pub(super) calls: AtomicU64,
     pub(super) errors: AtomicU64,
@@ -58,8 +64,6 @@ pub(super) struct Inner {
     /// Set once the first connection attempt is over (either way): until then a request waits for
     /// it (bounded by the connect budget) rather than meet the empty start-up fallback.
     pub(super) settled: watch::Sender<bool>,
-    /// A failed call was answered by the fallback since the last charge of its spend.
-    pub(super) unsettled: AtomicBool,
 }
 
 /// Global limits in Redis shared by every node, local limits (÷ live nodes) when Redis is away.
@@ -82,7 +86,13 @@ impl ClusterLimiter {
 
     /// The live node count the fallback quotas are currently divided by.
     pub fn fallback_divisor(&self) -> usize {
-        self.inner.fallback.divisor()
+        self.inner.groups[0].fallback.divisor()
+    }
+
+    /// Tenants currently answered by the local fallback (all of them while Redis is away; in a Redis
+    /// Cluster, those of the slots whose shard is failing).
+    pub fn fallback_tenants(&self) -> Vec<String> {
+        self.inner.fallback_tenants()
     }
 
     /// The Redis keys this limiter uses for `tenant` (None: tenant without limits).
@@ -105,10 +115,10 @@ impl RateLimiter for ClusterLimiter {
     }
 
     fn mode(&self) -> &'static str {
-        if self.inner.breaker.is_open() {
-            "fallback"
-        } else {
-            "global"
-        }
+        self.inner.mode()
+    }
+
+    fn fallback_tenants(&self) -> Vec<String> {
+        self.inner.fallback_tenants()
     }
 }

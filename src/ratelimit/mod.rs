@@ -7,7 +7,8 @@
 //! or refuses it. A booked request that gives up returns its slot ([`RateLimiter::release`]).
 //!
 //! The cluster limiter's rooms: `cluster_limiter` (the type), `setup` (config → limiter),
-//! `script` (Lua scripts and Redis calls), `plan` (keys and script arguments), `reserve` (check and
+//! `topology` (single server, Redis Cluster or Sentinel), `group` (breaker and fallback per group
+//! of tenants one server answers for), `script` (Lua scripts and Redis calls), `plan` (keys and script arguments), `reserve` (check and
 //! reconcile), `switch` (breaker, fallback and the background tasks); beside them
 //! `breaker`, `fallback`, `lease`, `overlimit` and the local limiter in `local`.
 
@@ -16,6 +17,7 @@ mod bucket;
 mod cluster_limiter;
 mod contention;
 mod fallback;
+mod group;
 mod lease;
 mod local;
 mod overlimit;
@@ -24,6 +26,7 @@ mod reserve;
 mod script;
 mod setup;
 mod switch;
+mod topology;
 
 #[cfg(test)]
 mod cluster_tests;
@@ -94,6 +97,11 @@ pub trait RateLimiter: Send + Sync {
     /// Give back what an admitted request took and will not use (a booked request that gave up
     /// before its slot started).
     fn release<'a>(&'a self, tenant: &'a str, requests: u32, tokens: u64) -> ReconcileFuture<'a>;
-    /// `local`, `global` or `fallback`: shown in metrics and the admin endpoint.
+    /// `local`, `global`, `fallback` or `partial` (some tenants in fallback, the others global):
+    /// shown in metrics and the admin endpoint.
     fn mode(&self) -> &'static str;
+    /// The tenants answered by a local fallback instead of the global limits (admin endpoint).
+    fn fallback_tenants(&self) -> Vec<String> {
+        Vec::new()
+    }
 }

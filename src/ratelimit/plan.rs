@@ -48,6 +48,8 @@ pub(super) struct Plan {
     /// The longest wait budget a request of this tenant asked with (ms): how deep bookings may put
     /// the buckets in debt, and so how deep a charge of fallback admissions may.
     horizon_ms: AtomicU64,
+    /// The breaker group answering for this tenant (see `group`).
+    pub(super) group: usize,
 }
 
 impl Plan {
@@ -66,6 +68,7 @@ impl Plan {
             last: Mutex::new(None),
             contention: Contention::default(),
             horizon_ms: AtomicU64::new(0),
+            group: 0,
         })
     }
 

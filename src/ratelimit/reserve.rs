@@ -13,8 +13,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 impl Inner {
-    pub(super) fn local(&self) -> Arc<LocalLimiter> {
-        self.fallback.get()
+    /// The local fallback answering for `plan`'s tenant.
+    pub(super) fn local(&self, plan: &Plan) -> Arc<LocalLimiter> {
+        self.groups[plan.group].fallback.get()
     }
 
     pub(super) async fn check(&self, req: LimitRequest<'_>) -> Decision {
@@ -25,15 +26,20 @@ impl Inner {
         if plan.rpm == 0 && tokens == 0 {
             return Decision::unlimited();
         }
-        if self.breaker.is_open() && !self.wait_settled().await {
-            return self.local().decide(req);
+        let breaker = &self.groups[plan.group].breaker;
+        if breaker.is_open() && !self.wait_settled(plan).await {
+            return self.local(plan).decide(req);
         }
         let clamped = tokens.min(plan.tpm);
         let now = Instant::now();
         plan.asked_with(req.max_wait);
         // Request-only limits may be leased: several request tokens per Redis call.
         let lease = if tokens == 0 && req.requests == 1 {
-            lease_size(plan.rpm, plan.burst, self.fallback.divisor())
+            lease_size(
+                plan.rpm,
+                plan.burst,
+                self.groups[plan.group].fallback.divisor(),
+            )
         } else {
             0
         };
@@ -54,7 +60,7 @@ impl Inner {
         }
         let extra = lease.saturating_sub(1);
         let Some((d, leased)) = self.call_check(plan, req, tokens, extra).await else {
-            return self.local().decide(req);
+            return self.local(plan).decide(req);
         };
         if leased > 0 {
             plan.lease.grant(leased + 1, Instant::now());
@@ -64,13 +70,13 @@ impl Inner {
 
     /// Until the first connection attempt is over, wait for it (within the connect budget). True
     /// when the limiter is then in global mode.
-    async fn wait_settled(&self) -> bool {
+    async fn wait_settled(&self, plan: &Plan) -> bool {
         if *self.settled.borrow() {
             return false;
         }
         let mut rx = self.settled.subscribe();
         let _ = tokio::time::timeout(self.connect_timeout, rx.wait_for(|s| *s)).await;
-        !self.breaker.is_open()
+        !self.groups[plan.group].breaker.is_open()
     }
 
     /// One script call taking one request and `tokens` (booking within `req.max_wait`), and up to
@@ -93,10 +99,10 @@ impl Inner {
             .arg(tokens)
             .arg(req.max_wait.as_millis() as u64)
             .arg(extra);
-        let reply = match self.call::<Vec<i64>>(&inv).await {
+        let reply = match self.call::<Vec<i64>>(plan, &inv).await {
             Ok(v) if v.len() >= 12 => v,
             Ok(v) => {
-                self.failed(CallError::BadReply(v.len()));
+                self.failed(&self.groups[plan.group], CallError::BadReply(v.len()));
                 return None;
             }
             Err(_) => return None,
@@ -111,7 +117,7 @@ impl Inner {
                 // Waiting requests book slots as they come within reach, on other nodes too: this
                 // node's chance is later (a request that does not wait races for the very slot).
                 plan.contention
-                    .assume(self.fallback.divisor().saturating_sub(1));
+                    .assume(self.groups[plan.group].fallback.divisor().saturating_sub(1));
                 rw = plan.contention.refused(rw, plan.per_request());
             }
             self.cache
@@ -121,7 +127,7 @@ impl Inner {
             // turn; until its wait fits a request's budget, the request is refused without a call.
             let now = Instant::now();
             plan.contention
-                .assume(self.fallback.divisor().saturating_sub(1));
+                .assume(self.groups[plan.group].fallback.divisor().saturating_sub(1));
             let next = plan.contention.booked(now, d.wait, plan.per_request());
             self.cache.refused(req.tenant, now, next, 0, Duration::ZERO);
         }
@@ -138,8 +144,8 @@ impl Inner {
         } else {
             0
         };
-        if self.breaker.is_open() {
-            self.local().give_back(tenant, requests, tokens);
+        if self.groups[plan.group].breaker.is_open() {
+            self.local(plan).give_back(tenant, requests, tokens);
             return;
         }
         let inv = plan.adjust(
@@ -147,8 +153,8 @@ impl Inner {
             (requests as i64, tokens as i64),
             (None, None),
         );
-        if self.call::<i64>(&inv).await.is_err() {
-            self.local().give_back(tenant, requests, tokens);
+        if self.call::<i64>(plan, &inv).await.is_err() {
+            self.local(plan).give_back(tenant, requests, tokens);
         }
     }
 
@@ -163,8 +169,8 @@ impl Inner {
         if actual < settled {
             self.cache.tokens_returned(tenant);
         }
-        if self.breaker.is_open() {
-            self.local().adjust_tokens(tenant, reserved, actual);
+        if self.groups[plan.group].breaker.is_open() {
+            self.local(plan).adjust_tokens(tenant, reserved, actual);
             return;
         }
         let mut inv = self.reconcile_script.prepare_invoke();
@@ -172,9 +178,9 @@ impl Inner {
             .arg(plan.tpm)
             .arg(reserved)
             .arg(actual);
-        if self.call::<i64>(&inv).await.is_err() {
+        if self.call::<i64>(plan, &inv).await.is_err() {
             // Lost for the global bucket; at least the fallback bucket knows.
-            self.local().adjust_tokens(tenant, reserved, actual);
+            self.local(plan).adjust_tokens(tenant, reserved, actual);
         }
     }
 }

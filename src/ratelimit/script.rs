@@ -2,9 +2,10 @@
 //! set-up that loads the scripts and checks that Redis answers in time.
 
 use super::cluster_limiter::Inner;
+use super::plan::Plan;
+use super::topology::Conn;
 use crate::observe::Metrics;
-use ::redis::aio::MultiplexedConnection;
-use ::redis::{AsyncConnectionConfig, FromRedisValue, RedisError, ScriptInvocation};
+use ::redis::{ErrorKind, FromRedisValue, RedisError, ScriptInvocation, Value};
 use std::sync::atomic::Ordering;
 
 /// Check-and-take of a tenant's request and token buckets (contract in the script's header).
@@ -59,24 +60,27 @@ impl std::fmt::Display for CallError {
 }
 
 impl Inner {
-    /// One script call within the per-call budget; failures are counted (and may open the breaker).
+    /// One script call for `plan`'s tenant within the per-call budget; failures are counted against
+    /// the tenant's breaker group (and may open its breaker).
     pub(super) async fn call<T: FromRedisValue>(
         &self,
+        plan: &Plan,
         inv: &ScriptInvocation<'_>,
     ) -> Result<T, CallError> {
         let conn = self.conn.read().unwrap_or_else(|e| e.into_inner()).clone();
         let Some(mut conn) = conn else {
             return Err(CallError::NoConnection);
         };
+        let g = &self.groups[plan.group];
         self.calls.fetch_add(1, Ordering::Relaxed);
         Metrics::limiter_redis_call();
         let err = match tokio::time::timeout(self.timeout, inv.invoke_async::<T>(&mut conn)).await {
             Ok(Ok(v)) => {
-                self.breaker.success();
-                if self.unsettled.swap(false, Ordering::Relaxed) {
+                g.breaker.success();
+                if g.unsettled.swap(false, Ordering::Relaxed) {
                     // Failed calls before this one were answered by the fallback: count them
                     // against the global buckets now (once per failure streak).
-                    self.charge_spent(&mut conn).await;
+                    self.charge_spent(g, &mut conn).await;
                 }
                 return Ok(v);
             }
@@ -84,36 +88,61 @@ impl Inner {
             Err(_) => CallError::Timeout,
         };
         let kind = err.kind();
-        self.failed_kind(kind, &err);
+        self.failed_kind(g, kind, &err);
         Err(err)
     }
 
-    /// Connect, load the scripts (so no request pays a NOSCRIPT round trip) and check that Redis
-    /// answers within the per-call budget (a slower Redis would only flap the breaker).
-    pub(super) async fn connect(&self) -> Result<MultiplexedConnection, CallError> {
-        let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.connect_timeout));
-        let setup = async {
-            let mut conn = self
-                .client
-                .get_multiplexed_async_connection_with_config(&cfg)
-                .await?;
-            self.check_script.load_async(&mut conn).await?;
-            self.reconcile_script.load_async(&mut conn).await?;
-            self.adjust_script.load_async(&mut conn).await?;
-            Ok::<_, RedisError>(conn)
+    /// Load the scripts (so no request pays a NOSCRIPT round trip; in a cluster, on every primary).
+    pub(super) async fn load_scripts(&self, conn: &mut Conn) -> Result<(), RedisError> {
+        let load = async {
+            self.check_script.load_async(conn).await?;
+            self.reconcile_script.load_async(conn).await?;
+            self.adjust_script.load_async(conn).await?;
+            Ok::<_, RedisError>(())
         };
-        let mut conn = tokio::time::timeout(self.connect_timeout, setup)
+        tokio::time::timeout(self.connect_timeout, load)
             .await
-            .map_err(|_| CallError::Timeout)?
-            .map_err(CallError::Redis)?;
+            .unwrap_or_else(|_| Err(RedisError::from((ErrorKind::Io, "script load timed out"))))
+    }
+
+    /// Connect and load the scripts. One server: also check that it answers within the per-call
+    /// budget (a slower Redis would only flap the breaker). A cluster: the first seed that answers
+    /// is enough (a shard that is down must not keep the others in fallback); the slot groups are
+    /// probed each on their own ([`Inner::probe`]) and a failed script load is retried then.
+    pub(super) async fn connect(&self) -> Result<Conn, CallError> {
+        let mut conn = tokio::time::timeout(
+            self.connect_timeout,
+            self.connector.open(self.connect_timeout),
+        )
+        .await
+        .map_err(|_| CallError::Timeout)?
+        .map_err(CallError::Redis)?;
+        let loaded = self.load_scripts(&mut conn).await;
+        if self.connector.sharded() {
+            return Ok(conn);
+        }
+        loaded.map_err(CallError::Redis)?;
+        let ping = ::redis::cmd("PING");
+        self.answers(&ping, &mut conn).await.map(|_| conn)
+    }
+
+    /// Redis Cluster: whether the shard serving group `i`'s slot answers (`EXISTS` on one of its
+    /// keys, which the client routes to that shard).
+    pub(super) async fn probe(&self, i: usize, mut conn: Conn) -> bool {
+        let Some(key) = &self.groups[i].probe_key else {
+            return true;
+        };
+        let mut exists = ::redis::cmd("EXISTS");
+        exists.arg(key);
+        self.answers(&exists, &mut conn).await.is_ok()
+    }
+
+    /// `cmd` answered within the per-call budget, at most three tries.
+    async fn answers(&self, cmd: &::redis::Cmd, conn: &mut Conn) -> Result<(), CallError> {
         let mut last = CallError::Timeout;
-        let ping_cmd = ::redis::cmd("PING");
         for _ in 0..3 {
-            let ping = ping_cmd.query_async::<String>(&mut conn);
-            match tokio::time::timeout(self.timeout, ping).await {
-                Ok(Ok(_)) => return Ok(conn),
+            match tokio::time::timeout(self.timeout, cmd.query_async::<Value>(conn)).await {
+                Ok(Ok(_)) => return Ok(()),
                 Ok(Err(e)) => last = CallError::Redis(e),
                 Err(_) => last = CallError::Timeout,
             }

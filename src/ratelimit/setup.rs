@@ -1,19 +1,18 @@
 //! Building the cluster limiter from its config: the Redis client, the per-tenant plans, the
 //! fallback, and the background tasks. Never touches Redis itself.
 
-use super::breaker::Breaker;
 use super::cluster_limiter::{ClusterLimiter, Inner};
-use super::fallback::Fallback;
+use super::group;
 use super::local::Quotas;
 use super::overlimit::OverLimitCache;
 use super::plan::Plan;
 use super::script::{ADJUST_LUA, RECONCILE_LUA, TOKEN_BUCKET_LUA};
 use super::switch::{follow_nodes, supervise};
-use crate::config::{RedisConfig, TenantConfig};
+use super::topology::Connector;
+use crate::config::{RedisConfig, RedisMode, TenantConfig};
 use crate::observe::Metrics;
-use ::redis::{Client, ClientTlsConfig, RedisError, Script, TlsCertificates};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use ::redis::{RedisError, Script};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
@@ -22,6 +21,10 @@ use tokio::sync::{Notify, watch};
 pub enum RedisLimitError {
     #[error("cluster.redis.url: {0}")]
     Url(#[source] RedisError),
+    #[error("cluster.redis.nodes: {0}")]
+    Nodes(#[source] RedisError),
+    #[error("cluster.redis.sentinels: {0}")]
+    Sentinels(#[source] RedisError),
     #[error("cluster.redis.{field}: cannot read `{path}`: {reason}")]
     File {
         field: &'static str,
@@ -45,29 +48,36 @@ impl ClusterLimiter {
     ) -> Result<ClusterLimiter, RedisLimitError> {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| RedisLimitError::NoRuntime)?;
-        let client = client(cfg)?;
+        let open_for = Duration::from_millis(cfg.breaker_open_ms.max(1));
+        let connect_timeout = open_for.clamp(Duration::from_millis(100), Duration::from_secs(2));
+        let connector = Connector::new(cfg, connect_timeout)?;
         let quotas: Vec<(String, Quotas)> = tenants
             .iter()
             .map(|t| (t.id.clone(), Quotas::of(t)))
             .collect();
-        let plans = quotas
+        let mut plans = quotas
             .iter()
             .filter_map(|(id, q)| Plan::new(&cfg.key_prefix, id, q).map(|p| (id.clone(), p)))
             .collect();
         let mut live_nodes = live_nodes;
         let nodes = (*live_nodes.borrow_and_update()).max(1);
-        let open_for = Duration::from_millis(cfg.breaker_open_ms.max(1));
+        let groups = group::build(
+            connector.sharded(),
+            quotas,
+            &mut plans,
+            cfg.breaker_failures,
+            nodes,
+        );
         let inner = Arc::new(Inner {
-            client,
-            url: redact(&cfg.url),
+            connector,
+            url: describe(cfg),
             timeout: Duration::from_millis(cfg.timeout_ms.max(1)),
-            connect_timeout: open_for.clamp(Duration::from_millis(100), Duration::from_secs(2)),
+            connect_timeout,
             open_for,
             plans,
             conn: RwLock::new(None),
-            breaker: Breaker::new(cfg.breaker_failures),
+            groups,
             opened: Notify::new(),
-            fallback: Fallback::new(quotas, nodes),
             cache: OverLimitCache::default(),
             calls: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -75,13 +85,13 @@ impl ClusterLimiter {
             reconcile_script: Script::new(RECONCILE_LUA),
             adjust_script: Script::new(ADJUST_LUA),
             settled: watch::channel(false).0,
-            unsettled: AtomicBool::new(false),
         });
-        Metrics::limiter_mode("fallback", &["global"]);
+        inner.publish_mode();
         Metrics::limiter_fallback_divisor(nodes);
         tracing::info!(
             mode = "fallback",
             redis = %inner.url,
+            groups = inner.groups.len(),
             live_nodes = nodes,
             "rate limiter starting in fallback mode until Redis answers"
         );
@@ -95,39 +105,19 @@ impl ClusterLimiter {
     }
 }
 
-/// The Redis client: plain, or TLS (`rediss://`) with the configured CA and client certificate (the
-/// system roots when no CA file is given).
-fn client(cfg: &RedisConfig) -> Result<Client, RedisLimitError> {
-    let read = |field: &'static str, path: &Option<PathBuf>| {
-        path.as_ref()
-            .map(|p| {
-                std::fs::read(p).map_err(|e| RedisLimitError::File {
-                    field,
-                    path: p.display().to_string(),
-                    reason: e.to_string(),
-                })
-            })
-            .transpose()
-    };
-    let root_cert = read("ca_file", &cfg.ca_file)?;
-    let cert = read("client_cert_file", &cfg.client_cert_file)?;
-    let key = read("client_key_file", &cfg.client_key_file)?;
-    let client_tls = match (cert, key) {
-        (Some(client_cert), Some(client_key)) => Some(ClientTlsConfig {
-            client_cert,
-            client_key,
-        }),
-        _ => None,
-    };
-    let url = cfg.url.as_str();
-    if !cfg.tls() || (root_cert.is_none() && client_tls.is_none()) {
-        return Client::open(url).map_err(RedisLimitError::Url);
+/// The mode and its URLs without passwords, for logs: `redis://h:6379`, `cluster redis://a:1,…`,
+/// `sentinel mymaster redis://s:26379,…`.
+fn describe(cfg: &RedisConfig) -> String {
+    let urls: Vec<String> = cfg.urls().iter().map(|u| redact(u)).collect();
+    match cfg.mode {
+        RedisMode::Single => urls.join(","),
+        RedisMode::Cluster => format!("cluster {}", urls.join(",")),
+        RedisMode::Sentinel => format!(
+            "sentinel {} {}",
+            cfg.master_name.as_deref().unwrap_or_default(),
+            urls.join(",")
+        ),
     }
-    let certs = TlsCertificates {
-        client_tls,
-        root_cert,
-    };
-    Client::build_with_tls(url, certs).map_err(RedisLimitError::Url)
 }
 
 /// The URL without its password, for logs: `redis://user:***@host:port` (the user name of

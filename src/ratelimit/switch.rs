@@ -3,55 +3,92 @@
 //! changes. One log line per mode change.
 
 use super::cluster_limiter::Inner;
+use super::group::Group;
 use super::local::Levels;
 use super::script::CallError;
+use super::topology::Conn;
 use crate::observe::Metrics;
-use ::redis::aio::MultiplexedConnection;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::sync::watch;
 
+/// Every value of `sluice_limiter_mode` a cluster limiter reports.
+const MODES: [&str; 3] = ["global", "fallback", "partial"];
+
 impl Inner {
-    pub(super) fn failed(&self, err: CallError) {
-        self.failed_kind(err.kind(), &err);
+    pub(super) fn failed(&self, g: &Group, err: CallError) {
+        self.failed_kind(g, err.kind(), &err);
     }
 
-    pub(super) fn failed_kind(&self, kind: &'static str, err: &CallError) {
+    pub(super) fn failed_kind(&self, g: &Group, kind: &'static str, err: &CallError) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         Metrics::limiter_redis_error(kind);
-        tracing::debug!(kind, error = %err, "rate limiter: Redis call failed, answered locally");
-        self.unsettled.store(true, Ordering::Relaxed);
-        let (streak, opened) = self.breaker.failure_counted();
+        tracing::debug!(kind, group = %g.label, error = %err, "rate limiter: Redis call failed, answered locally");
+        g.unsettled.store(true, Ordering::Relaxed);
+        let (streak, opened) = g.breaker.failure_counted();
         if streak == 1 {
             // No capacity appears from the switch: from the first failed call on, the fallback
             // answers from this node's share of what the global buckets held at the last answer.
-            self.fallback.seed(&self.last_levels());
+            g.fallback.seed(&self.last_levels(g));
         }
         if opened {
-            Metrics::limiter_mode("fallback", &["global"]);
+            let mode = self.publish_mode();
             tracing::warn!(
-                mode = "fallback",
-                previous = "global",
+                mode,
+                group = %g.label,
+                tenants = g.tenants.len(),
                 redis = %self.url,
                 kind,
                 error = %err,
-                failures = self.breaker.consecutive_failures(),
-                live_nodes = self.fallback.divisor(),
+                failures = g.breaker.consecutive_failures(),
+                live_nodes = g.fallback.divisor(),
                 "rate limiter: Redis failing, switched to local fallback limits (quota / live nodes)"
             );
             self.opened.notify_one();
         }
     }
-}
 
-impl Inner {
-    /// Charge what the fallback admitted to the global buckets (`lua/adjust.lua`), so an outage or a
-    /// breaker flap adds no capacity, and cap them at what this node knows they hold, so a Redis
-    /// that restarted empty keeps the cluster's debt. A failed charge is dropped (Redis just came
-    /// back; the next failure streak starts over from its answers).
-    pub(super) async fn charge_spent(&self, conn: &mut MultiplexedConnection) {
-        for s in self.fallback.settle() {
+    /// `global` (every group's breaker closed), `fallback` (all open) or `partial`.
+    pub(super) fn mode(&self) -> &'static str {
+        match self.groups.iter().filter(|g| g.breaker.is_open()).count() {
+            0 => "global",
+            n if n == self.groups.len() => "fallback",
+            _ => "partial",
+        }
+    }
+
+    pub(super) fn fallback_tenants(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .groups
+            .iter()
+            .filter(|g| g.breaker.is_open())
+            .flat_map(|g| {
+                g.tenants
+                    .iter()
+                    .filter(|t| self.plans.contains_key(*t))
+                    .cloned()
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Set the mode gauges (and the count of tenants in fallback); returns the mode.
+    pub(super) fn publish_mode(&self) -> &'static str {
+        let mode = self.mode();
+        let others: Vec<&'static str> = MODES.iter().copied().filter(|m| *m != mode).collect();
+        Metrics::limiter_mode(mode, &others);
+        Metrics::limiter_fallback_tenants(self.fallback_tenants().len());
+        mode
+    }
+
+    /// Charge what the group's fallback admitted to the global buckets (`lua/adjust.lua`), so an
+    /// outage or a breaker flap adds no capacity, and cap them at what this node knows they hold, so
+    /// a Redis that restarted empty keeps the cluster's debt. A failed charge is dropped (Redis just
+    /// came back; the next failure streak starts over from its answers).
+    pub(super) async fn charge_spent(&self, g: &Group, conn: &mut Conn) {
+        for s in g.fallback.settle() {
             let Some(plan) = self.plans.get(&s.tenant) else {
                 continue;
             };
@@ -71,13 +108,34 @@ impl Inner {
         }
     }
 
-    /// Each tenant's global levels at the last answer from Redis (tenants never answered for are
-    /// left out: their fallback starts empty).
-    fn last_levels(&self) -> HashMap<String, Levels> {
-        self.plans
+    /// The group's tenants' global levels at the last answer from Redis (tenants never answered
+    /// for are left out: their fallback starts empty).
+    fn last_levels(&self, g: &Group) -> HashMap<String, Levels> {
+        g.tenants
             .iter()
-            .filter_map(|(id, p)| p.last_levels().map(|l| (id.clone(), l)))
+            .filter_map(|id| {
+                let l = self.plans.get(id)?.last_levels()?;
+                Some((id.clone(), l))
+            })
             .collect()
+    }
+
+    /// Back to global limits for `g`: what its fallback admitted is charged before its buckets
+    /// answer again (and once more after, for requests that were between the two).
+    async fn close_group(&self, g: &Group, conn: &mut Conn) {
+        self.charge_spent(g, conn).await;
+        let closed_now = g.breaker.close();
+        self.charge_spent(g, conn).await;
+        if closed_now {
+            let mode = self.publish_mode();
+            tracing::info!(
+                mode,
+                group = %g.label,
+                tenants = g.tenants.len(),
+                redis = %self.url,
+                "rate limiter: Redis answers, using global limits"
+            );
+        }
     }
 }
 
@@ -107,24 +165,18 @@ pub(super) async fn supervise(inner: Arc<Inner>, mut shutdown: watch::Receiver<(
         let settle = || {
             inner.settled.send_replace(true);
         };
+        let settle = &settle;
         match probe {
             Ok(mut conn) => {
-                // What the fallback admitted counts against the global buckets before they answer
-                // again (and once more after, for requests that were between the two).
-                inner.charge_spent(&mut conn).await;
                 *inner.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
-                let closed_now = inner.breaker.close();
-                inner.charge_spent(&mut conn).await;
-                settle();
-                if closed_now {
-                    Metrics::limiter_mode("global", &["fallback"]);
-                    tracing::info!(
-                        mode = "global",
-                        previous = "fallback",
-                        redis = %inner.url,
-                        "rate limiter: Redis answers, using global limits"
-                    );
+                if inner.connector.sharded() {
+                    // The cluster client keeps its connections and slot map: the connection
+                    // stays, and each slot group is probed on its own.
+                    follow_slots(&inner, conn, &mut shutdown, settle).await;
+                    return;
                 }
+                inner.close_group(&inner.groups[0], &mut conn).await;
+                settle();
                 tokio::select! {
                     _ = closed(&mut shutdown) => return,
                     _ = inner.opened.notified() => {}
@@ -161,6 +213,49 @@ pub(super) async fn supervise(inner: Arc<Inner>, mut shutdown: watch::Receiver<(
     }
 }
 
+/// Redis Cluster: every `breaker_open_ms` (and at once on the first round), probe the open slot
+/// groups together and close those whose shard answers.
+async fn follow_slots(
+    inner: &Arc<Inner>,
+    mut conn: Conn,
+    shutdown: &mut watch::Receiver<()>,
+    settle: &(dyn Fn() + Sync),
+) {
+    loop {
+        let mut probes = tokio::task::JoinSet::new();
+        for (i, g) in inner.groups.iter().enumerate() {
+            if g.breaker.is_open() {
+                let (inner, conn) = (inner.clone(), conn.clone());
+                probes.spawn(async move { inner.probe(i, conn).await.then_some(i) });
+            }
+        }
+        let mut answered = Vec::new();
+        while let Some(r) = probes.join_next().await {
+            answered.extend(r.ok().flatten());
+        }
+        if !answered.is_empty() {
+            // A promoted replica may not hold the scripts yet (best effort: NOSCRIPT reloads too).
+            let _ = inner.load_scripts(&mut conn).await;
+        }
+        for i in answered {
+            inner.close_group(&inner.groups[i], &mut conn).await;
+        }
+        settle();
+        let opened = tokio::select! {
+            _ = closed(shutdown) => return,
+            _ = inner.opened.notified() => true,
+            _ = tokio::time::sleep(inner.open_for), if inner.mode() != "global" => false,
+        };
+        if opened {
+            // A breaker that just opened stays open `breaker_open_ms` before its probe.
+            tokio::select! {
+                _ = closed(shutdown) => return,
+                _ = tokio::time::sleep(inner.open_for) => {}
+            }
+        }
+    }
+}
+
 /// Re-divides the fallback quotas when the live node count changes.
 pub(super) async fn follow_nodes(
     inner: Arc<Inner>,
@@ -173,8 +268,12 @@ pub(super) async fn follow_nodes(
             r = nodes.changed() => if r.is_err() { return },
         }
         let n = *nodes.borrow_and_update();
-        if let Some(previous) = inner.fallback.resize(n) {
-            let n = inner.fallback.divisor();
+        let mut changed = None;
+        for g in &inner.groups {
+            changed = g.fallback.resize(n).or(changed);
+        }
+        if let Some(previous) = changed {
+            let n = inner.groups[0].fallback.divisor();
             Metrics::limiter_fallback_divisor(n);
             tracing::info!(
                 live_nodes = n,

@@ -3,9 +3,12 @@
 //!    limiter (a generous limit that never refuses, so every request pays the Redis round trip);
 //! 2. Redis calls per request (from the node's own counter);
 //! 3. global accuracy: three nodes, one tenant limited to N per minute (burst N), offered 3N spread
-//!    over the nodes; admitted / N, against three nodes without Redis (each admits N alone).
+//!    over the nodes; admitted / N, against three nodes without Redis (each admits N alone);
+//! 4. throughput of one node with the limiter on a Redis Cluster (three primaries, three replicas)
+//!    against the same node on a single Redis, in the same run (ratio printed).
 //!
-//! `cargo bench --bench limiter` (needs `wrk` and `redis-server`). Env: BENCH_SECONDS (default 8).
+//! `cargo bench --bench limiter` (needs `wrk`, `redis-server` and `redis-cli`). Env: BENCH_SECONDS
+//! (default 8).
 
 mod common;
 #[path = "../support/mod.rs"]
@@ -14,7 +17,7 @@ mod support;
 use common::{median, need};
 use std::process::Command;
 use std::time::Duration;
-use support::redis::RedisServer;
+use support::redis::{RedisCluster, RedisServer};
 use support::wait::poll_blocking;
 use support::{Proc, free_port};
 
@@ -76,7 +79,10 @@ fn cluster_cfg(
 ) -> String {
     let seeds: Vec<String> = gossip.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let redis = redis
-        .map(|r| format!("\n  redis: {{ url: \"{r}\" }}"))
+        .map(|r| match r.strip_prefix("cluster ") {
+            Some(nodes) => format!("\n  redis: {{ mode: cluster, nodes: [{nodes}] }}"),
+            None => format!("\n  redis: {{ url: \"{r}\" }}"),
+        })
         .unwrap_or_default();
     format!(
         "node: {{ id: n{i} }}\nbackends:\n  - {{ name: up, url: \"http://{up}\", protocol: openai }}\ntenants:\n  - {{ id: capped, keys: [sk-capped], limits: {{ requests_per_minute: {limit}, burst: {limit} }} }}\n  - {{ id: open, keys: [sk-open], limits: {{ requests_per_minute: 100000000, burst: 1000000 }} }}\n  - {{ id: free, keys: [sk-free] }}\nrouting: {{}}\nshaping: {{ max_wait_ms: {max_wait_ms} }}\ncluster:\n  gossip_listen: 127.0.0.1:{}\n  seeds: [{}]\n  gossip_interval_ms: 100\n  insecure: true{redis}\n",
@@ -182,6 +188,35 @@ fn main() {
             n as f64 / 60.0 * el,
             admitted as f64 / allowed
         );
+    }
+    // 4: the same node on a Redis Cluster and on the single Redis, rounds interleaved.
+    if need("redis-cli") {
+        let cluster = RedisCluster::start(3);
+        let seeds: Vec<String> = cluster.seeds().iter().map(|u| format!("\"{u}\"")).collect();
+        let on_cluster = format!("cluster {}", seeds.join(", "));
+        let mut per_topology = Vec::new();
+        for r in [on_cluster.as_str(), redis.as_str()] {
+            let g = [free_port()];
+            let node = support::gateway_env(&cluster_cfg(&up, &g, 0, Some(r), 100, 5000), QUIET);
+            wait_global(&node.addr);
+            wrk(&dir, &node.addr, "sk-open", 1);
+            per_topology.push(node);
+        }
+        let (mut on_c, mut on_s) = (Vec::new(), Vec::new());
+        for round in 0..3 {
+            let c = wrk(&dir, &per_topology[0].addr, "sk-open", secs);
+            let s = wrk(&dir, &per_topology[1].addr, "sk-open", secs);
+            println!("  round {round}: redis cluster {c:.0} req/s, single redis {s:.0} req/s");
+            on_c.push(c);
+            on_s.push(s);
+        }
+        let (c, s) = (median(on_c), median(on_s));
+        println!(
+            "throughput with the limiter on a redis cluster (3 primaries): {c:.0} req/s; on a single redis: {s:.0} req/s; ratio {:.2}",
+            c / s
+        );
+    } else {
+        eprintln!("redis cluster row skipped: needs redis-cli");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -244,3 +244,304 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+// Redis Cluster and Sentinel topologies on loopback (tests/redis_topology.rs): each server a
+// `redis-server` child in its own temporary directory, killed on drop.
+
+/// A loopback port free for TCP whose cluster bus port (port + 10000) is free as well.
+pub fn free_cluster_port() -> u16 {
+    for _ in 0..200 {
+        let p = free_port();
+        if p < 55536 && std::net::TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no port below 55536 free with its cluster bus port");
+}
+
+/// One server of a test topology (a cluster node, a primary, a replica or a sentinel).
+pub struct TopologyNode {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl TopologyNode {
+    /// `redis-server [config] --port P --bind 127.0.0.1 --dir DIR ARGS`; ready when it answers PING.
+    pub fn spawn(config: Option<&str>, port: u16, args: &[&str]) -> TopologyNode {
+        let dir = super::tmp_dir();
+        let mut cmd = Command::new(REDIS_SERVER);
+        if let Some(text) = config {
+            let path = dir.join("redis.conf");
+            std::fs::write(&path, text).unwrap();
+            cmd.arg(&path);
+        }
+        let child = cmd
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--dir", &dir.to_string_lossy()])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {REDIS_SERVER} ({e}); install it (bash tests/run.sh does)")
+            });
+        let mut node = TopologyNode {
+            child: Some(child),
+            port,
+            dir,
+        };
+        poll_blocking(Duration::from_secs(10), "redis node answering PING", || {
+            if let Some(status) = node.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("redis-server {args:?} on {port} exited at start ({status})");
+            }
+            node.query::<String>(&["PING"]).ok()
+        });
+        node
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// One command on a fresh connection (short timeouts: a dead node answers an error).
+    pub fn query<T: redis::FromRedisValue>(&self, args: &[&str]) -> redis::RedisResult<T> {
+        let client = redis::Client::open(self.url())?;
+        let mut c = client.get_connection_with_timeout(Duration::from_millis(500))?;
+        c.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut c)
+    }
+
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for TopologyNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A Redis Cluster: `primaries` primaries with one replica each (`redis-cli --cluster create
+/// --cluster-replicas 1`). Replicas fail over only when told ([`RedisCluster::take_over`]):
+/// `cluster-replica-no-failover yes`, so a test sees the shard's outage before its replica takes
+/// over. `cluster-require-full-coverage no`: the shards still up keep answering meanwhile.
+pub struct RedisCluster {
+    pub nodes: Vec<TopologyNode>,
+}
+
+impl RedisCluster {
+    pub fn start(primaries: usize) -> RedisCluster {
+        let nodes: Vec<TopologyNode> = (0..primaries * 2)
+            .map(|_| {
+                let args = [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1000",
+                    "--cluster-require-full-coverage",
+                    "no",
+                    "--cluster-replica-no-failover",
+                    "yes",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ];
+                TopologyNode::spawn(None, free_cluster_port(), &args)
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-cli ({e}); bash tests/run.sh installs it")
+            });
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = RedisCluster { nodes };
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// Every running node says `cluster_state:ok` and sees every slot served by a live primary.
+    pub fn wait_ok(&self) {
+        poll_blocking(
+            Duration::from_secs(30),
+            "cluster_state:ok everywhere",
+            || {
+                self.nodes
+                    .iter()
+                    .filter(|n| n.running())
+                    .all(|n| {
+                        n.query::<String>(&["CLUSTER", "INFO"])
+                            .is_ok_and(|i| i.contains("cluster_state:ok"))
+                    })
+                    .then_some(())
+            },
+        );
+    }
+
+    pub fn seeds(&self) -> Vec<String> {
+        self.nodes.iter().map(TopologyNode::url).collect()
+    }
+
+    /// The hash slot of `key` (`CLUSTER KEYSLOT`).
+    pub fn slot_of(&self, key: &str) -> u16 {
+        let n = self.nodes.iter().find(|n| n.running()).expect("a node up");
+        n.query::<i64>(&["CLUSTER", "KEYSLOT", key]).unwrap() as u16
+    }
+
+    /// `CLUSTER NODES` as a running node sees it: (port, is primary and not failed, slot ranges,
+    /// node id, the id of its primary for a replica).
+    pub fn view(&self) -> Vec<(u16, bool, Vec<(u16, u16)>, String, String)> {
+        let n = self.nodes.iter().find(|n| n.running()).expect("a node up");
+        let text: String = n.query(&["CLUSTER", "NODES"]).unwrap();
+        text.lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                let port = f.get(1)?.split(['@', ':']).nth(1)?.parse().ok()?;
+                let flags: Vec<&str> = f[2].split(',').collect();
+                let primary = flags.contains(&"master") && !flags.contains(&"fail");
+                let ranges = f[8..]
+                    .iter()
+                    .filter(|r| !r.starts_with('['))
+                    .filter_map(|r| {
+                        let (a, b) = r.split_once('-').unwrap_or((r, r));
+                        Some((a.parse().ok()?, b.parse().ok()?))
+                    })
+                    .collect();
+                Some((port, primary, ranges, f[0].to_string(), f[3].to_string()))
+            })
+            .collect()
+    }
+
+    /// The port of the primary serving `slot`, as a running node sees it now.
+    pub fn primary_of(&self, slot: u16) -> Option<u16> {
+        self.view()
+            .into_iter()
+            .find(|(_, primary, ranges, ..)| {
+                *primary && ranges.iter().any(|(a, b)| *a <= slot && slot <= *b)
+            })
+            .map(|(port, ..)| port)
+    }
+
+    /// The replica of the primary on `port`.
+    pub fn replica_of(&self, port: u16) -> u16 {
+        let view = self.view();
+        let id = &view.iter().find(|v| v.0 == port).expect("primary known").3;
+        view.iter().find(|v| &v.4 == id).expect("a replica").0
+    }
+
+    pub fn node(&mut self, port: u16) -> &mut TopologyNode {
+        self.nodes.iter_mut().find(|n| n.port == port).unwrap()
+    }
+
+    /// The replica on `port` takes over its (dead) primary's slots (`CLUSTER FAILOVER TAKEOVER`),
+    /// and every running node sees the cluster whole again.
+    pub fn take_over(&self, port: u16) {
+        let n = self.nodes.iter().find(|n| n.port == port).unwrap();
+        let _: String = n.query(&["CLUSTER", "FAILOVER", "TAKEOVER"]).unwrap();
+        poll_blocking(
+            Duration::from_secs(20),
+            "the replica became primary",
+            || {
+                n.query::<String>(&["ROLE"])
+                    .ok()
+                    .or_else(|| {
+                        n.query::<Vec<redis::Value>>(&["ROLE"])
+                            .ok()
+                            .and_then(|v| match v.first() {
+                                Some(redis::Value::BulkString(b)) => {
+                                    Some(String::from_utf8_lossy(b).into_owned())
+                                }
+                                _ => None,
+                            })
+                    })
+                    .filter(|r| r == "master")
+                    .map(|_| ())
+            },
+        );
+        self.wait_ok();
+    }
+}
+
+/// A primary, its replica and three sentinels watching it as [`SENTINEL_MASTER`] (quorum 2, down
+/// after 1 s).
+pub struct RedisSentinels {
+    pub primary: TopologyNode,
+    pub replica: TopologyNode,
+    pub sentinels: Vec<TopologyNode>,
+}
+
+pub const SENTINEL_MASTER: &str = "sluice-primary";
+
+impl RedisSentinels {
+    pub fn start() -> RedisSentinels {
+        let plain = ["--save", "", "--appendonly", "no"];
+        let primary = TopologyNode::spawn(None, free_port(), &plain);
+        let p = primary.port.to_string();
+        let mut args = plain.to_vec();
+        args.extend(["--replicaof", "127.0.0.1", &p]);
+        let replica = TopologyNode::spawn(None, free_port(), &args);
+        let conf = format!(
+            "sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {p} 2\n\
+             sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+             sentinel failover-timeout {SENTINEL_MASTER} 5000\n\
+             sentinel parallel-syncs {SENTINEL_MASTER} 1\n"
+        );
+        let sentinels = (0..3)
+            .map(|_| TopologyNode::spawn(Some(&conf), free_port(), &["--sentinel"]))
+            .collect();
+        let s = RedisSentinels {
+            primary,
+            replica,
+            sentinels,
+        };
+        poll_blocking(Duration::from_secs(20), "sentinels see the replica", || {
+            s.sentinels
+                .iter()
+                .all(|n| {
+                    n.query::<Vec<redis::Value>>(&["SENTINEL", "REPLICAS", SENTINEL_MASTER])
+                        .is_ok_and(|r| !r.is_empty())
+                })
+                .then_some(())
+        });
+        s
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.sentinels.iter().map(TopologyNode::url).collect()
+    }
+
+    /// The primary's port as the first sentinel names it.
+    pub fn primary_port(&self) -> Option<u16> {
+        let a: Vec<String> = self.sentinels[0]
+            .query(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER])
+            .ok()?;
+        a.get(1)?.parse().ok()
+    }
+}
