@@ -1,5 +1,6 @@
 //! A stable 64-bit hash shared by routing (weighted rules), affinity (rendezvous) and the metric
-//! handle caches: the same on every node and across releases.
+//! handle caches: the same on every node and across releases. Beside it, Redis Cluster's key slot
+//! (the rate limiter's breaker groups).
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -26,6 +27,28 @@ pub fn fmix64(mut k: u64) -> u64 {
 /// depends on every input bit. Not for adversarial (DoS-resistant) use.
 pub fn stable_hash(bytes: &[u8]) -> u64 {
     fmix64(fnv1a(bytes))
+}
+
+/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag (the part between the first
+/// `{` and the next `}`, when not empty), else of the whole key, modulo 16384.
+pub fn redis_slot(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        let close = rest.iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    let mut crc: u16 = 0;
+    for &b in tagged.unwrap_or(key) {
+        crc ^= (b as u16) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
 }
 
 #[cfg(test)]
@@ -63,6 +86,28 @@ mod tests {
         assert!(
             buckets.iter().all(|&b| (850..=1150).contains(&b)),
             "{buckets:?}"
+        );
+    }
+
+    #[test]
+    fn redis_slots_match_cluster_keyslot() {
+        // Values from `CLUSTER KEYSLOT` on Redis 7.
+        assert_eq!(redis_slot(b"foo"), 12182);
+        assert_eq!(redis_slot(b"123456789"), 12739);
+        assert_eq!(redis_slot(b"sluice:{acme}:req"), redis_slot(b"acme"));
+        assert_eq!(
+            redis_slot(b"x:{acme}:tok"),
+            redis_slot(b"sluice:{acme}:req")
+        );
+        assert_ne!(
+            redis_slot(b"{}acme"),
+            redis_slot(b"acme"),
+            "an empty tag hashes the whole key"
+        );
+        assert_eq!(
+            redis_slot(b"a{b}c{d}"),
+            redis_slot(b"b"),
+            "the first tag counts"
         );
     }
 }

@@ -420,18 +420,7 @@ fn hash_tag(key: &str) -> &str {
 
 /// Redis Cluster's key slot: CRC16/XMODEM of the hash tag, mod 16384.
 fn key_slot(key: &str) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in hash_tag(key).as_bytes() {
-        crc ^= (b as u16) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc % 16384
+    sluice::hash::redis_slot(key.as_bytes())
 }
 
 #[test]

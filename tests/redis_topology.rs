@@ -70,12 +70,32 @@ async fn metric_sum(node: &Proc, name: &str) -> f64 {
         .sum()
 }
 
+/// Failed or slow Redis calls on all nodes.
+async fn redis_errors(nodes: &[Proc]) -> f64 {
+    let mut errors = 0.0;
+    for node in nodes {
+        errors += metric_sum(node, "sluice_limiter_redis_errors_total").await;
+    }
+    errors
+}
+
 fn no_5xx(statuses: &[(usize, u16)]) {
     let bad: Vec<_> = statuses
         .iter()
         .filter(|(_, s)| *s != 200 && *s != 429)
         .collect();
     assert!(bad.is_empty(), "not 200/429: {bad:?}");
+}
+
+/// Wait until every node's limiter is in `mode`.
+async fn all_in_mode(nodes: &[Proc], mode: &str, within: Duration) {
+    for node in nodes {
+        let what = format!("limiter mode {mode}");
+        eventually(within, &what, || async {
+            admin(node).await["limiter_mode"] == mode
+        })
+        .await;
+    }
 }
 
 fn fallback_tenants(v: &Value) -> BTreeSet<String> {
@@ -109,14 +129,7 @@ async fn redis_cluster_limits_hold_and_a_lost_shard_sends_only_its_tenants_to_th
     );
     let nodes = start_nodes(&backends, &tenants, &redis);
     wait_live(&nodes.iter().collect::<Vec<_>>(), 3).await;
-    for node in &nodes {
-        eventually(
-            Duration::from_secs(15),
-            "limiter in global mode",
-            || async { admin(node).await["limiter_mode"] == "global" },
-        )
-        .await;
-    }
+    all_in_mode(&nodes, "global", Duration::from_secs(15)).await;
     // The tenants' slots and the primaries serving them.
     let slots: Vec<u16> = ids.iter().map(|id| cluster.slot_of(id)).collect();
     let owner = |c: &RedisCluster, i: usize| {
@@ -148,11 +161,16 @@ async fn redis_cluster_limits_hold_and_a_lost_shard_sends_only_its_tenants_to_th
         statuses.len(),
         total as f64 / (allowed * ids.len() as f64)
     );
-    let mut errors = 0.0;
-    for node in &nodes {
-        errors += metric_sum(node, "sluice_limiter_redis_errors_total").await;
-    }
-    println!("  failed or slow (> timeout_ms) Redis calls, answered by the fallback: {errors}");
+    let errors = redis_errors(&nodes).await;
+    let kinds: Vec<String> = metrics_text(&nodes[0])
+        .await
+        .lines()
+        .filter(|l| l.starts_with("sluice_limiter_redis_errors_total"))
+        .map(String::from)
+        .collect();
+    println!(
+        "  failed or slow (> timeout_ms) Redis calls, answered by the fallback: {errors} (node 0: {kinds:?})"
+    );
     // Below the burst only when calls failed (a fallback that starts empty refuses).
     assert!(
         *hi <= bound && (*lo >= 10 || errors > 0.0),
@@ -269,32 +287,28 @@ async fn sentinel_failover_is_followed_without_a_restart() {
     );
     let nodes = Arc::new(start_nodes(&backends, tenants, &cfg));
     wait_live(&nodes.iter().collect::<Vec<_>>(), 3).await;
-    for node in nodes.iter() {
-        eventually(
-            Duration::from_secs(15),
-            "limiter in global mode",
-            || async { admin(node).await["limiter_mode"] == "global" },
-        )
-        .await;
-    }
+    all_in_mode(&nodes, "global", Duration::from_secs(15)).await;
     let measure = |key: &'static str| {
         let nodes = nodes.clone();
         async move {
+            let errors0 = redis_errors(&nodes).await;
             let t0 = Instant::now();
             let s = spread(&nodes, &[key.to_string()], 90, 15).await;
             no_5xx(&s);
             let elapsed = t0.elapsed().as_secs_f64();
             let admitted = s.iter().filter(|(_, s)| *s == 200).count();
             let bound = ((30.0 + elapsed.ceil()) * 1.01).ceil() as usize;
+            // Below the burst only by calls that failed (a fallback that starts empty refuses).
+            let failed = (redis_errors(&nodes).await - errors0) as usize;
+            assert!(
+                admitted + failed >= 30 && admitted <= bound,
+                "admitted {admitted} ({failed} failed calls), bound {bound}"
+            );
             (admitted, bound, elapsed)
         }
     };
     let (admitted, bound, elapsed) = measure("sk-t").await;
     println!("sentinel, first primary: admitted {admitted} of 90 in {elapsed:.2}s (bound {bound})");
-    assert!(
-        (30..=bound).contains(&admitted),
-        "admitted {admitted}, bound {bound}"
-    );
 
     // Load on every node while the primary dies and the sentinels promote the replica.
     let stop = Arc::new(AtomicBool::new(false));
@@ -311,14 +325,7 @@ async fn sentinel_failover_is_followed_without_a_restart() {
     let old = redis.primary.port;
     redis.primary.kill();
     let t0 = Instant::now();
-    for node in nodes.iter() {
-        eventually(
-            Duration::from_secs(5),
-            "fallback while the primary is gone",
-            || async { admin(node).await["limiter_mode"] == "fallback" },
-        )
-        .await;
-    }
+    all_in_mode(&nodes, "fallback", Duration::from_secs(5)).await;
     let fallback_at = t0.elapsed().as_secs_f64();
     eventually(
         Duration::from_secs(30),
@@ -327,14 +334,7 @@ async fn sentinel_failover_is_followed_without_a_restart() {
     )
     .await;
     let promoted_at = t0.elapsed().as_secs_f64();
-    for node in nodes.iter() {
-        eventually(
-            Duration::from_secs(15),
-            "global again on the new primary",
-            || async { admin(node).await["limiter_mode"] == "global" },
-        )
-        .await;
-    }
+    all_in_mode(&nodes, "global", Duration::from_secs(15)).await;
     let global_at = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let statuses = load.await.unwrap();
@@ -347,10 +347,6 @@ async fn sentinel_failover_is_followed_without_a_restart() {
     // Global limits on the new primary, without a restart.
     let (admitted, bound, elapsed) = measure("sk-g").await;
     println!("sentinel, new primary: admitted {admitted} of 90 in {elapsed:.2}s (bound {bound})");
-    assert!(
-        (30..=bound).contains(&admitted),
-        "admitted {admitted}, bound {bound}"
-    );
     let exists: i64 = redis
         .replica
         .query(&["EXISTS", "test:{g}:req"])

@@ -8,14 +8,17 @@
 //!   failover hands a shard's slots to its replica, so at any moment one primary answers for a whole
 //!   group and no group mixes tenants of two shards. Groups are fixed by the config (at most one per
 //!   limited tenant, never more than 16384) and never depend on the topology: a group opens after
-//!   `breaker_failures` failed calls of its own and is probed (`EXISTS` on one of its keys, routed
-//!   to its slot) every `breaker_open_ms` until its shard answers again.
+//!   `breaker_failures` failed calls of its own. Every `breaker_open_ms` a few open groups are probed
+//!   in turn (`EXISTS` on one of their keys, routed to their slot); when one answers, all open
+//!   groups are, and those whose shard answers return to global. (Each probe of a dead shard makes
+//!   the cluster client refresh its slot map, which holds calls to every shard for a moment: hence
+//!   a few per round, not one per group.)
 
 use super::breaker::Breaker;
 use super::fallback::Fallback;
 use super::local::Quotas;
 use super::plan::Plan;
-use super::topology::slot;
+use crate::hash::redis_slot as slot;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicBool;
 

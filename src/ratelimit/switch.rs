@@ -213,27 +213,32 @@ pub(super) async fn supervise(inner: Arc<Inner>, mut shutdown: watch::Receiver<(
     }
 }
 
-/// Redis Cluster: every `breaker_open_ms` (and at once on the first round), probe the open slot
-/// groups together and close those whose shard answers.
+/// Open slot groups probed per round before the others: every probe of a dead shard makes the
+/// cluster client refresh its slot map, which holds calls to every shard for a moment.
+const PROBE_SAMPLE: usize = 3;
+
+/// Redis Cluster: every `breaker_open_ms` (and at once on the first round), probe a few open slot
+/// groups (in turn); when one answers, probe all the open ones together and close those whose shard
+/// answers.
 async fn follow_slots(
     inner: &Arc<Inner>,
     mut conn: Conn,
     shutdown: &mut watch::Receiver<()>,
     settle: &(dyn Fn() + Sync),
 ) {
+    let mut turn = 0;
     loop {
-        let mut probes = tokio::task::JoinSet::new();
-        for (i, g) in inner.groups.iter().enumerate() {
-            if g.breaker.is_open() {
-                let (inner, conn) = (inner.clone(), conn.clone());
-                probes.spawn(async move { inner.probe(i, conn).await.then_some(i) });
-            }
-        }
-        let mut answered = Vec::new();
-        while let Some(r) = probes.join_next().await {
-            answered.extend(r.ok().flatten());
-        }
+        let open: Vec<usize> = (0..inner.groups.len())
+            .filter(|&i| inner.groups[i].breaker.is_open())
+            .collect();
+        let sample: Vec<usize> = (0..PROBE_SAMPLE.min(open.len()))
+            .map(|k| open[(turn + k) % open.len()])
+            .collect();
+        turn = turn.wrapping_add(PROBE_SAMPLE);
+        let mut answered = probe_all(inner, &conn, &sample).await;
         if !answered.is_empty() {
+            let rest: Vec<usize> = open.into_iter().filter(|i| !sample.contains(i)).collect();
+            answered.extend(probe_all(inner, &conn, &rest).await);
             // A promoted replica may not hold the scripts yet (best effort: NOSCRIPT reloads too).
             let _ = inner.load_scripts(&mut conn).await;
         }
@@ -254,6 +259,20 @@ async fn follow_slots(
             }
         }
     }
+}
+
+/// Probe groups `which` together; the ones whose shard answered.
+async fn probe_all(inner: &Arc<Inner>, conn: &Conn, which: &[usize]) -> Vec<usize> {
+    let mut probes = tokio::task::JoinSet::new();
+    for &i in which {
+        let (inner, conn) = (inner.clone(), conn.clone());
+        probes.spawn(async move { inner.probe(i, conn).await.then_some(i) });
+    }
+    let mut answered = Vec::new();
+    while let Some(r) = probes.join_next().await {
+        answered.extend(r.ok().flatten());
+    }
+    answered
 }
 
 /// Re-divides the fallback quotas when the live node count changes.

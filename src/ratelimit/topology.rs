@@ -1,7 +1,7 @@
 //! Which Redis the cluster limiter talks to (`cluster.redis.mode`): one server, a Redis Cluster (the
 //! client sends each script call to the shard serving its tenant's hash slot and follows MOVED/ASK),
 //! or the primary the sentinels name (asked again on every reconnect, so a failover is followed).
-//! [`Connector`] opens a [`Conn`]; [`slot`] says which hash slot a key lives in.
+//! [`Connector`] opens a [`Conn`]; `crate::hash::redis_slot` says which hash slot a key lives in.
 
 use super::setup::RedisLimitError;
 use crate::config::{RedisConfig, RedisMode};
@@ -196,50 +196,4 @@ fn certificates(cfg: &RedisConfig) -> Result<Option<TlsCertificates>, RedisLimit
         client_tls,
         root_cert,
     }))
-}
-
-/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag (the part between the first
-/// `{` and the next `}`, when not empty), else of the whole key, modulo 16384.
-pub(crate) fn slot(key: &[u8]) -> u16 {
-    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
-        let rest = &key[open + 1..];
-        let close = rest.iter().position(|&b| b == b'}')?;
-        (close > 0).then(|| &rest[..close])
-    });
-    crc16(tagged.unwrap_or(key)) % 16384
-}
-
-fn crc16(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in data {
-        crc ^= (b as u16) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
-}
-
-#[cfg(test)]
-mod tests {
-    use super::slot;
-
-    #[test]
-    fn slots_match_redis_cluster_keyslot() {
-        // Values from `CLUSTER KEYSLOT` on Redis 7.
-        assert_eq!(slot(b"foo"), 12182);
-        assert_eq!(slot(b"123456789"), 12739);
-        assert_eq!(slot(b"sluice:{acme}:req"), slot(b"acme"));
-        assert_eq!(slot(b"x:{acme}:tok"), slot(b"sluice:{acme}:req"));
-        assert_eq!(
-            slot(b"{}acme"),
-            slot(b"{}acme"),
-            "an empty tag hashes the whole key"
-        );
-        assert_ne!(slot(b"{}acme"), slot(b""));
-    }
 }

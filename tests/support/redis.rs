@@ -334,6 +334,19 @@ impl Drop for TopologyNode {
     }
 }
 
+/// One line of `CLUSTER NODES`.
+#[derive(Debug)]
+pub struct ClusterNodeView {
+    pub port: u16,
+    /// A primary not flagged as failed.
+    pub primary: bool,
+    /// The slot ranges it serves (inclusive).
+    pub ranges: Vec<(u16, u16)>,
+    pub id: String,
+    /// For a replica, its primary's id (`-` for a primary).
+    pub primary_id: String,
+}
+
 /// A Redis Cluster: `primaries` primaries with one replica each (`redis-cli --cluster create
 /// --cluster-replicas 1`). Replicas fail over only when told ([`RedisCluster::take_over`]):
 /// `cluster-replica-no-failover yes`, so a test sees the shard's outage before its replica takes
@@ -415,9 +428,8 @@ impl RedisCluster {
         n.query::<i64>(&["CLUSTER", "KEYSLOT", key]).unwrap() as u16
     }
 
-    /// `CLUSTER NODES` as a running node sees it: (port, is primary and not failed, slot ranges,
-    /// node id, the id of its primary for a replica).
-    pub fn view(&self) -> Vec<(u16, bool, Vec<(u16, u16)>, String, String)> {
+    /// `CLUSTER NODES` as a running node sees it.
+    pub fn view(&self) -> Vec<ClusterNodeView> {
         let n = self.nodes.iter().find(|n| n.running()).expect("a node up");
         let text: String = n.query(&["CLUSTER", "NODES"]).unwrap();
         text.lines()
@@ -434,7 +446,13 @@ impl RedisCluster {
                         Some((a.parse().ok()?, b.parse().ok()?))
                     })
                     .collect();
-                Some((port, primary, ranges, f[0].to_string(), f[3].to_string()))
+                Some(ClusterNodeView {
+                    port,
+                    primary,
+                    ranges,
+                    id: f[0].to_string(),
+                    primary_id: f[3].to_string(),
+                })
             })
             .collect()
     }
@@ -443,17 +461,22 @@ impl RedisCluster {
     pub fn primary_of(&self, slot: u16) -> Option<u16> {
         self.view()
             .into_iter()
-            .find(|(_, primary, ranges, ..)| {
-                *primary && ranges.iter().any(|(a, b)| *a <= slot && slot <= *b)
-            })
-            .map(|(port, ..)| port)
+            .find(|n| n.primary && n.ranges.iter().any(|(a, b)| *a <= slot && slot <= *b))
+            .map(|n| n.port)
     }
 
     /// The replica of the primary on `port`.
     pub fn replica_of(&self, port: u16) -> u16 {
         let view = self.view();
-        let id = &view.iter().find(|v| v.0 == port).expect("primary known").3;
-        view.iter().find(|v| &v.4 == id).expect("a replica").0
+        let id = &view
+            .iter()
+            .find(|v| v.port == port)
+            .expect("primary known")
+            .id;
+        view.iter()
+            .find(|v| &v.primary_id == id)
+            .expect("a replica")
+            .port
     }
 
     pub fn node(&mut self, port: u16) -> &mut TopologyNode {
