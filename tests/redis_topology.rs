@@ -70,13 +70,18 @@ async fn metric_sum(node: &Proc, name: &str) -> f64 {
         .sum()
 }
 
+/// The sum of `name` over all nodes.
+async fn sum_all(nodes: &[Proc], name: &str) -> f64 {
+    let mut sum = 0.0;
+    for node in nodes {
+        sum += metric_sum(node, name).await;
+    }
+    sum
+}
+
 /// Failed or slow Redis calls on all nodes.
 async fn redis_errors(nodes: &[Proc]) -> f64 {
-    let mut errors = 0.0;
-    for node in nodes {
-        errors += metric_sum(node, "sluice_limiter_redis_errors_total").await;
-    }
-    errors
+    sum_all(nodes, "sluice_limiter_redis_errors_total").await
 }
 
 fn no_5xx(statuses: &[(usize, u16)]) {
@@ -123,6 +128,10 @@ async fn redis_cluster_limits_hold_and_a_lost_shard_sends_only_its_tenants_to_th
             "  - {{ id: {id}, keys: [{key}], limits: {{ requests_per_minute: 6, burst: 10 }} }}\n"
         ));
     }
+    // A tenant with room to spare, for the resharding step.
+    tenants.push_str(
+        "  - { id: mover, keys: [sk-mover], limits: { requests_per_minute: 600, burst: 100 } }\n",
+    );
     let redis = format!(
         "mode: cluster, nodes: [{}], timeout_ms: 100, breaker_open_ms: 300",
         quoted(&cluster.seeds())
@@ -177,6 +186,47 @@ async fn redis_cluster_limits_hold_and_a_lost_shard_sends_only_its_tenants_to_th
         "per tenant {lo}..{hi}, bound {bound}"
     );
     assert!(total as f64 <= allowed * ids.len() as f64 * 1.01);
+
+    // Resharding under load: the slot of a tenant with room to spare moves to another primary
+    // (MOVED/ASK followed by the client); no 5xx, no failed call, every node stays global, and its
+    // bucket moves with the slot.
+    let slot = cluster.slot_of("mover");
+    let from = cluster.primary_of(slot).unwrap();
+    let to = *primaries.iter().find(|p| **p != from).unwrap();
+    let (errors0, calls0) = (
+        redis_errors(&nodes).await,
+        sum_all(&nodes, "sluice_limiter_redis_calls_total").await,
+    );
+    let load = tokio::spawn({
+        let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+        async move {
+            let mut statuses = Vec::new();
+            for i in 0..60 {
+                let url = &urls[i % urls.len()];
+                statuses.push((0, chat_at(url, "sk-mover", hello("m"), &[]).await.status));
+            }
+            statuses
+        }
+    });
+    cluster.move_slot(slot, to);
+    let mut during = load.await.unwrap();
+    during.extend(spread(&nodes, &["sk-mover".to_string()], 9, 9).await);
+    let admitted = during.iter().filter(|(_, s)| *s == 200).count();
+    let calls = sum_all(&nodes, "sluice_limiter_redis_calls_total").await - calls0;
+    let failed = redis_errors(&nodes).await - errors0;
+    let on_new: i64 = cluster
+        .node(to)
+        .query(&["EXISTS", "test:{mover}:req"])
+        .unwrap();
+    println!(
+        "slot {slot} moved {from} -> {to} under load: {admitted} of {} requests admitted, {calls} Redis calls, {failed} failed; bucket on the new primary: {}",
+        during.len(),
+        on_new == 1
+    );
+    assert_eq!(admitted, during.len(), "all within the burst");
+    assert_eq!(on_new, 1, "the bucket moved with its slot");
+    assert!(calls > 0.0);
+    all_in_mode(&nodes, "global", Duration::from_secs(5)).await;
 
     // One primary dies: only its tenants fall back, the others stay global.
     let lost = owner(&cluster, 0);

@@ -121,21 +121,28 @@ impl Inner {
     }
 
     /// Back to global limits for `g`: what its fallback admitted is charged before its buckets
-    /// answer again (and once more after, for requests that were between the two).
-    async fn close_group(&self, g: &Group, conn: &mut Conn) {
+    /// answer again (and once more after, for requests that were between the two). True when this
+    /// closed its breaker.
+    async fn close_group(&self, g: &Group, conn: &mut Conn) -> bool {
         self.charge_spent(g, conn).await;
         let closed_now = g.breaker.close();
         self.charge_spent(g, conn).await;
-        if closed_now {
-            let mode = self.publish_mode();
-            tracing::info!(
-                mode,
-                group = %g.label,
-                tenants = g.tenants.len(),
-                redis = %self.url,
-                "rate limiter: Redis answers, using global limits"
-            );
+        closed_now
+    }
+
+    /// `groups` groups of `tenants` tenants returned to global limits: one log line.
+    fn log_closed(&self, groups: usize, tenants: usize) {
+        if groups == 0 {
+            return;
         }
+        let mode = self.publish_mode();
+        tracing::info!(
+            mode,
+            groups,
+            tenants,
+            redis = %self.url,
+            "rate limiter: Redis answers, using global limits"
+        );
     }
 }
 
@@ -175,7 +182,10 @@ pub(super) async fn supervise(inner: Arc<Inner>, mut shutdown: watch::Receiver<(
                     follow_slots(&inner, conn, &mut shutdown, settle).await;
                     return;
                 }
-                inner.close_group(&inner.groups[0], &mut conn).await;
+                let g = &inner.groups[0];
+                if inner.close_group(g, &mut conn).await {
+                    inner.log_closed(1, g.tenants.len());
+                }
                 settle();
                 tokio::select! {
                     _ = closed(&mut shutdown) => return,
@@ -242,9 +252,15 @@ async fn follow_slots(
             // A promoted replica may not hold the scripts yet (best effort: NOSCRIPT reloads too).
             let _ = inner.load_scripts(&mut conn).await;
         }
+        let (mut groups, mut tenants) = (0, 0);
         for i in answered {
-            inner.close_group(&inner.groups[i], &mut conn).await;
+            let g = &inner.groups[i];
+            if inner.close_group(g, &mut conn).await {
+                groups += 1;
+                tenants += g.tenants.len();
+            }
         }
+        inner.log_closed(groups, tenants);
         settle();
         let opened = tokio::select! {
             _ = closed(shutdown) => return,

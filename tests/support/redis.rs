@@ -483,6 +483,46 @@ impl RedisCluster {
         self.nodes.iter_mut().find(|n| n.port == port).unwrap()
     }
 
+    /// Move `slot` (and its keys) from its primary to the primary on `to`, the way resharding does:
+    /// IMPORTING / MIGRATING, `MIGRATE` of its keys, then `SETSLOT NODE` on every primary.
+    pub fn move_slot(&self, slot: u16, to: u16) {
+        let from = self.primary_of(slot).expect("slot served");
+        let view = self.view();
+        let id = |port: u16| view.iter().find(|n| n.port == port).unwrap().id.clone();
+        let (from_id, to_id) = (id(from), id(to));
+        let node = |port: u16| self.nodes.iter().find(|n| n.port == port).unwrap();
+        let s = slot.to_string();
+        let ok = |r: redis::RedisResult<String>| r.expect("setslot");
+        ok(node(to).query(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]));
+        ok(node(from).query(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]));
+        let keys: Vec<String> = node(from)
+            .query(&["CLUSTER", "GETKEYSINSLOT", &s, "1000"])
+            .unwrap();
+        if !keys.is_empty() {
+            let port = to.to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            args.extend(keys.iter().map(String::as_str));
+            ok(node(from).query(&args));
+        }
+        for n in view.iter().filter(|n| n.primary) {
+            ok(node(n.port).query(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id]));
+        }
+        poll_blocking(
+            Duration::from_secs(10),
+            "every node sees the slot moved",
+            || {
+                self.nodes
+                    .iter()
+                    .filter(|n| n.running())
+                    .all(|n| {
+                        n.query::<Vec<redis::Value>>(&["CLUSTER", "SLOTS"]).is_ok()
+                            && self.primary_of(slot) == Some(to)
+                    })
+                    .then_some(())
+            },
+        );
+    }
+
     /// The replica on `port` takes over its (dead) primary's slots (`CLUSTER FAILOVER TAKEOVER`),
     /// and every running node sees the cluster whole again.
     pub fn take_over(&self, port: u16) {
