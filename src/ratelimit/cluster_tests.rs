@@ -138,3 +138,40 @@ async fn without_redis_it_answers_locally_divided_by_live_nodes() {
     );
     assert_eq!(l.mode(), "fallback");
 }
+
+#[tokio::test]
+async fn a_redis_cluster_gets_a_breaker_per_slot_and_reports_partial_fallback() {
+    // Nothing listens on port 1: every slot group starts (and stays) in fallback.
+    let (_tx, rx) = watch::channel(3);
+    let tenants = [
+        tenant("a", Some(60), None, None),
+        tenant("b", Some(60), None, None),
+        tenant("free", None, None, None),
+    ];
+    let c = RedisConfig {
+        timeout_ms: 5,
+        breaker_open_ms: 50,
+        ..RedisConfig::cluster(vec!["redis://127.0.0.1:1".into()])
+    };
+    let l = ClusterLimiter::new(&c, &tenants, rx).unwrap();
+    assert_eq!(l.mode(), "fallback");
+    assert_eq!(
+        l.fallback_tenants(),
+        ["a", "b"],
+        "tenants without limits never fall back"
+    );
+    assert_eq!(l.fallback_divisor(), 3);
+    let inner = &l.inner;
+    let group_of = |t: &str| inner.plans[t].group;
+    assert_ne!(
+        group_of("a"),
+        group_of("b"),
+        "a and b hash to different slots"
+    );
+    inner.groups[group_of("a")].breaker.close();
+    assert_eq!(l.mode(), "partial");
+    assert_eq!(l.fallback_tenants(), ["b"]);
+    inner.groups[group_of("b")].breaker.close();
+    assert_eq!(l.mode(), "global");
+    assert!(l.fallback_tenants().is_empty());
+}

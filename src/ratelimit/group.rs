@@ -34,8 +34,8 @@ pub(super) struct Group {
     pub(super) probe_key: Option<String>,
 }
 
-/// Split the tenants into groups (one, or one per hash slot when `sharded`) and point each plan at
-/// its group. Tenants without global limits (no plan) go with the first group's fallback.
+/// Split the tenants with global limits into groups (one, or one per hash slot when `sharded`) and
+/// point each plan at its group. Tenants without limits (no plan) never reach Redis nor the fallback.
 pub(super) fn build(
     sharded: bool,
     quotas: Vec<(String, Quotas)>,
@@ -45,9 +45,11 @@ pub(super) fn build(
 ) -> Vec<Group> {
     let mut by_slot: BTreeMap<u16, Vec<(String, Quotas)>> = BTreeMap::new();
     for (id, q) in quotas {
-        let s = match plans.get(&id) {
-            Some(p) if sharded => slot(p.keys[0].as_bytes()),
-            _ => 0,
+        let Some(p) = plans.get(&id) else { continue };
+        let s = if sharded {
+            slot(p.keys[0].as_bytes())
+        } else {
+            0
         };
         by_slot.entry(s).or_default().push((id, q));
     }

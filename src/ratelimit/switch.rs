@@ -63,12 +63,7 @@ impl Inner {
             .groups
             .iter()
             .filter(|g| g.breaker.is_open())
-            .flat_map(|g| {
-                g.tenants
-                    .iter()
-                    .filter(|t| self.plans.contains_key(*t))
-                    .cloned()
-            })
+            .flat_map(|g| g.tenants.iter().cloned())
             .collect();
         out.sort();
         out
