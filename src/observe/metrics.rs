@@ -151,6 +151,9 @@ impl Metrics {
         let v = if limit == u32::MAX { 0.0 } else { limit as f64 };
         gauge!(CONCURRENCY_LIMIT.name, "backend" => backend.to_string()).set(v);
     }
+    pub fn runtime_lag(worker: usize, lag: std::time::Duration) {
+        gauge!(RUNTIME_LAG.name, "worker" => worker.to_string()).set(lag.as_secs_f64());
+    }
     pub fn healthy(backend: &str, healthy: bool) {
         gauge!(BACKEND_HEALTHY.name, "backend" => backend.to_string()).set(if healthy {
             1.0
