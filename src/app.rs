@@ -135,6 +135,7 @@ impl App {
             bounds: cfg.bounds,
             max_wait: std::time::Duration::from_millis(cfg.shaping.max_wait_ms),
         };
+        let spend = limiter.clone();
         let admin = Admin::new(
             metrics,
             cfg.admin_token_env.clone(),
@@ -155,7 +156,11 @@ impl App {
                 }),
             ),
         )
-        .with_own_listener(cfg.admin.listen.is_some());
+        .with_own_listener(cfg.admin.listen.is_some())
+        .with_tenants(Box::new(move || -> crate::observe::admin::Report {
+            let l = spend.clone();
+            Box::pin(async move { l.spend_report().await.to_json() })
+        }));
         let pipeline = Pipeline {
             tenants: TenantTable::new(&tenant_cfgs),
             ids: RequestIds::default(),

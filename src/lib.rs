@@ -16,6 +16,7 @@
 
 pub mod app;
 pub mod balance;
+pub mod calendar;
 pub mod cluster;
 pub mod config;
 pub mod deliver;

@@ -1,5 +1,5 @@
 //! The operator endpoints: `/healthz`, `/readyz` (503 while draining or with no backend able to take
-//! traffic), `/metrics`, and `/admin/cluster` behind the admin token. What they report of the other
+//! traffic), `/metrics`, and `/admin/cluster` and `/admin/tenants` behind the admin token. What they report of the other
 //! stages comes in as closures wired by `app`, so this file imports none of them.
 
 use crate::error::GatewayError;
@@ -11,6 +11,9 @@ use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 type Probe<T> = Box<dyn Fn() -> T + Send + Sync>;
+/// A report that needs I/O (`/admin/tenants` reads the spend counters in Redis).
+pub type Report = std::pin::Pin<Box<dyn std::future::Future<Output = Value> + Send>>;
+pub type AsyncProbe = Box<dyn Fn() -> Report + Send + Sync>;
 
 pub struct Admin {
     metrics: PrometheusHandle,
@@ -24,6 +27,8 @@ pub struct Admin {
     cluster: Probe<Value>,
     /// Served on a listener of their own (`admin.listen`): the public one keeps only the probes.
     own_listener: bool,
+    /// `/admin/tenants`'s body: each tenant's spend, budget and reset.
+    tenants: Option<AsyncProbe>,
 }
 
 impl Admin {
@@ -40,7 +45,33 @@ impl Admin {
             any_backend,
             cluster,
             own_listener: false,
+            tenants: None,
         }
+    }
+
+    /// `/admin/tenants` answers with what `probe` reports.
+    pub fn with_tenants(mut self, probe: AsyncProbe) -> Admin {
+        self.tenants = Some(probe);
+        self
+    }
+
+    /// `/admin/tenants` (admin token), or None for any other request. `public`: asked on the public
+    /// listener (which does not serve it when the operator endpoints have their own).
+    pub async fn answer_tenants(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        public: bool,
+    ) -> Option<Response<RespBody>> {
+        if method != Method::GET || path != "/admin/tenants" || (public && self.own_listener) {
+            return None;
+        }
+        let probe = self.tenants.as_ref()?;
+        if !self.is_admin(headers) {
+            return Some(GatewayError::AdminForbidden.response(Protocol::Openai));
+        }
+        Some(json_response(StatusCode::OK, &probe().await))
     }
 
     /// The operator endpoints have a listener of their own (`admin.listen`).

@@ -202,6 +202,18 @@ pub const COST: Def = def(
     &["tenant", "backend"],
     "cost in millionths of a dollar",
 );
+pub const SPEND: Def = def(
+    "sluice_spend_usd",
+    Gauge,
+    &["tenant", "period"],
+    "what the tenant spent in the current budget period (day, month, window), as this node last saw it",
+);
+pub const BUDGET_REMAINING: Def = def(
+    "sluice_budget_remaining_usd",
+    Gauge,
+    &["tenant", "period"],
+    "what is left of the tenant's budget in the current period, as this node last saw it",
+);
 pub const CREDENTIALS_REJECTED: Def = def(
     "sluice_backend_credentials_rejected_total",
     Counter,
@@ -263,6 +275,8 @@ pub const ALL: &[Def] = &[
     FAILOVERS,
     TOKENS,
     COST,
+    SPEND,
+    BUDGET_REMAINING,
     CREDENTIALS_REJECTED,
     STREAM_FAULTS,
     CLUSTER_MEMBERS,

@@ -194,6 +194,13 @@ impl Metrics {
             cost.increment((cost_usd * 1_000_000.0).round() as u64);
         });
     }
+    /// A tenant's spend and what is left of its budget in a period (micro-dollars in, dollars out).
+    pub fn budget_spend(tenant: &str, period: &'static str, spent: u64, limit: u64) {
+        let t = tenant.to_string();
+        gauge!(SPEND.name, "tenant" => t.clone(), "period" => period).set(spent as f64 / 1e6);
+        gauge!(BUDGET_REMAINING.name, "tenant" => t, "period" => period)
+            .set(limit.saturating_sub(spent) as f64 / 1e6);
+    }
     pub fn limiter(tenant: &str, outcome: &'static str) {
         LIMITER.with(
             key(&[tenant, outcome], 0),

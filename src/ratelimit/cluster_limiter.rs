@@ -21,10 +21,13 @@
 //! `sluice_limiter_fallback_divisor`. One log line per mode change.
 
 use super::breaker::Breaker;
+use super::budget::Budgets;
 use super::fallback::Fallback;
 use super::overlimit::OverLimitCache;
 use super::plan::Plan;
-use super::{LimitFuture, LimitRequest, RateLimiter, ReconcileFuture};
+use super::{
+    BudgetFuture, BudgetHold, LimitFuture, LimitRequest, RateLimiter, ReconcileFuture, ReportFuture,
+};
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{Client, Script};
 use std::collections::HashMap;
@@ -60,6 +63,8 @@ pub(super) struct Inner {
     pub(super) settled: watch::Sender<bool>,
     /// A failed call was answered by the fallback since the last charge of its spend.
     pub(super) unsettled: AtomicBool,
+    /// Spend budgets (`lua/budget.lua`, with their own fallback share).
+    pub(super) budgets: Budgets,
 }
 
 /// Global limits in Redis shared by every node, local limits (÷ live nodes) when Redis is away.
@@ -102,6 +107,18 @@ impl RateLimiter for ClusterLimiter {
 
     fn release<'a>(&'a self, tenant: &'a str, requests: u32, tokens: u64) -> ReconcileFuture<'a> {
         Box::pin(self.inner.release(tenant, requests, tokens))
+    }
+
+    fn budget<'a>(&'a self, tenant: &'a str, cost: u64) -> BudgetFuture<'a> {
+        Box::pin(self.inner.budget_take(tenant, cost))
+    }
+
+    fn settle_budget<'a>(&'a self, hold: &'a BudgetHold, actual: u64) -> ReconcileFuture<'a> {
+        Box::pin(self.inner.budget_settle(hold, actual))
+    }
+
+    fn spend_report(&self) -> ReportFuture<'_> {
+        Box::pin(self.inner.spend_report())
     }
 
     fn mode(&self) -> &'static str {

@@ -3,7 +3,12 @@
 //! node alone and a cluster node in fallback admit and book the way the global limiter does.
 
 use super::bucket::{Bucket, Take};
-use super::{Decision, LimitFuture, LimitRequest, RateLimiter, ReconcileFuture};
+use super::budget::period::now_ms;
+use super::budget::{BudgetPlan, Ledger};
+use super::{
+    BudgetDecision, BudgetFuture, BudgetHold, Decision, LimitFuture, LimitRequest, RateLimiter,
+    ReconcileFuture, ReportFuture, SpendReport,
+};
 use crate::config::TenantConfig;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -87,15 +92,24 @@ impl TenantBuckets {
 /// Buckets built from config; tenants without limits are not limited.
 pub struct LocalLimiter {
     buckets: HashMap<String, TenantBuckets>,
+    /// Spend budgets (a node alone: the whole budget; the cluster's fallback keeps its own).
+    budgets: Ledger,
 }
 
 impl LocalLimiter {
     pub fn new<'a>(tenants: impl IntoIterator<Item = &'a TenantConfig>) -> LocalLimiter {
-        Self::with_quotas(
+        let tenants: Vec<&TenantConfig> = tenants.into_iter().collect();
+        let plans = tenants
+            .iter()
+            .filter_map(|t| Some((t.id.clone(), BudgetPlan::of(t.budget.as_ref()?)?)))
+            .collect();
+        let mut l = Self::with_quotas(
             tenants
-                .into_iter()
+                .iter()
                 .map(|t| (t.id.clone(), Quotas::of(t), Levels::FULL)),
-        )
+        );
+        l.budgets = Ledger::new(plans, 1, false);
+        l
     }
 
     /// Build from explicit quotas (e.g. each divided by the live node count) and starting levels.
@@ -122,7 +136,10 @@ impl LocalLimiter {
                 );
             }
         }
-        LocalLimiter { buckets }
+        LocalLimiter {
+            buckets,
+            budgets: Ledger::new(HashMap::new(), 1, false),
+        }
     }
 
     /// Every limited tenant's levels now.
@@ -280,6 +297,35 @@ impl RateLimiter for LocalLimiter {
 
     fn mode(&self) -> &'static str {
         "local"
+    }
+
+    fn budget<'a>(&'a self, tenant: &'a str, cost: u64) -> BudgetFuture<'a> {
+        let d = self.budgets.take(tenant, cost, now_ms());
+        if let Some(v) = d.as_ref().and_then(|d| d.view) {
+            crate::observe::Metrics::budget_spend(tenant, v.period.label(), v.spent, v.limit);
+        }
+        Box::pin(std::future::ready(
+            d.unwrap_or_else(BudgetDecision::unlimited),
+        ))
+    }
+
+    fn settle_budget<'a>(&'a self, hold: &'a BudgetHold, actual: u64) -> ReconcileFuture<'a> {
+        let delta = actual as i64 - hold.reserved as i64;
+        self.budgets.add(&hold.tenant, &hold.spans, delta);
+        Box::pin(std::future::ready(()))
+    }
+
+    fn spend_report(&self) -> ReportFuture<'_> {
+        let tenants = self.budgets.report(now_ms());
+        for (t, periods) in &tenants {
+            for p in periods {
+                crate::observe::Metrics::budget_spend(t, p.period.label(), p.spent, p.limit);
+            }
+        }
+        Box::pin(std::future::ready(SpendReport {
+            source: "local",
+            tenants,
+        }))
     }
 }
 

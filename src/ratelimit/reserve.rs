@@ -64,7 +64,7 @@ impl Inner {
 
     /// Until the first connection attempt is over, wait for it (within the connect budget). True
     /// when the limiter is then in global mode.
-    async fn wait_settled(&self) -> bool {
+    pub(super) async fn wait_settled(&self) -> bool {
         if *self.settled.borrow() {
             return false;
         }

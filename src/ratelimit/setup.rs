@@ -76,6 +76,7 @@ impl ClusterLimiter {
             adjust_script: Script::new(ADJUST_LUA),
             settled: watch::channel(false).0,
             unsettled: AtomicBool::new(false),
+            budgets: super::budget::Budgets::new(&cfg.key_prefix, tenants, nodes),
         });
         Metrics::limiter_mode("fallback", &["global"]);
         Metrics::limiter_fallback_divisor(nodes);

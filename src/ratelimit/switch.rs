@@ -27,6 +27,7 @@ impl Inner {
             // No capacity appears from the switch: from the first failed call on, the fallback
             // answers from this node's share of what the global buckets held at the last answer.
             self.fallback.seed(&self.last_levels());
+            self.seed_budgets();
         }
         if opened {
             Metrics::limiter_mode("fallback", &["global"]);
@@ -51,6 +52,7 @@ impl Inner {
     /// that restarted empty keeps the cluster's debt. A failed charge is dropped (Redis just came
     /// back; the next failure streak starts over from its answers).
     pub(super) async fn charge_spent(&self, conn: &mut MultiplexedConnection) {
+        self.charge_budgets(conn).await;
         for s in self.fallback.settle() {
             let Some(plan) = self.plans.get(&s.tenant) else {
                 continue;
@@ -173,6 +175,7 @@ pub(super) async fn follow_nodes(
             r = nodes.changed() => if r.is_err() { return },
         }
         let n = *nodes.borrow_and_update();
+        inner.budgets.fallback.resize(n);
         if let Some(previous) = inner.fallback.resize(n) {
             let n = inner.fallback.divisor();
             Metrics::limiter_fallback_divisor(n);

@@ -72,9 +72,12 @@ pub async fn handle(p: Arc<Pipeline>, req: Request<Incoming>) -> Response<RespBo
 /// the API's error shape.
 pub async fn handle_admin(p: Arc<Pipeline>, req: Request<Incoming>) -> Response<RespBody> {
     let path = req.uri().path();
-    let mut resp = p
+    let tenants = p
         .admin
-        .answer(req.method(), path, req.headers())
+        .answer_tenants(req.method(), path, req.headers(), false)
+        .await;
+    let mut resp = tenants
+        .or_else(|| p.admin.answer(req.method(), path, req.headers()))
         .unwrap_or_else(|| GatewayError::NotFound(path.to_string()).response(Protocol::Openai));
     resp.headers_mut()
         .insert(X_SLUICE_NODE.clone(), p.node_header.clone());
@@ -96,6 +99,13 @@ async fn dispatch<'a>(
 ) -> Response<RespBody> {
     let path = req.uri().path();
     if let Some(r) = p.admin.answer_public(req.method(), path, req.headers()) {
+        return r;
+    }
+    if let Some(r) = p
+        .admin
+        .answer_tenants(req.method(), path, req.headers(), true)
+        .await
+    {
         return r;
     }
     match (req.method(), path) {
@@ -128,7 +138,9 @@ async fn dispatch<'a>(
                 match proxy(p, req, ep, request_id, out).await {
                     Ok(r) => r,
                     Err(e) => {
-                        if let GatewayError::RateLimited { decision, .. } = &e {
+                        if let GatewayError::RateLimited { decision, .. }
+                        | GatewayError::OverBudget { decision, .. } = &e
+                        {
                             out.limit = Some(**decision);
                         }
                         e.response(proto)
@@ -254,7 +266,27 @@ async fn proxy<'a>(
         .map_err(|e| GatewayError::BadJson(e.to_string()))?;
     let model = model_of(&scan)?;
 
-    // Shape: class, deadline, the tenant's buckets (waiting for a refill when that fits).
+    // The route is known before Shape (reported after it): spend budgets charge the estimate at the
+    // highest price among the backends that may serve it.
+    let route = p.router.decide(&RequestMeta {
+        path: parts.uri.path(),
+        headers: &parts.headers,
+        tier: &tenant.tier,
+        model,
+        request_id,
+    });
+    let backends = p.deliver.balancer.backends();
+    let price = crate::ratelimit::budget::max_price(
+        route
+            .pool
+            .iter()
+            .map(|&id| &backends[id].cfg)
+            .filter(|b| b.serves(model))
+            .map(|b| b.price),
+    );
+
+    // Shape: class, deadline, spend budgets, the tenant's buckets (waiting for a refill when that
+    // fits).
     let admitted = p
         .door
         .admit(Arrival {
@@ -265,18 +297,10 @@ async fn proxy<'a>(
             request_type: endpoint.request_type(),
             prompt_tokens: scan.prompt_tokens,
             max_tokens: scan.max_tokens,
+            price,
         })
         .await?;
     out.limit = Some(admitted.decision);
-
-    // Route.
-    let route = p.router.decide(&RequestMeta {
-        path: parts.uri.path(),
-        headers: &parts.headers,
-        tier: &tenant.tier,
-        model,
-        request_id,
-    });
     out.route = Some(route);
 
     // Balance + Deliver.
@@ -394,6 +418,22 @@ fn rate_limit_headers(h: &mut http::HeaderMap, d: &Decision) {
         if let Ok(v) = HeaderValue::from_str(&format!("{:.3}s", d.reset.as_secs_f64())) {
             h.insert("x-ratelimit-reset-requests", v);
         }
+    }
+    if let Some(b) = d.budget {
+        let usd = |m: u64| crate::ratelimit::budget::usd_text(m as i64);
+        if let Ok(v) = HeaderValue::from_str(&usd(b.limit)) {
+            h.insert("x-ratelimit-limit-budget-usd", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&usd(b.remaining())) {
+            h.insert("x-ratelimit-remaining-budget-usd", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&format!("{:.3}s", b.reset.as_secs_f64())) {
+            h.insert("x-ratelimit-reset-budget", v);
+        }
+        h.insert(
+            "x-ratelimit-budget-period",
+            HeaderValue::from_static(b.period.label()),
+        );
     }
     if let Some(limit) = d.tokens_limit {
         h.insert("x-ratelimit-limit-tokens", HeaderValue::from(limit));
