@@ -7,7 +7,7 @@ mod support;
 
 use serde_json::{Value, json};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::cluster::{ADMIN, KEY_A, KEY_ENV, admin, wait_live};
+use support::cluster::{ADMIN, KEY_A, KEY_ENV, admin, admin_get, wait_live};
 use support::redis::RedisServer;
 use support::*;
 
@@ -231,16 +231,7 @@ fn node_config(i: usize, gossip: &[u16], oa: &Proc, an: &Proc, redis: &str) -> S
 }
 
 async fn tenants_report(node: &Proc) -> Value {
-    let auth = format!("Bearer {ADMIN}");
-    let r = request(
-        "GET",
-        &format!("{}/admin/tenants", node.url()),
-        &[("authorization", &auth)],
-        "",
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()
+    admin_get(node, "/admin/tenants").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -501,57 +492,40 @@ fn the_budget_script_takes_from_every_period_or_none() {
             .unwrap()
     };
     let lim = (1_000, 5_000);
-    assert_eq!(call("take", 600, lim, ""), [1, 600, 600]);
-    assert_eq!(
-        call("take", 600, lim, ""),
-        [0, 600, 600],
-        "refused: nothing taken"
-    );
-    assert_eq!(
-        call("take", 400, lim, ""),
-        [1, 1_000, 1_000],
-        "exactly the limit fits"
-    );
-    assert_eq!(call("add", -300, lim, ""), [1, 700, 700], "a refund");
-    assert_eq!(
-        call("take", 100, (1_000, 750), ""),
-        [0, 700, 700],
-        "the month is the tighter"
-    );
-    assert_eq!(call("take", 0, lim, ""), [1, 700, 700], "a read");
-    assert_eq!(call("add", -5_000, lim, ""), [1, 0, 0], "never below zero");
-    assert_eq!(
-        call("add", 0, lim, "900"),
-        [1, 900, 900],
-        "raised to the floor"
-    );
-    assert_eq!(
-        call("add", 50, lim, "900"),
-        [1, 950, 950],
-        "a floor below adds nothing"
-    );
-    let mut con = redis.connection();
-    let v: String = ::redis::cmd("GET").arg(day).query(&mut con).unwrap();
+    // (op, amount, limits, floor, reply, what it shows): a refused take takes nothing, exactly the
+    // limit fits, the month can be the tighter, a cost of 0 reads, a refund stops at 0, a floor
+    // raises a counter and a lower floor does nothing.
+    let m750 = (1_000, 750);
+    let steps = [
+        ("take", 600, lim, "", [1, 600, 600], "both"),
+        ("take", 600, lim, "", [0, 600, 600], "refused"),
+        ("take", 400, lim, "", [1, 1_000, 1_000], "fits"),
+        ("add", -300, lim, "", [1, 700, 700], "refund"),
+        ("take", 100, m750, "", [0, 700, 700], "month"),
+        ("take", 0, lim, "", [1, 700, 700], "read"),
+        ("add", -5_000, lim, "", [1, 0, 0], "at 0"),
+        ("add", 0, lim, "900", [1, 900, 900], "floor"),
+        ("add", 50, lim, "900", [1, 950, 950], "lower"),
+    ];
+    for (op, amount, limits, floor, reply, what) in steps {
+        assert_eq!(call(op, amount, limits, floor), reply, "{what}");
+    }
+    let mut other = redis.connection();
+    let v: String = ::redis::cmd("GET").arg(day).query(&mut other).unwrap();
     assert_eq!(v, "950", "integer micro-dollars");
-    let ttl: i64 = ::redis::cmd("PTTL").arg(month).query(&mut con).unwrap();
+    let ttl: i64 = ::redis::cmd("PTTL").arg(month).query(&mut other).unwrap();
     assert!(ttl > 60_000 && ttl <= 120_000, "pttl {ttl}");
     let _: () = ::redis::cmd("DEL")
         .arg(day)
         .arg(month)
-        .query(&mut con)
+        .query(&mut other)
         .unwrap();
-    let mut con2 = redis.connection();
-    let refund: Vec<i64> = script
-        .key(day)
-        .arg("add")
-        .arg(-10)
-        .arg(0)
-        .arg(60_000)
-        .arg("")
-        .invoke(&mut con2)
+    assert_eq!(call("add", -10, lim, ""), [1, 0, 0]);
+    let exists: i64 = ::redis::cmd("EXISTS")
+        .arg(day)
+        .arg(month)
+        .query(&mut other)
         .unwrap();
-    assert_eq!(refund, [1, 0]);
-    let exists: i64 = ::redis::cmd("EXISTS").arg(day).query(&mut con2).unwrap();
     assert_eq!(exists, 0, "a refund creates no counter");
     // The script names its keys only through KEYS (Cluster-safe).
     let src = sluice::ratelimit::budget::BUDGET_LUA;
