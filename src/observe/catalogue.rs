@@ -59,7 +59,7 @@ pub const LIMITER_DECISIONS: Def = def(
     "sluice_limiter_decisions_total",
     Counter,
     &["tenant", "outcome"],
-    "allowed / queued (booked a later slot) / released (gave a booked slot back) / limited",
+    "allowed / queued (booked a later slot) / released (gave a booked slot back) / limited / over_budget (a spend budget refused)",
 );
 pub const QUEUE_LENGTH: Def = def(
     "sluice_queue_length",

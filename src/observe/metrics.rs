@@ -102,6 +102,7 @@ cache!(REQ_DUR, Histogram);
 cache!(ROUTING, Counter);
 cache!(TOKENS_C, (Counter, Counter, Counter));
 cache!(LIMITER, Counter);
+cache!(BUDGET_G, (Gauge, Gauge));
 
 /// One backend's handles, resolved when the backend is built: the per-request updates then cost an
 /// atomic operation, no lookup.
@@ -196,10 +197,17 @@ impl Metrics {
     }
     /// A tenant's spend and what is left of its budget in a period (micro-dollars in, dollars out).
     pub fn budget_spend(tenant: &str, period: &'static str, spent: u64, limit: u64) {
-        let t = tenant.to_string();
-        gauge!(SPEND.name, "tenant" => t.clone(), "period" => period).set(spent as f64 / 1e6);
-        gauge!(BUDGET_REMAINING.name, "tenant" => t, "period" => period)
-            .set(limit.saturating_sub(spent) as f64 / 1e6);
+        let make = || {
+            let t = tenant.to_string();
+            (
+                gauge!(SPEND.name, "tenant" => t.clone(), "period" => period),
+                gauge!(BUDGET_REMAINING.name, "tenant" => t, "period" => period),
+            )
+        };
+        BUDGET_G.with(key(&[tenant, period], 0), make, |(s, r)| {
+            s.set(spent as f64 / 1e6);
+            r.set(limit.saturating_sub(spent) as f64 / 1e6);
+        });
     }
     pub fn limiter(tenant: &str, outcome: &'static str) {
         LIMITER.with(

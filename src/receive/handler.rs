@@ -266,8 +266,8 @@ async fn proxy<'a>(
         .map_err(|e| GatewayError::BadJson(e.to_string()))?;
     let model = model_of(&scan)?;
 
-    // The route is known before Shape (reported after it): spend budgets charge the estimate at the
-    // highest price among the backends that may serve it.
+    // The route and a pinned backend are known before Shape (reported after it): spend budgets
+    // charge the estimate at their price.
     let route = p.router.decide(&RequestMeta {
         path: parts.uri.path(),
         headers: &parts.headers,
@@ -275,15 +275,12 @@ async fn proxy<'a>(
         model,
         request_id,
     });
-    let backends = p.deliver.balancer.backends();
-    let price = crate::ratelimit::budget::max_price(
-        route
-            .pool
-            .iter()
-            .map(|&id| &backends[id].cfg)
-            .filter(|b| b.serves(model))
-            .map(|b| b.price),
-    );
+    let body = RequestBody::new(raw);
+    let pinned = match endpoint {
+        Endpoint::Responses => holder(p, &body)?,
+        _ => None,
+    };
+    let price = estimate_price(p, route, model, pinned);
 
     // Shape: class, deadline, spend budgets, the tenant's buckets (waiting for a refill when that
     // fits).
@@ -305,14 +302,9 @@ async fn proxy<'a>(
 
     // Balance + Deliver.
     let affinity_key = affinity::key(p.affinity.as_ref(), &parts.headers, &scan);
-    let body = RequestBody::new(raw);
     let needs_responses = (endpoint == Endpoint::Responses)
         .then(|| responses_native_field(body.tree()))
         .flatten();
-    let pinned = match endpoint {
-        Endpoint::Responses => holder(p, &body)?,
-        _ => None,
-    };
     let call = Call {
         endpoint,
         body: &body,
@@ -333,6 +325,28 @@ async fn proxy<'a>(
     let Delivered { response, backend } = p.deliver.forward(call).await?;
     out.backend = backend;
     Ok(response)
+}
+
+/// The price a request's estimate is charged at against spend budgets: the pinned backend's, else
+/// the highest input and output prices among the route's backends that serve `model`.
+fn estimate_price(
+    p: &Pipeline,
+    route: &RouteDecision,
+    model: &str,
+    pinned: Option<usize>,
+) -> crate::config::PriceConfig {
+    let backends = p.deliver.balancer.backends();
+    if let Some(id) = pinned {
+        return backends[id].cfg.price;
+    }
+    crate::ratelimit::budget::max_price(
+        route
+            .pool
+            .iter()
+            .map(|&id| &backends[id].cfg)
+            .filter(|b| b.serves(model))
+            .map(|b| b.price),
+    )
 }
 
 /// `/v1/responses/{id}[/more]` as (`id`, `/more`).
