@@ -398,6 +398,32 @@ async fn a_budget_holds_across_three_nodes_resets_with_its_period_and_survives_r
     }
     let report = tenants_report(&nodes[0]).await;
     assert_eq!(report["source"], "fallback", "{report}");
+
+    // 4. Redis comes back empty (restarted without persistence): each node charges what it admitted
+    //    on top of the spend it knew of, so the window keeps its spend.
+    let _redis = RedisServer::start_on(redis.port);
+    for node in &nodes {
+        eventually(Duration::from_secs(10), "global mode again", || async {
+            admin(node).await["limiter_mode"] == "global"
+        })
+        .await;
+    }
+    if now_ms() / WINDOW_MS != w {
+        println!("the window ended before Redis returned: the restored spend is not checked");
+        return;
+    }
+    let report = tenants_report(&nodes[2]).await;
+    assert_eq!(report["source"], "global", "{report}");
+    let periods = report["tenants"][0]["budget"].as_array().unwrap().clone();
+    let window = periods.iter().find(|p| p["period"] == "window").unwrap();
+    let restored = (window["spent_usd"].as_f64().unwrap() * 1e6).round() as u64;
+    println!(
+        "redis back empty: the window's counter restored to {restored} µ$ (usage says {spent})"
+    );
+    assert!(
+        restored >= spent * 8 / 10 && restored <= bound,
+        "restored {restored}, spent {spent}, bound {bound}"
+    );
 }
 
 /// A node alone, its clock put 10 s before UTC midnight: a tiny daily budget runs out, the 429 says it

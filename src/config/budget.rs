@@ -63,3 +63,47 @@ impl BudgetConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn with_budget(budget: &str) -> Result<Config, String> {
+        let text = format!(
+            "backends:\n  - {{ name: a, url: \"http://127.0.0.1:9\", protocol: openai }}\ntenants:\n  - id: t\n    keys: [sk-t]\n    budget: {budget}\nrouting: {{}}\n"
+        );
+        Config::parse(&text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn budgets_parse_and_bad_ones_name_the_field_and_line() {
+        let c = with_budget("{ usd_per_day: 5, usd_per_month: 100.5 }").unwrap();
+        let b = c.tenants[0].value.budget.unwrap();
+        assert_eq!((b.usd_per_day, b.usd_per_month), (Some(5.0), Some(100.5)));
+        let c = with_budget("{ usd_per_window: { usd: 0.5, window_ms: 60000 } }").unwrap();
+        assert_eq!(
+            c.tenants[0]
+                .value
+                .budget
+                .unwrap()
+                .usd_per_window
+                .unwrap()
+                .window_ms,
+            60_000
+        );
+        for (budget, field) in [
+            ("{ usd_per_day: 0 }", "tenants[0].budget.usd_per_day"),
+            ("{ usd_per_month: -1 }", "tenants[0].budget.usd_per_month"),
+            (
+                "{ usd_per_window: { usd: 1, window_ms: 10 } }",
+                "usd_per_window.window_ms",
+            ),
+            ("{}", "tenants[0].budget.usd_per_day"),
+        ] {
+            let e = with_budget(budget).unwrap_err();
+            assert!(e.contains(field) && e.contains("line 4"), "{budget}: {e}");
+        }
+        let e = with_budget("{ usd_per_dya: 5 }").unwrap_err();
+        assert!(e.contains("usd_per_dya"), "{e}");
+    }
+}
