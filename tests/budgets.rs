@@ -54,6 +54,8 @@ struct Done {
     kind: usize,
     status: u16,
     cost: u64,
+    /// Input and output tokens of its usage.
+    used: (u64, u64),
     resp: Resp,
 }
 
@@ -120,6 +122,7 @@ async fn one(base: String, key: &str, kind: usize) -> Done {
         kind,
         status: resp.status,
         cost: cost(price, used.0, used.1),
+        used,
         resp,
     }
 }
@@ -222,7 +225,7 @@ fn node_config(i: usize, gossip: &[u16], oa: &Proc, an: &Proc, redis: &str) -> S
         )
     };
     format!(
-        "node: {{ id: node-{i} }}\nadmin_token_env: SLUICE_ADMIN_TOKEN\nbackends:\n{}{}tenants:\n  - {{ id: t, keys: [sk-t], budget: {{ usd_per_window: {{ usd: 0.02, window_ms: {WINDOW_MS} }}, usd_per_day: 100 }} }}\nrouting:\n  strategy: round-robin\nshaping: {{ max_wait_ms: 0 }}\ncluster:\n  cluster_id: budgets\n  gossip_listen: 127.0.0.1:{}\n  seeds: [{}]\n  gossip_interval_ms: 100\n  dead_after_ms: 1500\n  secret_env: {KEY_ENV}\n  redis: {{ url: \"{redis}\", timeout_ms: 100 }}\n",
+        "node: {{ id: node-{i} }}\nadmin_token_env: SLUICE_ADMIN_TOKEN\nbackends:\n{}{}tenants:\n  - {{ id: t, keys: [sk-t], budget: {{ usd_per_window: {{ usd: 0.02, window_ms: {WINDOW_MS} }}, usd_per_day: 100 }} }}\nrouting:\n  strategy: round-robin\nshaping: {{ max_wait_ms: 0 }}\ncluster:\n  cluster_id: budgets\n  gossip_listen: 127.0.0.1:{}\n  seeds: [{}]\n  gossip_interval_ms: 100\n  dead_after_ms: 1500\n  secret_env: {KEY_ENV}\n  redis: {{ url: \"{redis}\", timeout_ms: 500 }}\n",
         backend("oa", oa, "openai", &price(OPENAI_PRICE)),
         backend("an", an, "anthropic", &price(ANTHROPIC_PRICE)),
         gossip[i],
@@ -305,7 +308,8 @@ async fn a_budget_holds_across_three_nodes_resets_with_its_period_and_survives_r
         .unwrap_or_else(|| panic!("{report}"));
     assert_eq!(window["budget_usd"], 0.02);
     assert!(window["resets_at"].as_str().unwrap().ends_with('Z'));
-    // Every reservation settled to the actual cost: the counter is what the usage says.
+    // Every reservation settled to the actual cost: the counter is what the usage says (it would be
+    // more if a refund's call had timed out, as those are dropped; never less).
     let last = std::sync::Mutex::new(0.0);
     let settled = try_poll(Duration::from_secs(3), || async {
         let r = tenants_report(&nodes[1]).await;
@@ -317,6 +321,20 @@ async fn a_budget_holds_across_three_nodes_resets_with_its_period_and_survives_r
     })
     .await;
     let last = *last.lock().unwrap();
+    if settled.is_none() {
+        for d in done.iter().filter(|d| d.status == 200) {
+            let b = d.resp.header("x-sluice-backend").unwrap_or("-");
+            println!("{} via {b}: {:?} = {} µ$", KINDS[d.kind], d.used, d.cost);
+        }
+        for n in &nodes {
+            let text = metrics_text(n).await;
+            for l in text.lines().filter(|l| {
+                l.starts_with("sluice_tokens_total") || l.starts_with("sluice_cost_microusd_total")
+            }) {
+                println!("{l}");
+            }
+        }
+    }
     assert!(
         settled.is_some(),
         "admin says {last} µ$ spent, usage says {spent} µ$"

@@ -10,6 +10,7 @@ use crate::config::TenantConfig;
 use crate::observe::Metrics;
 use crate::ratelimit::cluster_limiter::Inner;
 use crate::ratelimit::plan::bucket_keys;
+use crate::ratelimit::script::CallError;
 use ::redis::aio::ConnectionLike;
 use ::redis::{Script, ScriptInvocation};
 use std::collections::HashMap;
@@ -140,7 +141,8 @@ impl Inner {
         d
     }
 
-    /// Settle a hold: add `actual - reserved` to the counters it was taken from.
+    /// Settle a hold: add `actual - reserved` to the counters it was taken from. At least once for
+    /// an overage (kept for the charge when the call may not have run), at most once for a refund.
     pub(crate) async fn budget_settle(&self, hold: &BudgetHold, actual: u64) {
         let delta = actual as i64 - hold.reserved as i64;
         let b = &self.budgets;
@@ -160,7 +162,11 @@ impl Inner {
             Ok(v) if v.len() == spans.len() + 1 => {
                 b.record(&hold.tenant, plan, &hold.spans, &v[1..])
             }
-            // Kept here and charged when Redis answers again.
+            // A call that may have run in Redis (timed out, cut, or answered oddly): a refund is
+            // dropped rather than risk giving it twice; money errs towards spent.
+            Ok(_) | Err(CallError::Timeout | CallError::BadReply(_)) if delta < 0 => {}
+            Err(CallError::Redis(e)) if delta < 0 && (e.is_io_error() || e.is_timeout()) => {}
+            // Not run: kept here and charged when Redis answers again.
             _ => b.fallback.add(&hold.tenant, &hold.spans, delta),
         }
     }
