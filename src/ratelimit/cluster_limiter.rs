@@ -22,11 +22,14 @@
 
 use super::breaker::Breaker;
 use super::fallback::Fallback;
+use super::local::Quotas;
 use super::overlimit::OverLimitCache;
 use super::plan::Plan;
 use super::{LimitFuture, LimitRequest, RateLimiter, ReconcileFuture};
+use crate::config::TenantConfig;
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{Client, Script};
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -43,7 +46,9 @@ pub(super) struct Inner {
     pub(super) connect_timeout: Duration,
     /// Breaker open this long before each probe.
     pub(super) open_for: Duration,
-    pub(super) plans: HashMap<String, Plan>,
+    /// Per tenant; swapped whole by a config reload ([`RateLimiter::retune`]).
+    pub(super) plans: ArcSwap<HashMap<String, Arc<Plan>>>,
+    pub(super) key_prefix: String,
     pub(super) conn: RwLock<Option<MultiplexedConnection>>,
     pub(super) breaker: Breaker,
     /// Woken when the breaker opens, so the supervisor drops the connection and starts probing.
@@ -87,7 +92,7 @@ impl ClusterLimiter {
 
     /// The Redis keys this limiter uses for `tenant` (None: tenant without limits).
     pub fn keys_of(&self, tenant: &str) -> Option<[String; 2]> {
-        self.inner.plans.get(tenant).map(|p| p.keys.clone())
+        self.inner.plan(tenant).map(|p| p.keys.clone())
     }
 }
 
@@ -102,6 +107,24 @@ impl RateLimiter for ClusterLimiter {
 
     fn release<'a>(&'a self, tenant: &'a str, requests: u32, tokens: u64) -> ReconcileFuture<'a> {
         Box::pin(self.inner.release(tenant, requests, tokens))
+    }
+
+    fn retune(&self, tenants: &[TenantConfig]) {
+        let quotas: Vec<(String, Quotas)> = tenants
+            .iter()
+            .map(|t| (t.id.clone(), Quotas::of(t)))
+            .collect();
+        let old = self.inner.plans.load_full();
+        let plans = quotas
+            .iter()
+            .filter_map(|(id, q)| {
+                let kept = old.get(id).filter(|p| p.quotas == *q).cloned();
+                kept.or_else(|| Plan::new(&self.inner.key_prefix, id, q).map(Arc::new))
+                    .map(|p| (id.clone(), p))
+            })
+            .collect();
+        self.inner.plans.store(Arc::new(plans));
+        self.inner.fallback.retune(quotas);
     }
 
     fn mode(&self) -> &'static str {

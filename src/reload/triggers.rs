@@ -1,0 +1,59 @@
+//! What starts a reload besides the admin call: SIGHUP, and with `--watch` a change of the file
+//! (its hash polled every second). Each runs until `shutdown`.
+
+use super::{Reloader, version_of};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Reload on every SIGHUP.
+#[cfg(unix)]
+pub async fn on_sighup(reloader: Arc<Reloader>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: reload by signal is off");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            got = hup.recv() => if got.is_none() { return },
+        }
+        reloader.reload("signal").await;
+    }
+}
+
+/// Reload when the file's content changes to something not served yet, checking every `every`.
+pub async fn watch_file(
+    path: PathBuf,
+    reloader: Arc<Reloader>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let read = |p: &PathBuf| std::fs::read_to_string(p).ok().map(|t| version_of(&t));
+    let mut seen = read(&path);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let p = path.clone();
+        let now = tokio::task::spawn_blocking(move || read(&p))
+            .await
+            .ok()
+            .flatten();
+        if now.is_none() || now == seen {
+            continue;
+        }
+        seen = now.clone();
+        if now.is_some_and(|v| v != reloader.version()) {
+            reloader.reload("watch").await;
+        }
+    }
+}
