@@ -27,16 +27,18 @@ struct Node {
 
 impl Node {
     fn start(config: &str, extra: &[&str]) -> Node {
+        Self::start_env(config, extra, &[])
+    }
+
+    fn start_env(config: &str, extra: &[&str], envs: &[(&str, &str)]) -> Node {
         let path = tmp_dir().join("sluice.yaml");
         std::fs::write(&path, config).unwrap();
         let p = path.to_str().unwrap().to_string();
         let mut args = vec!["run", "--config", p.as_str()];
         args.extend_from_slice(extra);
-        let proc = spawn(
-            &args,
-            &[("SLUICE_ADMIN_TOKEN", ADMIN)],
-            "sluice listening on",
-        );
+        let mut envs = envs.to_vec();
+        envs.push(("SLUICE_ADMIN_TOKEN", ADMIN));
+        let proc = spawn(&args, &envs, "sluice listening on");
         Node { proc, path }
     }
 
@@ -627,4 +629,68 @@ async fn a_certificate_rotated_on_disk_is_served_after_the_reload() {
     let r = admin_reload(&format!("http://127.0.0.1:{admin_port}")).await;
     assert_eq!(r.status, 422, "{}", r.text());
     assert!(trusted_by(&addr, &new_pem).await);
+}
+
+#[tokio::test]
+async fn each_cluster_node_reloads_its_own_file_and_peers_see_its_version() {
+    use support::cluster::{KEY_A, KEY_ENV};
+    let gossip = [free_port(), free_port()];
+    let cfg = |i: usize, keys: &str| {
+        format!(
+            "node: {{ id: node-{i} }}\nlisten: {{ address: 127.0.0.1:0 }}\nadmin_token_env: SLUICE_ADMIN_TOKEN\nmock_upstreams:\n  - {{ name: m, protocol: openai }}\nbackends:\n  - {{ name: a, url: mock://m, protocol: openai }}\ntenants:\n  - {{ id: t, keys: [{keys}] }}\nrouting: {{}}\ncluster:\n  cluster_id: reload\n  gossip_listen: 127.0.0.1:{}\n  seeds: [127.0.0.1:{}]\n  gossip_interval_ms: 100\n  dead_after_ms: 1500\n  secret_env: {KEY_ENV}\n",
+            gossip[i],
+            gossip[1 - i]
+        )
+    };
+    let env = [(KEY_ENV, KEY_A)];
+    let nodes = [
+        Node::start_env(&cfg(0, "sk-1"), &[], &env),
+        Node::start_env(&cfg(1, "sk-1"), &[], &env),
+    ];
+    // What node 0 lists as node 1's config version.
+    let seen_by_0 = async |nodes: &[Node; 2]| {
+        let v = nodes[0].admin_cluster().await;
+        v["cluster"]["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == "node-1")
+            .map(|m| m["config_version"].clone())
+    };
+    let own = |v: &Value| v["config_version"].clone();
+    let before = own(&nodes[1].admin_cluster().await);
+    poll(
+        Duration::from_secs(10),
+        "node 0 sees node 1's version",
+        || async { (seen_by_0(&nodes).await == Some(before.clone())).then_some(()) },
+    )
+    .await;
+
+    // Node 1 reloads its own file: a new key there, not on node 0; node 0 sees the new version.
+    let r = nodes[1].reload(&cfg(1, "sk-1, sk-2")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let after = own(&nodes[1].admin_cluster().await);
+    assert_ne!(after, before);
+    assert_eq!(r.json()["version"], after);
+    poll(
+        Duration::from_secs(10),
+        "node 0 sees node 1's new version",
+        || async { (seen_by_0(&nodes).await == Some(after.clone())).then_some(()) },
+    )
+    .await;
+    assert_eq!(status(&nodes[1].proc, "sk-2", &[]).await.status, 200);
+    assert_eq!(status(&nodes[0].proc, "sk-2", &[]).await.status, 401);
+    // Membership carried over: both still see two live members.
+    for n in &nodes {
+        assert_eq!(n.admin_cluster().await["cluster"]["live_count"], 2);
+    }
+
+    // A change of the gossip settings needs a restart.
+    let moved = cfg(1, "sk-1, sk-2").replace("gossip_interval_ms: 100", "gossip_interval_ms: 200");
+    let r = nodes[1].reload(&moved).await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(
+        r.json()["fields"],
+        serde_json::json!(["cluster.gossip_interval_ms"])
+    );
 }

@@ -497,3 +497,59 @@ impl crate::shape::Paced for (Arc<Backend>, InFlightGuard) {
         self.0.pacer.as_ref()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str) -> BackendConfig {
+        let yaml = format!("name: b\nurl: http://127.0.0.1:9\nprotocol: openai\n{extra}");
+        serde_saphyr::from_str(&yaml).expect("backend config")
+    }
+
+    #[test]
+    fn a_carried_backend_keeps_what_was_learned_at_its_new_position() {
+        let shaping = CongestionConfig::default();
+        let old = Arc::new(
+            Backend::new(0, cfg("eject_after: 2\n"), "http://127.0.0.1:9".into())
+                .with_shaping(&shaping),
+        );
+        let now = Instant::now();
+        old.observe_latency(Duration::from_millis(40), now);
+        let guard = old.start();
+        old.passive(false, now);
+        old.passive(false, now);
+        assert!(!old.local_status(now).available, "ejected");
+
+        // The next config lists it second, with another weight: same learned state.
+        let new = Backend::carried(
+            1,
+            cfg("eject_after: 2\nweight: 5\n"),
+            "http://127.0.0.1:9".into(),
+            &old,
+        )
+        .with_shaping(&shaping);
+        assert!(new.same_learned(&old));
+        assert_eq!((new.id, new.cfg.weight), (1, 5));
+        let st = new.local_status(now);
+        assert!(!st.available);
+        assert_eq!(st.in_flight, 1);
+        assert!(st.latency_ms.is_some_and(|l| l > 30.0));
+        assert_eq!(new.concurrency_limit(), old.concurrency_limit());
+        // A request started on the old config ends: the count both see drops.
+        drop(guard);
+        assert_eq!(new.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_backend_no_longer_probed_does_not_stay_unhealthy() {
+        let probed = "health_check: { path: /health, unhealthy_threshold: 1 }\n";
+        let old = Backend::new(0, cfg(probed), "http://127.0.0.1:9".into());
+        old.probe(false);
+        assert!(!old.local_status(Instant::now()).healthy);
+        let kept = Backend::carried(0, cfg(probed), "http://127.0.0.1:9".into(), &old);
+        assert!(!kept.local_status(Instant::now()).healthy);
+        let unprobed = Backend::carried(0, cfg(""), "http://127.0.0.1:9".into(), &old);
+        assert!(unprobed.local_status(Instant::now()).healthy);
+    }
+}

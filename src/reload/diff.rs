@@ -1,6 +1,6 @@
 //! What a new config may change live, as pure functions: the fields that need a restart (the
-//! listener, TLS on or off, the node's identity, the whole `cluster:` section: its id, gossip
-//! address, keys and Redis), and what carries over by name (reported for the log and tests).
+//! listener and its drain, TLS on or off, the node's identity, the whole `cluster:` section: its
+//! id, gossip address, keys and Redis), and what carries over by name (for the log and tests).
 
 use crate::config::Config;
 use std::collections::BTreeSet;
@@ -24,6 +24,10 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     check(
         "listen.max_header_bytes",
         old.listen.max_header_bytes != new.listen.max_header_bytes,
+    );
+    check(
+        "listen.drain_grace_ms",
+        old.listen.drain_grace_ms != new.listen.drain_grace_ms,
     );
     check("admin.listen", old.admin.listen != new.admin.listen);
     if let (Some(a), Some(b)) = (&old.cluster, &new.cluster) {
