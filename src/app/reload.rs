@@ -102,9 +102,10 @@ impl App {
             probes: next.probes,
             publisher: next.publisher,
         };
-        drop(running);
+        // Still under the reload lock: the version recorded is the one swapped in.
         let previous = self.version();
         self.set_version(version.clone()).await;
+        drop(running);
         Outcome::Ok { version, previous }
     }
 }

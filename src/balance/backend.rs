@@ -43,8 +43,8 @@ pub struct Backend {
     max_cooldown: Duration,
     congestion_enabled: bool,
     critical_reserve: f64,
-    /// GCRA spacing of request starts (`smoothing`).
-    pub pacer: Option<Pacer>,
+    /// GCRA spacing of request starts (`smoothing`); kept across a reload that does not change it.
+    pub pacer: Option<Arc<Pacer>>,
     /// Its metric handles (in flight, upstream duration, time to first token).
     pub metrics: BackendHandles,
     /// The name as the `x-sluice-backend` header value (None if it cannot be one).
@@ -68,6 +68,8 @@ struct Learned {
     limit: AtomicU32,
     /// The congestion settings `congestion` was built from (a reload that changes them starts over).
     congestion_cfg: Mutex<Option<String>>,
+    /// The pacer and the `smoothing` settings it was built from.
+    pacer: Mutex<Option<(String, Arc<Pacer>)>>,
     /// Queues of the routes that use this backend, under every config still serving requests:
     /// told when a slot frees up.
     queues: ArcSwap<Vec<Weak<AdmissionQueue>>>,
@@ -94,6 +96,7 @@ impl Backend {
             congestion: Mutex::new(ConcurrencyLimit::new(&CongestionConfig::default())),
             limit: AtomicU32::new(CongestionConfig::default().initial_limit),
             congestion_cfg: Mutex::new(None),
+            pacer: Mutex::new(None),
             queues: ArcSwap::default(),
             quota: Mutex::new(quota::Local::default()),
             paced: AtomicBool::new(false),
@@ -187,10 +190,18 @@ impl Backend {
         }
         self.congestion_enabled = c.enabled;
         self.critical_reserve = c.critical_reserve;
-        self.pacer = self
-            .cfg
-            .smoothing
-            .map(|s| Pacer::new(s.rate_per_sec, s.burst));
+        self.pacer = self.cfg.smoothing.map(|s| {
+            let settings = format!("{s:?}");
+            let mut kept = self.live.pacer.lock().expect("pacer lock");
+            match kept.as_ref() {
+                Some((was, p)) if *was == settings => p.clone(),
+                _ => {
+                    let p = Arc::new(Pacer::new(s.rate_per_sec, s.burst));
+                    *kept = Some((settings, p.clone()));
+                    p
+                }
+            }
+        });
         Metrics::concurrency_limit(self.name(), self.concurrency_limit());
         self
     }
@@ -494,7 +505,7 @@ impl Drop for InFlightGuard {
 /// A slot on a backend waits out the backend's pacing (`smoothing`) before it starts.
 impl crate::shape::Paced for (Arc<Backend>, InFlightGuard) {
     fn pacer(&self) -> Option<&Pacer> {
-        self.0.pacer.as_ref()
+        self.0.pacer.as_deref()
     }
 }
 
@@ -536,6 +547,21 @@ mod tests {
         assert_eq!(st.in_flight, 1);
         assert!(st.latency_ms.is_some_and(|l| l > 30.0));
         assert_eq!(new.concurrency_limit(), old.concurrency_limit());
+        let paced = "smoothing: { rate_per_sec: 10, burst: 1 }\n";
+        let p = Backend::new(0, cfg(paced), "http://127.0.0.1:9".into()).with_shaping(&shaping);
+        let same =
+            Backend::carried(0, cfg(paced), "http://127.0.0.1:9".into(), &p).with_shaping(&shaping);
+        assert!(Arc::ptr_eq(
+            p.pacer.as_ref().unwrap(),
+            same.pacer.as_ref().unwrap()
+        ));
+        let faster = "smoothing: { rate_per_sec: 20, burst: 1 }\n";
+        let other = Backend::carried(0, cfg(faster), "http://127.0.0.1:9".into(), &p)
+            .with_shaping(&shaping);
+        assert!(!Arc::ptr_eq(
+            p.pacer.as_ref().unwrap(),
+            other.pacer.as_ref().unwrap()
+        ));
         // A request started on the old config ends: the count both see drops.
         drop(guard);
         assert_eq!(new.in_flight(), 0);
