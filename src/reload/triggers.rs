@@ -7,23 +7,31 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Reload on every SIGHUP.
+/// Reload on every SIGHUP. The handler is installed here, before the returned future first runs,
+/// so a SIGHUP that comes early never meets the default action (ending the process). Needs a Tokio
+/// runtime.
 #[cfg(unix)]
-pub async fn on_sighup(reloader: Arc<Reloader>, shutdown: CancellationToken) {
+pub fn on_sighup(
+    reloader: Arc<Reloader>,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP: reload by signal is off");
-            return;
+    let hup = signal(SignalKind::hangup());
+    async move {
+        let mut hup = match hup {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP: reload by signal is off");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                got = hup.recv() => if got.is_none() { return },
+            }
+            reloader.reload("signal").await;
         }
-    };
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            got = hup.recv() => if got.is_none() { return },
-        }
-        reloader.reload("signal").await;
     }
 }
 
@@ -35,7 +43,8 @@ pub async fn watch_file(
     shutdown: CancellationToken,
 ) {
     let read = |p: &PathBuf| std::fs::read_to_string(p).ok().map(|t| version_of(&t));
-    let mut seen = read(&path);
+    // From what is served: a change made before the first look counts too.
+    let mut seen = Some(reloader.version());
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
