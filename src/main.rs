@@ -289,6 +289,7 @@ fn run(args: RunArgs) -> ExitCode {
                         sluice::deliver::set_worker(i);
                         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("worker runtime");
                         rt.block_on(async move {
+                            tokio::spawn(sluice::observe::lag::probe(i, shutdown.clone()));
                             match tokio::net::TcpListener::from_std(listener) {
                                 Ok(l) => sluice::receive::serve(pipeline, l, tls, shutdown, Duration::from_secs(30)).await,
                                 Err(e) => tracing::error!(error = %e, worker = i, "cannot register the listener"),

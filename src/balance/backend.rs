@@ -255,6 +255,11 @@ impl Backend {
         if !self.congestion_enabled {
             return;
         }
+        // A latency measured while this worker runs late is Sluice's own delay as much as the
+        // backend's: it neither grows nor shrinks the limit (drops still count).
+        if matches!(outcome, Outcome::Success(_)) && crate::observe::lag::behind() {
+            return;
+        }
         let before = self.live.limit.load(Ordering::Relaxed);
         // Requests waiting for a slot are demand as much as requests in flight: the limit may grow
         // while they wait, not only once they have started.

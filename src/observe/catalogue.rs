@@ -85,6 +85,12 @@ pub const CONCURRENCY_LIMIT: Def = def(
     &["backend"],
     "current adaptive limit (0: unlimited)",
 );
+pub const RUNTIME_LAG: Def = def(
+    "sluice_runtime_lag_seconds",
+    Gauge,
+    &["worker"],
+    "how late the worker's runtime wakes (average): above 15 ms latency samples do not move concurrency limits",
+);
 // Rate limiter (Shape's seam).
 pub const LIMITER_MODE: Def = def(
     "sluice_limiter_mode",
@@ -251,6 +257,7 @@ pub const ALL: &[Def] = &[
     QUEUE_WAIT,
     SHED,
     CONCURRENCY_LIMIT,
+    RUNTIME_LAG,
     LIMITER_MODE,
     LIMITER_REDIS_CALLS,
     LIMITER_REDIS_ERRORS,

@@ -162,6 +162,9 @@ impl Metrics {
         }
         gauge!(CONFIG_INFO.name, "version" => version.to_string()).set(1.0);
     }
+    pub fn runtime_lag(worker: usize, lag: std::time::Duration) {
+        gauge!(RUNTIME_LAG.name, "worker" => worker.to_string()).set(lag.as_secs_f64());
+    }
     pub fn healthy(backend: &str, healthy: bool) {
         gauge!(BACKEND_HEALTHY.name, "backend" => backend.to_string()).set(if healthy {
             1.0

@@ -217,11 +217,14 @@ impl Drop for Booking<'_> {
 
 impl Admitted<'_> {
     /// A slot on a backend of route `route`: `try_take` is run whenever this request is the head of
-    /// the route's queue until it returns one; then the slot's pacing is waited out. Cancel-safe.
+    /// the route's queue until it returns one; then the slot's pacing is waited out. `try_take`
+    /// answers `Err(Some(d))` when capacity comes back with time rather than with a release (a
+    /// backend cooling down, or paced until its quota resets): the head tries again after `d`, and
+    /// the waiters behind keep their priority order. Cancel-safe.
     pub async fn slot<T: Paced>(
         &self,
         route: usize,
-        try_take: impl FnMut() -> Option<T>,
+        try_take: impl FnMut() -> Result<T, Option<Duration>>,
     ) -> Result<T, Shed> {
         let ticket = Ticket {
             priority: self.priority,
@@ -230,7 +233,9 @@ impl Admitted<'_> {
             deadline: self.deadline,
             enqueued: Instant::now(),
         };
-        let got = self.door.queues[route].wait(ticket, try_take).await?;
+        let got = self.door.queues[route]
+            .wait_or_retry(ticket, try_take)
+            .await?;
         if let Some(p) = got.pacer() {
             let wait = p.reserve(Instant::now());
             if !wait.is_zero() {
