@@ -27,6 +27,7 @@ pub mod observe;
 pub mod protocol;
 pub mod ratelimit;
 pub mod receive;
+pub mod reload;
 pub mod route;
 pub mod shape;
 pub mod translate;

@@ -1,5 +1,7 @@
 //! The operator endpoints: `/healthz`, `/readyz` (503 while draining or with no backend able to take
-//! traffic), `/metrics`, and `/admin/cluster` and `/admin/tenants` behind the admin token. What they report of the other
+//! traffic), `/metrics`, and `/admin/cluster` and `/admin/tenants` behind the admin token (`POST
+//! /admin/reload`, which waits for the reload, is answered by Receive's handler). What they report
+//! of the other
 //! stages comes in as closures wired by `app`, so this file imports none of them.
 
 use crate::error::GatewayError;
@@ -8,6 +10,7 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderMap, Method, Response, StatusCode};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 type Probe<T> = Box<dyn Fn() -> T + Send + Sync>;
@@ -19,8 +22,9 @@ pub struct Admin {
     metrics: PrometheusHandle,
     /// The variable holding the admin token (`admin_token_env`).
     token_env: Option<String>,
-    /// Shutting down: `/readyz` says 503 so load balancers move away.
-    draining: AtomicBool,
+    /// Shutting down: `/readyz` says 503 so load balancers move away (shared by the admins of
+    /// successive configs).
+    draining: Arc<AtomicBool>,
     /// Some backend can take traffic.
     any_backend: Probe<bool>,
     /// `/admin/cluster`'s body.
@@ -41,7 +45,7 @@ impl Admin {
         Admin {
             metrics,
             token_env,
-            draining: AtomicBool::new(false),
+            draining: Arc::default(),
             any_backend,
             cluster,
             own_listener: false,
@@ -80,6 +84,22 @@ impl Admin {
         self
     }
 
+    /// Share the draining flag of the admin this one replaces (a config reload).
+    pub fn with_draining(mut self, draining: Arc<AtomicBool>) -> Admin {
+        self.draining = draining;
+        self
+    }
+
+    /// The draining flag, for the admin of the next config.
+    pub fn draining(&self) -> Arc<AtomicBool> {
+        self.draining.clone()
+    }
+
+    /// Whether the public listener serves `path` (the operator endpoints may have their own).
+    pub fn public(&self, path: &str) -> bool {
+        !self.own_listener || matches!(path, "/healthz" | "/readyz")
+    }
+
     /// Stop saying ready (on SIGTERM, before the listeners close).
     pub fn drain(&self) {
         self.draining.store(true, Ordering::Relaxed);
@@ -98,7 +118,7 @@ impl Admin {
         path: &str,
         headers: &HeaderMap,
     ) -> Option<Response<RespBody>> {
-        if self.own_listener && !matches!(path, "/healthz" | "/readyz") {
+        if !self.public(path) {
             return None;
         }
         self.answer(method, path, headers)

@@ -245,6 +245,19 @@ pub const GOSSIP_REJECTED: Def = def(
     &["reason"],
     "gossip packets dropped: malformed, unknown_key, auth, stale, replay, decode (received); too_large (not sent)",
 );
+// Reload.
+pub const CONFIG_RELOADS: Def = def(
+    "sluice_config_reloads_total",
+    Counter,
+    &["result"],
+    "config reloads by result: ok, invalid or restart_required",
+);
+pub const CONFIG_INFO: Def = def(
+    "sluice_config_info",
+    Gauge,
+    &["version"],
+    "1 for the config version served (a short hash of the file), 0 for earlier ones",
+);
 
 /// Every metric, in README order.
 pub const ALL: &[Def] = &[
@@ -282,6 +295,8 @@ pub const ALL: &[Def] = &[
     CLUSTER_MEMBERS,
     CLUSTER_MEMBERSHIP_CHANGES,
     GOSSIP_REJECTED,
+    CONFIG_RELOADS,
+    CONFIG_INFO,
 ];
 
 /// README's metrics table, rendered from [`ALL`].

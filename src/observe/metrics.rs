@@ -152,6 +152,17 @@ impl Metrics {
         let v = if limit == u32::MAX { 0.0 } else { limit as f64 };
         gauge!(CONCURRENCY_LIMIT.name, "backend" => backend.to_string()).set(v);
     }
+    /// A config reload's result: `ok`, `invalid` or `restart_required`.
+    pub fn config_reload(result: &'static str) {
+        counter!(CONFIG_RELOADS.name, "result" => result).increment(1);
+    }
+    /// The config version now served (`previous`: the one it replaced, now 0).
+    pub fn config_version(version: &str, previous: Option<&str>) {
+        if let Some(p) = previous.filter(|p| !p.is_empty() && *p != version) {
+            gauge!(CONFIG_INFO.name, "version" => p.to_string()).set(0.0);
+        }
+        gauge!(CONFIG_INFO.name, "version" => version.to_string()).set(1.0);
+    }
     pub fn runtime_lag(worker: usize, lag: std::time::Duration) {
         gauge!(RUNTIME_LAG.name, "worker" => worker.to_string()).set(lag.as_secs_f64());
     }

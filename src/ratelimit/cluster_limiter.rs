@@ -23,13 +23,16 @@
 use super::breaker::Breaker;
 use super::budget::Budgets;
 use super::fallback::Fallback;
+use super::local::Quotas;
 use super::overlimit::OverLimitCache;
 use super::plan::Plan;
 use super::{
     BudgetFuture, BudgetHold, LimitFuture, LimitRequest, RateLimiter, ReconcileFuture, ReportFuture,
 };
+use crate::config::TenantConfig;
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{Client, Script};
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -46,7 +49,9 @@ pub(super) struct Inner {
     pub(super) connect_timeout: Duration,
     /// Breaker open this long before each probe.
     pub(super) open_for: Duration,
-    pub(super) plans: HashMap<String, Plan>,
+    /// Per tenant; swapped whole by a config reload ([`RateLimiter::retune`]).
+    pub(super) plans: ArcSwap<HashMap<String, Arc<Plan>>>,
+    pub(super) key_prefix: String,
     pub(super) conn: RwLock<Option<MultiplexedConnection>>,
     pub(super) breaker: Breaker,
     /// Woken when the breaker opens, so the supervisor drops the connection and starts probing.
@@ -92,7 +97,7 @@ impl ClusterLimiter {
 
     /// The Redis keys this limiter uses for `tenant` (None: tenant without limits).
     pub fn keys_of(&self, tenant: &str) -> Option<[String; 2]> {
-        self.inner.plans.get(tenant).map(|p| p.keys.clone())
+        self.inner.plan(tenant).map(|p| p.keys.clone())
     }
 }
 
@@ -119,6 +124,24 @@ impl RateLimiter for ClusterLimiter {
 
     fn spend_report(&self) -> ReportFuture<'_> {
         Box::pin(self.inner.spend_report())
+    }
+
+    fn retune(&self, tenants: &[TenantConfig]) {
+        let quotas: Vec<(String, Quotas)> = tenants
+            .iter()
+            .map(|t| (t.id.clone(), Quotas::of(t)))
+            .collect();
+        let old = self.inner.plans.load_full();
+        let plans = quotas
+            .iter()
+            .filter_map(|(id, q)| {
+                let kept = old.get(id).filter(|p| p.quotas == *q).cloned();
+                kept.or_else(|| Plan::new(&self.inner.key_prefix, id, q).map(Arc::new))
+                    .map(|p| (id.clone(), p))
+            })
+            .collect();
+        self.inner.plans.store(Arc::new(plans));
+        self.inner.fallback.retune(quotas);
     }
 
     fn mode(&self) -> &'static str {

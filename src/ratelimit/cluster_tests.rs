@@ -138,3 +138,29 @@ async fn without_redis_it_answers_locally_divided_by_live_nodes() {
     );
     assert_eq!(l.mode(), "fallback");
 }
+
+#[tokio::test]
+async fn retune_replaces_changed_plans_and_the_fallback_quotas() {
+    let (_tx, rx) = watch::channel(2);
+    let tenants = [
+        tenant("a", Some(60), Some(10), None),
+        tenant("b", Some(60), Some(10), None),
+    ];
+    let l = ClusterLimiter::new(&cfg("redis://127.0.0.1:1"), &tenants, rx).unwrap();
+    let keys_b = l.keys_of("b");
+    // a: 600/min (÷ 2 in fallback: one every 200 ms); b unchanged; c new; nothing else.
+    l.retune(&[
+        tenant("a", Some(600), Some(10), None),
+        tenant("b", Some(60), Some(10), None),
+        tenant("c", Some(60), None, None),
+    ]);
+    assert_eq!(l.keys_of("b"), keys_b);
+    assert!(l.keys_of("c").is_some());
+    let wait = l.check(req("a")).await.retry_after.unwrap();
+    assert!(wait <= Duration::from_millis(200), "{wait:?}");
+    // The fallback's buckets were empty and stay so: no burst from the reload.
+    assert!(!l.check(req("a")).await.allowed);
+    l.retune(&[tenant("b", Some(60), Some(10), None)]);
+    assert_eq!(l.keys_of("a"), None);
+    assert_eq!(l.check(req("a")).await, Decision::unlimited());
+}

@@ -100,6 +100,10 @@ pub trait RateLimiter: Send + Sync {
     /// Give back what an admitted request took and will not use (a booked request that gave up
     /// before its slot started).
     fn release<'a>(&'a self, tenant: &'a str, requests: u32, tokens: u64) -> ReconcileFuture<'a>;
+    /// The tenants' limits changed (a config reload): apply them from now on, keeping what each
+    /// tenant's buckets hold (capped at the new capacity, never refilled); tenants no longer
+    /// listed are forgotten, new ones start full.
+    fn retune(&self, tenants: &[crate::config::TenantConfig]);
     /// `local`, `global` or `fallback`: shown in metrics and the admin endpoint.
     fn mode(&self) -> &'static str;
     /// Take `cost` micro-dollars (the request's estimated cost) from the tenant's spend budgets, or

@@ -17,8 +17,13 @@ impl Inner {
         self.fallback.get()
     }
 
+    /// The tenant's plan under the current config (None: no limits).
+    pub(super) fn plan(&self, tenant: &str) -> Option<Arc<Plan>> {
+        self.plans.load().get(tenant).cloned()
+    }
+
     pub(super) async fn check(&self, req: LimitRequest<'_>) -> Decision {
-        let Some(plan) = self.plans.get(req.tenant) else {
+        let Some(plan) = self.plan(req.tenant) else {
             return Decision::unlimited();
         };
         let tokens = if plan.tpm > 0 { req.tokens } else { 0 };
@@ -53,7 +58,7 @@ impl Inner {
             return plan.cached(hit, tokens > 0);
         }
         let extra = lease.saturating_sub(1);
-        let Some((d, leased)) = self.call_check(plan, req, tokens, extra).await else {
+        let Some((d, leased)) = self.call_check(&plan, req, tokens, extra).await else {
             return self.local().decide(req);
         };
         if leased > 0 {
@@ -130,7 +135,7 @@ impl Inner {
 
     /// A booked request gave up: its request and tokens go back to the bucket they came from.
     pub(super) async fn release(&self, tenant: &str, requests: u32, tokens: u64) {
-        let Some(plan) = self.plans.get(tenant) else {
+        let Some(plan) = self.plan(tenant) else {
             return;
         };
         let tokens = if plan.tpm > 0 {
@@ -153,7 +158,7 @@ impl Inner {
     }
 
     pub(super) async fn reconcile(&self, tenant: &str, reserved: u64, actual: u64) {
-        let Some(plan) = self.plans.get(tenant).filter(|p| p.tpm > 0) else {
+        let Some(plan) = self.plan(tenant).filter(|p| p.tpm > 0) else {
             return;
         };
         let settled = reserved.min(plan.tpm);

@@ -12,6 +12,7 @@ use super::switch::{follow_nodes, supervise};
 use crate::config::{RedisConfig, TenantConfig};
 use crate::observe::Metrics;
 use ::redis::{Client, ClientTlsConfig, RedisError, Script, TlsCertificates};
+use arc_swap::ArcSwap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, RwLock};
@@ -52,7 +53,9 @@ impl ClusterLimiter {
             .collect();
         let plans = quotas
             .iter()
-            .filter_map(|(id, q)| Plan::new(&cfg.key_prefix, id, q).map(|p| (id.clone(), p)))
+            .filter_map(|(id, q)| {
+                Plan::new(&cfg.key_prefix, id, q).map(|p| (id.clone(), Arc::new(p)))
+            })
             .collect();
         let mut live_nodes = live_nodes;
         let nodes = (*live_nodes.borrow_and_update()).max(1);
@@ -63,7 +66,8 @@ impl ClusterLimiter {
             timeout: Duration::from_millis(cfg.timeout_ms.max(1)),
             connect_timeout: open_for.clamp(Duration::from_millis(100), Duration::from_secs(2)),
             open_for,
-            plans,
+            plans: ArcSwap::from_pointee(plans),
+            key_prefix: cfg.key_prefix.clone(),
             conn: RwLock::new(None),
             breaker: Breaker::new(cfg.breaker_failures),
             opened: Notify::new(),

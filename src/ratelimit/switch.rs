@@ -54,7 +54,7 @@ impl Inner {
     pub(super) async fn charge_spent(&self, conn: &mut MultiplexedConnection) {
         self.charge_budgets(conn).await;
         for s in self.fallback.settle() {
-            let Some(plan) = self.plans.get(&s.tenant) else {
+            let Some(plan) = self.plan(&s.tenant) else {
                 continue;
             };
             let inv = plan.adjust(&self.adjust_script, (-s.spent.0, -s.spent.1), s.ceiling);
@@ -77,6 +77,7 @@ impl Inner {
     /// left out: their fallback starts empty).
     fn last_levels(&self) -> HashMap<String, Levels> {
         self.plans
+            .load()
             .iter()
             .filter_map(|(id, p)| p.last_levels().map(|l| (id.clone(), l)))
             .collect()

@@ -72,13 +72,22 @@ pub async fn handle(p: Arc<Pipeline>, req: Request<Incoming>) -> Response<RespBo
 /// the API's error shape.
 pub async fn handle_admin(p: Arc<Pipeline>, req: Request<Incoming>) -> Response<RespBody> {
     let path = req.uri().path();
-    let tenants = p
-        .admin
-        .answer_tenants(req.method(), path, req.headers(), false)
-        .await;
-    let mut resp = tenants
-        .or_else(|| p.admin.answer(req.method(), path, req.headers()))
-        .unwrap_or_else(|| GatewayError::NotFound(path.to_string()).response(Protocol::Openai));
+    let mut resp = match reload_call(&p, &req).await {
+        Some(r) => r,
+        None => match p
+            .admin
+            .answer_tenants(req.method(), path, req.headers(), false)
+            .await
+        {
+            Some(r) => r,
+            None => p
+                .admin
+                .answer(req.method(), path, req.headers())
+                .unwrap_or_else(|| {
+                    GatewayError::NotFound(path.to_string()).response(Protocol::Openai)
+                }),
+        },
+    };
     resp.headers_mut()
         .insert(X_SLUICE_NODE.clone(), p.node_header.clone());
     resp
@@ -105,6 +114,11 @@ async fn dispatch<'a>(
         .admin
         .answer_tenants(req.method(), path, req.headers(), true)
         .await
+    {
+        return r;
+    }
+    if p.admin.public(path)
+        && let Some(r) = reload_call(p, &req).await
     {
         return r;
     }
@@ -153,6 +167,22 @@ async fn dispatch<'a>(
             None => GatewayError::NotFound(path.to_string()).response(path_protocol(path)),
         },
     }
+}
+
+/// `POST /admin/reload` (admin token): reload the config file and answer the result as JSON; None
+/// for any other request.
+async fn reload_call(p: &Pipeline, req: &Request<Incoming>) -> Option<Response<RespBody>> {
+    if req.uri().path() != "/admin/reload" || req.method() != Method::POST {
+        return None;
+    }
+    if !p.admin.is_admin(req.headers()) {
+        return Some(GatewayError::AdminForbidden.response(Protocol::Openai));
+    }
+    let outcome = p.reloader.reload("admin").await;
+    Some(crate::observe::admin::json_response(
+        outcome.status(),
+        &outcome.json(),
+    ))
 }
 
 /// `/v1/models` (`Some(None)`) or `/v1/models/{id}` (`Some(Some(id))`).
