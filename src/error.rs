@@ -35,6 +35,12 @@ pub enum GatewayError {
         retry_after_ms: u64,
         decision: Box<Decision>,
     },
+    /// A spend budget would be exceeded: the message names the budget and when it resets.
+    #[error("{message}")]
+    OverBudget {
+        message: String,
+        decision: Box<Decision>,
+    },
     #[error("no healthy backend for route `{0}`")]
     NoHealthyBackend(String),
     #[error("every backend of route `{route}` is rate limited upstream: retry after {} ms", retry_after.as_millis())]
@@ -71,6 +77,13 @@ impl From<AdmitError> for GatewayError {
                 retry_after_ms: decision.retry_after.unwrap_or_default().as_millis() as u64,
                 decision: Box::new(decision),
             },
+            AdmitError::OverBudget { .. } => GatewayError::OverBudget {
+                message: e.to_string(),
+                decision: Box::new(match e {
+                    AdmitError::OverBudget { decision, .. } => decision,
+                    _ => Decision::default(),
+                }),
+            },
         }
     }
 }
@@ -101,7 +114,9 @@ impl GatewayError {
             GatewayError::BadJson(_)
             | GatewayError::BadRequest { .. }
             | GatewayError::Translate(_) => 400,
-            GatewayError::RateLimited { .. } | GatewayError::UpstreamsRateLimited { .. } => 429,
+            GatewayError::RateLimited { .. }
+            | GatewayError::OverBudget { .. }
+            | GatewayError::UpstreamsRateLimited { .. } => 429,
             GatewayError::UpstreamUnavailable { .. } | GatewayError::NoHealthyBackend(_) => 503,
             GatewayError::BadDeadline(_) => 400,
             GatewayError::Shed(crate::shape::Shed::DeadlineExpired) => 504,
@@ -126,6 +141,7 @@ impl GatewayError {
             GatewayError::BadRequest { .. } => "bad_request",
             GatewayError::Translate(_) => "untranslatable",
             GatewayError::RateLimited { .. } => "rate_limited",
+            GatewayError::OverBudget { .. } => "over_budget",
             GatewayError::NoHealthyBackend(_) => "no_healthy_backend",
             GatewayError::UpstreamsRateLimited { .. } => "upstream_rate_limited",
             GatewayError::UpstreamTimeout(_) => "upstream_timeout",
@@ -197,7 +213,8 @@ impl GatewayError {
     /// Seconds for a `Retry-After` header, where one applies.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            GatewayError::RateLimited { decision, .. } => decision.retry_after,
+            GatewayError::RateLimited { decision, .. }
+            | GatewayError::OverBudget { decision, .. } => decision.retry_after,
             GatewayError::NoHealthyBackend(_) | GatewayError::BodiesOverBudget => {
                 Some(Duration::from_secs(1))
             }

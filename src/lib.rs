@@ -16,6 +16,7 @@
 
 pub mod app;
 pub mod balance;
+pub mod calendar;
 pub mod cluster;
 pub mod config;
 pub mod deliver;
@@ -26,6 +27,7 @@ pub mod observe;
 pub mod protocol;
 pub mod ratelimit;
 pub mod receive;
+pub mod reload;
 pub mod route;
 pub mod shape;
 pub mod translate;

@@ -59,6 +59,10 @@ struct RunArgs {
     /// Serving threads (default: one per core).
     #[arg(long, env = "SLUICE_WORKERS")]
     workers: Option<usize>,
+    /// Reload the config when its file changes (checked every second), besides SIGHUP and
+    /// `POST /admin/reload`.
+    #[arg(long, env = "SLUICE_WATCH")]
+    watch: bool,
     /// Share the listening port with the Sluice already serving it, for a zero-downtime hand-over
     /// (README: "Replacing a running node"). Without it a port in use is an error.
     #[arg(long, env = "SLUICE_TAKEOVER")]
@@ -149,18 +153,33 @@ fn background_runtime() -> tokio::runtime::Runtime {
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    let (mut cfg, source) = match &args.config {
-        Some(p) => match Config::load(p) {
-            Ok(c) => (c, p.display().to_string()),
-            Err(e) => {
-                eprintln!("{}: {e}", p.display());
-                return ExitCode::FAILURE;
-            }
-        },
-        None => (Config::embedded_default(), "embedded default".to_string()),
+    // The file's text too: its hash is the config version (see `reload`).
+    let loaded = args.config.as_ref().map(|p| {
+        std::fs::read_to_string(p)
+            .map_err(|e| sluice::config::ConfigError::Read {
+                path: p.display().to_string(),
+                reason: e.to_string(),
+            })
+            .and_then(|text| Config::parse(&text).map(|c| (c, text)))
+    });
+    let (mut cfg, source, version) = match (&args.config, loaded) {
+        (Some(p), Some(Ok((c, text)))) => (
+            c,
+            p.display().to_string(),
+            Some(sluice::reload::version_of(&text)),
+        ),
+        (Some(p), Some(Err(e))) => {
+            eprintln!("{}: {e}", p.display());
+            return ExitCode::FAILURE;
+        }
+        _ => (
+            Config::embedded_default(),
+            "embedded default".to_string(),
+            None,
+        ),
     };
-    if let Some(l) = args.listen {
-        cfg.listen.address = l;
+    if let Some(l) = &args.listen {
+        cfg.listen.address = l.clone();
     }
     init_tracing(args.log_json || cfg.node.log_json);
     // Every open stream holds two sockets (client and upstream): take the whole hard limit on open
@@ -183,7 +202,7 @@ fn run(args: RunArgs) -> ExitCode {
             }
         };
         let tls = match &cfg.listen.tls {
-            Some(t) => match sluice::receive::load_tls(t) {
+            Some(t) => match sluice::receive::load_tls_reloadable(t) {
                 Ok(a) => Some(a),
                 Err(e) => {
                     eprintln!("tls: {e}");
@@ -217,19 +236,32 @@ fn run(args: RunArgs) -> ExitCode {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let key = cfg.tenants.first().and_then(|t| t.value.resolved_keys().into_iter().next());
         let shutdown = CancellationToken::new();
-        let app = match App::build(cfg, shutdown.clone(), workers).await {
+        let v = version.clone().unwrap_or_else(|| sluice::reload::version_of(sluice::config::DEFAULT_YAML));
+        let app = match App::build_versioned(cfg, shutdown.clone(), workers, v).await {
             Ok(a) => a,
             Err(e) => {
                 eprintln!("{e}");
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!(config = %source, node = %app.cfg.node.id, "sluice started");
+        let (tls, certs) = tls.unzip();
+        if let Some(c) = certs {
+            app.set_tls(c);
+        }
+        if let Some(path) = args.config.clone() {
+            app.set_source(sluice::app::Source { path: path.clone(), listen: args.listen.clone() });
+            #[cfg(unix)]
+            tokio::spawn(sluice::reload::triggers::on_sighup(app.reloader.clone(), shutdown.clone()));
+            if args.watch {
+                tokio::spawn(sluice::reload::triggers::watch_file(path, app.reloader.clone(), Duration::from_secs(1), shutdown.clone()));
+            }
+        }
+        tracing::info!(config = %source, node = %app.cfg.node.id, version = %app.reloader.version(), "sluice started");
         if let Some(l) = admin_listener {
             let admin_addr = l.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
             tracing::info!(address = %admin_addr, "admin listener: /metrics, /admin/*, /healthz, /readyz");
             println!("sluice admin listening on http://{admin_addr}");
-            tokio::spawn(sluice::receive::serve_admin(app.pipeline.clone(), l, shutdown.clone()));
+            tokio::spawn(sluice::receive::serve_admin(app.live.clone(), l, shutdown.clone()));
         }
         println!("sluice listening on {scheme}://{local} ({source})");
         let auth = key.map(|k| format!(" -H 'Authorization: Bearer {k}'")).unwrap_or_default();
@@ -243,7 +275,7 @@ fn run(args: RunArgs) -> ExitCode {
             wait_for_signal().await;
             let grace = Duration::from_millis(drain.cfg.listen.drain_grace_ms);
             tracing::info!(grace_ms = grace.as_millis() as u64, "shutdown signal received: not ready any more");
-            drain.pipeline.admin.drain();
+            drain.live.load().admin.drain();
             tokio::time::sleep(grace).await;
             s.cancel();
         });
@@ -253,13 +285,14 @@ fn run(args: RunArgs) -> ExitCode {
             .into_iter()
             .enumerate()
             .map(|(i, listener)| {
-                let (pipeline, tls, shutdown) = (app.pipeline.clone(), tls.clone(), shutdown.clone());
+                let (pipeline, tls, shutdown) = (app.live.clone(), tls.clone(), shutdown.clone());
                 std::thread::Builder::new()
                     .name(format!("sluice-worker-{i}"))
                     .spawn(move || {
                         sluice::deliver::set_worker(i);
                         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("worker runtime");
                         rt.block_on(async move {
+                            tokio::spawn(sluice::observe::lag::probe(i, shutdown.clone()));
                             match tokio::net::TcpListener::from_std(listener) {
                                 Ok(l) => sluice::receive::serve(pipeline, l, tls, shutdown, Duration::from_secs(30)).await,
                                 Err(e) => tracing::error!(error = %e, worker = i, "cannot register the listener"),

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::cluster::{ADMIN, KEY_A, KEY_B, KEY_ENV, admin, live_count, member_ids, wait_live};
 use support::*;
+use tokio::sync::Mutex as AsyncMutex;
 
 /// A node's config: one backend list, gossip on `gossip`, `security` under `cluster:`.
 fn node_config(
@@ -25,6 +26,10 @@ fn node_config(
         seeds.join(", ")
     )
 }
+
+/// The tests here run one at a time: each gossips every 100 ms with short death timers, and under a
+/// loaded machine two of them at once starve each other's nodes.
+static TURN: AsyncMutex<()> = AsyncMutex::const_new(());
 
 const SEALED: &str = "secret_env: SLUICE_GOSSIP_KEY";
 const PLAIN: &str = "insecure: true";
@@ -49,6 +54,7 @@ async fn all_served(nodes: &[&Proc], n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_without_the_key_cannot_join_or_steer_routing() {
+    let _turn = TURN.lock().await;
     let up = mock("openai", "up", &[]);
     let broken = mock("openai", "broken", &[]);
     mock_control(&broken, serde_json::json!({"healthy": false})).await;
@@ -214,18 +220,30 @@ async fn capture(
         },
     )
     .await;
-    eventually(
-        Duration::from_secs(20),
-        "node-b answered through the relay (and, in plaintext, every name crossed it)",
-        || async {
-            let c = captured.lock().unwrap();
-            c.iter().filter(|(from_a, _)| !from_a).count() >= 10
-                && c.len() >= min_packets
-                && (!names || SECRETS[..3].iter().all(|s| contains(&c, s)))
-        },
-    )
+    let done = try_poll(Duration::from_secs(45), || async {
+        let c = captured.lock().unwrap();
+        (c.iter().filter(|(from_a, _)| !from_a).count() >= 10
+            && c.len() >= min_packets
+            && (!names || SECRETS[..3].iter().all(|s| contains(&c, s))))
+        .then_some(())
+    })
     .await;
     let packets = captured.lock().unwrap().clone();
+    if done.is_none() {
+        let seen: Vec<&str> = SECRETS
+            .iter()
+            .copied()
+            .filter(|s| contains(&packets, s))
+            .collect();
+        panic!(
+            "node-b never answered 10 times through the relay (or, in plaintext, not every name \
+             crossed it): {} packets, {} from node-b, names seen {seen:?}; live a={} b={}",
+            packets.len(),
+            packets.iter().filter(|(from_a, _)| !from_a).count(),
+            live_count(&a).await,
+            live_count(&b).await,
+        );
+    }
     drop(up);
     let gb_addr = format!("127.0.0.1:{gb}").parse().unwrap();
     (packets, a, b, gb_addr)
@@ -246,6 +264,7 @@ const SECRETS: [&str; 4] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealed_packets_hide_names_and_a_replay_is_dropped() {
+    let _turn = TURN.lock().await;
     // Control: in plaintext the relay sees every name, so the check below can see them.
     let (plain, _a, _b, _) = capture(PLAIN, 0, true).await;
     // The cluster id and node ids are in every digest; the backend name crosses with a state delta,
@@ -289,6 +308,7 @@ async fn sealed_packets_hide_names_and_a_replay_is_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_rotating_keys_stay_one_cluster() {
+    let _turn = TURN.lock().await;
     let up = mock("openai", "up", &[]);
     let be = backend("up", &up, "openai", "");
     let g = [free_port(), free_port(), free_port(), free_port()];
@@ -334,6 +354,7 @@ async fn merged(node: &Proc, name: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_hour_retry_after_is_capped_on_every_node() {
+    let _turn = TURN.lock().await;
     let (b, c) = (mock("openai", "b", &[]), mock("openai", "c", &[]));
     let be = format!(
         "{}{}",

@@ -7,6 +7,7 @@ mod support;
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
+use support::shaping::{assert_all_ok, finished, join_all, queued, spawn_chat};
 use support::*;
 
 const ADMIN: &str = "admin-secret";
@@ -259,4 +260,45 @@ async fn a_request_waits_for_the_quota_within_its_budget() {
     let took = t0.elapsed();
     assert!(took >= Duration::from_millis(1200), "{took:?}");
     assert_eq!(upstream_429s(&m).await, 0);
+}
+
+#[tokio::test]
+async fn requests_waiting_for_the_quota_are_served_in_priority_order() {
+    // 2 requests, refilled at 1/s: after two, each later one waits for the quota in the slot queue.
+    let m = mock(
+        "openai",
+        "small",
+        &["--rate-limit-rps", "1", "--rate-limit-burst", "2"],
+    );
+    let backends = backend("small", &m, "openai", "");
+    let gw = gateway(&format!(
+        "backends:\n{backends}{TENANTS}routing: {{}}\nshaping: {{ max_wait_ms: 15000, priority: {{ header_can_raise: true }}, congestion: {{ codel_target_ms: 60000 }} }}\n"
+    ));
+    for i in 0..2 {
+        let r = chat(&gw, "sk-acme", hello("m"), &[]).await;
+        assert_eq!(r.status, 200, "{i}: {}", r.text());
+    }
+    let t0 = Instant::now();
+    let send = |priority: &str, i: usize| {
+        let h = [("x-priority", priority)];
+        spawn_chat(&gw, "sk-acme", &h, hello("m"), t0, format!("{priority}{i}"))
+    };
+    let mut hs: Vec<_> = (0..3).map(|i| send("batch", i)).collect();
+    queued(&gw, "batch", 3.0, Duration::from_secs(5)).await;
+    hs.extend((0..2).map(|i| send("critical", i)));
+    queued(&gw, "critical", 2.0, Duration::from_secs(5)).await;
+    let done = join_all(hs).await;
+    assert_all_ok(&done);
+    let last_critical = finished(&done, "critical").max().unwrap();
+    let order: Vec<_> = done.iter().map(|d| (&d.tag, d.at)).collect();
+    // At most the batch request at the head when the first refill came (if the critical ones were
+    // not queued yet) goes before them; the others wait behind both critical requests.
+    let batch_before = finished(&done, "batch")
+        .filter(|at| *at < last_critical)
+        .count();
+    assert!(
+        batch_before <= 1,
+        "critical requests were not served first: {order:?}"
+    );
+    assert_eq!(upstream_429s(&m).await, 0, "{order:?}");
 }

@@ -8,9 +8,10 @@ use crate::config::{BackendConfig, CongestionConfig, Priority};
 use crate::observe::Metrics;
 use crate::observe::metrics::BackendHandles;
 use crate::shape::{AdmissionQueue, ConcurrencyLimit, Outcome, Pacer, allows};
+use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, Weak};
 use std::time::{Duration, Instant};
 
 /// A snapshot of one backend as the balancer sees it.
@@ -35,11 +36,28 @@ pub struct Backend {
     /// The API key to inject (`api_key_env`, read once at start by whoever builds the table).
     pub api_key: Option<String>,
     pub policy: HealthPolicy,
+    /// What this node learned of the backend: kept by name across a config reload
+    /// ([`Backend::carried`]), whatever its position in the new table.
+    live: Arc<Learned>,
+    /// No cooldown runs longer than this, whatever `Retry-After` says (`cluster.max_cooldown_ms`).
+    max_cooldown: Duration,
+    congestion_enabled: bool,
+    critical_reserve: f64,
+    /// GCRA spacing of request starts (`smoothing`); kept across a reload that does not change it.
+    pub pacer: Option<Arc<Pacer>>,
+    /// Its metric handles (in flight, upstream duration, time to first token).
+    pub metrics: BackendHandles,
+    /// The name as the `x-sluice-backend` header value (None if it cannot be one).
+    pub name_header: Option<http::HeaderValue>,
+}
+
+/// A backend's learned state: health, ejections, cooldowns, EWMAs, the adaptive limit, in-flight
+/// count and quota. Shared by the [`Backend`]s of successive configs that name the same backend.
+#[derive(Debug)]
+struct Learned {
     in_flight: AtomicU32,
     /// Requests this node has sent to the backend since start (evidence for its cooldowns).
     sent: AtomicU64,
-    /// No cooldown runs longer than this, whatever `Retry-After` says (`cluster.max_cooldown_ms`).
-    max_cooldown: Duration,
     health: Mutex<Health>,
     /// Signalled when a passive ejection starts: wakes the probe-back task.
     ejected: tokio::sync::Notify,
@@ -48,16 +66,13 @@ pub struct Backend {
     /// Adaptive concurrency limit (congestion control); `limit` mirrors it for the hot path.
     congestion: Mutex<ConcurrencyLimit>,
     limit: AtomicU32,
-    congestion_enabled: bool,
-    critical_reserve: f64,
-    /// GCRA spacing of request starts (`smoothing`).
-    pub pacer: Option<Pacer>,
-    /// Queues of the routes that use this backend: told when a slot frees up.
-    queues: OnceLock<Vec<Arc<AdmissionQueue>>>,
-    /// Its metric handles (in flight, upstream duration, time to first token).
-    pub metrics: BackendHandles,
-    /// The name as the `x-sluice-backend` header value (None if it cannot be one).
-    pub name_header: Option<http::HeaderValue>,
+    /// The congestion settings `congestion` was built from (a reload that changes them starts over).
+    congestion_cfg: Mutex<Option<String>>,
+    /// The pacer and the `smoothing` settings it was built from.
+    pacer: Mutex<Option<(String, Arc<Pacer>)>>,
+    /// Queues of the routes that use this backend, under every config still serving requests:
+    /// told when a slot frees up.
+    queues: ArcSwap<Vec<Weak<AdmissionQueue>>>,
     /// The provider's rate-limit headers as last seen, and what this node sent since.
     quota: Mutex<quota::Local>,
     /// Its quota does not cover calls now (a log line on each change).
@@ -70,6 +85,52 @@ pub const DEFAULT_MAX_COOLDOWN: Duration = Duration::from_secs(120);
 
 impl Backend {
     pub fn new(id: usize, cfg: BackendConfig, base_url: String) -> Backend {
+        Metrics::healthy(&cfg.name, true);
+        let live = Arc::new(Learned {
+            in_flight: AtomicU32::new(0),
+            sent: AtomicU64::new(0),
+            health: Mutex::new(Health::new()),
+            ejected: tokio::sync::Notify::new(),
+            latency: Mutex::new(PeakEwma::new(EWMA_TAU)),
+            ttft: Mutex::new(PeakEwma::new(EWMA_TAU)),
+            congestion: Mutex::new(ConcurrencyLimit::new(&CongestionConfig::default())),
+            limit: AtomicU32::new(CongestionConfig::default().initial_limit),
+            congestion_cfg: Mutex::new(None),
+            pacer: Mutex::new(None),
+            queues: ArcSwap::default(),
+            quota: Mutex::new(quota::Local::default()),
+            paced: AtomicBool::new(false),
+        });
+        Self::with_learned(id, cfg, base_url, live)
+    }
+
+    /// The backend `prev` named, under a new config and at position `id` of a new table: what
+    /// this node learned of it carries over (health, ejection, cooldown, EWMAs, adaptive limit,
+    /// in-flight count, quota). The caller builds it as [`Backend::new`]'s result is built.
+    pub fn carried(id: usize, cfg: BackendConfig, base_url: String, prev: &Backend) -> Backend {
+        let probed_before = prev.cfg.health_check.is_some();
+        let b = Self::with_learned(id, cfg, base_url, prev.live.clone());
+        if probed_before && b.cfg.health_check.is_none() {
+            // Nothing probes it any more: a verdict of the probes would never clear.
+            let mut h = b.live.health.lock().expect("health lock");
+            if h.state() == HealthState::Unhealthy {
+                let once = HealthPolicy {
+                    healthy_threshold: 1,
+                    ..b.policy
+                };
+                h.probe(true, &once);
+                Metrics::healthy(b.name(), true);
+            }
+        }
+        b
+    }
+
+    fn with_learned(
+        id: usize,
+        cfg: BackendConfig,
+        base_url: String,
+        live: Arc<Learned>,
+    ) -> Backend {
         let policy = HealthPolicy {
             unhealthy_threshold: cfg
                 .health_check
@@ -80,7 +141,6 @@ impl Backend {
             eject_for: Duration::from_millis(cfg.eject_for_ms),
             eject_max: cfg.eject_max(),
         };
-        Metrics::healthy(&cfg.name, true);
         let cfg_name = cfg.name.clone();
         Backend {
             id,
@@ -88,24 +148,19 @@ impl Backend {
             api_key: None,
             policy,
             cfg,
-            in_flight: AtomicU32::new(0),
-            sent: AtomicU64::new(0),
+            live,
             max_cooldown: DEFAULT_MAX_COOLDOWN,
-            health: Mutex::new(Health::new()),
-            ejected: tokio::sync::Notify::new(),
-            latency: Mutex::new(PeakEwma::new(EWMA_TAU)),
-            ttft: Mutex::new(PeakEwma::new(EWMA_TAU)),
-            congestion: Mutex::new(ConcurrencyLimit::new(&CongestionConfig::default())),
-            limit: AtomicU32::new(CongestionConfig::default().initial_limit),
             congestion_enabled: false,
             critical_reserve: 0.0,
             pacer: None,
-            queues: OnceLock::new(),
             metrics: Metrics::backend_handles(&cfg_name),
             name_header: http::HeaderValue::from_str(&cfg_name).ok(),
-            quota: Mutex::new(quota::Local::default()),
-            paced: AtomicBool::new(false),
         }
+    }
+
+    /// Whether `other` shares this backend's learned state (the same backend across a reload).
+    pub fn same_learned(&self, other: &Backend) -> bool {
+        Arc::ptr_eq(&self.live, &other.live)
     }
 
     /// The key Deliver injects into every request to this backend.
@@ -122,27 +177,54 @@ impl Backend {
 
     /// Turn on congestion control and smoothing as configured.
     pub fn with_shaping(mut self, c: &CongestionConfig) -> Backend {
-        let limiter = ConcurrencyLimit::new(c);
-        self.limit = AtomicU32::new(limiter.limit());
-        self.congestion = Mutex::new(limiter);
+        // A carried backend keeps its adaptive limit unless the congestion settings changed.
+        let settings = format!("{c:?}");
+        {
+            let mut built = self.live.congestion_cfg.lock().expect("congestion lock");
+            if built.as_deref() != Some(settings.as_str()) {
+                let limiter = ConcurrencyLimit::new(c);
+                self.live.limit.store(limiter.limit(), Ordering::Relaxed);
+                *self.live.congestion.lock().expect("congestion lock") = limiter;
+                *built = Some(settings);
+            }
+        }
         self.congestion_enabled = c.enabled;
         self.critical_reserve = c.critical_reserve;
-        self.pacer = self
-            .cfg
-            .smoothing
-            .map(|s| Pacer::new(s.rate_per_sec, s.burst));
+        self.pacer = self.cfg.smoothing.map(|s| {
+            let settings = format!("{s:?}");
+            let mut kept = self.live.pacer.lock().expect("pacer lock");
+            match kept.as_ref() {
+                Some((was, p)) if *was == settings => p.clone(),
+                _ => {
+                    let p = Arc::new(Pacer::new(s.rate_per_sec, s.burst));
+                    *kept = Some((settings, p.clone()));
+                    p
+                }
+            }
+        });
         Metrics::concurrency_limit(self.name(), self.concurrency_limit());
         self
     }
 
-    /// Attach the queues to wake when a slot frees (once, at start).
+    /// Attach the queues to wake when a slot frees: those of this config's routes that use the
+    /// backend, beside those of earlier configs still serving requests (a reload keeps them until
+    /// their config is dropped).
     pub fn attach_queues(&self, queues: Vec<Arc<AdmissionQueue>>) {
-        let _ = self.queues.set(queues);
+        let mut all: Vec<Weak<AdmissionQueue>> = self
+            .live
+            .queues
+            .load()
+            .iter()
+            .filter(|q| q.strong_count() > 0)
+            .cloned()
+            .collect();
+        all.extend(queues.iter().map(Arc::downgrade));
+        self.live.queues.store(Arc::new(all));
     }
 
     fn wake_queues(&self) {
-        if let Some(qs) = self.queues.get() {
-            for q in qs {
+        for q in self.live.queues.load().iter() {
+            if let Some(q) = q.upgrade() {
                 q.notify();
             }
         }
@@ -151,7 +233,7 @@ impl Backend {
     /// The most requests this backend takes at once now: the adaptive limit, capped by `max_concurrent`.
     pub fn concurrency_limit(&self) -> u32 {
         let adaptive = if self.congestion_enabled {
-            self.limit.load(Ordering::Relaxed)
+            self.live.limit.load(Ordering::Relaxed)
         } else {
             u32::MAX
         };
@@ -173,31 +255,36 @@ impl Backend {
         if !self.congestion_enabled {
             return;
         }
-        let before = self.limit.load(Ordering::Relaxed);
+        // A latency measured while this worker runs late is Sluice's own delay as much as the
+        // backend's: it neither grows nor shrinks the limit (drops still count).
+        if matches!(outcome, Outcome::Success(_)) && crate::observe::lag::behind() {
+            return;
+        }
+        let before = self.live.limit.load(Ordering::Relaxed);
         // Requests waiting for a slot are demand as much as requests in flight: the limit may grow
         // while they wait, not only once they have started.
         let waiting = self
+            .live
             .queues
-            .get()
-            .is_some_and(|qs| qs.iter().any(|q| !q.is_empty()));
+            .load()
+            .iter()
+            .any(|q| q.upgrade().is_some_and(|q| !q.is_empty()));
         let in_flight = if waiting {
             self.in_flight().max(before)
         } else {
             self.in_flight()
         };
         let (limit, slow_start) = {
-            let mut c = self.congestion.lock().expect("congestion lock");
+            let mut c = self.live.congestion.lock().expect("congestion lock");
             (c.on_sample(outcome, in_flight), c.in_slow_start())
         };
         if limit != before {
-            self.limit.store(limit, Ordering::Relaxed);
+            self.live.limit.store(limit, Ordering::Relaxed);
             Metrics::concurrency_limit(self.name(), self.concurrency_limit());
             // Only a limit that lets more start wakes the queues (`max_concurrent` may cap it).
             let cap = self.cfg.max_concurrent.unwrap_or(u32::MAX);
-            if limit.min(cap) > before.min(cap)
-                && let Some(qs) = self.queues.get()
-            {
-                for q in qs {
+            if limit.min(cap) > before.min(cap) {
+                for q in self.live.queues.load().iter().filter_map(Weak::upgrade) {
                     if slow_start {
                         q.notify_growing();
                     } else {
@@ -213,23 +300,24 @@ impl Backend {
     }
 
     pub fn in_flight(&self) -> u32 {
-        self.in_flight.load(Ordering::Relaxed)
+        self.live.in_flight.load(Ordering::Relaxed)
     }
 
     /// Requests sent to this backend from this node since start.
     pub fn sent(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
+        self.live.sent.load(Ordering::Relaxed)
     }
 
     /// Take a slot if one is free for `priority`, atomically with the check.
     pub fn try_start(self: &Arc<Self>, priority: Priority) -> Option<InFlightGuard> {
         let prev = self
+            .live
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 self.has_room(n, priority).then_some(n + 1)
             })
             .ok()?;
-        self.sent.fetch_add(1, Ordering::Relaxed);
+        self.live.sent.fetch_add(1, Ordering::Relaxed);
         self.metrics.in_flight.set(f64::from(prev + 1));
         Some(InFlightGuard {
             backend: self.clone(),
@@ -238,8 +326,8 @@ impl Backend {
 
     /// Count a request in flight until the guard drops (the response body finished or was dropped).
     pub fn start(self: &Arc<Self>) -> InFlightGuard {
-        let n = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        self.sent.fetch_add(1, Ordering::Relaxed);
+        let n = self.live.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.live.sent.fetch_add(1, Ordering::Relaxed);
         self.metrics.in_flight.set(f64::from(n));
         InFlightGuard {
             backend: self.clone(),
@@ -247,21 +335,22 @@ impl Backend {
     }
 
     pub fn local_status(&self, now: Instant) -> BackendStatus {
-        let health = self.health.lock().expect("health lock");
+        let health = self.live.health.lock().expect("health lock");
         BackendStatus {
             probed: self.cfg.health_check.is_some(),
             available: health.available(now),
             healthy: health.state() == HealthState::Healthy,
             in_flight: self.in_flight(),
-            latency_ms: self.latency.lock().expect("ewma lock").get(now),
-            ttft_ms: self.ttft.lock().expect("ewma lock").get(now),
+            latency_ms: self.live.latency.lock().expect("ewma lock").get(now),
+            ttft_ms: self.live.ttft.lock().expect("ewma lock").get(now),
             cooldown_until: health.cooldown(),
         }
     }
 
     /// Whole-response latency (non-streaming) or time to first byte.
     pub fn observe_latency(&self, d: Duration, now: Instant) {
-        self.latency
+        self.live
+            .latency
             .lock()
             .expect("ewma lock")
             .observe(d.as_secs_f64() * 1000.0, now);
@@ -269,7 +358,8 @@ impl Backend {
 
     /// Time to first token of a stream.
     pub fn observe_ttft(&self, d: Duration, now: Instant) {
-        self.ttft
+        self.live
+            .ttft
             .lock()
             .expect("ewma lock")
             .observe(d.as_secs_f64() * 1000.0, now);
@@ -278,26 +368,26 @@ impl Backend {
     /// A request outcome seen by Deliver: connect errors and 5xx count against the backend.
     pub fn passive(&self, ok: bool, now: Instant) {
         let ejected_for = {
-            let mut h = self.health.lock().expect("health lock");
+            let mut h = self.live.health.lock().expect("health lock");
             h.passive(ok, &self.policy, now)
                 .then(|| h.ejected_until().map_or(Duration::ZERO, |t| t - now))
         };
         if let Some(d) = ejected_for {
             tracing::warn!(backend = %self.name(), for_ms = d.as_millis() as u64, "backend ejected after consecutive failures");
             Metrics::ejected(self.name());
-            self.ejected.notify_one();
+            self.live.ejected.notify_one();
         }
     }
 
     /// Wait for the next passive ejection (one that started since the last wait counts too).
     pub async fn ejection_started(&self) {
-        self.ejected.notified().await;
+        self.live.ejected.notified().await;
     }
 
     /// While the backend is ejected at `now`: how long until the next probe-back, given the
     /// configured `interval` (it backs off after relapses, see [`Health::probe_back_delay`]).
     pub fn probe_back_due(&self, interval: Duration, now: Instant) -> Option<Duration> {
-        let h = self.health.lock().expect("health lock");
+        let h = self.live.health.lock().expect("health lock");
         h.is_ejected(now)
             .then(|| h.probe_back_delay(&self.policy, interval))
     }
@@ -305,7 +395,12 @@ impl Backend {
     /// A probe-back's result while ejected: a success ends the ejection.
     pub fn probe_back(&self, ok: bool, now: Instant) {
         Metrics::probe_back(self.name(), ok);
-        let ended = self.health.lock().expect("health lock").probe_back(ok, now);
+        let ended = self
+            .live
+            .health
+            .lock()
+            .expect("health lock")
+            .probe_back(ok, now);
         if ended {
             tracing::info!(backend = %self.name(), "backend answered a probe: ejection ended");
             self.wake_queues();
@@ -315,7 +410,8 @@ impl Backend {
     /// An upstream 429 with `Retry-After`: no request goes there until then (at most `max_cooldown`).
     pub fn cooldown(&self, until: Instant) {
         let until = until.min(Instant::now() + self.max_cooldown);
-        self.health
+        self.live
+            .health
             .lock()
             .expect("health lock")
             .cooldown_until(until);
@@ -323,7 +419,7 @@ impl Backend {
 
     /// What an answer's rate-limit headers said (older than the one held: ignored).
     pub fn observe_quota(&self, obs: Observation) {
-        if obs.is_empty() || !self.quota.lock().expect("quota lock").observe(obs) {
+        if obs.is_empty() || !self.live.quota.lock().expect("quota lock").observe(obs) {
             return;
         }
         for kind in quota::KINDS {
@@ -335,18 +431,24 @@ impl Backend {
 
     /// This node's latest quota observation, while it still says something at `now_ms`.
     pub fn local_quota(&self, now_ms: u64) -> Option<Observation> {
-        let q = self.quota.lock().expect("quota lock");
+        let q = self.live.quota.lock().expect("quota lock");
         q.obs.filter(|o| !o.expired(now_ms))
     }
 
     /// What this node sent here after `at_ms`.
     pub fn quota_sent_since(&self, at_ms: u64) -> Units {
-        self.quota.lock().expect("quota lock").ledger.since(at_ms)
+        self.live
+            .quota
+            .lock()
+            .expect("quota lock")
+            .ledger
+            .since(at_ms)
     }
 
     /// A call is on its way here: it counts against the quota until an answer reports it.
     pub fn record_send(&self, units: Units, now_ms: u64) {
-        self.quota
+        self.live
+            .quota
             .lock()
             .expect("quota lock")
             .ledger
@@ -356,7 +458,7 @@ impl Backend {
     /// Log when the backend starts or stops being paced by its quota.
     pub fn note_pacing(&self, a: &Assessment) {
         let paced = !a.fits;
-        if self.paced.swap(paced, Ordering::Relaxed) == paced {
+        if self.live.paced.swap(paced, Ordering::Relaxed) == paced {
             return;
         }
         match a.short {
@@ -370,6 +472,7 @@ impl Backend {
     /// An active probe's result.
     pub fn probe(&self, ok: bool) {
         let change = self
+            .live
             .health
             .lock()
             .expect("health lock")
@@ -395,6 +498,7 @@ impl Drop for InFlightGuard {
     fn drop(&mut self) {
         let n = self
             .backend
+            .live
             .in_flight
             .fetch_sub(1, Ordering::Relaxed)
             .saturating_sub(1);
@@ -406,6 +510,77 @@ impl Drop for InFlightGuard {
 /// A slot on a backend waits out the backend's pacing (`smoothing`) before it starts.
 impl crate::shape::Paced for (Arc<Backend>, InFlightGuard) {
     fn pacer(&self) -> Option<&Pacer> {
-        self.0.pacer.as_ref()
+        self.0.pacer.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str) -> BackendConfig {
+        let yaml = format!("name: b\nurl: http://127.0.0.1:9\nprotocol: openai\n{extra}");
+        serde_saphyr::from_str(&yaml).expect("backend config")
+    }
+
+    #[test]
+    fn a_carried_backend_keeps_what_was_learned_at_its_new_position() {
+        let shaping = CongestionConfig::default();
+        let old = Arc::new(
+            Backend::new(0, cfg("eject_after: 2\n"), "http://127.0.0.1:9".into())
+                .with_shaping(&shaping),
+        );
+        let now = Instant::now();
+        old.observe_latency(Duration::from_millis(40), now);
+        let guard = old.start();
+        old.passive(false, now);
+        old.passive(false, now);
+        assert!(!old.local_status(now).available, "ejected");
+
+        // The next config lists it second, with another weight: same learned state.
+        let new = Backend::carried(
+            1,
+            cfg("eject_after: 2\nweight: 5\n"),
+            "http://127.0.0.1:9".into(),
+            &old,
+        )
+        .with_shaping(&shaping);
+        assert!(new.same_learned(&old));
+        assert_eq!((new.id, new.cfg.weight), (1, 5));
+        let st = new.local_status(now);
+        assert!(!st.available);
+        assert_eq!(st.in_flight, 1);
+        assert!(st.latency_ms.is_some_and(|l| l > 30.0));
+        assert_eq!(new.concurrency_limit(), old.concurrency_limit());
+        let paced = "smoothing: { rate_per_sec: 10, burst: 1 }\n";
+        let p = Backend::new(0, cfg(paced), "http://127.0.0.1:9".into()).with_shaping(&shaping);
+        let same =
+            Backend::carried(0, cfg(paced), "http://127.0.0.1:9".into(), &p).with_shaping(&shaping);
+        assert!(Arc::ptr_eq(
+            p.pacer.as_ref().unwrap(),
+            same.pacer.as_ref().unwrap()
+        ));
+        let faster = "smoothing: { rate_per_sec: 20, burst: 1 }\n";
+        let other = Backend::carried(0, cfg(faster), "http://127.0.0.1:9".into(), &p)
+            .with_shaping(&shaping);
+        assert!(!Arc::ptr_eq(
+            p.pacer.as_ref().unwrap(),
+            other.pacer.as_ref().unwrap()
+        ));
+        // A request started on the old config ends: the count both see drops.
+        drop(guard);
+        assert_eq!(new.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_backend_no_longer_probed_does_not_stay_unhealthy() {
+        let probed = "health_check: { path: /health, unhealthy_threshold: 1 }\n";
+        let old = Backend::new(0, cfg(probed), "http://127.0.0.1:9".into());
+        old.probe(false);
+        assert!(!old.local_status(Instant::now()).healthy);
+        let kept = Backend::carried(0, cfg(probed), "http://127.0.0.1:9".into(), &old);
+        assert!(!kept.local_status(Instant::now()).healthy);
+        let unprobed = Backend::carried(0, cfg(""), "http://127.0.0.1:9".into(), &old);
+        assert!(unprobed.local_status(Instant::now()).healthy);
     }
 }

@@ -5,8 +5,12 @@
 //! | `status` | `ready` / `leaving` | [`super::Cluster::join`], [`super::Cluster::leave`] |
 //! | `backend:<name>:state` | a [`super::BackendReport`] (`h=1;lat=12.5;…`) | [`super::publisher`] |
 //! | `backend:<name>:quota` | the node's latest quota observation (`t=…;requests=60/12/48000`) | [`super::publisher`] via [`super::quota`] |
+//! | `config` | the config version the node serves (a short hash of its file) | [`super::Cluster::set_config_version`] |
 //!
 //! Values are strings (chitchat's model). Keys stay short: every live node gossips all of its keys.
+
+/// The config version the node serves: operators see in `/admin/cluster` when nodes disagree.
+pub const CONFIG_VERSION: &str = "config";
 
 /// The node's lifecycle: `ready` from `join`, `leaving` once `leave` starts.
 pub const STATUS: &str = "status";

@@ -82,7 +82,7 @@ impl Member {
         }
     }
 
-    /// `{id, addr, generation, is_self, status}` for `/admin/cluster`.
+    /// `{id, addr, generation, is_self, status, config_version}` for `/admin/cluster`.
     pub fn admin_json(&self) -> Value {
         json!({
             "id": self.node.id,
@@ -90,6 +90,7 @@ impl Member {
             "generation": self.node.generation,
             "is_self": self.is_self,
             "status": self.lifecycle(),
+            "config_version": self.values.get(keys::CONFIG_VERSION),
         })
     }
 }

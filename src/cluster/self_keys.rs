@@ -28,6 +28,12 @@ impl Cluster {
         self.shared.set_many(vec![(key.to_string(), value)]).await;
     }
 
+    /// Gossip the config version this node serves (at start and after every reload).
+    pub async fn set_config_version(&self, version: &str) {
+        self.set_self(super::keys::CONFIG_VERSION, version.to_string())
+            .await;
+    }
+
     /// Delete one of this node's keys (a tombstone that peers learn by gossip).
     pub async fn delete_self(&self, key: &str) {
         let mut chitchat = self.shared.chitchat.lock().await;

@@ -17,6 +17,9 @@ pub struct TenantConfig {
     pub key_envs: Vec<String>,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Spend budget in US dollars (per UTC day, calendar month, or window); none by default.
+    #[serde(default)]
+    pub budget: Option<super::BudgetConfig>,
     /// Share of queue service relative to other tenants of the same priority class (weighted fair queuing).
     #[serde(default = "one")]
     pub weight: u32,
@@ -32,6 +35,7 @@ impl TenantConfig {
             keys: vec![],
             key_envs: vec![],
             limits,
+            budget: None,
             weight: one(),
         }
     }
@@ -103,6 +107,9 @@ impl TenantConfig {
                 Some(line),
                 "must be at least 1",
             ));
+        }
+        if let Some(b) = &self.budget {
+            b.validate(i, line)?;
         }
         let l = &self.limits;
         if l.requests_per_minute == Some(0) || l.burst == Some(0) || l.tokens_per_minute == Some(0)

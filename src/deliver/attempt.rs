@@ -282,7 +282,7 @@ fn stream_response(
         b.metrics.upstream.record(sent_at.elapsed().as_secs_f64());
         record_usage_parts(&tenant, &b, out.usage);
         if let Some(s) = sink {
-            s(out.usage.map(|u| u.total()));
+            s(out.usage.map(|u| used(&b, u)));
         }
         drop(guard);
     });
@@ -311,7 +311,19 @@ fn stream_response(
 fn record_usage(call: &mut Call<'_>, backend: &Backend, usage: Option<Usage>) {
     record_usage_parts(call.tenant, backend, usage);
     if let Some(s) = call.on_usage.take() {
-        s(usage.map(|u| u.total()));
+        s(usage.map(|u| used(backend, u)));
+    }
+}
+
+/// What a response used, and its cost at `backend`'s price (spend budgets).
+fn used(backend: &Backend, u: Usage) -> crate::shape::Used {
+    crate::shape::Used {
+        tokens: u.total(),
+        cost: crate::ratelimit::budget::cost_micros(
+            backend.cfg.price,
+            u.input_tokens,
+            u.output_tokens,
+        ),
     }
 }
 

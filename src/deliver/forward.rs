@@ -26,27 +26,37 @@ pub struct Deliver {
 
 impl Deliver {
     /// A backend with a free slot for this call, excluding `tried`, waiting in Shape's queue while
-    /// every backend of the route is at its limit. A waiter that finds every backend cooling down
-    /// (upstream 429/503 with Retry-After) for longer than its budget leaves at once with a 429 and
-    /// when to come back, rather than sit out its queue wait for Sluice's own 503.
+    /// every backend of the route is at its limit, cooling down (upstream 429/503 with
+    /// Retry-After) or paced until its quota resets: the queue serves waiters in priority order
+    /// when capacity comes back. A waiter whose wait for a cooldown or quota reset outlasts what is
+    /// left of its budget leaves at once with a 429 and when to come back, rather than sit out its
+    /// queue wait for Sluice's own 503.
     async fn slot(
         &self,
         call: &Call<'_>,
         tried: &[usize],
     ) -> Result<(Arc<Backend>, InFlightGuard), GatewayError> {
         let want = call.want();
+        let budget = self.budget(call);
+        let entered = Instant::now();
         let got = call
             .admitted
             .slot(call.route.index, || {
                 if let Some(slot) = self.balancer.take(call.route, &want, tried) {
-                    return Some(Ok(slot));
+                    return Ok(Ok(slot));
                 }
                 match self.balancer.survey(call.route, &want, tried) {
                     Survey::CoolingUntil(end) => {
                         let wait = end.saturating_duration_since(std::time::Instant::now());
-                        (wait > self.budget(call)).then_some(Err(wait))
+                        if wait > budget.saturating_sub(entered.elapsed()) {
+                            Ok(Err(wait))
+                        } else {
+                            // Back when the first cooldown or quota reset ends; a released slot
+                            // (notify) may come first.
+                            Err(Some(wait.max(Duration::from_millis(1))))
+                        }
                     }
-                    _ => None,
+                    _ => Err(None),
                 }
             })
             .await
@@ -69,7 +79,6 @@ impl Deliver {
         let mut tried: Vec<usize> = Vec::new();
         let mut last: Option<Failure> = None;
         let mut last_backend: Option<Arc<Backend>> = None;
-        let mut waited_cooldown = false;
         // Waiting out a cooldown is not an attempt: only sends count.
         let mut attempt = 0;
         while attempt < self.max_attempts {
@@ -111,18 +120,16 @@ impl Deliver {
                 }
                 Survey::Unavailable => break,
                 Survey::CoolingUntil(end) => {
-                    // Every backend is only cooling down after upstream 429s: wait for the first to
-                    // come back when that fits the request's budget, else answer 429 with when.
+                    // Every backend is only cooling down after upstream 429s or paced by its quota:
+                    // past the request's budget, answer 429 with when; within it, wait in the slot
+                    // queue (below), in priority order with the other waiters.
                     let wait = end.saturating_duration_since(std::time::Instant::now());
-                    if wait > self.budget(&call) || waited_cooldown {
+                    if wait > self.budget(&call) {
                         return Err(GatewayError::UpstreamsRateLimited {
                             route: call.route.route.to_string(),
                             retry_after: wait.max(Duration::from_millis(1)),
                         });
                     }
-                    waited_cooldown = true;
-                    tokio::time::sleep(wait).await;
-                    continue;
                 }
             }
             let (backend, guard) = self.slot(&call, &tried).await?;

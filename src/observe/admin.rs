@@ -1,5 +1,7 @@
 //! The operator endpoints: `/healthz`, `/readyz` (503 while draining or with no backend able to take
-//! traffic), `/metrics`, and `/admin/cluster` behind the admin token. What they report of the other
+//! traffic), `/metrics`, and `/admin/cluster` and `/admin/tenants` behind the admin token (`POST
+//! /admin/reload`, which waits for the reload, is answered by Receive's handler). What they report
+//! of the other
 //! stages comes in as closures wired by `app`, so this file imports none of them.
 
 use crate::error::GatewayError;
@@ -8,22 +10,29 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderMap, Method, Response, StatusCode};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 type Probe<T> = Box<dyn Fn() -> T + Send + Sync>;
+/// A report that needs I/O (`/admin/tenants` reads the spend counters in Redis).
+pub type Report = std::pin::Pin<Box<dyn std::future::Future<Output = Value> + Send>>;
+pub type AsyncProbe = Box<dyn Fn() -> Report + Send + Sync>;
 
 pub struct Admin {
     metrics: PrometheusHandle,
     /// The variable holding the admin token (`admin_token_env`).
     token_env: Option<String>,
-    /// Shutting down: `/readyz` says 503 so load balancers move away.
-    draining: AtomicBool,
+    /// Shutting down: `/readyz` says 503 so load balancers move away (shared by the admins of
+    /// successive configs).
+    draining: Arc<AtomicBool>,
     /// Some backend can take traffic.
     any_backend: Probe<bool>,
     /// `/admin/cluster`'s body.
     cluster: Probe<Value>,
     /// Served on a listener of their own (`admin.listen`): the public one keeps only the probes.
     own_listener: bool,
+    /// `/admin/tenants`'s body: each tenant's spend, budget and reset.
+    tenants: Option<AsyncProbe>,
 }
 
 impl Admin {
@@ -36,17 +45,59 @@ impl Admin {
         Admin {
             metrics,
             token_env,
-            draining: AtomicBool::new(false),
+            draining: Arc::default(),
             any_backend,
             cluster,
             own_listener: false,
+            tenants: None,
         }
+    }
+
+    /// `/admin/tenants` answers with what `probe` reports.
+    pub fn with_tenants(mut self, probe: AsyncProbe) -> Admin {
+        self.tenants = Some(probe);
+        self
+    }
+
+    /// `/admin/tenants` (admin token), or None for any other request. `public`: asked on the public
+    /// listener (which does not serve it when the operator endpoints have their own).
+    pub async fn answer_tenants(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        public: bool,
+    ) -> Option<Response<RespBody>> {
+        if method != Method::GET || path != "/admin/tenants" || (public && self.own_listener) {
+            return None;
+        }
+        let probe = self.tenants.as_ref()?;
+        if !self.is_admin(headers) {
+            return Some(GatewayError::AdminForbidden.response(Protocol::Openai));
+        }
+        Some(json_response(StatusCode::OK, &probe().await))
     }
 
     /// The operator endpoints have a listener of their own (`admin.listen`).
     pub fn with_own_listener(mut self, own: bool) -> Admin {
         self.own_listener = own;
         self
+    }
+
+    /// Share the draining flag of the admin this one replaces (a config reload).
+    pub fn with_draining(mut self, draining: Arc<AtomicBool>) -> Admin {
+        self.draining = draining;
+        self
+    }
+
+    /// The draining flag, for the admin of the next config.
+    pub fn draining(&self) -> Arc<AtomicBool> {
+        self.draining.clone()
+    }
+
+    /// Whether the public listener serves `path` (the operator endpoints may have their own).
+    pub fn public(&self, path: &str) -> bool {
+        !self.own_listener || matches!(path, "/healthz" | "/readyz")
     }
 
     /// Stop saying ready (on SIGTERM, before the listeners close).
@@ -67,7 +118,7 @@ impl Admin {
         path: &str,
         headers: &HeaderMap,
     ) -> Option<Response<RespBody>> {
-        if self.own_listener && !matches!(path, "/healthz" | "/readyz") {
+        if !self.public(path) {
             return None;
         }
         self.answer(method, path, headers)

@@ -59,7 +59,7 @@ pub const LIMITER_DECISIONS: Def = def(
     "sluice_limiter_decisions_total",
     Counter,
     &["tenant", "outcome"],
-    "allowed / queued (booked a later slot) / released (gave a booked slot back) / limited",
+    "allowed / queued (booked a later slot) / released (gave a booked slot back) / limited / over_budget (a spend budget refused)",
 );
 pub const QUEUE_LENGTH: Def = def(
     "sluice_queue_length",
@@ -84,6 +84,12 @@ pub const CONCURRENCY_LIMIT: Def = def(
     Gauge,
     &["backend"],
     "current adaptive limit (0: unlimited)",
+);
+pub const RUNTIME_LAG: Def = def(
+    "sluice_runtime_lag_seconds",
+    Gauge,
+    &["worker"],
+    "how late the worker's runtime wakes (average): above 15 ms latency samples do not move concurrency limits",
 );
 // Rate limiter (Shape's seam).
 pub const LIMITER_MODE: Def = def(
@@ -202,6 +208,18 @@ pub const COST: Def = def(
     &["tenant", "backend"],
     "cost in millionths of a dollar",
 );
+pub const SPEND: Def = def(
+    "sluice_spend_usd",
+    Gauge,
+    &["tenant", "period"],
+    "what the tenant spent in the current budget period (day, month, window), as this node last saw it",
+);
+pub const BUDGET_REMAINING: Def = def(
+    "sluice_budget_remaining_usd",
+    Gauge,
+    &["tenant", "period"],
+    "what is left of the tenant's budget in the current period, as this node last saw it",
+);
 pub const CREDENTIALS_REJECTED: Def = def(
     "sluice_backend_credentials_rejected_total",
     Counter,
@@ -233,6 +251,19 @@ pub const GOSSIP_REJECTED: Def = def(
     &["reason"],
     "gossip packets dropped: malformed, unknown_key, auth, stale, replay, decode (received); too_large (not sent)",
 );
+// Reload.
+pub const CONFIG_RELOADS: Def = def(
+    "sluice_config_reloads_total",
+    Counter,
+    &["result"],
+    "config reloads by result: ok, invalid or restart_required",
+);
+pub const CONFIG_INFO: Def = def(
+    "sluice_config_info",
+    Gauge,
+    &["version"],
+    "1 for the config version served (a short hash of the file), 0 for earlier ones",
+);
 
 /// Every metric, in README order.
 pub const ALL: &[Def] = &[
@@ -244,6 +275,7 @@ pub const ALL: &[Def] = &[
     QUEUE_WAIT,
     SHED,
     CONCURRENCY_LIMIT,
+    RUNTIME_LAG,
     LIMITER_MODE,
     LIMITER_REDIS_CALLS,
     LIMITER_REDIS_ERRORS,
@@ -263,11 +295,15 @@ pub const ALL: &[Def] = &[
     FAILOVERS,
     TOKENS,
     COST,
+    SPEND,
+    BUDGET_REMAINING,
     CREDENTIALS_REJECTED,
     STREAM_FAULTS,
     CLUSTER_MEMBERS,
     CLUSTER_MEMBERSHIP_CHANGES,
     GOSSIP_REJECTED,
+    CONFIG_RELOADS,
+    CONFIG_INFO,
 ];
 
 /// README's metrics table, rendered from [`ALL`].

@@ -102,6 +102,7 @@ cache!(REQ_DUR, Histogram);
 cache!(ROUTING, Counter);
 cache!(TOKENS_C, (Counter, Counter, Counter));
 cache!(LIMITER, Counter);
+cache!(BUDGET_G, (Gauge, Gauge));
 
 /// One backend's handles, resolved when the backend is built: the per-request updates then cost an
 /// atomic operation, no lookup.
@@ -151,6 +152,20 @@ impl Metrics {
         let v = if limit == u32::MAX { 0.0 } else { limit as f64 };
         gauge!(CONCURRENCY_LIMIT.name, "backend" => backend.to_string()).set(v);
     }
+    /// A config reload's result: `ok`, `invalid` or `restart_required`.
+    pub fn config_reload(result: &'static str) {
+        counter!(CONFIG_RELOADS.name, "result" => result).increment(1);
+    }
+    /// The config version now served (`previous`: the one it replaced, now 0).
+    pub fn config_version(version: &str, previous: Option<&str>) {
+        if let Some(p) = previous.filter(|p| !p.is_empty() && *p != version) {
+            gauge!(CONFIG_INFO.name, "version" => p.to_string()).set(0.0);
+        }
+        gauge!(CONFIG_INFO.name, "version" => version.to_string()).set(1.0);
+    }
+    pub fn runtime_lag(worker: usize, lag: std::time::Duration) {
+        gauge!(RUNTIME_LAG.name, "worker" => worker.to_string()).set(lag.as_secs_f64());
+    }
     pub fn healthy(backend: &str, healthy: bool) {
         gauge!(BACKEND_HEALTHY.name, "backend" => backend.to_string()).set(if healthy {
             1.0
@@ -189,6 +204,20 @@ impl Metrics {
             o.increment(output);
             // Counters are integers: cost is kept in micro-dollars.
             cost.increment((cost_usd * 1_000_000.0).round() as u64);
+        });
+    }
+    /// A tenant's spend and what is left of its budget in a period (micro-dollars in, dollars out).
+    pub fn budget_spend(tenant: &str, period: &'static str, spent: u64, limit: u64) {
+        let make = || {
+            let t = tenant.to_string();
+            (
+                gauge!(SPEND.name, "tenant" => t.clone(), "period" => period),
+                gauge!(BUDGET_REMAINING.name, "tenant" => t, "period" => period),
+            )
+        };
+        BUDGET_G.with(key(&[tenant, period], 0), make, |(s, r)| {
+            s.set(spent as f64 / 1e6);
+            r.set(limit.saturating_sub(spent) as f64 / 1e6);
         });
     }
     pub fn limiter(tenant: &str, outcome: &'static str) {

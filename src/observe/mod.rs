@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod catalogue;
+pub mod lag;
 pub mod log_gate;
 pub mod metrics;
 

@@ -25,12 +25,18 @@
 //! `sluice_limiter_redis_errors_total{kind=timeout|error}`, `sluice_limiter_cache_hits_total`,
 //! `sluice_limiter_fallback_divisor`. One log line per mode change.
 
-use super::group::Group;
+use super::budget::Budgets;
+use super::group::{self, Group};
+use super::local::Quotas;
 use super::overlimit::OverLimitCache;
 use super::plan::Plan;
 use super::topology::{Conn, Connector};
-use super::{LimitFuture, LimitRequest, RateLimiter, ReconcileFuture};
+use super::{
+    BudgetFuture, BudgetHold, LimitFuture, LimitRequest, RateLimiter, ReconcileFuture, ReportFuture,
+};
+use crate::config::TenantConfig;
 use ::redis::Script;
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -48,7 +54,9 @@ pub(super) struct Inner {
     pub(super) connect_timeout: Duration,
     /// Breaker open this long before each probe.
     pub(super) open_for: Duration,
-    pub(super) plans: HashMap<String, Plan>,
+    /// Per tenant; swapped whole by a config reload ([`RateLimiter::retune`]).
+    pub(super) plans: ArcSwap<HashMap<String, Arc<Plan>>>,
+    pub(super) key_prefix: String,
     pub(super) conn: RwLock<Option<Conn>>,
     /// Breaker and fallback per group of tenants one server answers for (see `group`); a plan
     /// names its group.
@@ -64,6 +72,21 @@ pub(super) struct Inner {
     /// Set once the first connection attempt is over (either way): until then a request waits for
     /// it (bounded by the connect budget) rather than meet the empty start-up fallback.
     pub(super) settled: watch::Sender<bool>,
+    /// Spend budgets (`lua/budget.lua`, with their own fallback share, one for every group: a
+    /// tenant's budget calls follow its group's breaker).
+    pub(super) budgets: Budgets,
+}
+
+impl Inner {
+    /// The group answering for `tenant` (its plan's; for a tenant without rate limits, e.g. with a
+    /// budget only, the group of its slot, or the nearest: see `group`).
+    pub(super) fn group_of(&self, tenant: &str) -> usize {
+        if let Some(p) = self.plan(tenant) {
+            return p.group;
+        }
+        let key = &super::plan::bucket_keys(&self.key_prefix, tenant)[0];
+        group::group_for(&self.groups, crate::hash::redis_slot(key.as_bytes()))
+    }
 }
 
 /// Global limits in Redis shared by every node, local limits (÷ live nodes) when Redis is away.
@@ -97,7 +120,7 @@ impl ClusterLimiter {
 
     /// The Redis keys this limiter uses for `tenant` (None: tenant without limits).
     pub fn keys_of(&self, tenant: &str) -> Option<[String; 2]> {
-        self.inner.plans.get(tenant).map(|p| p.keys.clone())
+        self.inner.plan(tenant).map(|p| p.keys.clone())
     }
 }
 
@@ -112,6 +135,46 @@ impl RateLimiter for ClusterLimiter {
 
     fn release<'a>(&'a self, tenant: &'a str, requests: u32, tokens: u64) -> ReconcileFuture<'a> {
         Box::pin(self.inner.release(tenant, requests, tokens))
+    }
+
+    fn budget<'a>(&'a self, tenant: &'a str, cost: u64) -> BudgetFuture<'a> {
+        Box::pin(self.inner.budget_take(tenant, cost))
+    }
+
+    fn settle_budget<'a>(&'a self, hold: &'a BudgetHold, actual: u64) -> ReconcileFuture<'a> {
+        Box::pin(self.inner.budget_settle(hold, actual))
+    }
+
+    fn spend_report(&self) -> ReportFuture<'_> {
+        Box::pin(self.inner.spend_report())
+    }
+
+    fn retune(&self, tenants: &[TenantConfig]) {
+        let quotas: Vec<(String, Quotas)> = tenants
+            .iter()
+            .map(|t| (t.id.clone(), Quotas::of(t)))
+            .collect();
+        let inner = &self.inner;
+        let old = inner.plans.load_full();
+        let plans: HashMap<String, Arc<Plan>> = quotas
+            .iter()
+            .filter_map(|(id, q)| {
+                let kept = old.get(id).filter(|p| p.quotas == *q).cloned();
+                kept.or_else(|| {
+                    let mut p = Plan::new(&inner.key_prefix, id, q)?;
+                    // A tenant keeps its group; a new one gets its slot's (see `group`).
+                    p.group = old.get(id).map_or_else(
+                        || group::group_for(&inner.groups, group::slot_of(&p)),
+                        |o| o.group,
+                    );
+                    Some(Arc::new(p))
+                })
+                .map(|p| (id.clone(), p))
+            })
+            .collect();
+        group::retune(&inner.groups, &quotas, &plans);
+        inner.plans.store(Arc::new(plans));
+        inner.publish_mode();
     }
 
     fn mode(&self) -> &'static str {

@@ -162,7 +162,7 @@ async fn a_redis_cluster_gets_a_breaker_per_slot_and_reports_partial_fallback() 
     );
     assert_eq!(l.fallback_divisor(), 3);
     let inner = &l.inner;
-    let group_of = |t: &str| inner.plans[t].group;
+    let group_of = |t: &str| inner.plans.load()[t].group;
     assert_ne!(
         group_of("a"),
         group_of("b"),
@@ -174,4 +174,43 @@ async fn a_redis_cluster_gets_a_breaker_per_slot_and_reports_partial_fallback() 
     inner.groups[group_of("b")].breaker.close();
     assert_eq!(l.mode(), "global");
     assert!(l.fallback_tenants().is_empty());
+    // A reload keeps the groups: a new tenant joins its slot's group, or the nearest one.
+    let (a, b) = (group_of("a"), group_of("b"));
+    let mut more = tenants.to_vec();
+    more.push(tenant("c", Some(60), None, None));
+    l.retune(&more);
+    assert_eq!((group_of("a"), group_of("b")), (a, b));
+    let c = group_of("c");
+    assert!(c < inner.groups.len());
+    for _ in 0..10 {
+        inner.groups[c].breaker.failure_counted();
+    }
+    assert_eq!(l.mode(), "partial");
+    assert!(l.fallback_tenants().contains(&"c".to_string()));
+}
+
+#[tokio::test]
+async fn retune_replaces_changed_plans_and_the_fallback_quotas() {
+    let (_tx, rx) = watch::channel(2);
+    let tenants = [
+        tenant("a", Some(60), Some(10), None),
+        tenant("b", Some(60), Some(10), None),
+    ];
+    let l = ClusterLimiter::new(&cfg("redis://127.0.0.1:1"), &tenants, rx).unwrap();
+    let keys_b = l.keys_of("b");
+    // a: 600/min (÷ 2 in fallback: one every 200 ms); b unchanged; c new; nothing else.
+    l.retune(&[
+        tenant("a", Some(600), Some(10), None),
+        tenant("b", Some(60), Some(10), None),
+        tenant("c", Some(60), None, None),
+    ]);
+    assert_eq!(l.keys_of("b"), keys_b);
+    assert!(l.keys_of("c").is_some());
+    let wait = l.check(req("a")).await.retry_after.unwrap();
+    assert!(wait <= Duration::from_millis(200), "{wait:?}");
+    // The fallback's buckets were empty and stay so: no burst from the reload.
+    assert!(!l.check(req("a")).await.allowed);
+    l.retune(&[tenant("b", Some(60), Some(10), None)]);
+    assert_eq!(l.keys_of("a"), None);
+    assert_eq!(l.check(req("a")).await, Decision::unlimited());
 }

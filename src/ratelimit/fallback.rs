@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 pub(crate) struct Fallback {
-    quotas: Vec<(String, Quotas)>,
+    /// Each tenant's global quota (a config reload replaces them).
+    quotas: RwLock<Vec<(String, Quotas)>>,
     current: RwLock<Arc<LocalLimiter>>,
     divisor: AtomicUsize,
     /// Tenants whose buckets started from a global level this node saw: their level, times the
@@ -38,7 +39,7 @@ impl Fallback {
         let n = live_nodes.max(1);
         let limiter = Arc::new(build(&quotas, n, |_| Levels::EMPTY));
         Fallback {
-            quotas,
+            quotas: RwLock::new(quotas),
             current: RwLock::new(limiter),
             divisor: AtomicUsize::new(n),
             anchored: Mutex::new(HashSet::new()),
@@ -57,6 +58,22 @@ impl Fallback {
         self.divisor.load(Ordering::Relaxed)
     }
 
+    fn quotas(&self) -> Vec<(String, Quotas)> {
+        self.quotas
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// New global quotas (a config reload): the current buckets are retuned to this node's share,
+    /// keeping what they hold (see [`LocalLimiter::retune`]).
+    pub(crate) fn retune(&self, quotas: Vec<(String, Quotas)>) {
+        let n = self.divisor();
+        self.get()
+            .retune(quotas.iter().map(|(id, q)| (id.clone(), q.divided(n))));
+        *self.quotas.write().unwrap_or_else(|e| e.into_inner()) = quotas;
+    }
+
     fn install(&self, limiter: LocalLimiter) {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(limiter);
     }
@@ -70,7 +87,7 @@ impl Fallback {
                 .get(id)
                 .map_or(Levels::EMPTY, |l| scaled(*l, 1.0 / n as f64))
         };
-        self.install(build(&self.quotas, n, share));
+        self.install(build(&self.quotas(), n, share));
         *self.anchored.lock().unwrap_or_else(|e| e.into_inner()) = global.keys().cloned().collect();
     }
 
@@ -117,7 +134,7 @@ impl Fallback {
         let now = self.get().levels();
         let factor = previous as f64 / n as f64;
         let keep = |id: &str| now.get(id).map_or(Levels::EMPTY, |l| scaled(*l, factor));
-        self.install(build(&self.quotas, n, keep));
+        self.install(build(&self.quotas(), n, keep));
         self.divisor.store(n, Ordering::Relaxed);
         Some(previous)
     }

@@ -3,10 +3,16 @@
 //! node alone and a cluster node in fallback admit and book the way the global limiter does.
 
 use super::bucket::{Bucket, Take};
-use super::{Decision, LimitFuture, LimitRequest, RateLimiter, ReconcileFuture};
+use super::budget::period::now_ms;
+use super::budget::{BudgetPlan, Ledger};
+use super::{
+    BudgetDecision, BudgetFuture, BudgetHold, Decision, LimitFuture, LimitRequest, RateLimiter,
+    ReconcileFuture, ReportFuture, SpendReport,
+};
 use crate::config::TenantConfig;
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -68,6 +74,8 @@ pub struct Spent {
 }
 
 struct TenantBuckets {
+    /// What the buckets were built from.
+    quotas: Quotas,
     /// Requests per minute and the request bucket (capacity = burst).
     requests: Option<(u32, Bucket)>,
     tokens: Option<Bucket>,
@@ -77,6 +85,33 @@ struct TenantBuckets {
 }
 
 impl TenantBuckets {
+    /// Buckets for `q` holding `start`; None for a quota without limits.
+    fn new(q: Quotas, start: Levels) -> Option<TenantBuckets> {
+        let requests = q.requests_per_minute.map(|rpm| {
+            let burst = q.burst.unwrap_or(rpm.div_ceil(60).max(1)).max(1) as f64;
+            let level = start.requests.unwrap_or(burst);
+            (rpm, Bucket::new(burst, rpm as f64 / 60.0, level))
+        });
+        let tokens = q.tokens_per_minute.map(|tpm| {
+            let cap = tpm as f64;
+            Bucket::new(cap, cap / 60.0, start.tokens.unwrap_or(cap))
+        });
+        (requests.is_some() || tokens.is_some()).then(|| TenantBuckets {
+            quotas: q,
+            requests,
+            tokens,
+            spent: Mutex::default(),
+        })
+    }
+
+    /// What the buckets hold at `now`.
+    fn levels(&self, now: Instant) -> Levels {
+        Levels {
+            requests: self.requests.as_ref().map(|(_, b)| b.level(now)),
+            tokens: self.tokens.as_ref().map(|b| b.level(now)),
+        }
+    }
+
     fn spend(&self, requests: f64, tokens: f64) {
         let mut s = self.spent.lock().unwrap_or_else(|e| e.into_inner());
         s.0 += requests;
@@ -86,57 +121,75 @@ impl TenantBuckets {
 
 /// Buckets built from config; tenants without limits are not limited.
 pub struct LocalLimiter {
-    buckets: HashMap<String, TenantBuckets>,
+    /// Swapped whole by [`LocalLimiter::retune`] (a config reload); read once per call.
+    buckets: ArcSwap<HashMap<String, Arc<TenantBuckets>>>,
+    /// Spend budgets (a node alone: the whole budget; the cluster's fallback keeps its own).
+    budgets: Ledger,
 }
 
 impl LocalLimiter {
     pub fn new<'a>(tenants: impl IntoIterator<Item = &'a TenantConfig>) -> LocalLimiter {
-        Self::with_quotas(
+        let tenants: Vec<&TenantConfig> = tenants.into_iter().collect();
+        let plans = tenants
+            .iter()
+            .filter_map(|t| Some((t.id.clone(), BudgetPlan::of(t.budget.as_ref()?)?)))
+            .collect();
+        let mut l = Self::with_quotas(
             tenants
-                .into_iter()
+                .iter()
                 .map(|t| (t.id.clone(), Quotas::of(t), Levels::FULL)),
-        )
+        );
+        l.budgets = Ledger::new(plans, 1, false);
+        l
     }
 
     /// Build from explicit quotas (e.g. each divided by the live node count) and starting levels.
     pub fn with_quotas(quotas: impl IntoIterator<Item = (String, Quotas, Levels)>) -> LocalLimiter {
-        let mut buckets = HashMap::new();
-        for (id, q, start) in quotas {
-            let requests = q.requests_per_minute.map(|rpm| {
-                let burst = q.burst.unwrap_or(rpm.div_ceil(60).max(1)).max(1) as f64;
-                let level = start.requests.unwrap_or(burst);
-                (rpm, Bucket::new(burst, rpm as f64 / 60.0, level))
-            });
-            let tokens = q.tokens_per_minute.map(|tpm| {
-                let cap = tpm as f64;
-                Bucket::new(cap, cap / 60.0, start.tokens.unwrap_or(cap))
-            });
-            if requests.is_some() || tokens.is_some() {
-                buckets.insert(
-                    id,
-                    TenantBuckets {
-                        requests,
-                        tokens,
-                        spent: Mutex::default(),
-                    },
-                );
-            }
+        let buckets = quotas
+            .into_iter()
+            .filter_map(|(id, q, start)| TenantBuckets::new(q, start).map(|b| (id, Arc::new(b))))
+            .collect();
+        LocalLimiter {
+            buckets: ArcSwap::from_pointee(buckets),
+            budgets: Ledger::new(HashMap::new(), 1, false),
         }
-        LocalLimiter { buckets }
+    }
+
+    /// New quotas from a config reload, from now on: a tenant whose quota is unchanged keeps its
+    /// buckets as they are; a changed one gets new buckets holding what the old ones held (capped
+    /// at the new capacity, never refilled: a reload hands out no burst); a new tenant starts
+    /// full; a tenant no longer listed is gone. What a tenant spent carries over.
+    pub fn retune(&self, quotas: impl IntoIterator<Item = (String, Quotas)>) {
+        let now = Instant::now();
+        let old = self.buckets.load_full();
+        let next = quotas
+            .into_iter()
+            .filter_map(|(id, q)| {
+                let kept = match old.get(&id) {
+                    Some(tb) if tb.quotas == q => Some(tb.clone()),
+                    Some(tb) => {
+                        let nb = TenantBuckets::new(q, tb.levels(now));
+                        let spent = *tb.spent.lock().unwrap_or_else(|e| e.into_inner());
+                        nb.map(|nb| {
+                            nb.spend(spent.0, spent.1);
+                            Arc::new(nb)
+                        })
+                    }
+                    None => TenantBuckets::new(q, Levels::FULL).map(Arc::new),
+                };
+                kept.map(|b| (id, b))
+            })
+            .collect();
+        self.buckets.store(Arc::new(next));
     }
 
     /// Every limited tenant's levels now.
     pub fn levels(&self) -> HashMap<String, Levels> {
         let now = Instant::now();
         self.buckets
+            .load()
             .iter()
-            .map(|(id, tb)| {
-                let levels = Levels {
-                    requests: tb.requests.as_ref().map(|(_, b)| b.level(now)),
-                    tokens: tb.tokens.as_ref().map(|b| b.level(now)),
-                };
-                (id.clone(), levels)
-            })
+            .map(|(id, tb)| (id.clone(), tb.levels(now)))
             .collect()
     }
 
@@ -145,6 +198,7 @@ impl LocalLimiter {
     pub fn take_spent(&self) -> Vec<Spent> {
         let now = Instant::now();
         self.buckets
+            .load()
             .iter()
             .map(|(id, tb)| {
                 let (requests, tokens) =
@@ -153,10 +207,7 @@ impl LocalLimiter {
                     tenant: id.clone(),
                     requests,
                     tokens,
-                    levels: Levels {
-                        requests: tb.requests.as_ref().map(|(_, b)| b.level(now)),
-                        tokens: tb.tokens.as_ref().map(|b| b.level(now)),
-                    },
+                    levels: tb.levels(now),
                 }
             })
             .collect()
@@ -164,7 +215,8 @@ impl LocalLimiter {
 
     /// Take (now, or booked within `req.max_wait`) from the tenant's buckets, or refuse taking nothing.
     pub fn decide(&self, req: LimitRequest<'_>) -> Decision {
-        let Some(tb) = self.buckets.get(req.tenant) else {
+        let buckets = self.buckets.load();
+        let Some(tb) = buckets.get(req.tenant) else {
             return Decision::unlimited();
         };
         let now = Instant::now();
@@ -233,7 +285,8 @@ impl LocalLimiter {
     }
 
     pub fn adjust_tokens(&self, tenant: &str, reserved: u64, actual: u64) {
-        let Some(tb) = self.buckets.get(tenant) else {
+        let buckets = self.buckets.load();
+        let Some(tb) = buckets.get(tenant) else {
             return;
         };
         if let Some(tok) = &tb.tokens {
@@ -245,7 +298,8 @@ impl LocalLimiter {
 
     /// Give back what an admitted (booked) request took and will not use.
     pub fn give_back(&self, tenant: &str, requests: u32, tokens: u64) {
-        let Some(tb) = self.buckets.get(tenant) else {
+        let buckets = self.buckets.load();
+        let Some(tb) = buckets.get(tenant) else {
             return;
         };
         let now = Instant::now();
@@ -278,8 +332,41 @@ impl RateLimiter for LocalLimiter {
         Box::pin(std::future::ready(()))
     }
 
+    fn retune(&self, tenants: &[TenantConfig]) {
+        LocalLimiter::retune(self, tenants.iter().map(|t| (t.id.clone(), Quotas::of(t))));
+    }
+
     fn mode(&self) -> &'static str {
         "local"
+    }
+
+    fn budget<'a>(&'a self, tenant: &'a str, cost: u64) -> BudgetFuture<'a> {
+        let d = self.budgets.take(tenant, cost, now_ms());
+        if let Some(v) = d.as_ref().and_then(|d| d.view) {
+            crate::observe::Metrics::budget_spend(tenant, v.period.label(), v.spent, v.limit);
+        }
+        Box::pin(std::future::ready(
+            d.unwrap_or_else(BudgetDecision::unlimited),
+        ))
+    }
+
+    fn settle_budget<'a>(&'a self, hold: &'a BudgetHold, actual: u64) -> ReconcileFuture<'a> {
+        let delta = actual as i64 - hold.reserved as i64;
+        self.budgets.add(&hold.tenant, &hold.spans, delta);
+        Box::pin(std::future::ready(()))
+    }
+
+    fn spend_report(&self) -> ReportFuture<'_> {
+        let tenants = self.budgets.report(now_ms());
+        for (t, periods) in &tenants {
+            for p in periods {
+                crate::observe::Metrics::budget_spend(t, p.period.label(), p.spent, p.limit);
+            }
+        }
+        Box::pin(std::future::ready(SpendReport {
+            source: "local",
+            tenants,
+        }))
     }
 }
 
@@ -365,6 +452,39 @@ mod tests {
         // The refused request took no request slot: one is still there.
         assert!(l.decide(req(0)).allowed);
         assert!(!l.decide(req(0)).allowed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retune_keeps_levels_caps_them_and_never_refills() {
+        let t = tenant("{ requests_per_minute: 60, burst: 5 }");
+        let l = LocalLimiter::new([&t]);
+        for _ in 0..5 {
+            assert!(l.decide(req(0)).allowed);
+        }
+        let q = |rpm, burst| Quotas {
+            requests_per_minute: Some(rpm),
+            burst: Some(burst),
+            tokens_per_minute: None,
+        };
+        // A bigger burst: still empty.
+        l.retune([("t".to_string(), q(60, 50))]);
+        assert!(!l.decide(req(0)).allowed);
+        // Ten seconds at 1/s: ten requests, not fifty.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let passed = (0..50).filter(|_| l.decide(req(0)).allowed).count();
+        assert_eq!(passed, 10);
+        // Refilled to 50, then a burst of 3: capped at 3.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        l.retune([("t".to_string(), q(60, 3))]);
+        let passed = (0..10).filter(|_| l.decide(req(0)).allowed).count();
+        assert_eq!(passed, 3);
+        // An unchanged quota keeps the very same buckets; a removed tenant is unlimited.
+        let before = Arc::as_ptr(&l.buckets.load()["t"]);
+        l.retune([("t".to_string(), q(60, 3))]);
+        assert_eq!(before, Arc::as_ptr(&l.buckets.load()["t"]));
+        l.retune([]);
+        assert!(l.decide(req(0)).allowed);
+        assert_eq!(l.decide(req(0)).limit, None);
     }
 
     #[test]

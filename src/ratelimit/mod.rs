@@ -14,6 +14,7 @@
 
 mod breaker;
 mod bucket;
+pub mod budget;
 mod cluster_limiter;
 mod contention;
 mod fallback;
@@ -31,6 +32,7 @@ mod topology;
 #[cfg(test)]
 mod cluster_tests;
 
+pub use budget::{BudgetDecision, BudgetHold, BudgetView, SpendReport};
 pub use cluster_limiter::ClusterLimiter;
 pub use local::LocalLimiter;
 pub use plan::bucket_keys;
@@ -72,6 +74,8 @@ pub struct Decision {
     pub retry_after: Option<Duration>,
     /// Admitted with a booked slot: it starts after this (zero: now).
     pub wait: Duration,
+    /// The tenant's tightest spend budget (None: no budget).
+    pub budget: Option<BudgetView>,
 }
 
 impl Decision {
@@ -85,6 +89,8 @@ impl Decision {
 
 pub type ReconcileFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 pub type LimitFuture<'a> = Pin<Box<dyn Future<Output = Decision> + Send + 'a>>;
+pub type BudgetFuture<'a> = Pin<Box<dyn Future<Output = BudgetDecision> + Send + 'a>>;
+pub type ReportFuture<'a> = Pin<Box<dyn Future<Output = SpendReport> + Send + 'a>>;
 
 /// Per-tenant admission. Implementations must answer within a few milliseconds whatever their backing
 /// store does (a dead store degrades to a local decision, never to an error).
@@ -97,11 +103,31 @@ pub trait RateLimiter: Send + Sync {
     /// Give back what an admitted request took and will not use (a booked request that gave up
     /// before its slot started).
     fn release<'a>(&'a self, tenant: &'a str, requests: u32, tokens: u64) -> ReconcileFuture<'a>;
+    /// The tenants' limits changed (a config reload): apply them from now on, keeping what each
+    /// tenant's buckets hold (capped at the new capacity, never refilled); tenants no longer
+    /// listed are forgotten, new ones start full.
+    fn retune(&self, tenants: &[crate::config::TenantConfig]);
     /// `local`, `global`, `fallback` or `partial` (some tenants in fallback, the others global):
     /// shown in metrics and the admin endpoint.
     fn mode(&self) -> &'static str;
     /// The tenants answered by a local fallback instead of the global limits (admin endpoint).
     fn fallback_tenants(&self) -> Vec<String> {
         Vec::new()
+    }
+    /// Take `cost` micro-dollars (the request's estimated cost) from the tenant's spend budgets, or
+    /// refuse taking nothing. Default: no budgets.
+    fn budget<'a>(&'a self, tenant: &'a str, cost: u64) -> BudgetFuture<'a> {
+        let _ = (tenant, cost);
+        Box::pin(std::future::ready(BudgetDecision::unlimited()))
+    }
+    /// After the response: the request held `hold`, it actually cost `actual` micro-dollars (0: give
+    /// it all back).
+    fn settle_budget<'a>(&'a self, hold: &'a BudgetHold, actual: u64) -> ReconcileFuture<'a> {
+        let _ = (hold, actual);
+        Box::pin(std::future::ready(()))
+    }
+    /// Every budgeted tenant's spend, budget and reset (`/admin/tenants`).
+    fn spend_report(&self) -> ReportFuture<'_> {
+        Box::pin(std::future::ready(SpendReport::default()))
     }
 }

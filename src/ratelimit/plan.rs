@@ -35,6 +35,8 @@ fn escape(s: &str) -> String {
 /// One tenant's global limits, as the script's ARGV wants them (0 = no such limit).
 #[derive(Debug)]
 pub(super) struct Plan {
+    /// What it was built from (a reload that changes them builds a new plan).
+    pub(super) quotas: Quotas,
     pub(super) keys: [String; 2],
     pub(super) rpm: u32,
     pub(super) burst: u32,
@@ -59,6 +61,7 @@ impl Plan {
         }
         let rpm = q.requests_per_minute.unwrap_or(0);
         Some(Plan {
+            quotas: *q,
             keys: bucket_keys(prefix, tenant),
             rpm,
             // Same default as the local limiter: one second's worth.

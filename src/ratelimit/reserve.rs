@@ -18,8 +18,13 @@ impl Inner {
         self.groups[plan.group].fallback.get()
     }
 
+    /// The tenant's plan under the current config (None: no limits).
+    pub(super) fn plan(&self, tenant: &str) -> Option<Arc<Plan>> {
+        self.plans.load().get(tenant).cloned()
+    }
+
     pub(super) async fn check(&self, req: LimitRequest<'_>) -> Decision {
-        let Some(plan) = self.plans.get(req.tenant) else {
+        let Some(plan) = self.plan(req.tenant) else {
             return Decision::unlimited();
         };
         let tokens = if plan.tpm > 0 { req.tokens } else { 0 };
@@ -27,8 +32,8 @@ impl Inner {
             return Decision::unlimited();
         }
         let breaker = &self.groups[plan.group].breaker;
-        if breaker.is_open() && !self.wait_settled(plan).await {
-            return self.local(plan).decide(req);
+        if breaker.is_open() && !self.wait_settled(plan.group).await {
+            return self.local(&plan).decide(req);
         }
         let clamped = tokens.min(plan.tpm);
         let now = Instant::now();
@@ -59,8 +64,8 @@ impl Inner {
             return plan.cached(hit, tokens > 0);
         }
         let extra = lease.saturating_sub(1);
-        let Some((d, leased)) = self.call_check(plan, req, tokens, extra).await else {
-            return self.local(plan).decide(req);
+        let Some((d, leased)) = self.call_check(&plan, req, tokens, extra).await else {
+            return self.local(&plan).decide(req);
         };
         if leased > 0 {
             plan.lease.grant(leased + 1, Instant::now());
@@ -69,14 +74,14 @@ impl Inner {
     }
 
     /// Until the first connection attempt is over, wait for it (within the connect budget). True
-    /// when the limiter is then in global mode.
-    async fn wait_settled(&self, plan: &Plan) -> bool {
+    /// when breaker group `group` is then closed (global limits).
+    pub(super) async fn wait_settled(&self, group: usize) -> bool {
         if *self.settled.borrow() {
             return false;
         }
         let mut rx = self.settled.subscribe();
         let _ = tokio::time::timeout(self.connect_timeout, rx.wait_for(|s| *s)).await;
-        !self.groups[plan.group].breaker.is_open()
+        !self.groups[group].breaker.is_open()
     }
 
     /// One script call taking one request and `tokens` (booking within `req.max_wait`), and up to
@@ -136,7 +141,7 @@ impl Inner {
 
     /// A booked request gave up: its request and tokens go back to the bucket they came from.
     pub(super) async fn release(&self, tenant: &str, requests: u32, tokens: u64) {
-        let Some(plan) = self.plans.get(tenant) else {
+        let Some(plan) = self.plan(tenant) else {
             return;
         };
         let tokens = if plan.tpm > 0 {
@@ -145,7 +150,7 @@ impl Inner {
             0
         };
         if self.groups[plan.group].breaker.is_open() {
-            self.local(plan).give_back(tenant, requests, tokens);
+            self.local(&plan).give_back(tenant, requests, tokens);
             return;
         }
         let inv = plan.adjust(
@@ -153,13 +158,13 @@ impl Inner {
             (requests as i64, tokens as i64),
             (None, None),
         );
-        if self.call::<i64>(plan, &inv).await.is_err() {
-            self.local(plan).give_back(tenant, requests, tokens);
+        if self.call::<i64>(&plan, &inv).await.is_err() {
+            self.local(&plan).give_back(tenant, requests, tokens);
         }
     }
 
     pub(super) async fn reconcile(&self, tenant: &str, reserved: u64, actual: u64) {
-        let Some(plan) = self.plans.get(tenant).filter(|p| p.tpm > 0) else {
+        let Some(plan) = self.plan(tenant).filter(|p| p.tpm > 0) else {
             return;
         };
         let settled = reserved.min(plan.tpm);
@@ -170,7 +175,7 @@ impl Inner {
             self.cache.tokens_returned(tenant);
         }
         if self.groups[plan.group].breaker.is_open() {
-            self.local(plan).adjust_tokens(tenant, reserved, actual);
+            self.local(&plan).adjust_tokens(tenant, reserved, actual);
             return;
         }
         let mut inv = self.reconcile_script.prepare_invoke();
@@ -178,9 +183,9 @@ impl Inner {
             .arg(plan.tpm)
             .arg(reserved)
             .arg(actual);
-        if self.call::<i64>(plan, &inv).await.is_err() {
+        if self.call::<i64>(&plan, &inv).await.is_err() {
             // Lost for the global bucket; at least the fallback bucket knows.
-            self.local(plan).adjust_tokens(tenant, reserved, actual);
+            self.local(&plan).adjust_tokens(tenant, reserved, actual);
         }
     }
 }

@@ -67,11 +67,20 @@ impl Inner {
         plan: &Plan,
         inv: &ScriptInvocation<'_>,
     ) -> Result<T, CallError> {
+        self.call_in(plan.group, inv).await
+    }
+
+    /// [`Inner::call`] counted against breaker group `group`.
+    pub(super) async fn call_in<T: FromRedisValue>(
+        &self,
+        group: usize,
+        inv: &ScriptInvocation<'_>,
+    ) -> Result<T, CallError> {
         let conn = self.conn.read().unwrap_or_else(|e| e.into_inner()).clone();
         let Some(mut conn) = conn else {
             return Err(CallError::NoConnection);
         };
-        let g = &self.groups[plan.group];
+        let g = &self.groups[group];
         self.calls.fetch_add(1, Ordering::Relaxed);
         Metrics::limiter_redis_call();
         let err = match tokio::time::timeout(self.timeout, inv.invoke_async::<T>(&mut conn)).await {

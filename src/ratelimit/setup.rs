@@ -12,6 +12,8 @@ use super::topology::Connector;
 use crate::config::{RedisConfig, RedisMode, TenantConfig};
 use crate::observe::Metrics;
 use ::redis::{RedisError, Script};
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -55,7 +57,7 @@ impl ClusterLimiter {
             .iter()
             .map(|t| (t.id.clone(), Quotas::of(t)))
             .collect();
-        let mut plans = quotas
+        let mut plans: HashMap<String, Plan> = quotas
             .iter()
             .filter_map(|(id, q)| Plan::new(&cfg.key_prefix, id, q).map(|p| (id.clone(), p)))
             .collect();
@@ -74,7 +76,10 @@ impl ClusterLimiter {
             timeout: Duration::from_millis(cfg.timeout_ms.max(1)),
             connect_timeout,
             open_for,
-            plans,
+            plans: ArcSwap::from_pointee(
+                plans.into_iter().map(|(id, p)| (id, Arc::new(p))).collect(),
+            ),
+            key_prefix: cfg.key_prefix.clone(),
             conn: RwLock::new(None),
             groups,
             opened: Notify::new(),
@@ -85,6 +90,7 @@ impl ClusterLimiter {
             reconcile_script: Script::new(RECONCILE_LUA),
             adjust_script: Script::new(ADJUST_LUA),
             settled: watch::channel(false).0,
+            budgets: super::budget::Budgets::new(&cfg.key_prefix, tenants, nodes),
         });
         inner.publish_mode();
         Metrics::limiter_fallback_divisor(nodes);

@@ -31,13 +31,14 @@ impl Inner {
             // No capacity appears from the switch: from the first failed call on, the fallback
             // answers from this node's share of what the global buckets held at the last answer.
             g.fallback.seed(&self.last_levels(g));
+            self.seed_budgets(g);
         }
         if opened {
             let mode = self.publish_mode();
             tracing::warn!(
                 mode,
                 group = %g.label,
-                tenants = g.tenants.len(),
+                tenants = g.tenants().len(),
                 redis = %self.url,
                 kind,
                 error = %err,
@@ -63,7 +64,7 @@ impl Inner {
             .groups
             .iter()
             .filter(|g| g.breaker.is_open())
-            .flat_map(|g| g.tenants.iter().cloned())
+            .flat_map(|g| g.tenants())
             .collect();
         out.sort();
         out
@@ -83,8 +84,9 @@ impl Inner {
     /// a Redis that restarted empty keeps the cluster's debt. A failed charge is dropped (Redis just
     /// came back; the next failure streak starts over from its answers).
     pub(super) async fn charge_spent(&self, g: &Group, conn: &mut Conn) {
+        self.charge_budgets(g, conn).await;
         for s in g.fallback.settle() {
-            let Some(plan) = self.plans.get(&s.tenant) else {
+            let Some(plan) = self.plan(&s.tenant) else {
                 continue;
             };
             let inv = plan.adjust(&self.adjust_script, (-s.spent.0, -s.spent.1), s.ceiling);
@@ -106,11 +108,11 @@ impl Inner {
     /// The group's tenants' global levels at the last answer from Redis (tenants never answered
     /// for are left out: their fallback starts empty).
     fn last_levels(&self, g: &Group) -> HashMap<String, Levels> {
-        g.tenants
-            .iter()
+        g.tenants()
+            .into_iter()
             .filter_map(|id| {
-                let l = self.plans.get(id)?.last_levels()?;
-                Some((id.clone(), l))
+                let l = self.plan(&id)?.last_levels()?;
+                Some((id, l))
             })
             .collect()
     }
@@ -179,7 +181,7 @@ pub(super) async fn supervise(inner: Arc<Inner>, mut shutdown: watch::Receiver<(
                 }
                 let g = &inner.groups[0];
                 if inner.close_group(g, &mut conn).await {
-                    inner.log_closed(1, g.tenants.len());
+                    inner.log_closed(1, g.tenants().len());
                 }
                 settle();
                 tokio::select! {
@@ -252,7 +254,7 @@ async fn follow_slots(
             let g = &inner.groups[i];
             if inner.close_group(g, &mut conn).await {
                 groups += 1;
-                tenants += g.tenants.len();
+                tenants += g.tenants().len();
             }
         }
         inner.log_closed(groups, tenants);
@@ -298,6 +300,7 @@ pub(super) async fn follow_nodes(
             r = nodes.changed() => if r.is_err() { return },
         }
         let n = *nodes.borrow_and_update();
+        inner.budgets.fallback.resize(n);
         let mut changed = None;
         for g in &inner.groups {
             changed = g.fallback.resize(n).or(changed);

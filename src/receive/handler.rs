@@ -72,10 +72,22 @@ pub async fn handle(p: Arc<Pipeline>, req: Request<Incoming>) -> Response<RespBo
 /// the API's error shape.
 pub async fn handle_admin(p: Arc<Pipeline>, req: Request<Incoming>) -> Response<RespBody> {
     let path = req.uri().path();
-    let mut resp = p
-        .admin
-        .answer(req.method(), path, req.headers())
-        .unwrap_or_else(|| GatewayError::NotFound(path.to_string()).response(Protocol::Openai));
+    let mut resp = match reload_call(&p, &req).await {
+        Some(r) => r,
+        None => match p
+            .admin
+            .answer_tenants(req.method(), path, req.headers(), false)
+            .await
+        {
+            Some(r) => r,
+            None => p
+                .admin
+                .answer(req.method(), path, req.headers())
+                .unwrap_or_else(|| {
+                    GatewayError::NotFound(path.to_string()).response(Protocol::Openai)
+                }),
+        },
+    };
     resp.headers_mut()
         .insert(X_SLUICE_NODE.clone(), p.node_header.clone());
     resp
@@ -96,6 +108,18 @@ async fn dispatch<'a>(
 ) -> Response<RespBody> {
     let path = req.uri().path();
     if let Some(r) = p.admin.answer_public(req.method(), path, req.headers()) {
+        return r;
+    }
+    if let Some(r) = p
+        .admin
+        .answer_tenants(req.method(), path, req.headers(), true)
+        .await
+    {
+        return r;
+    }
+    if p.admin.public(path)
+        && let Some(r) = reload_call(p, &req).await
+    {
         return r;
     }
     match (req.method(), path) {
@@ -128,7 +152,9 @@ async fn dispatch<'a>(
                 match proxy(p, req, ep, request_id, out).await {
                     Ok(r) => r,
                     Err(e) => {
-                        if let GatewayError::RateLimited { decision, .. } = &e {
+                        if let GatewayError::RateLimited { decision, .. }
+                        | GatewayError::OverBudget { decision, .. } = &e
+                        {
                             out.limit = Some(**decision);
                         }
                         e.response(proto)
@@ -141,6 +167,22 @@ async fn dispatch<'a>(
             None => GatewayError::NotFound(path.to_string()).response(path_protocol(path)),
         },
     }
+}
+
+/// `POST /admin/reload` (admin token): reload the config file and answer the result as JSON; None
+/// for any other request.
+async fn reload_call(p: &Pipeline, req: &Request<Incoming>) -> Option<Response<RespBody>> {
+    if req.uri().path() != "/admin/reload" || req.method() != Method::POST {
+        return None;
+    }
+    if !p.admin.is_admin(req.headers()) {
+        return Some(GatewayError::AdminForbidden.response(Protocol::Openai));
+    }
+    let outcome = p.reloader.reload("admin").await;
+    Some(crate::observe::admin::json_response(
+        outcome.status(),
+        &outcome.json(),
+    ))
 }
 
 /// `/v1/models` (`Some(None)`) or `/v1/models/{id}` (`Some(Some(id))`).
@@ -254,7 +296,24 @@ async fn proxy<'a>(
         .map_err(|e| GatewayError::BadJson(e.to_string()))?;
     let model = model_of(&scan)?;
 
-    // Shape: class, deadline, the tenant's buckets (waiting for a refill when that fits).
+    // The route and a pinned backend are known before Shape (reported after it): spend budgets
+    // charge the estimate at their price.
+    let route = p.router.decide(&RequestMeta {
+        path: parts.uri.path(),
+        headers: &parts.headers,
+        tier: &tenant.tier,
+        model,
+        request_id,
+    });
+    let body = RequestBody::new(raw);
+    let pinned = match endpoint {
+        Endpoint::Responses => holder(p, &body)?,
+        _ => None,
+    };
+    let price = estimate_price(p, route, model, pinned);
+
+    // Shape: class, deadline, spend budgets, the tenant's buckets (waiting for a refill when that
+    // fits).
     let admitted = p
         .door
         .admit(Arrival {
@@ -265,30 +324,17 @@ async fn proxy<'a>(
             request_type: endpoint.request_type(),
             prompt_tokens: scan.prompt_tokens,
             max_tokens: scan.max_tokens,
+            price,
         })
         .await?;
     out.limit = Some(admitted.decision);
-
-    // Route.
-    let route = p.router.decide(&RequestMeta {
-        path: parts.uri.path(),
-        headers: &parts.headers,
-        tier: &tenant.tier,
-        model,
-        request_id,
-    });
     out.route = Some(route);
 
     // Balance + Deliver.
     let affinity_key = affinity::key(p.affinity.as_ref(), &parts.headers, &scan);
-    let body = RequestBody::new(raw);
     let needs_responses = (endpoint == Endpoint::Responses)
         .then(|| responses_native_field(body.tree()))
         .flatten();
-    let pinned = match endpoint {
-        Endpoint::Responses => holder(p, &body)?,
-        _ => None,
-    };
     let call = Call {
         endpoint,
         body: &body,
@@ -309,6 +355,28 @@ async fn proxy<'a>(
     let Delivered { response, backend } = p.deliver.forward(call).await?;
     out.backend = backend;
     Ok(response)
+}
+
+/// The price a request's estimate is charged at against spend budgets: the pinned backend's, else
+/// the highest input and output prices among the route's backends that serve `model`.
+fn estimate_price(
+    p: &Pipeline,
+    route: &RouteDecision,
+    model: &str,
+    pinned: Option<usize>,
+) -> crate::config::PriceConfig {
+    let backends = p.deliver.balancer.backends();
+    if let Some(id) = pinned {
+        return backends[id].cfg.price;
+    }
+    crate::ratelimit::budget::max_price(
+        route
+            .pool
+            .iter()
+            .map(|&id| &backends[id].cfg)
+            .filter(|b| b.serves(model))
+            .map(|b| b.price),
+    )
 }
 
 /// `/v1/responses/{id}[/more]` as (`id`, `/more`).
@@ -394,6 +462,22 @@ fn rate_limit_headers(h: &mut http::HeaderMap, d: &Decision) {
         if let Ok(v) = HeaderValue::from_str(&format!("{:.3}s", d.reset.as_secs_f64())) {
             h.insert("x-ratelimit-reset-requests", v);
         }
+    }
+    if let Some(b) = d.budget {
+        let usd = |m: u64| crate::ratelimit::budget::usd_text(m as i64);
+        if let Ok(v) = HeaderValue::from_str(&usd(b.limit)) {
+            h.insert("x-ratelimit-limit-budget-usd", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&usd(b.remaining())) {
+            h.insert("x-ratelimit-remaining-budget-usd", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&format!("{:.3}s", b.reset.as_secs_f64())) {
+            h.insert("x-ratelimit-reset-budget", v);
+        }
+        h.insert(
+            "x-ratelimit-budget-period",
+            HeaderValue::from_static(b.period.label()),
+        );
     }
     if let Some(limit) = d.tokens_limit {
         h.insert("x-ratelimit-limit-tokens", HeaderValue::from(limit));

@@ -1,7 +1,7 @@
 //! The accept loop: HTTP/1.1 and HTTP/2 (h2c by preface, h2 by ALPN over TLS), header size limits,
 //! graceful drain on shutdown.
 
-use super::Pipeline;
+use super::{Live, Pipeline};
 use crate::protocol::RespBody;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -119,8 +119,10 @@ async fn speaks_http1(stream: &TcpStream) -> bool {
 }
 
 /// Serve until `shutdown`, then wait up to `drain` for open connections to finish.
+/// Each request gets the pipeline current when it arrives (a config reload swaps it) and keeps it
+/// to the end.
 pub async fn serve(
-    pipeline: Arc<Pipeline>,
+    pipeline: Live,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
@@ -130,11 +132,7 @@ pub async fn serve(
 }
 
 /// The admin listener (`admin.listen`, plain HTTP): the operator endpoints only, until `shutdown`.
-pub async fn serve_admin(
-    pipeline: Arc<Pipeline>,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) {
+pub async fn serve_admin(pipeline: Live, listener: TcpListener, shutdown: CancellationToken) {
     let drain = Duration::from_secs(1);
     serve_with(
         pipeline,
@@ -148,7 +146,7 @@ pub async fn serve_admin(
 }
 
 async fn serve_with<H, F>(
-    pipeline: Arc<Pipeline>,
+    pipeline: Live,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
@@ -159,7 +157,8 @@ async fn serve_with<H, F>(
     F: Future<Output = Response<RespBody>> + Send + 'static,
 {
     let mut builder = Builder::new(TokioExecutor::new());
-    let max_header = pipeline.max_header_bytes;
+    // `listen.max_header_bytes` needs a restart to change.
+    let max_header = pipeline.load().max_header_bytes;
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -202,7 +201,7 @@ async fn serve_with<H, F>(
         // the request's largest state (several KiB) would stay allocated under every open stream;
         // boxed it is freed as soon as the response head is out.
         let svc = service_fn(move |req| {
-            let handling = Box::pin(handler(p.clone(), req));
+            let handling = Box::pin(handler(p.load_full(), req));
             async move { Ok::<_, std::convert::Infallible>(handling.await) }
         });
         match &tls {

@@ -4,9 +4,11 @@
 //! backend slot ([`Admitted::slot`]): the route's queue (priority, fairness, deadline, CoDel) and the
 //! backend's pacing. Deliver asks for a slot without knowing how queues work.
 
+use super::spend::{HeldBudget, Used};
 use super::{AdmissionQueue, Pacer, Shed, Ticket, classify, parse_deadline};
-use crate::config::{Priority, ShapingConfig};
+use crate::config::{PriceConfig, Priority, ShapingConfig};
 use crate::observe::Metrics;
+use crate::ratelimit::budget::{cost_micros, period, usd_text};
 use crate::ratelimit::{Decision, LimitRequest, RateLimiter};
 use http::HeaderMap;
 use std::future::Future;
@@ -25,6 +27,25 @@ pub enum AdmitError {
     BadDeadline { header: String, reason: String },
     #[error("rate limit exceeded for tenant `{tenant}`")]
     RateLimited { tenant: String, decision: Decision },
+    /// The request's estimated cost does not fit what is left of a budget period.
+    #[error("{}", over_budget_message(tenant, decision))]
+    OverBudget { tenant: String, decision: Decision },
+}
+
+/// `budget exceeded for tenant `t`: usd_per_day is 5 USD, 4.99 spent, this request needs up to
+/// 0.02; resets at 2026-11-28T00:00:00Z (in 3600 s)`.
+fn over_budget_message(tenant: &str, d: &Decision) -> String {
+    let Some(v) = d.budget else {
+        return format!("budget exceeded for tenant `{tenant}`");
+    };
+    format!(
+        "budget exceeded for tenant `{tenant}`: {} is {} USD, {} spent; resets at {} (in {} s)",
+        v.period.field(),
+        usd_text(v.limit as i64),
+        usd_text(v.spent.min(v.limit) as i64),
+        period::rfc3339(v.reset_at_ms),
+        v.reset.as_secs_f64().ceil() as u64,
+    )
 }
 
 /// Who is asking: the tenant, and what the request is.
@@ -40,6 +61,9 @@ pub struct Arrival<'a> {
     /// Estimated prompt tokens and requested output tokens, if the client set `max_tokens`.
     pub prompt_tokens: u64,
     pub max_tokens: Option<u64>,
+    /// The price the estimate is charged at against spend budgets: the highest among the backends
+    /// that may serve the request.
+    pub price: PriceConfig,
 }
 
 /// A slot holder that may have to wait for its backend's pacing before starting.
@@ -54,8 +78,9 @@ impl<T: Paced, E> Paced for Result<T, E> {
     }
 }
 
-/// Called once with the tokens a response actually used (None when unknown), after it completed.
-pub type UsageSink = Box<dyn FnOnce(Option<u64>) + Send + Sync>;
+/// Called once with what a response actually used (None when unknown), after it completed. Dropped
+/// uncalled (no response), it gives back the request's budget reservation.
+pub type UsageSink = Box<dyn FnOnce(Option<Used>) + Send + Sync>;
 
 pub struct Door {
     limiter: Arc<dyn RateLimiter>,
@@ -78,6 +103,8 @@ pub struct Admitted<'a> {
     pub reserved: u64,
     /// Estimated output tokens (for cost estimates).
     pub est_output: u64,
+    /// The spend budgets' reservation, taken by [`Admitted::usage_sink`].
+    budget: std::sync::Mutex<Option<HeldBudget>>,
 }
 
 impl Door {
@@ -124,7 +151,25 @@ impl Door {
         })?;
         let est_output = a.max_tokens.unwrap_or(DEFAULT_EST_OUTPUT);
         let reserved = a.prompt_tokens + est_output;
-        let decision = self.take(a.tenant, reserved, priority, now, deadline).await;
+        // The budget first: a request over it must not take from the buckets.
+        let cost = cost_micros(a.price, a.prompt_tokens, est_output);
+        let spend = self.limiter.budget(a.tenant, cost).await;
+        if !spend.allowed {
+            Metrics::limiter(a.tenant, "over_budget");
+            let decision = Decision {
+                retry_after: spend.view.map(|v| v.reset),
+                budget: spend.view,
+                ..Decision::default()
+            };
+            return Err(AdmitError::OverBudget {
+                tenant: a.tenant.to_string(),
+                decision,
+            });
+        }
+        // Given back if the buckets refuse.
+        let held = spend.hold.map(|h| HeldBudget::new(self.limiter.clone(), h));
+        let mut decision = self.take(a.tenant, reserved, priority, now, deadline).await;
+        decision.budget = spend.view;
         if !decision.allowed {
             Metrics::limiter(a.tenant, "limited");
             return Err(AdmitError::RateLimited {
@@ -142,6 +187,7 @@ impl Door {
             weight: a.weight,
             reserved,
             est_output,
+            budget: std::sync::Mutex::new(held),
         })
     }
 
@@ -217,11 +263,14 @@ impl Drop for Booking<'_> {
 
 impl Admitted<'_> {
     /// A slot on a backend of route `route`: `try_take` is run whenever this request is the head of
-    /// the route's queue until it returns one; then the slot's pacing is waited out. Cancel-safe.
+    /// the route's queue until it returns one; then the slot's pacing is waited out. `try_take`
+    /// answers `Err(Some(d))` when capacity comes back with time rather than with a release (a
+    /// backend cooling down, or paced until its quota resets): the head tries again after `d`, and
+    /// the waiters behind keep their priority order. Cancel-safe.
     pub async fn slot<T: Paced>(
         &self,
         route: usize,
-        try_take: impl FnMut() -> Option<T>,
+        try_take: impl FnMut() -> Result<T, Option<Duration>>,
     ) -> Result<T, Shed> {
         let ticket = Ticket {
             priority: self.priority,
@@ -230,7 +279,9 @@ impl Admitted<'_> {
             deadline: self.deadline,
             enqueued: Instant::now(),
         };
-        let got = self.door.queues[route].wait(ticket, try_take).await?;
+        let got = self.door.queues[route]
+            .wait_or_retry(ticket, try_take)
+            .await?;
         if let Some(p) = got.pacer() {
             let wait = p.reserve(Instant::now());
             if !wait.is_zero() {
@@ -243,16 +294,26 @@ impl Admitted<'_> {
         Ok(got)
     }
 
-    /// Gives back (or charges) the difference between reserved and used tokens after the response;
-    /// only a token bucket needs it.
+    /// Gives back (or charges) the difference between reserved and used tokens after the response,
+    /// and settles the budget reservation with the actual cost; only a token bucket or a budget
+    /// needs it. Taken once.
     pub fn usage_sink(&self) -> Option<UsageSink> {
-        self.decision.tokens_limit?;
+        let budget = self.budget.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let tokens = self.decision.tokens_limit.is_some();
+        if !tokens && budget.is_none() {
+            return None;
+        }
         let limiter = self.door.limiter.clone();
         let tenant = self.tenant.clone();
         let reserved = self.reserved;
-        Some(Box::new(move |actual| {
-            let Some(actual) = actual else { return };
-            if actual != reserved {
+        Some(Box::new(move |used: Option<Used>| {
+            if let Some(b) = budget {
+                b.settle(used.map(|u| u.cost));
+            }
+            let Some(actual) = used.map(|u| u.tokens) else {
+                return;
+            };
+            if tokens && actual != reserved {
                 // A local limiter settles at once (before the client can send its next request);
                 // a Redis call goes on in its own task.
                 let mut settle =

@@ -21,6 +21,7 @@ pub mod priority;
 pub mod queue;
 #[cfg(test)]
 mod queue_tests;
+mod spend;
 mod ticket;
 
 pub use door::{AdmitError, Admitted, Arrival, DEFAULT_EST_OUTPUT, Door, Paced, UsageSink};
@@ -28,3 +29,4 @@ pub use gradient::{ConcurrencyLimit, Outcome, allows};
 pub use pacer::Pacer;
 pub use priority::{classify, parse_deadline};
 pub use queue::{AdmissionQueue, Shed, Ticket};
+pub use spend::{HeldBudget, Used};

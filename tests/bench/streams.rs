@@ -24,7 +24,10 @@
 //! STREAM_STEPS (default "1000,5000,10000"), STREAM_TOKENS (per stream, default 600), STREAM_RATE
 //! (tokens/s per stream, default 20: 30 s streams), STREAM_RAMP (new streams per second, default
 //! 2000), STREAM_CLIENT_THREADS (client runtime threads, default 1), STREAM_TARGETS (comma-separated
-//! subset of the targets above, default all), STREAM_SHAPING (a `shaping:` section for the Sluice
+//! subset of the targets above, default all), STREAM_H2 (streams per client connection over HTTP/2
+//! with prior knowledge, e.g. 100: the proxy then holds N upstream sockets and only N/100 client ones,
+//! so 10,000 streams fit under a 20,000 open-file limit; default 0, one HTTP/1.1 connection per stream),
+//! STREAM_SHAPING (a `shaping:` section for the Sluice
 //! targets in YAML flow style, e.g. `{ congestion: { enabled: false } }`; default none). Quick run:
 //! `STREAM_STEPS=1000 STREAM_TOKENS=100 cargo bench --bench streams`.
 //!
@@ -74,6 +77,8 @@ struct Settings {
     ramp: f64,
     threads: usize,
     targets: Vec<String>,
+    /// Streams per client connection over HTTP/2 (prior knowledge); 0: one HTTP/1.1 connection each.
+    h2: usize,
 }
 
 impl Settings {
@@ -94,6 +99,7 @@ impl Settings {
             rate: env("STREAM_RATE", 20.0),
             ramp: env("STREAM_RAMP", 2000.0),
             threads: env("STREAM_CLIENT_THREADS", 1),
+            h2: env("STREAM_H2", 0),
             targets: list(
                 "STREAM_TARGETS",
                 "direct,nginx,sluice,sluice-xlate,sluice-redis",
@@ -209,8 +215,13 @@ fn upstream(protocol: &str, s: &Settings) -> Proc {
 }
 
 /// nginx, one worker, streaming `port` → `up` without buffering, upstream keep-alive.
-fn start_nginx(dir: &Path, up: u16) -> Target {
+fn start_nginx(dir: &Path, up: u16, h2: bool) -> Target {
     let port = free_port();
+    let http2 = if h2 {
+        " http2; http2_max_concurrent_streams 1000"
+    } else {
+        ""
+    };
     let conf = format!(
         r#"worker_processes 1;
 pid {dir}/nginx.pid;
@@ -222,7 +233,7 @@ http {{
   fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
   upstream sim {{ server 127.0.0.1:{up}; keepalive 1024; }}
   server {{
-    listen 127.0.0.1:{port} backlog=4096;
+    listen 127.0.0.1:{port} backlog=4096{http2};
     location / {{
       proxy_pass http://sim; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_buffering off; proxy_read_timeout 300s;
@@ -286,6 +297,8 @@ struct Upstreams {
     anthropic: Proc,
     redis: Option<RedisServer>,
     dir: PathBuf,
+    /// Whether clients speak HTTP/2 (nginx then listens for it).
+    h2: bool,
 }
 
 impl Upstreams {
@@ -302,7 +315,7 @@ impl Upstreams {
             "nginx" => {
                 let dir = self.dir.join(format!("nginx-{}", free_port()));
                 std::fs::create_dir_all(&dir).unwrap();
-                start_nginx(&dir, port_of(openai))
+                start_nginx(&dir, port_of(openai), self.h2)
             }
             "sluice" => start_sluice("sluice", &sluice_config(openai, "openai", None)),
             "sluice-xlate" => start_sluice(
@@ -526,6 +539,94 @@ async fn read_stream(
     }
 }
 
+/// A client HTTP/2 connection (prior knowledge) shared by several streams, or why it failed.
+type H2 =
+    Result<hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>, String>;
+
+async fn h2_connect(port: u16) -> H2 {
+    let sock = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("connect: {}", e.kind()))?;
+    sock.set_nodelay(true).ok();
+    let (send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(1 << 20)
+            .initial_connection_window_size(1 << 24)
+            .handshake(hyper_util::rt::TokioIo::new(sock))
+            .await
+            .map_err(|e| format!("h2 handshake: {e}"))?;
+    tokio::spawn(conn);
+    Ok(send)
+}
+
+/// One streaming request on a shared HTTP/2 connection, as [`stream_once`].
+async fn h2_stream_once(conn: H2, tokens: u32, open: Arc<AtomicUsize>, limit: Duration) -> Outcome {
+    let start = Instant::now();
+    let mut sse = Sse {
+        start,
+        last: None,
+        done: false,
+        out: Outcome::default(),
+    };
+    let result = match conn {
+        Err(e) => Err(e),
+        Ok(send) => tokio::time::timeout(limit, h2_read_stream(send, tokens, &mut sse, &open))
+            .await
+            .unwrap_or_else(|_| Err("timed out".into())),
+    };
+    if sse.out.ttft.is_some() {
+        open.fetch_sub(1, Ordering::Relaxed);
+    }
+    let mut out = sse.out;
+    if let Err(e) = result {
+        out.error.get_or_insert(e);
+    } else if !sse.done {
+        out.error.get_or_insert("no [DONE]".into());
+    }
+    out
+}
+
+async fn h2_read_stream(
+    mut send: hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    tokens: u32,
+    sse: &mut Sse,
+    open: &AtomicUsize,
+) -> Result<(), String> {
+    use http_body_util::BodyExt;
+    let body = format!(
+        r#"{{"model":"gpt-4o-mini","stream":true,"max_tokens":{tokens},"messages":[{{"role":"user","content":"Tell me a long story."}}]}}"#
+    );
+    let req = hyper::Request::post("http://127.0.0.1/v1/chat/completions")
+        .header("authorization", "Bearer sk-bench")
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .expect("request");
+    send.ready().await.map_err(|e| format!("h2 ready: {e}"))?;
+    let resp = send
+        .send_request(req)
+        .await
+        .map_err(|e| format!("h2 send: {e}"))?;
+    let status = resp.status().as_u16();
+    let mut body = resp.into_body();
+    let mut buf = Vec::with_capacity(1024);
+    if status != 200 {
+        let b = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        return Err(refusal(status, &b));
+    }
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("h2 body: {e}"))?;
+        if let Ok(data) = frame.into_data() {
+            buf.extend_from_slice(&data);
+            sse.lines(&mut buf, Instant::now(), open);
+        }
+    }
+    Ok(())
+}
+
 /// A non-200 answer: its status and the start of its body as far as it has arrived (the reason a
 /// proxy gives), digits blanked so that refusals differing only in numbers count together.
 fn refusal(status: u16, body: &[u8]) -> String {
@@ -586,10 +687,20 @@ async fn clients(port: u16, n: usize, s: &Settings, open: Arc<AtomicUsize>) -> V
     let limit = Duration::from_secs_f64(s.stream_secs() * 2.0 + 30.0);
     let start = tokio::time::Instant::now();
     let mut tasks = Vec::with_capacity(n);
+    let mut conn: Option<H2> = None;
     for i in 0..n {
         tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / s.ramp)).await;
-        let (request, open) = (request.clone(), open.clone());
-        tasks.push(tokio::spawn(stream_once(port, request, open, limit)));
+        let open = open.clone();
+        if s.h2 > 0 {
+            if i % s.h2 == 0 {
+                conn = Some(h2_connect(port).await);
+            }
+            let c = conn.clone().expect("a connection");
+            tasks.push(tokio::spawn(h2_stream_once(c, s.tokens, open, limit)));
+        } else {
+            let request = request.clone();
+            tasks.push(tokio::spawn(stream_once(port, request, open, limit)));
+        }
     }
     let mut out = Vec::with_capacity(n);
     for t in tasks {
@@ -598,19 +709,20 @@ async fn clients(port: u16, n: usize, s: &Settings, open: Arc<AtomicUsize>) -> V
     out
 }
 
-fn warm_up(rt: &tokio::runtime::Runtime, port: u16) {
+fn warm_up(rt: &tokio::runtime::Runtime, port: u16, h2: bool) {
     let open = Arc::new(AtomicUsize::new(0));
-    let reqs: Vec<_> = (0..8)
-        .map(|_| {
-            stream_once(
-                port,
-                request_bytes(3),
-                open.clone(),
-                Duration::from_secs(30),
-            )
-        })
-        .collect();
-    for o in rt.block_on(futures_util::future::join_all(reqs)) {
+    let limit = Duration::from_secs(30);
+    let outcomes = rt.block_on(async {
+        if h2 {
+            let conn = h2_connect(port).await;
+            let reqs = (0..8).map(|_| h2_stream_once(conn.clone(), 3, open.clone(), limit));
+            futures_util::future::join_all(reqs).await
+        } else {
+            let reqs = (0..8).map(|_| stream_once(port, request_bytes(3), open.clone(), limit));
+            futures_util::future::join_all(reqs).await
+        }
+    });
+    for o in outcomes {
         if let Some(e) = o.error {
             eprintln!("warm-up failed on port {port}: {e}");
         }
@@ -618,7 +730,7 @@ fn warm_up(rt: &tokio::runtime::Runtime, port: u16) {
 }
 
 fn run_phase(rt: &tokio::runtime::Runtime, t: &Target, n: usize, s: &Settings) -> Phase {
-    warm_up(rt, t.port);
+    warm_up(rt, t.port, s.h2 > 0);
     let idle = t.pid.map(|p| rss_kib(&tree(p)));
     let cpu0 = t.pid.map(|p| cpu_ticks(&tree(p)));
     let open = Arc::new(AtomicUsize::new(0));
@@ -797,7 +909,13 @@ fn main() {
     }
     let s = Settings::from_env();
     let nofile = raise_nofile(65536);
-    let need_fds = 2 * s.steps.iter().max().copied().unwrap_or(0) as u64 + 64;
+    let largest = s.steps.iter().max().copied().unwrap_or(0) as u64;
+    let client_fds = if s.h2 > 0 {
+        largest.div_ceil(s.h2 as u64)
+    } else {
+        largest
+    };
+    let need_fds = largest + client_fds + 64;
     if nofile < need_fds {
         println!(
             "warning: open-file limit {nofile} (the hard limit; raising it needs CAP_SYS_RESOURCE) < {need_fds}, what a proxy holding the largest step's client and upstream sockets needs: at most about {} streams fit",
@@ -811,6 +929,7 @@ fn main() {
         anthropic: upstream("anthropic", &s),
         redis: need("redis-server").then(RedisServer::start),
         dir: dir.clone(),
+        h2: s.h2 > 0,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(s.threads)
@@ -818,12 +937,17 @@ fn main() {
         .build()
         .unwrap();
     println!(
-        "streams: {} tokens at {}/s ({:.0} s each), ramp {}/s, client threads {}, nofile {nofile}",
+        "streams: {} tokens at {}/s ({:.0} s each), ramp {}/s, client threads {}, nofile {nofile}, clients {}",
         s.tokens,
         s.rate,
         s.stream_secs(),
         s.ramp,
-        s.threads
+        s.threads,
+        if s.h2 > 0 {
+            format!("HTTP/2, {} streams per connection", s.h2)
+        } else {
+            "HTTP/1.1, one connection per stream".into()
+        }
     );
     for &n in &s.steps {
         println!("step {n} concurrent streams (load average {})", loadavg());

@@ -15,10 +15,15 @@ pub const KEY_B: &str = "8f1c6b0a3e5d47a29c4b1e0f7a6d5c3b2a1908f7e6d5c4b3a29180f
 
 /// `/admin/cluster` of `node`, with the admin token.
 pub async fn admin(node: &Proc) -> Value {
+    admin_get(node, "/admin/cluster").await
+}
+
+/// An admin endpoint (`/admin/...`) of `node`, with the admin token.
+pub async fn admin_get(node: &Proc, path: &str) -> Value {
     let auth = format!("Bearer {ADMIN}");
     let r = request(
         "GET",
-        &format!("{}/admin/cluster", node.url()),
+        &format!("{}{path}", node.url()),
         &[("authorization", &auth)],
         "",
     )
