@@ -36,6 +36,8 @@ pub enum StartError {
     Cluster(#[from] crate::cluster::ClusterError),
     #[error("cannot start the redis limiter: {0}")]
     Redis(#[from] crate::ratelimit::RedisLimitError),
+    #[error("cannot start traces: {0}")]
+    Observe(String),
 }
 
 impl App {
@@ -171,6 +173,8 @@ impl App {
             router,
             deliver,
             admin,
+            observe: crate::observe::Observer::start(&cfg.observe, &cfg.node.id)
+                .map_err(StartError::Observe)?,
         };
         Ok(Arc::new(App {
             cfg,

@@ -269,6 +269,7 @@ fn run(args: RunArgs) -> ExitCode {
         let joined = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join())));
         let _ = joined.await;
         app.leave().await;
+        app.pipeline.observe.flush(Duration::from_secs(5)).await;
         ExitCode::SUCCESS
     })
 }

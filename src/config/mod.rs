@@ -11,6 +11,7 @@ mod bounds;
 mod cluster;
 mod error;
 mod listen;
+mod observe;
 mod routing;
 mod shaping;
 mod tenant;
@@ -22,6 +23,7 @@ pub use bounds::BoundsConfig;
 pub use cluster::{ClusterConfig, RedisConfig};
 pub use error::ConfigError;
 pub use listen::{ListenConfig, TlsConfig};
+pub use observe::{ObserveConfig, OtlpConfig, check_endpoint, check_protocol};
 pub use routing::{AffinityConfig, MatchConfig, OneOrMany, RouteConfig, RoutingConfig, RuleConfig};
 pub use serde_saphyr::Spanned;
 pub use shaping::{CongestionConfig, Priority, PriorityConfig, ShapingConfig};
@@ -71,6 +73,9 @@ pub struct Config {
     /// Built-in simulated upstreams to start inside this process (the embedded default uses them).
     #[serde(default)]
     pub mock_upstreams: Vec<MockUpstreamConfig>,
+    /// The access log and OpenTelemetry traces.
+    #[serde(default)]
+    pub observe: ObserveConfig,
 }
 
 /// This node's identity.
@@ -211,6 +216,7 @@ impl Config {
         if let Some(c) = &self.cluster {
             c.validate(env)?;
         }
+        self.observe.validate()?;
         Ok(())
     }
 

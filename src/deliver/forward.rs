@@ -125,7 +125,19 @@ impl Deliver {
                     continue;
                 }
             }
-            let (backend, guard) = self.slot(&call, &tried).await?;
+            let queued_at = call
+                .trace
+                .as_ref()
+                .map(|_| (std::time::SystemTime::now(), Instant::now()));
+            let got = self.slot(&call, &tried).await;
+            if let (Some(t), Some((at, since))) = (&call.trace, queued_at) {
+                t.queued(
+                    at,
+                    since.elapsed(),
+                    if got.is_ok() { "slot" } else { "shed" },
+                );
+            }
+            let (backend, guard) = got?;
             attempt += 1;
             tried.push(backend.id);
             Metrics::routing(

@@ -30,4 +30,6 @@ pub struct Pipeline {
     pub deliver: Deliver,
     // Beside them.
     pub admin: Admin,
+    /// The access log and traces (`observe:`): one check per request when both are off.
+    pub observe: crate::observe::Observer,
 }
