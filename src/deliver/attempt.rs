@@ -363,6 +363,9 @@ fn stream_response(
             if let Some(u) = out.usage {
                 t.usage(u.input_tokens, u.output_tokens);
             }
+            if let Some(r) = out.finish_reason {
+                t.response(None, vec![r.to_string()]);
+            }
             if let Some(s) = span {
                 let ok = out.end == StreamEnd::Complete;
                 s.end(200, if ok { "ok" } else { "error" }, None);
