@@ -37,56 +37,9 @@ pub(super) enum Failure {
     Upstream(Response<RespBody>),
 }
 
-/// One try on `backend`, whose slot `guard` holds until the response ends; with traces on, in its
-/// own span (ended here, or when a streamed answer ends).
+/// One try on `backend`, whose slot `guard` holds until the response ends. `span` (traces on) names
+/// the attempt upstream; a streamed answer takes it, to end it with the stream.
 pub(super) async fn attempt(
-    call: &mut Call<'_>,
-    backend: &Arc<Backend>,
-    client: &UpstreamClient,
-    guard: InFlightGuard,
-    default_max_tokens: u32,
-    bounds: &BoundsConfig,
-) -> Attempt {
-    let Some(trace) = call.trace.clone() else {
-        return try_once(
-            call,
-            backend,
-            client,
-            guard,
-            default_max_tokens,
-            bounds,
-            &mut None,
-        )
-        .await;
-    };
-    let provider = backend.cfg.protocol.as_str();
-    let mut span = trace.attempt(backend.name(), provider);
-    let out = try_once(
-        call,
-        backend,
-        client,
-        guard,
-        default_max_tokens,
-        bounds,
-        &mut span,
-    )
-    .await;
-    if let Some(s) = span {
-        match &out {
-            Attempt::Done(r) => {
-                let ok = r.status().is_success();
-                s.end(r.status().as_u16(), if ok { "ok" } else { "error" }, None);
-            }
-            Attempt::Retry(reason, Failure::Upstream(r)) => {
-                s.end(r.status().as_u16(), "failed", Some(reason))
-            }
-            Attempt::Retry(reason, Failure::Error(_)) => s.end(0, "failed", Some(reason)),
-        }
-    }
-    out
-}
-
-async fn try_once(
     call: &mut Call<'_>,
     backend: &Arc<Backend>,
     client: &UpstreamClient,
@@ -309,6 +262,20 @@ async fn try_once(
         .body(out)
         .expect("valid response");
     Attempt::Done(response)
+}
+
+/// End an attempt's span with what came of it.
+pub(super) fn end_span(span: AttemptSpan, out: &Attempt) {
+    match out {
+        Attempt::Done(r) => {
+            let ok = r.status().is_success();
+            span.end(r.status().as_u16(), if ok { "ok" } else { "error" }, None);
+        }
+        Attempt::Retry(reason, Failure::Upstream(r)) => {
+            span.end(r.status().as_u16(), "failed", Some(reason))
+        }
+        Attempt::Retry(reason, Failure::Error(_)) => span.end(0, "failed", Some(reason)),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -148,16 +148,24 @@ impl Deliver {
             last_backend = Some(backend.clone());
             let client =
                 &self.clients[super::client::client_set().min(self.clients.len() - 1)][backend.id];
-            match super::attempt::attempt(
+            let mut span = call
+                .trace
+                .as_ref()
+                .and_then(|t| t.attempt(backend.name(), backend.cfg.protocol.as_str()));
+            let outcome = super::attempt::attempt(
                 &mut call,
                 &backend,
                 client,
                 guard,
                 self.default_max_tokens,
                 &self.bounds,
+                &mut span,
             )
-            .await
-            {
+            .await;
+            if let Some(s) = span {
+                super::attempt::end_span(s, &outcome);
+            }
+            match outcome {
                 Attempt::Done(response) => {
                     return Ok(Delivered {
                         response,
