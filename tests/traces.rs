@@ -457,3 +457,50 @@ async fn grpc_is_refused_with_a_hint() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_stalled_collector_drops_and_counts_spans_and_never_holds_a_request() {
+    // A collector that accepts connections and never answers: every export waits out its timeout.
+    let stalled = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", stalled.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = stalled.accept().await {
+            conns.push(c);
+        }
+    });
+    let up = mock("openai", "up", &[]);
+    let cfg = traced_config(
+        &backend("up", &up, "openai", ""),
+        &format!(
+            "endpoint: \"{url}\", max_queue_spans: 4, max_batch_spans: 4, export_timeout_ms: 30000, "
+        ),
+        "",
+    );
+    let gw = gateway(&cfg);
+    for _ in 0..20 {
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            chat(&gw, "sk-acme", hello("m"), &[]),
+        )
+        .await
+        .expect("a request waited on the trace export");
+        assert_eq!(r.status, 200);
+    }
+    // 20 requests × 4 spans, one batch of 4 stuck in export and at most 4 queued: the rest dropped.
+    eventually(
+        Duration::from_secs(5),
+        "dropped spans are counted",
+        || async {
+            let m = metrics_text(&gw).await;
+            metric(
+                &m,
+                "sluice_trace_spans_dropped_total",
+                &[("reason", "queue_full")],
+            )
+            .is_some_and(|n| n >= 60.0)
+        },
+    )
+    .await;
+    held.abort();
+}

@@ -147,3 +147,59 @@ pub fn check_protocol(p: &str) -> Result<(), String> {
         other => Err(format!("`{other}` is not one of: http/protobuf")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    const MIN: &str =
+        "backends:\n  - { name: a, url: \"http://127.0.0.1:9\", protocol: openai }\nrouting: {}\n";
+
+    fn err(observe: &str) -> String {
+        Config::parse(&format!("{MIN}observe:\n{observe}"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn off_by_default_and_a_full_section_parses() {
+        let c = Config::parse(MIN).unwrap();
+        assert!(!c.observe.access_log && c.observe.otlp.is_none());
+        let c = Config::parse(&format!(
+            "{MIN}observe:\n  access_log: true\n  otlp:\n    endpoint: https://collector:4318\n    protocol: http/protobuf\n    headers: {{ x-api-key: k }}\n    sample_ratio: 0.25\n"
+        ))
+        .unwrap();
+        let o = &c.observe.otlp.unwrap().value;
+        assert_eq!(o.sample_ratio, Some(0.25));
+        assert_eq!(o.max_queue_spans, 4096);
+    }
+
+    #[test]
+    fn errors_name_the_field_and_the_line() {
+        for (observe, field) in [
+            ("  otlp:\n    protocol: grpc\n", "observe.otlp.protocol"),
+            (
+                "  otlp:\n    endpoint: collector:4318\n",
+                "observe.otlp.endpoint",
+            ),
+            (
+                "  otlp:\n    sample_ratio: 1.5\n",
+                "observe.otlp.sample_ratio",
+            ),
+            (
+                "  otlp:\n    max_queue_spans: 0\n",
+                "observe.otlp.max_queue_spans",
+            ),
+            (
+                "  otlp:\n    max_batch_spans: 10\n    max_queue_spans: 5\n",
+                "observe.otlp.max_batch_spans",
+            ),
+        ] {
+            let e = err(observe);
+            assert!(e.contains(field) && e.contains("line 6"), "{e}");
+        }
+        assert!(err("  otlp:\n    protocol: grpc\n").contains("use http/protobuf"));
+        // Unknown fields are refused by the reader.
+        assert!(err("  acces_log: true\n").contains("acces_log"));
+    }
+}
