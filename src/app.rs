@@ -73,6 +73,9 @@ struct Base {
     draining: Arc<AtomicBool>,
     /// The background runtime: a reload's tasks (probes, gossip, simulated upstreams) run there.
     runtime: tokio::runtime::Handle,
+    /// The access log and traces: started once (one export task), kept by every reload
+    /// (`observe:` needs a restart).
+    observe: Arc<crate::observe::Observer>,
 }
 
 /// What the served config started besides its pipeline.
@@ -101,6 +104,8 @@ pub enum StartError {
     Cluster(#[from] crate::cluster::ClusterError),
     #[error("cannot start the redis limiter: {0}")]
     Redis(#[from] crate::ratelimit::RedisLimitError),
+    #[error("cannot start traces: {0}")]
+    Observe(String),
 }
 
 impl App {
@@ -156,6 +161,10 @@ impl App {
             body_budget: Arc::default(),
             draining: Arc::default(),
             runtime: tokio::runtime::Handle::current(),
+            observe: Arc::new(
+                crate::observe::Observer::start(&cfg.observe, &cfg.node.id)
+                    .map_err(StartError::Observe)?,
+            ),
         };
         let reloader = Arc::new(Reloader::default());
         let addrs = mocks.iter().map(|(n, (_, a))| (n.clone(), *a)).collect();
@@ -368,6 +377,7 @@ fn assemble(
         deliver,
         admin,
         reloader: reloader.clone(),
+        observe: base.observe.clone(),
     };
     Assembled {
         pipeline,

@@ -305,6 +305,7 @@ fn run(args: RunArgs) -> ExitCode {
         let joined = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join())));
         let _ = joined.await;
         app.leave().await;
+        app.live.load_full().observe.flush(Duration::from_secs(5)).await;
         ExitCode::SUCCESS
     })
 }

@@ -12,6 +12,7 @@ mod budget;
 mod cluster;
 mod error;
 mod listen;
+mod observe;
 mod routing;
 mod shaping;
 mod tenant;
@@ -24,6 +25,7 @@ pub use budget::{BudgetConfig, WindowBudgetConfig};
 pub use cluster::{ClusterConfig, RedisConfig, RedisMode};
 pub use error::ConfigError;
 pub use listen::{ListenConfig, TlsConfig};
+pub use observe::{ObserveConfig, OtlpConfig, check_endpoint, check_protocol};
 pub use routing::{AffinityConfig, MatchConfig, OneOrMany, RouteConfig, RoutingConfig, RuleConfig};
 pub use serde_saphyr::Spanned;
 pub use shaping::{CongestionConfig, Priority, PriorityConfig, ShapingConfig};
@@ -73,6 +75,9 @@ pub struct Config {
     /// Built-in simulated upstreams to start inside this process (the embedded default uses them).
     #[serde(default)]
     pub mock_upstreams: Vec<MockUpstreamConfig>,
+    /// The access log and OpenTelemetry traces.
+    #[serde(default)]
+    pub observe: ObserveConfig,
 }
 
 /// This node's identity.
@@ -213,6 +218,7 @@ impl Config {
         if let Some(c) = &self.cluster {
             c.validate(env)?;
         }
+        self.observe.validate()?;
         Ok(())
     }
 

@@ -10,12 +10,12 @@ use super::upstream::{
 use crate::balance::{Backend, InFlightGuard, candidates};
 use crate::config::BoundsConfig;
 use crate::error::GatewayError;
-use crate::observe::Metrics;
+use crate::observe::{AttemptSpan, Metrics};
 use crate::protocol::{RespBody, full_body, pieces_body};
 use crate::shape::{Outcome, Shed};
 use crate::translate::{
-    Plan, Usage, Wire, hollow, plan, response_back, scan_usage, stream_transform, tag_response_ids,
-    usage_from_body,
+    Plan, Usage, Wire, hollow, plan, response_back, response_facts, scan_usage, stream_transform,
+    tag_response_ids, usage_from_body,
 };
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -37,7 +37,8 @@ pub(super) enum Failure {
     Upstream(Response<RespBody>),
 }
 
-/// One try on `backend`, whose slot `guard` holds until the response ends.
+/// One try on `backend`, whose slot `guard` holds until the response ends. `span` (traces on) names
+/// the attempt upstream; a streamed answer takes it, to end it with the stream.
 pub(super) async fn attempt(
     call: &mut Call<'_>,
     backend: &Arc<Backend>,
@@ -45,6 +46,7 @@ pub(super) async fn attempt(
     guard: InFlightGuard,
     default_max_tokens: u32,
     bounds: &BoundsConfig,
+    span: &mut Option<AttemptSpan>,
 ) -> Attempt {
     let cfg = &backend.cfg;
     let client_proto = call.endpoint.client_protocol();
@@ -62,10 +64,13 @@ pub(super) async fn attempt(
         Ok(p) => p,
         Err(e) => return Attempt::Done(e.response(client_proto)),
     };
-    let req = match build_request(backend, client, call, &plan) {
+    let mut req = match build_request(backend, client, call, &plan) {
         Ok(r) => r,
         Err(e) => return Attempt::Retry("build", Failure::Error(e)),
     };
+    if let Some(s) = span {
+        s.inject(req.headers_mut());
+    }
     // A request whose client deadline passed is never sent upstream.
     let now = Instant::now();
     let left = call
@@ -175,7 +180,14 @@ pub(super) async fn attempt(
             deadline,
         };
         return Attempt::Done(stream_response(
-            call, backend, resp, &plan, guard, clock, bounds,
+            call,
+            backend,
+            resp,
+            &plan,
+            guard,
+            clock,
+            bounds,
+            span.take(),
         ));
     }
     // Whole body: read, count usage, translate if needed.
@@ -219,6 +231,10 @@ pub(super) async fn attempt(
         None => scan_usage(&body),
     };
     record_usage(call, backend, usage);
+    if let Some(t) = call.trace.as_ref().filter(|t| t.recording()) {
+        let (model, finish) = response_facts(&body);
+        t.response(model, finish);
+    }
     let out = if plan.translated {
         let Some(v) = parsed else {
             let e = GatewayError::UpstreamMalformed {
@@ -248,6 +264,21 @@ pub(super) async fn attempt(
     Attempt::Done(response)
 }
 
+/// End an attempt's span with what came of it.
+pub(super) fn end_span(span: AttemptSpan, out: &Attempt) {
+    match out {
+        Attempt::Done(r) => {
+            let ok = r.status().is_success();
+            span.end(r.status().as_u16(), if ok { "ok" } else { "error" }, None);
+        }
+        Attempt::Retry(reason, Failure::Upstream(r)) => {
+            span.end(r.status().as_u16(), "failed", Some(reason))
+        }
+        Attempt::Retry(reason, Failure::Error(_)) => span.end(0, "failed", Some(reason)),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn stream_response(
     call: &mut Call<'_>,
     backend: &Arc<Backend>,
@@ -256,6 +287,7 @@ fn stream_response(
     guard: InFlightGuard,
     clock: StreamClock,
     bounds: &BoundsConfig,
+    span: Option<AttemptSpan>,
 ) -> Response<RespBody> {
     let sent_at = clock.sent_at;
     let transform = stream_transform(&call.plan_input(), plan);
@@ -263,6 +295,10 @@ fn stream_response(
     let tenant: Arc<str> = Arc::from(call.tenant);
     let sink = call.on_usage.take();
     let first = backend.clone();
+    let trace = call.trace.clone();
+    if let Some(t) = &trace {
+        t.streaming();
+    }
     let on_first: OnFirst = Box::new(move |ttft| {
         first.congestion_sample(Outcome::Success(ttft));
         first.observe_ttft(ttft, std::time::Instant::now());
@@ -285,6 +321,24 @@ fn stream_response(
             s(out.usage.map(|u| used(&b, u)));
         }
         drop(guard);
+        if let Some(t) = trace {
+            let end = match out.end {
+                StreamEnd::Complete => "complete",
+                StreamEnd::Fault(f) => f.label(),
+                StreamEnd::ClientGone => "client_gone",
+            };
+            if let Some(u) = out.usage {
+                t.usage(u.input_tokens, u.output_tokens);
+            }
+            if let Some(r) = out.finish_reason {
+                t.response(None, vec![r.to_string()]);
+            }
+            if let Some(s) = span {
+                let ok = out.end == StreamEnd::Complete;
+                s.end(200, if ok { "ok" } else { "error" }, None);
+            }
+            t.stream_done(out.ttft, end);
+        }
     });
     let sides = StreamSides {
         upstream: plan.wire,
@@ -310,6 +364,9 @@ fn stream_response(
 
 fn record_usage(call: &mut Call<'_>, backend: &Backend, usage: Option<Usage>) {
     record_usage_parts(call.tenant, backend, usage);
+    if let (Some(t), Some(u)) = (&call.trace, usage) {
+        t.usage(u.input_tokens, u.output_tokens);
+    }
     if let Some(s) = call.on_usage.take() {
         s(usage.map(|u| used(backend, u)));
     }

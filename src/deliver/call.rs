@@ -1,6 +1,7 @@
 //! What Deliver is handed: one client request, parsed, admitted and routed.
 
 use crate::balance::{Backend, Want};
+use crate::observe::Record;
 use crate::protocol::{Endpoint, RequestBody, RespBody};
 use crate::route::RouteDecision;
 use crate::shape::{Admitted, UsageSink};
@@ -28,6 +29,8 @@ pub struct Call<'a> {
     pub admitted: &'a Admitted<'a>,
     /// Told the tokens used once the response completes (token buckets only).
     pub on_usage: Option<UsageSink>,
+    /// What the access log and traces are told (both off: `None`).
+    pub trace: Option<Arc<Record>>,
 }
 
 impl Call<'_> {

@@ -132,7 +132,19 @@ impl Deliver {
                     }
                 }
             }
-            let (backend, guard) = self.slot(&call, &tried).await?;
+            let queued_at = call
+                .trace
+                .as_ref()
+                .map(|_| (std::time::SystemTime::now(), Instant::now()));
+            let got = self.slot(&call, &tried).await;
+            if let (Some(t), Some((at, since))) = (&call.trace, queued_at) {
+                t.queued(
+                    at,
+                    since.elapsed(),
+                    if got.is_ok() { "slot" } else { "shed" },
+                );
+            }
+            let (backend, guard) = got?;
             attempt += 1;
             tried.push(backend.id);
             Metrics::routing(
@@ -143,16 +155,24 @@ impl Deliver {
             last_backend = Some(backend.clone());
             let client =
                 &self.clients[super::client::client_set().min(self.clients.len() - 1)][backend.id];
-            match super::attempt::attempt(
+            let mut span = call
+                .trace
+                .as_ref()
+                .and_then(|t| t.attempt(backend.name(), backend.cfg.protocol.as_str()));
+            let outcome = super::attempt::attempt(
                 &mut call,
                 &backend,
                 client,
                 guard,
                 self.default_max_tokens,
                 &self.bounds,
+                &mut span,
             )
-            .await
-            {
+            .await;
+            if let Some(s) = span {
+                super::attempt::end_span(s, &outcome);
+            }
+            match outcome {
                 Attempt::Done(response) => {
                     return Ok(Delivered {
                         response,

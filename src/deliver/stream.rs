@@ -32,6 +32,8 @@ pub enum StreamEnd {
 #[derive(Debug, Clone, Copy)]
 pub struct StreamOutcome {
     pub usage: Option<Usage>,
+    /// Why the upstream's message stopped, as it said (`stop`, `end_turn`, …).
+    pub finish_reason: Option<&'static str>,
     pub ttft: Option<Duration>,
     pub end: StreamEnd,
 }
@@ -146,6 +148,7 @@ impl StreamBody {
         if let Some(f) = self.on_finish.take() {
             f(StreamOutcome {
                 usage: self.usage(),
+                finish_reason: self.check.finish_reason(),
                 ttft: self.ttft,
                 end,
             });

@@ -49,7 +49,10 @@ async fn dispatch(state: &Arc<State>, req: Request<Incoming>) -> Response<MockBo
         "/_mock/control" => not_allowed(protocol, "GET, POST"),
         "/_mock/reset" if post => control::reset(state),
         "/_mock/reset" => not_allowed(protocol, "POST"),
+        "/_mock/last_trace" if get => json_response(StatusCode::OK, state.last_trace().to_string()),
+        "/_mock/last_trace" => not_allowed(protocol, "GET"),
         _ => {
+            state.saw_trace(req.headers());
             let guard = InFlight::enter(state);
             let res = api(state, req, guard).await;
             state.stats.record(res.status().as_u16());

@@ -18,6 +18,8 @@ pub(crate) struct State {
     pub stats: Stats,
     /// Conversations of stored Responses, for `previous_response_id`.
     pub responses: super::responses::Store,
+    /// The W3C trace context of the last API request (`GET /_mock/last_trace`).
+    last_trace: std::sync::Mutex<Value>,
     ids: AtomicU64,
 }
 
@@ -30,9 +32,25 @@ impl State {
             settings: Settings::new(&cfg),
             stats: Stats::new(),
             responses: Default::default(),
+            last_trace: std::sync::Mutex::new(Value::Null),
             ids: AtomicU64::new(1),
             cfg,
         }
+    }
+
+    /// Keep `traceparent` and `tracestate` of an API request (null when absent).
+    pub fn saw_trace(&self, h: &http::HeaderMap) {
+        let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let v = json!({"traceparent": get("traceparent"), "tracestate": get("tracestate")});
+        *self.last_trace.lock().unwrap_or_else(|e| e.into_inner()) = v;
+    }
+
+    /// The trace context [`State::saw_trace`] kept last.
+    pub fn last_trace(&self) -> Value {
+        self.last_trace
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Next value of the response id counter.

@@ -232,6 +232,19 @@ pub const STREAM_FAULTS: Def = def(
     &["kind"],
     "upstream streams not passed on whole: truncated, malformed, too_large, idle, total_timeout, upstream_error",
 );
+// Traces (observe.otlp).
+pub const TRACE_SPANS_EXPORTED: Def = def(
+    "sluice_trace_spans_exported_total",
+    Counter,
+    &[],
+    "spans accepted by the OTLP collector",
+);
+pub const TRACE_SPANS_DROPPED: Def = def(
+    "sluice_trace_spans_dropped_total",
+    Counter,
+    &["reason"],
+    "spans not exported: queue_full (the bounded export queue was full), export_failed",
+);
 // Cluster.
 pub const CLUSTER_MEMBERS: Def = def(
     "sluice_cluster_members",
@@ -299,6 +312,8 @@ pub const ALL: &[Def] = &[
     BUDGET_REMAINING,
     CREDENTIALS_REJECTED,
     STREAM_FAULTS,
+    TRACE_SPANS_EXPORTED,
+    TRACE_SPANS_DROPPED,
     CLUSTER_MEMBERS,
     CLUSTER_MEMBERSHIP_CHANGES,
     GOSSIP_REJECTED,

@@ -292,4 +292,12 @@ impl Metrics {
     pub fn credentials_rejected(backend: &str) {
         counter!(CREDENTIALS_REJECTED.name, "backend" => backend.to_string()).increment(1);
     }
+    /// Spans the OTLP collector accepted.
+    pub fn trace_spans_exported(n: u64) {
+        counter!(TRACE_SPANS_EXPORTED.name).increment(n);
+    }
+    /// Spans dropped before export, by reason (`queue_full`, `export_failed`).
+    pub fn trace_spans_dropped(reason: &'static str, n: u64) {
+        counter!(TRACE_SPANS_DROPPED.name, "reason" => reason).increment(n);
+    }
 }

@@ -8,18 +8,18 @@ use super::models;
 use crate::balance::Backend;
 use crate::deliver::{Call, Delivered};
 use crate::error::GatewayError;
-use crate::observe::Metrics;
 use crate::observe::admin::json_response_bytes;
+use crate::observe::{Metrics, Record};
 use crate::protocol::{Endpoint, Protocol, RequestBody, RespBody};
 use crate::ratelimit::Decision;
 use crate::route::{RequestMeta, RouteDecision};
-use crate::shape::Arrival;
+use crate::shape::{AdmitError, Arrival};
 use crate::translate::{RequestScan, responses_native_field, scan_request, split_response_id};
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_SLUICE_NODE: HeaderName = HeaderName::from_static("x-sluice-node");
@@ -33,6 +33,9 @@ pub async fn handle(p: Arc<Pipeline>, req: Request<Incoming>) -> Response<RespBo
         route: None,
         backend: None,
         limit: None,
+        trace: p
+            .observe
+            .begin(req.headers(), req.uri().path(), &request_id),
     };
     let mut resp = dispatch(&p, req, &request_id, &mut out).await;
     let h = resp.headers_mut();
@@ -55,6 +58,13 @@ pub async fn handle(p: Arc<Pipeline>, req: Request<Incoming>) -> Response<RespBo
             out.backend.as_ref().map_or("-", |b| b.name()),
             resp.status().as_u16(),
             started.elapsed(),
+        );
+    }
+    if let Some(t) = &out.trace {
+        t.answered(
+            resp.status().as_u16(),
+            out.route.map(|r| &*r.route),
+            out.backend.as_ref().map(|b| b.name()),
         );
     }
     tracing::debug!(
@@ -98,6 +108,8 @@ struct Outcome<'a> {
     route: Option<&'a RouteDecision>,
     backend: Option<Arc<Backend>>,
     limit: Option<Decision>,
+    /// The access log's and traces' record (both off: `None`).
+    trace: Option<Arc<Record>>,
 }
 
 async fn dispatch<'a>(
@@ -295,6 +307,9 @@ async fn proxy<'a>(
     let scan = scan_request(&raw, affinity::body_field(p.affinity.as_ref()))
         .map_err(|e| GatewayError::BadJson(e.to_string()))?;
     let model = model_of(&scan)?;
+    if let Some(t) = &out.trace {
+        t.request(&tenant.id, operation(endpoint), model);
+    }
 
     // The route and a pinned backend are known before Shape (reported after it): spend budgets
     // charge the estimate at their price.
@@ -314,6 +329,7 @@ async fn proxy<'a>(
 
     // Shape: class, deadline, spend budgets, the tenant's buckets (waiting for a refill when that
     // fits).
+    let door_at = out.trace.as_ref().map(|_| SystemTime::now());
     let admitted = p
         .door
         .admit(Arrival {
@@ -326,7 +342,17 @@ async fn proxy<'a>(
             max_tokens: scan.max_tokens,
             price,
         })
-        .await?;
+        .await;
+    if let (Some(t), Some(at)) = (&out.trace, door_at) {
+        let (outcome, priority) = match &admitted {
+            Ok(a) => ("allowed", Some(a.priority.as_str())),
+            Err(AdmitError::RateLimited { .. }) => ("limited", None),
+            Err(AdmitError::OverBudget { .. }) => ("over_budget", None),
+            Err(AdmitError::BadDeadline { .. }) => ("bad_deadline", None),
+        };
+        t.rate_limit(at, outcome, priority, p.door.limiter().mode());
+    }
+    let admitted = admitted?;
     out.limit = Some(admitted.decision);
     out.route = Some(route);
 
@@ -351,6 +377,7 @@ async fn proxy<'a>(
         est_input_tokens: scan.prompt_tokens,
         admitted: &admitted,
         on_usage: admitted.usage_sink(),
+        trace: out.trace.clone(),
     };
     let Delivered { response, backend } = p.deliver.forward(call).await?;
     out.backend = backend;
@@ -377,6 +404,15 @@ fn estimate_price(
             .filter(|b| b.serves(model))
             .map(|b| b.price),
     )
+}
+
+/// The GenAI semantic conventions' `gen_ai.operation.name` of an endpoint.
+fn operation(endpoint: Endpoint) -> &'static str {
+    match endpoint {
+        Endpoint::Chat | Endpoint::Messages | Endpoint::Responses => "chat",
+        Endpoint::Completions => "text_completion",
+        Endpoint::Embeddings => "embeddings",
+    }
 }
 
 /// `/v1/responses/{id}[/more]` as (`id`, `/more`).

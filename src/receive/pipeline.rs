@@ -40,4 +40,6 @@ pub struct Pipeline {
     pub admin: Admin,
     /// `POST /admin/reload`.
     pub reloader: Arc<Reloader>,
+    /// The access log and traces (`observe:`): one check per request when both are off.
+    pub observe: Arc<crate::observe::Observer>,
 }

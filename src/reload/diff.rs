@@ -31,6 +31,10 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
         old.listen.drain_grace_ms != new.listen.drain_grace_ms,
     );
     check("admin.listen", old.admin.listen != new.admin.listen);
+    check(
+        "observe",
+        format!("{:?}", old.observe) != format!("{:?}", new.observe),
+    );
     // Spend budgets are planned once at start (their Redis keys and fallback shares): a budget
     // added, changed or removed needs a restart; a tenant removed with its budget is simply never
     // asked again.

@@ -15,6 +15,7 @@ mod common;
 mod completion;
 mod error;
 mod estimate;
+mod facts;
 mod hollow;
 mod messages_to_anthropic;
 mod plan;
@@ -43,6 +44,7 @@ pub use error::{TranslateError, error_to_anthropic, error_to_openai, stream_erro
 pub use estimate::MEDIA_TOKENS;
 #[cfg(test)]
 pub use estimate::{estimate_prompt_tokens, requested_max_tokens};
+pub use facts::response_facts;
 pub use hollow::{Hollowed, hollow};
 pub use plan::{Plan, PlanInput, error_back, plan, response_back, stream_transform};
 pub use request_to_anthropic::chat_request_to_messages;

@@ -92,6 +92,8 @@ pub struct StreamCheck {
     done: bool,
     /// A `finish_reason` seen (OpenAI).
     finished: bool,
+    /// Why the message stopped, as the upstream said (for traces).
+    finish_reason: Option<&'static str>,
     errored: bool,
 }
 
@@ -107,13 +109,14 @@ struct OpenAiChunk {
 
 #[derive(Deserialize)]
 struct OpenAiChoice {
+    /// Null on every chunk but the last: nothing is allocated until then.
     #[serde(default)]
-    finish_reason: Option<IgnoredAny>,
+    finish_reason: Option<serde_json::Value>,
 }
 
-/// The `choices` array, read for one fact: whether any choice has a non-null `finish_reason`
-/// (each choice is validated as it goes; nothing is collected).
-struct AnyFinished(bool);
+/// The `choices` array, read for one fact: the `finish_reason` of the first choice that has a
+/// non-null one (each choice is validated as it goes; nothing is collected).
+struct AnyFinished(Option<&'static str>);
 
 impl<'de> Deserialize<'de> for AnyFinished {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -127,15 +130,50 @@ impl<'de> Deserialize<'de> for AnyFinished {
                 self,
                 mut seq: A,
             ) -> Result<AnyFinished, A::Error> {
-                let mut any = false;
+                let mut first = None;
                 while let Some(c) = seq.next_element::<OpenAiChoice>()? {
-                    any |= c.finish_reason.is_some();
+                    if first.is_none() {
+                        first = c.finish_reason.map(|r| finish_label(r.as_str()));
+                    }
                 }
-                Ok(AnyFinished(any))
+                Ok(AnyFinished(first))
             }
         }
         d.deserialize_seq(Choices)
     }
+}
+
+/// A finish or stop reason as a label: the ones the APIs define, else `other`.
+fn finish_label(reason: Option<&str>) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "stop",
+        "length",
+        "tool_calls",
+        "content_filter",
+        "function_call",
+        "end_turn",
+        "max_tokens",
+        "stop_sequence",
+        "tool_use",
+        "pause_turn",
+        "refusal",
+    ];
+    reason
+        .and_then(|r| KNOWN.iter().find(|k| **k == r).copied())
+        .unwrap_or("other")
+}
+
+/// Anthropic's `message_delta`, read for its `stop_reason`.
+#[derive(Deserialize)]
+struct AnthropicDelta {
+    #[serde(default)]
+    delta: Option<AnthropicStop>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicStop {
+    #[serde(default)]
+    stop_reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -155,6 +193,7 @@ impl StreamCheck {
             usage: StreamUsage::default(),
             done: false,
             finished: false,
+            finish_reason: None,
             errored: false,
         }
     }
@@ -173,8 +212,9 @@ impl StreamCheck {
                 if chunk.error.is_some() {
                     self.errored = true;
                 }
-                if chunk.choices.is_some_and(|c| c.0) {
+                if let Some(reason) = chunk.choices.and_then(|c| c.0) {
                     self.finished = true;
+                    self.finish_reason.get_or_insert(reason);
                 }
                 if chunk.usage.is_some() {
                     self.usage.observe(ev);
@@ -186,7 +226,19 @@ impl StreamCheck {
                 match e.kind.as_ref() {
                     "message_stop" => self.done = true,
                     "error" => self.errored = true,
-                    "message_start" | "message_delta" => self.usage.observe(ev),
+                    "message_start" => self.usage.observe(ev),
+                    "message_delta" => {
+                        self.usage.observe(ev);
+                        if let Ok(AnthropicDelta {
+                            delta:
+                                Some(AnthropicStop {
+                                    stop_reason: Some(r),
+                                }),
+                        }) = serde_json::from_str(data)
+                        {
+                            self.finish_reason = Some(finish_label(Some(&r)));
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -196,6 +248,11 @@ impl StreamCheck {
                 match e.kind.as_ref() {
                     "response.completed" | "response.incomplete" | "response.failed" => {
                         self.done = true;
+                        self.finish_reason = Some(match e.kind.as_ref() {
+                            "response.completed" => "completed",
+                            "response.incomplete" => "incomplete",
+                            _ => "failed",
+                        });
                         self.usage.observe(ev);
                     }
                     "error" => self.errored = true,
@@ -213,6 +270,11 @@ impl StreamCheck {
                 Wire::Chat => self.done && self.finished,
                 Wire::Messages | Wire::Responses => self.done,
             }
+    }
+
+    /// Why the message stopped (`stop`, `end_turn`, `completed`, …), once the upstream said.
+    pub fn finish_reason(&self) -> Option<&'static str> {
+        self.finish_reason
     }
 
     /// The upstream sent an error event.
@@ -258,6 +320,7 @@ mod tests {
         .unwrap();
         c.observe(&ev(None, "[DONE]")).unwrap();
         assert!(c.complete());
+        assert_eq!(c.finish_reason(), Some("stop"));
         assert_eq!(
             c.usage(),
             Some(Usage {
@@ -271,6 +334,21 @@ mod tests {
             .unwrap();
         c.observe(&ev(None, "[DONE]")).unwrap();
         assert!(!c.complete());
+    }
+
+    #[test]
+    fn the_stop_reason_is_kept_for_traces() {
+        let mut c = StreamCheck::new(Protocol::Anthropic);
+        c.observe(&ev(
+            Some("message_delta"),
+            r#"{"type":"message_delta","delta":{"stop_reason":"max_tokens"},"usage":{"output_tokens":2}}"#,
+        ))
+        .unwrap();
+        assert_eq!(c.finish_reason(), Some("max_tokens"));
+        let mut c = StreamCheck::of(Wire::Chat);
+        c.observe(&ev(None, r#"{"choices":[{"finish_reason":"weird"}]}"#))
+            .unwrap();
+        assert_eq!(c.finish_reason(), Some("other"));
     }
 
     #[test]

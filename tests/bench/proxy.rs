@@ -1,6 +1,8 @@
 //! Proxy overhead benchmark (not a test): the same fast upstream reached directly, through nginx as a
 //! plain reverse proxy, and through Sluice, interleaved in one run. Prints Sluice's throughput as a ratio
-//! of nginx's and the latency each proxy adds at a fixed 1,000 requests/s.
+//! of nginx's and the latency each proxy adds at a fixed 1,000 requests/s. Two more Sluice rows
+//! export OpenTelemetry traces (every request sampled, and 1%) to a collector stand-in (nginx
+//! answering `/v1/traces`), printed as ratios of the untraced Sluice in the same rounds.
 //!
 //! `cargo bench --bench proxy` (needs `wrk` and `nginx` on PATH: `apt-get install wrk nginx-light`).
 //! Env: BENCH_SECONDS (per wrk round, default 6), BENCH_ROUNDS (default 5), BENCH_RATE (default 1000).
@@ -39,6 +41,7 @@ http {{
   upstream fast {{ server 127.0.0.1:{up}; keepalive 256; }}
   server {{
     listen 127.0.0.1:{up};
+    location = /v1/traces {{ return 204; }}
     location / {{ default_type application/json; return 200 '{answer}'; }}
   }}
   server {{
@@ -62,9 +65,13 @@ http {{
     Kill(child)
 }
 
-fn start_sluice(up: u16) -> (Proc, u16) {
+/// Sluice in front of `up`; `sample`: export traces to `up`'s `/v1/traces` at that ratio.
+fn start_sluice(up: u16, sample: Option<f64>) -> (Proc, u16) {
+    let observe = sample.map_or(String::new(), |r| {
+        format!("observe:\n  otlp: {{ endpoint: \"http://127.0.0.1:{up}\", sample_ratio: {r} }}\n")
+    });
     let cfg = format!(
-        "backends:\n  - {{ name: fast, url: \"http://127.0.0.1:{up}\", protocol: openai }}\ntenants:\n  - {{ id: bench, keys: [sk-bench] }}\nrouting: {{}}\n"
+        "backends:\n  - {{ name: fast, url: \"http://127.0.0.1:{up}\", protocol: openai }}\ntenants:\n  - {{ id: bench, keys: [sk-bench] }}\nrouting: {{}}\n{observe}"
     );
     let sluice = support::gateway_env(&cfg, &[("RUST_LOG", "warn")]);
     let port = sluice.addr.rsplit(':').next().unwrap().parse().unwrap();
@@ -134,23 +141,28 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let (up, nginx_port) = (free_port(), free_port());
     let _nginx = start_nginx(&dir, up, nginx_port);
-    let (_sluice, sluice_port) = start_sluice(up);
+    let (_sluice, sluice_port) = start_sluice(up, None);
+    let (_traced, traced_port) = start_sluice(up, Some(1.0));
+    let (_sampled, sampled_port) = start_sluice(up, Some(0.01));
     let targets = [
         ("direct", up),
         ("nginx", nginx_port),
         ("sluice", sluice_port),
+        ("trace100", traced_port),
+        ("trace1", sampled_port),
     ];
+    let count = targets.len();
 
     // Warm up every path (connection pools, caches).
     for (_, port) in targets {
         wrk(&dir, &format!("127.0.0.1:{port}"), "sk-bench", BODY, 1);
     }
     println!("throughput: wrk -t1 -c32, {secs}s x {rounds} rounds, interleaved");
-    let mut rps: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    let mut rps: Vec<Vec<f64>> = vec![Vec::new(); count];
     for round in 0..rounds {
         for (i, (name, port)) in targets.iter().enumerate() {
             let r = wrk(&dir, &format!("127.0.0.1:{port}"), "sk-bench", BODY, secs);
-            println!("  round {round} {name:>6}: {r:>9.0} req/s");
+            println!("  round {round} {name:>8}: {r:>9.0} req/s");
             rps[i].push(r);
         }
     }
@@ -169,6 +181,14 @@ fn main() {
         median(paired.clone())
     );
     println!("sluice / direct throughput: {:.2}", s / d);
+    for (i, name) in [(3, "traced 100%"), (4, "traced 1%")] {
+        let per: Vec<f64> = rps[i].iter().zip(&rps[2]).map(|(t, s)| t / s).collect();
+        println!(
+            "sluice {name} / sluice untraced throughput: {:.3} (medians), {:.3} (median of rounds)",
+            median(rps[i].clone()) / s,
+            median(per)
+        );
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -177,13 +197,13 @@ fn main() {
         .unwrap();
     let lsecs = secs.max(5);
     println!("latency at {rate} req/s open loop, {lsecs}s per target, interleaved x {rounds}");
-    let mut p50: Vec<Vec<f64>> = vec![Vec::new(); 3];
-    let mut p99: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    let mut p50: Vec<Vec<f64>> = vec![Vec::new(); count];
+    let mut p99: Vec<Vec<f64>> = vec![Vec::new(); count];
     for round in 0..rounds {
         for (i, (name, port)) in targets.iter().enumerate() {
             let (a, b, failed) = rt.block_on(fixed_rate(*port, rate, lsecs));
             println!(
-                "  round {round} {name:>6}: p50 {a:>7.0} us  p99 {b:>7.0} us  failed {failed}"
+                "  round {round} {name:>8}: p50 {a:>7.0} us  p99 {b:>7.0} us  failed {failed}"
             );
             p50[i].push(a);
             p99[i].push(b);
@@ -197,5 +217,12 @@ fn main() {
         m(&p50[2]) - m(&p50[0]),
         m(&p99[2]) - m(&p99[0])
     );
+    for (i, name) in [(3, "traced 100%"), (4, "traced 1%")] {
+        println!(
+            "sluice {name} vs untraced: p50 {:+.0} us p99 {:+.0} us",
+            m(&p50[i]) - m(&p50[2]),
+            m(&p99[i]) - m(&p99[2])
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,0 +1,506 @@
+//! OpenTelemetry traces and the access log, end to end: a real OTLP/HTTP receiver started here
+//! (protobuf `ExportTraceServiceRequest` at `/v1/traces`), real gateway processes, simulated upstreams.
+//! Spans carry the GenAI and Sluice attributes, continue the client's trace, and name the attempt
+//! in the `traceparent` the upstream sees; failovers show two attempts; streams carry usage; with
+//! traces off nothing is exported.
+
+mod support;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as Av;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use serde_json::json;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::*;
+
+/// A span as received, with its resource's `service.instance.id` (the node).
+#[derive(Clone, Debug)]
+struct Got {
+    node: String,
+    span: Span,
+}
+
+/// An OTLP/HTTP receiver on loopback: every span of every export request, in order.
+struct Receiver {
+    url: String,
+    spans: Arc<Mutex<Vec<Got>>>,
+    requests: Arc<Mutex<Vec<http::HeaderMap>>>,
+}
+
+async fn receiver() -> Receiver {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let spans: Arc<Mutex<Vec<Got>>> = Arc::default();
+    let requests: Arc<Mutex<Vec<http::HeaderMap>>> = Arc::default();
+    let (s, r) = (spans.clone(), requests.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (s, r) = (s.clone(), r.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (s, r) = (s.clone(), r.clone());
+                    async move {
+                        let ok = req.uri().path() == "/v1/traces";
+                        r.lock().unwrap().push(req.headers().clone());
+                        let body = req.into_body().collect().await?.to_bytes();
+                        if let Ok(export) = ExportTraceServiceRequest::decode(body) {
+                            for rs in export.resource_spans {
+                                let node = rs
+                                    .resource
+                                    .as_ref()
+                                    .and_then(|res| {
+                                        res.attributes
+                                            .iter()
+                                            .find(|a| a.key == "service.instance.id")
+                                    })
+                                    .and_then(|a| a.value.as_ref())
+                                    .map(|v| format!("{:?}", v.value))
+                                    .unwrap_or_default();
+                                for ss in rs.scope_spans {
+                                    for span in ss.spans {
+                                        s.lock().unwrap().push(Got {
+                                            node: node.clone(),
+                                            span,
+                                        });
+                                    }
+                                }
+                            }
+                        }
+                        let status = if ok { 200 } else { 404 };
+                        Ok::<_, hyper::Error>(
+                            http::Response::builder()
+                                .status(status)
+                                .header("content-type", "application/x-protobuf")
+                                .body(Full::new(Bytes::new()))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Receiver {
+        url,
+        spans,
+        requests,
+    }
+}
+
+impl Receiver {
+    fn spans(&self) -> Vec<Got> {
+        self.spans.lock().unwrap().clone()
+    }
+
+    /// The server span of trace `trace_id` with its children, once it has `children` of them.
+    fn find(&self, trace_id: &str, children: usize) -> Option<(Span, Vec<Span>)> {
+        let all: Vec<Span> = self
+            .spans()
+            .into_iter()
+            .map(|g| g.span)
+            .filter(|s| hex(&s.trace_id) == trace_id)
+            .collect();
+        let server = all.iter().find(|s| s.kind == 2)?.clone();
+        let kids: Vec<Span> = all
+            .into_iter()
+            .filter(|s| s.parent_span_id == server.span_id)
+            .collect();
+        (kids.len() >= children).then_some((server, kids))
+    }
+
+    /// Wait (≤ 10 s) for [`Receiver::find`].
+    async fn trace(&self, trace_id: &str, children: usize) -> (Span, Vec<Span>) {
+        poll(Duration::from_secs(10), "the trace is exported", || {
+            let found = self.find(trace_id, children);
+            async move { found }
+        })
+        .await
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The value of attribute `key` as text (strings bare, numbers as written, arrays joined by `,`).
+fn attr(s: &Span, key: &str) -> Option<String> {
+    let v = s.attributes.iter().find(|a| a.key == key)?.value.as_ref()?;
+    Some(text(v.value.as_ref()?))
+}
+
+fn text(v: &Av) -> String {
+    match v {
+        Av::StringValue(s) => s.clone(),
+        Av::IntValue(i) => i.to_string(),
+        Av::DoubleValue(d) => d.to_string(),
+        Av::BoolValue(b) => b.to_string(),
+        Av::ArrayValue(a) => a
+            .values
+            .iter()
+            .filter_map(|v| v.value.as_ref().map(text))
+            .collect::<Vec<_>>()
+            .join(","),
+        other => format!("{other:?}"),
+    }
+}
+
+fn num(s: &Span, key: &str) -> f64 {
+    attr(s, key)
+        .unwrap_or_else(|| panic!("no `{key}` on span {}: {:?}", s.name, s.attributes))
+        .parse()
+        .unwrap()
+}
+
+/// A fresh client trace context: (trace id, parent span id, `traceparent`).
+fn client_trace(n: u8) -> (String, String, String) {
+    let trace_id = format!(
+        "{:032x}",
+        0x0af7651916cd43dd8448eb211c80319cu128 + u128::from(n)
+    );
+    let span_id = format!("{:016x}", 0xb7ad6b7169203331u64 + u64::from(n));
+    let tp = format!("00-{trace_id}-{span_id}-01");
+    (trace_id, span_id, tp)
+}
+
+fn traced_config(backends: &str, otlp: &str, extra: &str) -> String {
+    format!(
+        "node: {{ id: traced, log_json: true }}\nbackends:\n{backends}{TENANTS}routing:\n  strategy: round-robin\n  max_attempts: 2\n{extra}observe:\n  access_log: true\n  otlp: {{ {otlp}export_interval_ms: 100 }}\n"
+    )
+}
+
+#[tokio::test]
+async fn a_request_is_one_server_span_with_genai_attributes_in_the_clients_trace() {
+    let rx = receiver().await;
+    let up = mock("openai", "up", &[]);
+    let cfg = traced_config(
+        &backend("up", &up, "openai", ""),
+        &format!(
+            "endpoint: \"{}\", headers: {{ x-collector-key: c-123 }}, ",
+            rx.url
+        ),
+        "",
+    );
+    let gw = gateway(&cfg);
+    let (trace_id, parent, tp) = client_trace(1);
+    let r = chat(
+        &gw,
+        "sk-acme",
+        hello("m"),
+        &[("traceparent", &tp), ("tracestate", "vendor=x")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let request_id = r.header("x-request-id").unwrap().to_string();
+
+    let (server, kids) = rx.trace(&trace_id, 3).await;
+    // The client's span is the server span's parent.
+    assert_eq!(hex(&server.parent_span_id), parent);
+    assert_eq!(server.name, "chat m");
+    for (k, v) in [
+        ("gen_ai.operation.name", "chat"),
+        ("gen_ai.provider.name", "openai"),
+        ("gen_ai.system", "openai"),
+        ("gen_ai.request.model", "m"),
+        ("gen_ai.response.finish_reasons", "stop"),
+        ("sluice.tenant", "acme"),
+        ("sluice.backend", "up"),
+        ("sluice.limiter_mode", "local"),
+        ("sluice.attempts", "1"),
+        ("http.response.status_code", "200"),
+    ] {
+        assert_eq!(attr(&server, k).as_deref(), Some(v), "{k}: {server:?}");
+    }
+    for k in ["gen_ai.response.model", "sluice.route", "sluice.priority"] {
+        assert!(attr(&server, k).is_some_and(|v| !v.is_empty()), "{k}");
+    }
+    assert!(num(&server, "gen_ai.usage.input_tokens") > 0.0);
+    assert!(num(&server, "gen_ai.usage.output_tokens") > 0.0);
+    assert!(num(&server, "sluice.queue_wait_ms") >= 0.0);
+
+    // Children: the rate-limit decision, the queue wait and the attempt.
+    let names: Vec<&str> = kids.iter().map(|s| s.name.as_str()).collect();
+    for n in ["rate_limit", "queue_wait", "attempt"] {
+        assert!(names.contains(&n), "{names:?}");
+    }
+    let attempt = kids.iter().find(|s| s.name == "attempt").unwrap();
+    assert_eq!(attempt.kind, 3, "client span");
+    assert_eq!(attr(attempt, "sluice.outcome").as_deref(), Some("ok"));
+    assert_eq!(
+        attr(attempt, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+    // The upstream saw the attempt span as its parent, and the client's tracestate.
+    let seen = request("GET", &format!("{}/_mock/last_trace", up.url()), &[], "")
+        .await
+        .json();
+    assert_eq!(
+        seen["traceparent"],
+        json!(format!("00-{trace_id}-{}-01", hex(&attempt.span_id)))
+    );
+    assert_eq!(seen["tracestate"], json!("vendor=x"));
+
+    // Never a prompt, a completion or a key in any span.
+    for g in rx.spans() {
+        for a in &g.span.attributes {
+            let v = a.value.as_ref().and_then(|v| v.value.as_ref()).map(text);
+            let v = v.unwrap_or_default();
+            assert!(
+                !v.contains("hello there") && !v.contains("sk-acme"),
+                "{}={v}",
+                a.key
+            );
+        }
+    }
+    // The configured collector headers are sent with every export.
+    assert!(
+        rx.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|h| h.get("x-collector-key").is_some_and(|v| v == "c-123"))
+    );
+
+    // The access log: one line with the fields, the trace id, and no key.
+    eventually(Duration::from_secs(5), "the access log line", || {
+        let logs = gw.logs();
+        async move { logs.contains("sluice::access") }
+    })
+    .await;
+    let logs = gw.logs();
+    let line: serde_json::Value = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["target"] == "sluice::access" && l["fields"]["request_id"] == json!(request_id))
+        .unwrap_or_else(|| panic!("no access line for {request_id}: {logs}"));
+    let f = &line["fields"];
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(f["tenant"], "acme");
+    assert_eq!(f["backend"], "up");
+    assert_eq!(f["model"], "m");
+    assert_eq!(f["status"], 200);
+    assert_eq!(f["attempts"], 1);
+    assert_eq!(f["trace_id"], json!(trace_id));
+    assert!(f["route"].as_str().is_some_and(|r| !r.is_empty()), "{line}");
+    for k in ["total_ms", "queue_wait_ms"] {
+        assert!(f[k].as_f64().is_some_and(|v| v >= 0.0), "{k}: {line}");
+    }
+    for k in ["input_tokens", "output_tokens"] {
+        assert!(f[k].as_u64().is_some_and(|v| v > 0), "{k}: {line}");
+    }
+    assert!(
+        !logs.contains("sk-acme") && !logs.contains("hello there"),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_over_request_shows_two_attempt_spans() {
+    let rx = receiver().await;
+    let good = mock("openai", "good", &[]);
+    let broken = mock("openai", "broken", &[]);
+    mock_control(&broken, json!({"error_rate": 1.0})).await;
+    let cfg = traced_config(
+        &format!(
+            "{}{}",
+            backend("broken", &broken, "openai", ", eject_after: 100"),
+            backend("good", &good, "openai", "")
+        ),
+        &format!("endpoint: \"{}/v1/traces\", ", rx.url),
+        "",
+    );
+    let gw = gateway(&cfg);
+    // Round robin: one of the first two requests goes to `broken` first and fails over.
+    let mut failed_over = None;
+    for n in 10..14 {
+        let (trace_id, _, tp) = client_trace(n);
+        let r = chat(&gw, "sk-acme", hello("m"), &[("traceparent", &tp)]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let (server, kids) = rx.trace(&trace_id, 3).await;
+        if attr(&server, "sluice.attempts").as_deref() == Some("2") {
+            failed_over = Some((server, kids));
+            break;
+        }
+    }
+    let (server, kids) = failed_over.expect("a request failed over");
+    let mut attempts: Vec<&Span> = kids.iter().filter(|s| s.name == "attempt").collect();
+    attempts.sort_by_key(|s| s.start_time_unix_nano);
+    assert_eq!(attempts.len(), 2, "{kids:?}");
+    assert_eq!(
+        attr(attempts[0], "sluice.backend").as_deref(),
+        Some("broken")
+    );
+    assert_eq!(
+        attr(attempts[0], "sluice.outcome").as_deref(),
+        Some("failed")
+    );
+    assert_eq!(
+        attr(attempts[0], "sluice.failover_reason").as_deref(),
+        Some("5xx")
+    );
+    assert!(attr(attempts[0], "http.response.status_code").is_some_and(|s| s.starts_with('5')));
+    assert_eq!(attr(attempts[1], "sluice.backend").as_deref(), Some("good"));
+    assert_eq!(attr(attempts[1], "sluice.outcome").as_deref(), Some("ok"));
+    assert_eq!(attr(&server, "sluice.backend").as_deref(), Some("good"));
+    // Each attempt waited in the queue for its slot.
+    assert_eq!(kids.iter().filter(|s| s.name == "queue_wait").count(), 2);
+}
+
+#[tokio::test]
+async fn a_streamed_request_span_ends_with_the_stream_and_has_its_usage() {
+    let rx = receiver().await;
+    let up = mock("openai", "up", &["--ttft-ms", "30"]);
+    let cfg = traced_config(
+        &backend("up", &up, "openai", ""),
+        &format!("endpoint: \"{}\", ", rx.url),
+        "",
+    );
+    let gw = gateway(&cfg);
+    let (trace_id, _, tp) = client_trace(20);
+    let body = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hello there"}]});
+    let r = chat(&gw, "sk-acme", body, &[("traceparent", &tp)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("[DONE]"));
+    let (server, kids) = rx.trace(&trace_id, 3).await;
+    assert!(
+        num(&server, "gen_ai.usage.input_tokens") > 0.0,
+        "{server:?}"
+    );
+    assert!(num(&server, "gen_ai.usage.output_tokens") > 0.0);
+    assert!(num(&server, "sluice.ttft_ms") >= 30.0);
+    assert_eq!(
+        attr(&server, "sluice.stream_end").as_deref(),
+        Some("complete")
+    );
+    assert_eq!(
+        attr(&server, "gen_ai.response.finish_reasons").as_deref(),
+        Some("stop")
+    );
+    // The span lasted past the first token: it ended with the stream.
+    let lasted_ms = (server.end_time_unix_nano - server.start_time_unix_nano) as f64 / 1e6;
+    assert!(lasted_ms >= num(&server, "sluice.ttft_ms"), "{lasted_ms}");
+    let attempt = kids.iter().find(|s| s.name == "attempt").unwrap();
+    assert!(attempt.end_time_unix_nano <= server.end_time_unix_nano);
+}
+
+#[tokio::test]
+async fn with_traces_off_nothing_is_exported_and_the_environment_turns_them_on() {
+    let rx = receiver().await;
+    let up = mock("openai", "up", &[]);
+    let backends = backend("up", &up, "openai", "");
+    // Off: no `observe:`; the environment names the collector but disables the SDK.
+    let off = gateway_env(
+        &format!("node: {{ id: off }}\nbackends:\n{backends}{TENANTS}routing: {{}}\n"),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", rx.url.as_str()),
+            ("OTEL_SDK_DISABLED", "true"),
+        ],
+    );
+    // On by the environment alone, every trace sampled.
+    let on = gateway_env(
+        &format!("node: {{ id: env }}\nbackends:\n{backends}{TENANTS}routing: {{}}\n"),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", rx.url.as_str()),
+            ("OTEL_TRACES_SAMPLER_ARG", "1.0"),
+        ],
+    );
+    let (off_trace, _, off_tp) = client_trace(30);
+    for _ in 0..5 {
+        let r = chat(&off, "sk-acme", hello("m"), &[("traceparent", &off_tp)]).await;
+        assert_eq!(r.status, 200);
+    }
+    let (on_trace, _, on_tp) = client_trace(31);
+    let r = chat(&on, "sk-acme", hello("m"), &[("traceparent", &on_tp)]).await;
+    assert_eq!(r.status, 200);
+    // The traced node's spans arrive (its export interval is the default second) ...
+    let (server, _) = rx.trace(&on_trace, 3).await;
+    assert_eq!(attr(&server, "sluice.tenant").as_deref(), Some("acme"));
+    // ... and none of the untraced node's, which exported nothing at all.
+    let spans = rx.spans();
+    assert!(spans.iter().all(|g| hex(&g.span.trace_id) != off_trace));
+    assert!(spans.iter().all(|g| g.node.contains("env")), "{spans:?}");
+    let m = metrics_text(&off).await;
+    assert!(!m.contains("sluice_trace_spans_exported_total"), "{m}");
+    assert!(!off.logs().contains("sluice::access"));
+    let m = metrics_text(&on).await;
+    assert!(
+        metric(&m, "sluice_trace_spans_exported_total", &[]).is_some_and(|n| n >= 3.0),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn grpc_is_refused_with_a_hint() {
+    let up = mock("openai", "up", &[]);
+    let cfg = traced_config(&backend("up", &up, "openai", ""), "protocol: grpc, ", "");
+    let dir = tmp_dir();
+    let path = dir.join("sluice.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["validate", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("observe.otlp.protocol") && err.contains("http/protobuf"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_collector_drops_and_counts_spans_and_never_holds_a_request() {
+    // A collector that accepts connections and never answers: every export waits out its timeout.
+    let stalled = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", stalled.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = stalled.accept().await {
+            conns.push(c);
+        }
+    });
+    let up = mock("openai", "up", &[]);
+    let cfg = traced_config(
+        &backend("up", &up, "openai", ""),
+        &format!(
+            "endpoint: \"{url}\", max_queue_spans: 4, max_batch_spans: 4, export_timeout_ms: 30000, "
+        ),
+        "",
+    );
+    let gw = gateway(&cfg);
+    for _ in 0..20 {
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            chat(&gw, "sk-acme", hello("m"), &[]),
+        )
+        .await
+        .expect("a request waited on the trace export");
+        assert_eq!(r.status, 200);
+    }
+    // 20 requests × 4 spans, one batch of 4 stuck in export and at most 4 queued: the rest dropped.
+    eventually(
+        Duration::from_secs(5),
+        "dropped spans are counted",
+        || async {
+            let m = metrics_text(&gw).await;
+            metric(
+                &m,
+                "sluice_trace_spans_dropped_total",
+                &[("reason", "queue_full")],
+            )
+            .is_some_and(|n| n >= 60.0)
+        },
+    )
+    .await;
+    held.abort();
+}
