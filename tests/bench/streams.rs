@@ -406,6 +406,20 @@ struct Sse {
 }
 
 impl Sse {
+    /// What the stream saw, given how reading it ended; it no longer counts as open.
+    fn finish(self, result: Result<(), String>, open: &AtomicUsize) -> Outcome {
+        if self.out.ttft.is_some() {
+            open.fetch_sub(1, Ordering::Relaxed);
+        }
+        let mut out = self.out;
+        if let Err(e) = result {
+            out.error.get_or_insert(e);
+        } else if !self.done {
+            out.error.get_or_insert("no [DONE]".into());
+        }
+        out
+    }
+
     /// Take every complete line out of `buf` (the partial last one stays), timing `data:` lines at `now`.
     fn lines(&mut self, buf: &mut Vec<u8>, now: Instant, open: &AtomicUsize) {
         let mut used = 0;
@@ -484,16 +498,7 @@ async fn stream_once(
             };
             Err(format!("timed out {when} the first token"))
         });
-    if sse.out.ttft.is_some() {
-        open.fetch_sub(1, Ordering::Relaxed);
-    }
-    let mut out = sse.out;
-    if let Err(e) = result {
-        out.error.get_or_insert(e);
-    } else if !sse.done {
-        out.error.get_or_insert("no [DONE]".into());
-    }
-    out
+    sse.finish(result, &open)
 }
 
 async fn read_stream(
@@ -574,16 +579,7 @@ async fn h2_stream_once(conn: H2, tokens: u32, open: Arc<AtomicUsize>, limit: Du
             .await
             .unwrap_or_else(|_| Err("timed out".into())),
     };
-    if sse.out.ttft.is_some() {
-        open.fetch_sub(1, Ordering::Relaxed);
-    }
-    let mut out = sse.out;
-    if let Err(e) = result {
-        out.error.get_or_insert(e);
-    } else if !sse.done {
-        out.error.get_or_insert("no [DONE]".into());
-    }
-    out
+    sse.finish(result, &open)
 }
 
 async fn h2_read_stream(
