@@ -406,6 +406,16 @@ struct Sse {
 }
 
 impl Sse {
+    /// A stream starting now.
+    fn new() -> Sse {
+        Sse {
+            start: Instant::now(),
+            last: None,
+            done: false,
+            out: Outcome::default(),
+        }
+    }
+
     /// What the stream saw, given how reading it ended; it no longer counts as open.
     fn finish(self, result: Result<(), String>, open: &AtomicUsize) -> Outcome {
         if self.out.ttft.is_some() {
@@ -481,13 +491,7 @@ async fn stream_once(
     open: Arc<AtomicUsize>,
     limit: Duration,
 ) -> Outcome {
-    let start = Instant::now();
-    let mut sse = Sse {
-        start,
-        last: None,
-        done: false,
-        out: Outcome::default(),
-    };
+    let mut sse = Sse::new();
     let result = tokio::time::timeout(limit, read_stream(port, &request, &mut sse, &open))
         .await
         .unwrap_or_else(|_| {
@@ -566,13 +570,7 @@ async fn h2_connect(port: u16) -> H2 {
 
 /// One streaming request on a shared HTTP/2 connection, as [`stream_once`].
 async fn h2_stream_once(conn: H2, tokens: u32, open: Arc<AtomicUsize>, limit: Duration) -> Outcome {
-    let start = Instant::now();
-    let mut sse = Sse {
-        start,
-        last: None,
-        done: false,
-        out: Outcome::default(),
-    };
+    let mut sse = Sse::new();
     let result = match conn {
         Err(e) => Err(e),
         Ok(send) => tokio::time::timeout(limit, h2_read_stream(send, tokens, &mut sse, &open))
@@ -589,9 +587,7 @@ async fn h2_read_stream(
     open: &AtomicUsize,
 ) -> Result<(), String> {
     use http_body_util::BodyExt;
-    let body = format!(
-        r#"{{"model":"gpt-4o-mini","stream":true,"max_tokens":{tokens},"messages":[{{"role":"user","content":"Tell me a long story."}}]}}"#
-    );
+    let body = request_json(tokens);
     let req = hyper::Request::post("http://127.0.0.1/v1/chat/completions")
         .header("authorization", "Bearer sk-bench")
         .header("content-type", "application/json")
@@ -634,10 +630,15 @@ fn refusal(status: u16, body: &[u8]) -> String {
     format!("status {status} {text}")
 }
 
-fn request_bytes(tokens: u32) -> Arc<[u8]> {
-    let body = format!(
+/// The streamed chat request every client sends.
+fn request_json(tokens: u32) -> String {
+    format!(
         r#"{{"model":"gpt-4o-mini","stream":true,"max_tokens":{tokens},"messages":[{{"role":"user","content":"Tell me a long story."}}]}}"#
-    );
+    )
+}
+
+fn request_bytes(tokens: u32) -> Arc<[u8]> {
+    let body = request_json(tokens);
     format!(
         "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer sk-bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
