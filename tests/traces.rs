@@ -1,16 +1,22 @@
-//! OpenTelemetry traces and the access log, end to end: a real OTLP/HTTP receiver started here
-//! (protobuf `ExportTraceServiceRequest` at `/v1/traces`), real gateway processes, simulated upstreams.
-//! Spans carry the GenAI and Sluice attributes, continue the client's trace, and name the attempt
-//! in the `traceparent` the upstream sees; failovers show two attempts; streams carry usage; with
-//! traces off nothing is exported.
+//! OpenTelemetry traces and the access log, end to end: real OTLP receivers started here, over
+//! HTTP (protobuf `ExportTraceServiceRequest` at `/v1/traces`) and over gRPC (a tonic
+//! `TraceService`), real gateway processes, simulated upstreams. Spans carry the GenAI and Sluice
+//! attributes, continue the client's trace, and name the attempt in the `traceparent` the upstream
+//! sees; failovers show two attempts; streams carry usage and the response model; with traces off
+//! nothing is exported.
 
 mod support;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Av;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
@@ -18,6 +24,7 @@ use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::*;
+use tonic::codegen::Service as _;
 
 /// A span as received, with its resource's `service.instance.id` (the node).
 #[derive(Clone, Debug)]
@@ -26,81 +33,130 @@ struct Got {
     span: Span,
 }
 
-/// An OTLP/HTTP receiver on loopback: every span of every export request, in order.
-struct Receiver {
-    url: String,
+/// What a receiver keeps, however the spans arrive: every span of every export request in order,
+/// and each request's headers (over gRPC: its metadata).
+#[derive(Clone, Default)]
+struct Store {
     spans: Arc<Mutex<Vec<Got>>>,
     requests: Arc<Mutex<Vec<http::HeaderMap>>>,
 }
 
+impl Store {
+    fn add(&self, headers: http::HeaderMap, export: ExportTraceServiceRequest) {
+        self.requests.lock().unwrap().push(headers);
+        for rs in export.resource_spans {
+            let node = rs
+                .resource
+                .as_ref()
+                .and_then(|res| {
+                    res.attributes
+                        .iter()
+                        .find(|a| a.key == "service.instance.id")
+                })
+                .and_then(|a| a.value.as_ref())
+                .map(|v| format!("{:?}", v.value))
+                .unwrap_or_default();
+            for ss in rs.scope_spans {
+                for span in ss.spans {
+                    self.spans.lock().unwrap().push(Got {
+                        node: node.clone(),
+                        span,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// OTLP/gRPC: `TraceService/Export`.
+#[tonic::async_trait]
+impl TraceService for Store {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let (metadata, _, export) = request.into_parts();
+        self.add(metadata.into_headers(), export);
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// OTLP/HTTP: `POST /v1/traces` with a protobuf body.
+async fn export_over_http(
+    store: Store,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<Full<Bytes>>, hyper::Error> {
+    let ok = req.uri().path() == "/v1/traces";
+    let headers = req.headers().clone();
+    let body = req.into_body().collect().await?.to_bytes();
+    store.add(
+        headers,
+        ExportTraceServiceRequest::decode(body).unwrap_or_default(),
+    );
+    Ok(http::Response::builder()
+        .status(if ok { 200 } else { 404 })
+        .header("content-type", "application/x-protobuf")
+        .body(Full::new(Bytes::new()))
+        .unwrap())
+}
+
+/// How spans reach a receiver.
+#[derive(Clone, Copy)]
+enum Over {
+    Http,
+    Grpc,
+}
+
+/// An OTLP receiver on loopback.
+struct Receiver {
+    url: String,
+    store: Store,
+}
+
 async fn receiver() -> Receiver {
+    receiver_over(Over::Http).await
+}
+
+async fn receiver_over(over: Over) -> Receiver {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let spans: Arc<Mutex<Vec<Got>>> = Arc::default();
-    let requests: Arc<Mutex<Vec<http::HeaderMap>>> = Arc::default();
-    let (s, r) = (spans.clone(), requests.clone());
+    let store = Store::default();
+    let s = store.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let (s, r) = (s.clone(), r.clone());
+            let (io, s) = (TokioIo::new(stream), s.clone());
             tokio::spawn(async move {
-                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let (s, r) = (s.clone(), r.clone());
-                    async move {
-                        let ok = req.uri().path() == "/v1/traces";
-                        r.lock().unwrap().push(req.headers().clone());
-                        let body = req.into_body().collect().await?.to_bytes();
-                        if let Ok(export) = ExportTraceServiceRequest::decode(body) {
-                            for rs in export.resource_spans {
-                                let node = rs
-                                    .resource
-                                    .as_ref()
-                                    .and_then(|res| {
-                                        res.attributes
-                                            .iter()
-                                            .find(|a| a.key == "service.instance.id")
-                                    })
-                                    .and_then(|a| a.value.as_ref())
-                                    .map(|v| format!("{:?}", v.value))
-                                    .unwrap_or_default();
-                                for ss in rs.scope_spans {
-                                    for span in ss.spans {
-                                        s.lock().unwrap().push(Got {
-                                            node: node.clone(),
-                                            span,
-                                        });
-                                    }
-                                }
-                            }
-                        }
-                        let status = if ok { 200 } else { 404 };
-                        Ok::<_, hyper::Error>(
-                            http::Response::builder()
-                                .status(status)
-                                .header("content-type", "application/x-protobuf")
-                                .body(Full::new(Bytes::new()))
-                                .unwrap(),
-                        )
+                let _ = match over {
+                    Over::Http => {
+                        let svc = service_fn(move |req| export_over_http(s.clone(), req));
+                        hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, svc)
+                            .await
                     }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                    Over::Grpc => {
+                        let grpc = TraceServiceServer::new(s);
+                        let svc = service_fn(move |req| grpc.clone().call(req));
+                        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, svc)
+                            .await
+                    }
+                };
             });
         }
     });
-    Receiver {
-        url,
-        spans,
-        requests,
-    }
+    Receiver { url, store }
 }
 
 impl Receiver {
     fn spans(&self) -> Vec<Got> {
-        self.spans.lock().unwrap().clone()
+        self.store.spans.lock().unwrap().clone()
+    }
+
+    fn requests(&self) -> Vec<http::HeaderMap> {
+        self.store.requests.lock().unwrap().clone()
     }
 
     /// The server span of trace `trace_id` with its children, once it has `children` of them.
@@ -179,19 +235,22 @@ fn traced_config(backends: &str, otlp: &str, extra: &str) -> String {
     )
 }
 
+/// A simulated upstream `up` (started with `args`) and a gateway exporting to `rx`, with `otlp`
+/// added to its `observe.otlp`: (gateway, upstream).
+fn traced_gateway(rx: &Receiver, args: &[&str], otlp: &str) -> (Proc, Proc) {
+    let up = mock("openai", "up", args);
+    let cfg = traced_config(
+        &backend("up", &up, "openai", ""),
+        &format!("endpoint: \"{}\", {otlp}", rx.url),
+        "",
+    );
+    (gateway(&cfg), up)
+}
+
 #[tokio::test]
 async fn a_request_is_one_server_span_with_genai_attributes_in_the_clients_trace() {
     let rx = receiver().await;
-    let up = mock("openai", "up", &[]);
-    let cfg = traced_config(
-        &backend("up", &up, "openai", ""),
-        &format!(
-            "endpoint: \"{}\", headers: {{ x-collector-key: c-123 }}, ",
-            rx.url
-        ),
-        "",
-    );
-    let gw = gateway(&cfg);
+    let (gw, up) = traced_gateway(&rx, &[], "headers: { x-collector-key: c-123 }, ");
     let (trace_id, parent, tp) = client_trace(1);
     let r = chat(
         &gw,
@@ -264,9 +323,7 @@ async fn a_request_is_one_server_span_with_genai_attributes_in_the_clients_trace
     }
     // The configured collector headers are sent with every export.
     assert!(
-        rx.requests
-            .lock()
-            .unwrap()
+        rx.requests()
             .iter()
             .all(|h| h.get("x-collector-key").is_some_and(|v| v == "c-123"))
     );
@@ -359,13 +416,7 @@ async fn a_failed_over_request_shows_two_attempt_spans() {
 #[tokio::test]
 async fn a_streamed_request_span_ends_with_the_stream_and_has_its_usage() {
     let rx = receiver().await;
-    let up = mock("openai", "up", &["--ttft-ms", "30"]);
-    let cfg = traced_config(
-        &backend("up", &up, "openai", ""),
-        &format!("endpoint: \"{}\", ", rx.url),
-        "",
-    );
-    let gw = gateway(&cfg);
+    let (gw, _up) = traced_gateway(&rx, &["--ttft-ms", "30"], "");
     let (trace_id, _, tp) = client_trace(20);
     let body = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hello there"}]});
     let r = chat(&gw, "sk-acme", body, &[("traceparent", &tp)]).await;
@@ -440,22 +491,49 @@ async fn with_traces_off_nothing_is_exported_and_the_environment_turns_them_on()
 }
 
 #[tokio::test]
-async fn grpc_is_refused_with_a_hint() {
-    let up = mock("openai", "up", &[]);
-    let cfg = traced_config(&backend("up", &up, "openai", ""), "protocol: grpc, ", "");
-    let dir = tmp_dir();
-    let path = dir.join("sluice.yaml");
-    std::fs::write(&path, cfg).unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["validate", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("observe.otlp.protocol") && err.contains("http/protobuf"),
-        "{err}"
+async fn over_grpc_the_span_reaches_a_grpc_collector_with_the_headers_as_metadata() {
+    let rx = receiver_over(Over::Grpc).await;
+    // The collector's base URL, as it is: nothing is appended for gRPC.
+    let (gw, _up) = traced_gateway(
+        &rx,
+        &[],
+        "protocol: grpc, headers: { x-collector-key: c-456 }, ",
     );
+    let (trace_id, parent, tp) = client_trace(40);
+    let r = chat(&gw, "sk-acme", hello("m"), &[("traceparent", &tp)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let (server, kids) = rx.trace(&trace_id, 3).await;
+    assert_eq!(hex(&server.parent_span_id), parent);
+    for (k, v) in [
+        ("gen_ai.operation.name", "chat"),
+        ("gen_ai.provider.name", "openai"),
+        ("gen_ai.request.model", "m"),
+        ("sluice.tenant", "acme"),
+        ("sluice.backend", "up"),
+    ] {
+        assert_eq!(attr(&server, k).as_deref(), Some(v), "{k}: {server:?}");
+    }
+    assert!(attr(&server, "gen_ai.response.model").is_some_and(|v| !v.is_empty()));
+    assert!(num(&server, "gen_ai.usage.input_tokens") > 0.0);
+    assert!(num(&server, "gen_ai.usage.output_tokens") > 0.0);
+    assert!(kids.iter().any(|s| s.name == "attempt"), "{kids:?}");
+    // Every `TraceService/Export` call carried the configured header as gRPC metadata.
+    let requests = rx.requests();
+    assert!(!requests.is_empty());
+    for h in &requests {
+        assert_eq!(
+            h.get("x-collector-key").and_then(|v| v.to_str().ok()),
+            Some("c-456"),
+            "{h:?}"
+        );
+    }
+    // Counted once the collector has answered.
+    eventually(Duration::from_secs(5), "the spans are counted", || async {
+        let m = metrics_text(&gw).await;
+        metric(&m, "sluice_trace_spans_exported_total", &[]).is_some_and(|n| n >= 4.0)
+    })
+    .await;
 }
 
 #[tokio::test]

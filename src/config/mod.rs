@@ -25,7 +25,7 @@ pub use budget::{BudgetConfig, WindowBudgetConfig};
 pub use cluster::{ClusterConfig, RedisConfig, RedisMode};
 pub use error::ConfigError;
 pub use listen::{ListenConfig, TlsConfig};
-pub use observe::{ObserveConfig, OtlpConfig, check_endpoint, check_protocol};
+pub use observe::{ObserveConfig, OtlpConfig, OtlpProtocol, check_endpoint, check_protocol};
 pub use routing::{AffinityConfig, MatchConfig, OneOrMany, RouteConfig, RoutingConfig, RuleConfig};
 pub use serde_saphyr::Spanned;
 pub use shaping::{CongestionConfig, Priority, PriorityConfig, ShapingConfig};

@@ -21,17 +21,28 @@ pub struct ObserveConfig {
 pub const OTLP_HTTP_PROTOBUF: &str = "http/protobuf";
 pub const OTLP_GRPC: &str = "grpc";
 
+/// How spans travel to the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// Protobuf over HTTP: `POST …/v1/traces` (collectors listen on 4318).
+    HttpProtobuf,
+    /// OTLP/gRPC: `TraceService/Export` on the collector's base URL (collectors listen on 4317).
+    Grpc,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpConfig {
-    /// The collector's base URL (`/v1/traces` is appended unless it ends with it), like
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT`. Absent: the environment's, else `http://localhost:4318`.
+    /// The collector's base URL, like `OTEL_EXPORTER_OTLP_ENDPOINT`: for `http/protobuf`
+    /// `/v1/traces` is appended unless it ends with it; for `grpc` it is used as it is. Absent: the
+    /// environment's, else `http://localhost:4318` (`grpc`: `http://localhost:4317`).
     #[serde(default)]
     pub endpoint: Option<String>,
-    /// `http/protobuf` (the only one this build speaks; `grpc` is refused with a hint).
+    /// `http/protobuf` or `grpc`. Absent: `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, then
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`, else `http/protobuf`.
     #[serde(default)]
     pub protocol: Option<String>,
-    /// Sent with every export (e.g. a collector's API key); merged with `OTEL_EXPORTER_OTLP_HEADERS`.
+    /// Sent with every export (e.g. a collector's API key; gRPC metadata for `grpc`); merged with `OTEL_EXPORTER_OTLP_HEADERS`.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// Share of new traces sampled (0..=1); a client's `traceparent` decides for its own trace.
@@ -136,15 +147,14 @@ pub fn check_endpoint(e: &str) -> Result<(), String> {
     }
 }
 
-/// `http/protobuf`; `grpc` is refused with what to use instead.
-pub fn check_protocol(p: &str) -> Result<(), String> {
+/// `http/protobuf` or `grpc` (`http/json` is not spoken).
+pub fn check_protocol(p: &str) -> Result<OtlpProtocol, String> {
     match p {
-        OTLP_HTTP_PROTOBUF => Ok(()),
-        OTLP_GRPC => Err(
-            "grpc is not supported by this build: use http/protobuf (collectors listen on 4318)"
-                .into(),
-        ),
-        other => Err(format!("`{other}` is not one of: http/protobuf")),
+        OTLP_HTTP_PROTOBUF => Ok(OtlpProtocol::HttpProtobuf),
+        OTLP_GRPC => Ok(OtlpProtocol::Grpc),
+        other => Err(format!(
+            "`{other}` is not one of: {OTLP_HTTP_PROTOBUF}, {OTLP_GRPC}"
+        )),
     }
 }
 
@@ -172,12 +182,23 @@ mod tests {
         let o = &c.observe.otlp.unwrap().value;
         assert_eq!(o.sample_ratio, Some(0.25));
         assert_eq!(o.max_queue_spans, 4096);
+        let c = Config::parse(&format!(
+            "{MIN}observe:\n  otlp:\n    endpoint: https://collector:4317\n    protocol: grpc\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.observe.otlp.unwrap().value.protocol.as_deref(),
+            Some("grpc")
+        );
     }
 
     #[test]
     fn errors_name_the_field_and_the_line() {
         for (observe, field) in [
-            ("  otlp:\n    protocol: grpc\n", "observe.otlp.protocol"),
+            (
+                "  otlp:\n    protocol: http/json\n",
+                "observe.otlp.protocol",
+            ),
             (
                 "  otlp:\n    endpoint: collector:4318\n",
                 "observe.otlp.endpoint",
@@ -198,7 +219,10 @@ mod tests {
             let e = err(observe);
             assert!(e.contains(field) && e.contains("line 6"), "{e}");
         }
-        assert!(err("  otlp:\n    protocol: grpc\n").contains("use http/protobuf"));
+        assert!(
+            err("  otlp:\n    protocol: foo\n")
+                .contains("`foo` is not one of: http/protobuf, grpc")
+        );
         // Unknown fields are refused by the reader.
         assert!(err("  acces_log: true\n").contains("acces_log"));
     }

@@ -1,10 +1,11 @@
 //! Beside the pipeline: where finished spans go. `observe.otlp` and the `OTEL_*` variables resolved
 //! into one [`OtlpSettings`]; a span processor that only pushes a sampled span into a bounded queue
 //! (full: dropped and counted, never waited for); one task on the background runtime that exports
-//! the queue in batches with `opentelemetry-otlp`'s http/protobuf exporter over Sluice's own hyper
-//! client (rustls, as for upstreams).
+//! the queue in batches with `opentelemetry-otlp`'s exporter: http/protobuf over Sluice's own hyper
+//! client, or gRPC (tonic) over a channel on Sluice's own connector; rustls with the upstreams'
+//! trust either way.
 
-use crate::config::{OtlpConfig, check_endpoint, check_protocol};
+use crate::config::{OtlpConfig, OtlpProtocol, check_endpoint, check_protocol};
 use crate::observe::Metrics;
 use bytes::Bytes;
 use http::{Request, Response};
@@ -25,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 /// Where and how traces are exported, resolved from config and environment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtlpSettings {
-    /// The full traces URL (`…/v1/traces`).
+    pub protocol: OtlpProtocol,
+    /// http/protobuf: the full traces URL (`…/v1/traces`); grpc: the collector's base URL.
     pub endpoint: String,
     pub headers: Vec<(String, String)>,
     pub sample_ratio: f64,
@@ -61,19 +63,31 @@ pub fn resolve(
         }
         None => return Ok(None),
     };
-    let protocol = cfg
-        .protocol
-        .clone()
-        .or_else(|| var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"))
-        .or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"))
-        .unwrap_or_else(|| "http/protobuf".into());
-    check_protocol(&protocol).map_err(|r| format!("otlp protocol: {r}"))?;
-    // The signal's own URL is used as it is; a base URL gets `/v1/traces`.
-    let endpoint = match (&cfg.endpoint, signal, base) {
-        (Some(e), _, _) => traces_url(e),
-        (None, Some(s), _) => s,
-        (None, None, Some(b)) => traces_url(&b),
-        (None, None, None) => "http://localhost:4318/v1/traces".into(),
+    // The first that is set, named as the error names it.
+    let protocol = [
+        ("observe.otlp.protocol", cfg.protocol.clone()),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            var("OTEL_EXPORTER_OTLP_PROTOCOL"),
+        ),
+    ]
+    .into_iter()
+    .find_map(|(name, p)| p.map(|p| check_protocol(p.trim()).map_err(|r| format!("{name}: {r}"))))
+    .unwrap_or(Ok(OtlpProtocol::HttpProtobuf))?;
+    // The signal's own URL is used as it is; for http/protobuf a base URL gets `/v1/traces`, for
+    // grpc it is the collector's address as it is.
+    let endpoint = match (protocol, &cfg.endpoint, signal, base) {
+        (OtlpProtocol::HttpProtobuf, Some(e), _, _) => traces_url(e),
+        (OtlpProtocol::Grpc, Some(e), _, _) => e.clone(),
+        (_, None, Some(s), _) => s,
+        (OtlpProtocol::HttpProtobuf, None, None, Some(b)) => traces_url(&b),
+        (OtlpProtocol::Grpc, None, None, Some(b)) => b,
+        (OtlpProtocol::HttpProtobuf, None, None, None) => "http://localhost:4318/v1/traces".into(),
+        (OtlpProtocol::Grpc, None, None, None) => "http://localhost:4317".into(),
     };
     check_endpoint(&endpoint).map_err(|r| format!("otlp endpoint: {r}"))?;
     let sampler = var("OTEL_TRACES_SAMPLER").unwrap_or_else(|| "parentbased_traceidratio".into());
@@ -97,6 +111,7 @@ pub fn resolve(
         _ => None,
     };
     Ok(Some(OtlpSettings {
+        protocol,
         endpoint,
         headers: cfg
             .headers
@@ -178,18 +193,11 @@ pub fn pipeline(
     s: &OtlpSettings,
     resource: &Resource,
 ) -> Result<(QueueProcessor, Exporter), String> {
-    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
-    let client = OtlpClient::new(s.timeout);
-    let headers: HashMap<String, String> = s.headers.iter().cloned().collect();
-    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_http_client(client)
-        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-        .with_endpoint(s.endpoint.clone())
-        .with_timeout(s.timeout)
-        .with_headers(headers)
-        .build()
-        .map_err(|e| format!("otlp exporter: {e}"))?;
+    let mut exporter = match s.protocol {
+        OtlpProtocol::HttpProtobuf => http_exporter(s),
+        OtlpProtocol::Grpc => grpc_exporter(s)?,
+    }
+    .map_err(|e| format!("otlp exporter: {e}"))?;
     exporter.set_resource(resource);
     let (tx, rx) = mpsc::channel(s.max_queue);
     Ok((
@@ -201,6 +209,62 @@ pub fn pipeline(
             interval: s.interval,
         },
     ))
+}
+
+type Built = Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError>;
+
+/// `POST` protobuf to the traces URL with [`OtlpClient`].
+fn http_exporter(s: &OtlpSettings) -> Built {
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+    let headers: HashMap<String, String> = s.headers.iter().cloned().collect();
+    opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_http_client(OtlpClient::new(s.timeout))
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_endpoint(s.endpoint.clone())
+        .with_timeout(s.timeout)
+        .with_headers(headers)
+        .build()
+}
+
+/// gRPC on a lazily connected tonic channel over [`connector`] (HTTP/2 only), the headers as
+/// metadata. Spawns the channel's worker: called on a runtime (the background one).
+fn grpc_exporter(s: &OtlpSettings) -> Result<Built, String> {
+    use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
+    let mut headers = http::HeaderMap::new();
+    for (k, v) in &s.headers {
+        let name = http::HeaderName::from_bytes(k.as_bytes());
+        let value = http::HeaderValue::from_str(v);
+        let (Ok(name), Ok(value)) = (name, value) else {
+            return Err(format!("otlp headers: `{k}` is not a valid header"));
+        };
+        headers.append(name, value);
+    }
+    let channel = tonic::transport::Endpoint::from_shared(s.endpoint.clone())
+        .map_err(|e| format!("otlp endpoint: `{}`: {e}", s.endpoint))?
+        .timeout(s.timeout)
+        .connect_with_connector_lazy(connector(s.timeout, true));
+    Ok(opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_channel(channel)
+        .with_timeout(s.timeout)
+        .with_metadata(tonic::metadata::MetadataMap::from_headers(headers))
+        .build())
+}
+
+/// TCP (bounded connect) with rustls on `https` (the upstreams' config); HTTP/2 alone for gRPC.
+fn connector(timeout: Duration, h2_only: bool) -> hyper_rustls::HttpsConnector<HttpConnector> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(timeout));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*crate::deliver::tls_client_config()).clone())
+        .https_or_http();
+    if h2_only {
+        https.enable_http2().wrap_connector(http)
+    } else {
+        https.enable_all_versions().wrap_connector(http)
+    }
 }
 
 impl Exporter {
@@ -270,16 +334,8 @@ const MAX_ANSWER: usize = 1 << 20;
 
 impl OtlpClient {
     fn new(timeout: Duration) -> OtlpClient {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*crate::deliver::tls_client_config()).clone())
-            .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(http);
         OtlpClient {
-            inner: Client::builder(TokioExecutor::new()).build(https),
+            inner: Client::builder(TokioExecutor::new()).build(connector(timeout, false)),
             timeout,
         }
     }
@@ -390,16 +446,59 @@ mod tests {
     }
 
     #[test]
-    fn grpc_and_bad_values_are_refused_and_disabled_is_off() {
-        let e = resolve(
-            None,
-            &env(&[
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4317"),
-                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+    fn grpc_uses_the_base_url_as_it_is() {
+        let grpc = |vars: &[(&str, &str)]| {
+            let s = resolve(None, &env(vars)).unwrap().unwrap();
+            assert_eq!(s.protocol, OtlpProtocol::Grpc);
+            s.endpoint
+        };
+        let base = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4317");
+        assert_eq!(
+            grpc(&[base, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]),
+            "http://a:4317"
+        );
+        // The traces protocol wins over the general one.
+        assert_eq!(
+            grpc(&[
+                base,
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
             ]),
-        )
-        .unwrap_err();
-        assert!(e.contains("grpc is not supported"), "{e}");
+            "http://a:4317"
+        );
+        let cfg = OtlpConfig {
+            protocol: Some("grpc".into()),
+            ..OtlpConfig::from_env_only()
+        };
+        let s = resolve(Some(&cfg), &env(&[])).unwrap().unwrap();
+        assert_eq!(s.endpoint, "http://localhost:4317");
+        let cfg = OtlpConfig {
+            endpoint: Some("https://c.example:4317".into()),
+            ..cfg
+        };
+        let s = resolve(
+            Some(&cfg),
+            &env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]),
+        );
+        assert_eq!(s.unwrap().unwrap().endpoint, "https://c.example:4317");
+    }
+
+    #[test]
+    fn bad_values_are_refused_and_disabled_is_off() {
+        for (var, p) in [
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "foo"),
+        ] {
+            let e = resolve(
+                None,
+                &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4317"), (var, p)]),
+            )
+            .unwrap_err();
+            assert_eq!(
+                e,
+                format!("{var}: `{p}` is not one of: http/protobuf, grpc")
+            );
+        }
         let e = resolve(
             None,
             &env(&[

@@ -41,7 +41,7 @@ impl Tracing {
             .build();
         let stop = CancellationToken::new();
         let handle = exporter.spawn(stop.clone());
-        tracing::info!(endpoint = %s.endpoint, sample_ratio = s.sample_ratio, "exporting traces over otlp");
+        tracing::info!(endpoint = %s.endpoint, protocol = ?s.protocol, sample_ratio = s.sample_ratio, "exporting traces over otlp");
         Ok(Tracing {
             tracer: provider.tracer("sluice"),
             _provider: provider,
