@@ -437,6 +437,12 @@ async fn a_streamed_request_span_ends_with_the_stream_and_has_its_usage() {
         attr(&server, "gen_ai.response.finish_reasons").as_deref(),
         Some("stop")
     );
+    // The model the stream's chunks name (the simulated upstream echoes the one asked for).
+    assert_eq!(
+        attr(&server, "gen_ai.response.model").as_deref(),
+        Some("m"),
+        "{server:?}"
+    );
     // The span lasted past the first token: it ended with the stream.
     let lasted_ms = (server.end_time_unix_nano - server.start_time_unix_nano) as f64 / 1e6;
     assert!(lasted_ms >= num(&server, "sluice.ttft_ms"), "{lasted_ms}");

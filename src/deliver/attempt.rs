@@ -299,6 +299,7 @@ fn stream_response(
     if let Some(t) = &trace {
         t.streaming();
     }
+    let keep_model = trace.as_ref().is_some_and(|t| t.recording());
     let on_first: OnFirst = Box::new(move |ttft| {
         first.congestion_sample(Outcome::Success(ttft));
         first.observe_ttft(ttft, std::time::Instant::now());
@@ -330,9 +331,8 @@ fn stream_response(
             if let Some(u) = out.usage {
                 t.usage(u.input_tokens, u.output_tokens);
             }
-            if let Some(r) = out.finish_reason {
-                t.response(None, vec![r.to_string()]);
-            }
+            let finish = out.finish_reason.map(|r| vec![r.to_string()]);
+            t.response(out.model, finish.unwrap_or_default());
             if let Some(s) = span {
                 let ok = out.end == StreamEnd::Complete;
                 s.end(200, if ok { "ok" } else { "error" }, None);
@@ -344,6 +344,7 @@ fn stream_response(
         upstream: plan.wire,
         client: Wire::client(call.endpoint),
         secret: backend.api_key.clone(),
+        keep_model,
     };
     let body = StreamBody::new(
         resp.into_body(),

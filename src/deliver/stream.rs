@@ -29,11 +29,13 @@ pub enum StreamEnd {
     ClientGone,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StreamOutcome {
     pub usage: Option<Usage>,
     /// Why the upstream's message stopped, as it said (`stop`, `end_turn`, …).
     pub finish_reason: Option<&'static str>,
+    /// The model the upstream answered with (kept for a recording trace only).
+    pub model: Option<String>,
     pub ttft: Option<Duration>,
     pub end: StreamEnd,
 }
@@ -70,6 +72,8 @@ pub struct StreamSides {
     /// The key Sluice injected upstream: masked wherever the stream echoes it (an upstream error
     /// event quoting the request's headers).
     pub secret: Option<String>,
+    /// Keep the response's model from the stream (a recording trace).
+    pub keep_model: bool,
 }
 
 pub struct StreamBody {
@@ -114,12 +118,16 @@ impl StreamBody {
         on_finish: OnFinish,
     ) -> StreamBody {
         let now = Instant::now();
+        let mut check = StreamCheck::of(sides.upstream);
+        if sides.keep_model {
+            check.keep_model();
+        }
         StreamBody {
             inner,
             transform,
             parser: SseParser::with_limits(bounds.sse_max_line_bytes, bounds.sse_max_event_bytes),
             events: Vec::new(),
-            check: StreamCheck::of(sides.upstream),
+            check,
             client: sides.client,
             secret: sides.secret,
             pending: VecDeque::new(),
@@ -149,6 +157,7 @@ impl StreamBody {
             f(StreamOutcome {
                 usage: self.usage(),
                 finish_reason: self.check.finish_reason(),
+                model: self.check.model().map(str::to_string),
                 ttft: self.ttft,
                 end,
             });

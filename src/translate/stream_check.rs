@@ -1,6 +1,9 @@
 //! Stream integrity: whether an upstream SSE stream is complete, malformed or cut short, read with
 //! as little parsing as that needs. Every event's data is validated as JSON without building a tree
 //! (serde skips what it does not need); only the few events that carry `usage` are parsed for it.
+//! For a recording trace the response's model is kept too: from a chunk's `model` (OpenAI, read in
+//! the same pass), or from the events parsed for usage (Anthropic `message_start`, the Responses
+//! terminal event; `response.created` is parsed for it alone).
 //!
 //! Complete means: OpenAI, a choice with a `finish_reason` and then `[DONE]`; Anthropic,
 //! `message_stop`. An upstream error event also ends a stream (the client sees it as an error).
@@ -95,10 +98,16 @@ pub struct StreamCheck {
     /// Why the message stopped, as the upstream said (for traces).
     finish_reason: Option<&'static str>,
     errored: bool,
+    /// Keep the response's model (a recording trace), and the one kept.
+    keep_model: bool,
+    model: Option<String>,
 }
 
 #[derive(Deserialize)]
-struct OpenAiChunk {
+struct OpenAiChunk<'a> {
+    /// Borrowed (nothing allocated) and copied once, when a model is kept.
+    #[serde(default, borrow)]
+    model: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     choices: Option<AnyFinished>,
     #[serde(default)]
@@ -195,7 +204,20 @@ impl StreamCheck {
             finished: false,
             finish_reason: None,
             errored: false,
+            keep_model: false,
+            model: None,
         }
+    }
+
+    /// Keep the response's model as well (a recording trace wants `gen_ai.response.model`).
+    pub fn keep_model(&mut self) {
+        self.keep_model = true;
+        self.usage.keep_model();
+    }
+
+    /// The model the upstream answered with, when kept and said.
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref().or_else(|| self.usage.model())
     }
 
     /// Look at one event. `Err(Malformed)` when its data is not what the protocol sends.
@@ -211,6 +233,12 @@ impl StreamCheck {
                     serde_json::from_str(data).map_err(|_| StreamFault::Malformed)?;
                 if chunk.error.is_some() {
                     self.errored = true;
+                }
+                if self.keep_model
+                    && self.model.is_none()
+                    && let Some(m) = chunk.model.filter(|m| !m.is_empty())
+                {
+                    self.model = Some(m.into_owned());
                 }
                 if let Some(reason) = chunk.choices.and_then(|c| c.0) {
                     self.finished = true;
@@ -255,6 +283,7 @@ impl StreamCheck {
                         });
                         self.usage.observe(ev);
                     }
+                    "response.created" if self.keep_model => self.usage.observe(ev),
                     "error" => self.errored = true,
                     _ => {}
                 }
@@ -349,6 +378,56 @@ mod tests {
         c.observe(&ev(None, r#"{"choices":[{"finish_reason":"weird"}]}"#))
             .unwrap();
         assert_eq!(c.finish_reason(), Some("other"));
+    }
+
+    /// A check of `wire` that keeps the model, after `events`.
+    fn keeping(wire: Wire, events: &[(&str, &str)]) -> StreamCheck {
+        let mut c = StreamCheck::of(wire);
+        c.keep_model();
+        for (e, d) in events {
+            c.observe(&ev(Some(*e).filter(|e| !e.is_empty()), d))
+                .unwrap();
+        }
+        c
+    }
+
+    #[test]
+    fn the_model_is_kept_only_when_asked() {
+        let chunk =
+            r#"{"model":"gpt-x","choices":[{"delta":{"content":"hi"},"finish_reason":null}]}"#;
+        let mut c = StreamCheck::of(Wire::Chat);
+        c.observe(&ev(None, chunk)).unwrap();
+        assert_eq!(c.model(), None);
+        let later = chunk.replace("gpt-x", "later");
+        let c = keeping(Wire::Chat, &[("", chunk), ("", &later)]);
+        assert_eq!(c.model(), Some("gpt-x"));
+        let c = keeping(
+            Wire::Messages,
+            &[(
+                "message_start",
+                r#"{"type":"message_start","message":{"model":"claude-x","usage":{"input_tokens":5,"output_tokens":1}}}"#,
+            )],
+        );
+        assert_eq!(c.model(), Some("claude-x"));
+        // Responses: `response.created` names it before any usage (and counts none) ...
+        let c = keeping(
+            Wire::Responses,
+            &[(
+                "response.created",
+                r#"{"type":"response.created","response":{"model":"gpt-r","usage":null}}"#,
+            )],
+        );
+        assert_eq!((c.model(), c.usage()), (Some("gpt-r"), None));
+        // ... and the last event names it too.
+        let c = keeping(
+            Wire::Responses,
+            &[(
+                "response.completed",
+                r#"{"type":"response.completed","response":{"model":"gpt-r2","usage":{"input_tokens":2,"output_tokens":3}}}"#,
+            )],
+        );
+        assert_eq!(c.model(), Some("gpt-r2"));
+        assert_eq!(c.finish_reason(), Some("completed"));
     }
 
     #[test]

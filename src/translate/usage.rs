@@ -125,15 +125,27 @@ pub fn usage_from_body(body: &Value) -> Option<Usage> {
 }
 
 /// Accumulates usage from an untranslated stream of either protocol: the OpenAI final usage
-/// chunk, or Anthropic `message_start` (input) + `message_delta` (cumulative output).
+/// chunk, or Anthropic `message_start` (input) + `message_delta` (cumulative output). Asked to,
+/// it keeps the response's model too, from the same parsed events.
 #[derive(Debug, Default)]
 pub struct StreamUsage {
     usage: Option<Usage>,
+    keep_model: bool,
+    model: Option<String>,
 }
 
 impl StreamUsage {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Keep the first model an observed event names (`model`, `message.model`, `response.model`).
+    pub fn keep_model(&mut self) {
+        self.keep_model = true;
+    }
+
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
     }
 
     pub fn observe(&mut self, ev: &SseEvent) {
@@ -144,6 +156,9 @@ impl StreamUsage {
         let Ok(v) = serde_json::from_str::<Value>(data) else {
             return;
         };
+        if self.keep_model && self.model.is_none() {
+            self.model = model_of(&v);
+        }
         match v.get("type").and_then(Value::as_str) {
             Some("message_start") => {
                 if let Some(d) = v
@@ -192,4 +207,15 @@ impl StreamUsage {
     pub fn usage(&self) -> Option<Usage> {
         self.usage
     }
+}
+
+/// The model an event names: Anthropic's `message_start` in `message`, a Responses event in
+/// `response`, an OpenAI chunk at the top.
+fn model_of(v: &Value) -> Option<String> {
+    [v.get("message"), v.get("response"), Some(v)]
+        .into_iter()
+        .flatten()
+        .find_map(|o| o.get("model")?.as_str())
+        .filter(|m| !m.is_empty())
+        .map(str::to_string)
 }
