@@ -1,9 +1,9 @@
 //! OpenTelemetry traces and the access log, end to end: real OTLP receivers started here, over
 //! HTTP (protobuf `ExportTraceServiceRequest` at `/v1/traces`) and over gRPC (a tonic
-//! `TraceService`), real gateway processes, simulated upstreams. Spans carry the GenAI and Sluice
-//! attributes, continue the client's trace, and name the attempt in the `traceparent` the upstream
-//! sees; failovers show two attempts; streams carry usage and the response model; with traces off
-//! nothing is exported.
+//! `TraceService`, in the clear and behind TLS), real gateway processes, simulated upstreams. Spans
+//! carry the GenAI and Sluice attributes, continue the client's trace, and name the attempt in the
+//! `traceparent` the upstream sees; failovers show two attempts; streams carry usage and the response
+//! model; with traces off nothing is exported.
 
 mod support;
 
@@ -100,11 +100,11 @@ async fn export_over_http(
         .unwrap())
 }
 
-/// How spans reach a receiver.
-#[derive(Clone, Copy)]
+/// How spans reach a receiver: OTLP/HTTP, or OTLP/gRPC in the clear or behind TLS.
+#[derive(Clone)]
 enum Over {
     Http,
-    Grpc,
+    Grpc(Option<Arc<rustls::ServerConfig>>),
 }
 
 /// An OTLP receiver on loopback.
@@ -119,7 +119,12 @@ async fn receiver() -> Receiver {
 
 async fn receiver_over(over: Over) -> Receiver {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let scheme = if matches!(over, Over::Grpc(Some(_))) {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{}", listener.local_addr().unwrap());
     let store = Store::default();
     let s = store.clone();
     tokio::spawn(async move {
@@ -127,27 +132,55 @@ async fn receiver_over(over: Over) -> Receiver {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let (io, s) = (TokioIo::new(stream), s.clone());
+            let (over, s) = (over.clone(), s.clone());
             tokio::spawn(async move {
                 let _ = match over {
                     Over::Http => {
                         let svc = service_fn(move |req| export_over_http(s.clone(), req));
                         hyper::server::conn::http1::Builder::new()
-                            .serve_connection(io, svc)
+                            .serve_connection(TokioIo::new(stream), svc)
                             .await
                     }
-                    Over::Grpc => {
-                        let grpc = TraceServiceServer::new(s);
-                        let svc = service_fn(move |req| grpc.clone().call(req));
-                        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                            .serve_connection(io, svc)
-                            .await
+                    Over::Grpc(None) => serve_grpc(stream, s).await,
+                    Over::Grpc(Some(tls)) => {
+                        match tokio_rustls::TlsAcceptor::from(tls).accept(stream).await {
+                            Ok(stream) => serve_grpc(stream, s).await,
+                            Err(_) => return,
+                        }
                     }
                 };
             });
         }
     });
     Receiver { url, store }
+}
+
+/// `TraceService` on one HTTP/2 connection.
+async fn serve_grpc<I>(io: I, store: Store) -> hyper::Result<()>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let grpc = TraceServiceServer::new(store);
+    let svc = service_fn(move |req| grpc.clone().call(req));
+    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), svc)
+        .await
+}
+
+/// A TLS config for a collector at 127.0.0.1 (HTTP/2 by ALPN), and its self-signed certificate's
+/// PEM file, for the gateway to trust (`SLUICE_EXTRA_CA`).
+fn collector_tls() -> (Arc<rustls::ServerConfig>, std::path::PathBuf) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let pem = tmp_dir().join("collector.pem");
+    std::fs::write(&pem, ck.cert.pem()).unwrap();
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der());
+    let mut cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key.into())
+        .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    (Arc::new(cfg), pem)
 }
 
 impl Receiver {
@@ -235,22 +268,22 @@ fn traced_config(backends: &str, otlp: &str, extra: &str) -> String {
     )
 }
 
-/// A simulated upstream `up` (started with `args`) and a gateway exporting to `rx`, with `otlp`
-/// added to its `observe.otlp`: (gateway, upstream).
-fn traced_gateway(rx: &Receiver, args: &[&str], otlp: &str) -> (Proc, Proc) {
+/// A simulated upstream `up` (started with `args`) and a gateway (with `envs`) exporting to `rx`,
+/// with `otlp` added to its `observe.otlp`: (gateway, upstream).
+fn traced_gateway(rx: &Receiver, args: &[&str], otlp: &str, envs: &[(&str, &str)]) -> (Proc, Proc) {
     let up = mock("openai", "up", args);
     let cfg = traced_config(
         &backend("up", &up, "openai", ""),
         &format!("endpoint: \"{}\", {otlp}", rx.url),
         "",
     );
-    (gateway(&cfg), up)
+    (gateway_env(&cfg, envs), up)
 }
 
 #[tokio::test]
 async fn a_request_is_one_server_span_with_genai_attributes_in_the_clients_trace() {
     let rx = receiver().await;
-    let (gw, up) = traced_gateway(&rx, &[], "headers: { x-collector-key: c-123 }, ");
+    let (gw, up) = traced_gateway(&rx, &[], "headers: { x-collector-key: c-123 }, ", &[]);
     let (trace_id, parent, tp) = client_trace(1);
     let r = chat(
         &gw,
@@ -416,7 +449,7 @@ async fn a_failed_over_request_shows_two_attempt_spans() {
 #[tokio::test]
 async fn a_streamed_request_span_ends_with_the_stream_and_has_its_usage() {
     let rx = receiver().await;
-    let (gw, _up) = traced_gateway(&rx, &["--ttft-ms", "30"], "");
+    let (gw, _up) = traced_gateway(&rx, &["--ttft-ms", "30"], "", &[]);
     let (trace_id, _, tp) = client_trace(20);
     let body = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hello there"}]});
     let r = chat(&gw, "sk-acme", body, &[("traceparent", &tp)]).await;
@@ -498,12 +531,13 @@ async fn with_traces_off_nothing_is_exported_and_the_environment_turns_them_on()
 
 #[tokio::test]
 async fn over_grpc_the_span_reaches_a_grpc_collector_with_the_headers_as_metadata() {
-    let rx = receiver_over(Over::Grpc).await;
+    let rx = receiver_over(Over::Grpc(None)).await;
     // The collector's base URL, as it is: nothing is appended for gRPC.
     let (gw, _up) = traced_gateway(
         &rx,
         &[],
         "protocol: grpc, headers: { x-collector-key: c-456 }, ",
+        &[],
     );
     let (trace_id, parent, tp) = client_trace(40);
     let r = chat(&gw, "sk-acme", hello("m"), &[("traceparent", &tp)]).await;
@@ -540,6 +574,25 @@ async fn over_grpc_the_span_reaches_a_grpc_collector_with_the_headers_as_metadat
         metric(&m, "sluice_trace_spans_exported_total", &[]).is_some_and(|n| n >= 4.0)
     })
     .await;
+}
+
+#[tokio::test]
+async fn an_https_grpc_collector_is_reached_with_the_upstreams_trust() {
+    let (tls, pem) = collector_tls();
+    let rx = receiver_over(Over::Grpc(Some(tls))).await;
+    assert!(rx.url.starts_with("https://"));
+    let (gw, _up) = traced_gateway(
+        &rx,
+        &[],
+        "protocol: grpc, ",
+        &[("SLUICE_EXTRA_CA", pem.to_str().unwrap())],
+    );
+    let (trace_id, parent, tp) = client_trace(41);
+    let r = chat(&gw, "sk-acme", hello("m"), &[("traceparent", &tp)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (server, _) = rx.trace(&trace_id, 3).await;
+    assert_eq!(hex(&server.parent_span_id), parent);
+    assert_eq!(attr(&server, "gen_ai.request.model").as_deref(), Some("m"));
 }
 
 #[tokio::test]
