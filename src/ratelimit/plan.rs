@@ -8,7 +8,7 @@ use super::local::{Levels, Quotas};
 use super::overlimit::Hit;
 use ::redis::{Script, ScriptInvocation};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The Redis keys of a tenant's buckets: `<prefix>:{<tenant>}:req` and `<prefix>:{<tenant>}:tok`.
@@ -47,6 +47,13 @@ pub(super) struct Plan {
     last: Mutex<Option<Levels>>,
     /// Other nodes' bookings between ours: when to ask again after a booking.
     pub(super) contention: Contention,
+    /// The last reply refused or booked ahead (or nothing is known yet): the tenant is at its limit
+    /// and waiting requests take turns calling Redis ([`Plan::flight`]).
+    contended: AtomicBool,
+    /// Held across a waiting request's Redis call while the tenant is contended: requests that
+    /// came together (a node resuming after a pause, a burst) ask one after another, each seeing
+    /// the over-limit cache the previous answer left, instead of all asking for the same slot.
+    pub(super) flight: tokio::sync::Mutex<()>,
     /// The longest wait budget a request of this tenant asked with (ms): how deep bookings may put
     /// the buckets in debt, and so how deep a charge of fallback admissions may.
     horizon_ms: AtomicU64,
@@ -70,6 +77,8 @@ impl Plan {
             lease: Lease::default(),
             last: Mutex::new(None),
             contention: Contention::default(),
+            contended: AtomicBool::new(true),
+            flight: tokio::sync::Mutex::new(()),
             horizon_ms: AtomicU64::new(0),
             group: 0,
         })
@@ -120,11 +129,19 @@ impl Plan {
         Duration::from_secs_f64(60.0 / self.rpm.max(1) as f64)
     }
 
-    /// Remember the global levels a reply reports (`tokens_asked`: the token bucket was consulted).
+    /// Whether waiting requests of this tenant take turns calling Redis.
+    pub(super) fn contended(&self) -> bool {
+        self.contended.load(Ordering::Relaxed)
+    }
+
+    /// Remember the global levels a reply reports (`tokens_asked`: the token bucket was consulted),
+    /// and whether the tenant is at its limit (refused, or booked a slot ahead).
     pub(super) fn record(&self, v: &[i64], tokens_asked: bool) {
         if v.len() < 12 {
             return;
         }
+        let at_limit = v[0] != 1 || v.get(8).is_some_and(|w| *w > 0);
+        self.contended.store(at_limit, Ordering::Relaxed);
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let l = last.get_or_insert(Levels::EMPTY);
         if self.rpm > 0 {

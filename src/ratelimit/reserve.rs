@@ -56,6 +56,17 @@ impl Inner {
                 ..Decision::default()
             };
         }
+        // A waiting request of a tenant at its limit calls Redis only when no other call of this
+        // node is out for the tenant (bounded by the call's own timeout, and then it calls anyway);
+        // what that call answered is in the cache by the time the turn comes.
+        let turn = if !req.max_wait.is_zero() && plan.contended() {
+            tokio::time::timeout(self.timeout * 2, plan.flight.lock())
+                .await
+                .ok()
+        } else {
+            None
+        };
+        let now = if turn.is_some() { Instant::now() } else { now };
         // A cached refusal stands only when even the request's wait budget would not reach the slot.
         if let Some(hit) = self.cache.check(req.tenant, req.requests, clamped, now)
             && hit.wait > req.max_wait

@@ -1,7 +1,9 @@
 //! The chaos suite, long (issue #15, item 5): three nodes, a real Redis, open-loop load at 3× a
 //! tenant's limit, for every scenario (steady, Redis killed and restarted, a node killed and
 //! restarted, a node paused and resumed, breaker flap) × burst (10 and = the limit) × `max_wait_ms`
-//! (0 and 10,000; steady with 10,000 is the queueing scenario). Prints, per run, the largest sliding
+//! (0 and 10,000; steady with 10,000 is the queueing scenario), and each scenario again with a token
+//! limit (`CHAOS_UNITS`, default `requests,tokens`; the token bucket is drained before the load, so
+//! its windows are bounded by rate × window). Prints, per run, the largest sliding
 //! 1 s, 10 s and 60 s windows of admitted requests against burst + rate × window, Redis calls per
 //! admitted request, 5xx and the p99 latency of admitted requests. The fault happens between a
 //! quarter and half of each run: runs of at least 120 s give 60 s windows before, across and after.
@@ -19,7 +21,7 @@ mod common;
 #[path = "../support/mod.rs"]
 mod support;
 
-use chaos::{Fault, Limits, Plan, run, table};
+use chaos::{Fault, Limits, Plan, Unit, run, table};
 use common::need;
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -68,6 +70,14 @@ fn main() {
             n => n.parse().unwrap_or_else(|_| panic!("CHAOS_BURSTS: {n}")),
         })
         .collect();
+    let units: Vec<Unit> = list("CHAOS_UNITS", "requests,tokens")
+        .iter()
+        .map(|u| match u.as_str() {
+            "requests" => Unit::Requests,
+            "tokens" => Unit::Tokens,
+            other => panic!("CHAOS_UNITS: {other}"),
+        })
+        .collect();
     let waits: Vec<u64> = list("CHAOS_WAITS", "0,10000")
         .iter()
         .map(|w| w.parse().unwrap_or_else(|_| panic!("CHAOS_WAITS: {w}")))
@@ -81,13 +91,22 @@ fn main() {
         plan.fault_window().1
     );
     let mut reports = Vec::new();
+    // A token limit has no burst of its own (its bucket holds a minute): one run per wait.
+    let mut shapes: Vec<(Unit, u32)> = Vec::new();
+    for &unit in &units {
+        match unit {
+            Unit::Requests => shapes.extend(bursts.iter().map(|&b| (unit, b))),
+            Unit::Tokens => shapes.push((unit, 0)),
+        }
+    }
     for &fault in &faults {
-        for &burst in &bursts {
+        for &(unit, burst) in &shapes {
             for &max_wait_ms in &waits {
                 let limits = Limits {
                     rpm,
                     burst,
                     max_wait_ms,
+                    unit,
                 };
                 let report = run(fault, limits, &plan);
                 println!("{}", report.row());

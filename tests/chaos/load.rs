@@ -1,7 +1,7 @@
 //! Open-loop load: requests leave on a fixed schedule, each in its own task, whatever happened to
 //! the earlier ones, so a slow or stopped node does not slow the offered load down.
 
-use crate::support::{client, hello};
+use crate::support::{Resp, client, hello, request};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use std::time::{Duration, Instant};
@@ -24,20 +24,55 @@ pub struct Outcome {
     pub sent: f64,
     pub done: f64,
     pub answer: Answer,
+    /// `usage.total_tokens` of a 200 (0 otherwise).
+    pub tokens: u64,
+}
+
+/// The chat request body the load sends (with `max_tokens` for token limits).
+fn body(max_tokens: Option<u32>) -> Bytes {
+    let mut b = hello("m");
+    if let Some(m) = max_tokens {
+        b["max_tokens"] = m.into();
+    }
+    Bytes::from(b.to_string())
+}
+
+/// One request to `url` for `key`, answered in full.
+pub async fn ask(url: &str, key: &str, max_tokens: Option<u32>) -> Resp {
+    let auth = format!("Bearer {key}");
+    request(
+        "POST",
+        &format!("{url}/v1/chat/completions"),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        body(max_tokens),
+    )
+    .await
+}
+
+/// `usage.total_tokens` of an answer's body (0 if it has none).
+fn total_tokens(body: &[u8]) -> u64 {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["usage"]["total_tokens"].as_u64())
+        .unwrap_or(0)
 }
 
 /// Send `rate` requests per second for `seconds` from `t0`, round-robin over `urls`, each with
-/// `timeout`; every outcome, once all have ended.
+/// `timeout` (and `max_tokens`, if given); every outcome, once all have ended.
 pub async fn open_loop(
     urls: &[String],
     key: &str,
+    max_tokens: Option<u32>,
     t0: Instant,
     seconds: f64,
     rate: f64,
     timeout: Duration,
 ) -> Vec<Outcome> {
     let client = client();
-    let body = Bytes::from(hello("m").to_string());
+    let body = body(max_tokens);
     let auth = format!("Bearer {key}");
     let n = (seconds * rate).round() as usize;
     let mut tasks = Vec::with_capacity(n);
@@ -59,15 +94,21 @@ pub async fn open_loop(
                 Err(_) => (Answer::TimedOut, None),
             };
             let done = t0.elapsed().as_secs_f64();
+            let mut tokens = 0;
             if let Some(resp) = resp {
-                // Read the body so the connection goes back to the pool.
-                let _ = tokio::time::timeout(timeout, resp.into_body().collect()).await;
+                // Read the body (so the connection goes back to the pool) for its usage.
+                if let Ok(Ok(b)) = tokio::time::timeout(timeout, resp.into_body().collect()).await
+                    && answer == Answer::Status(200)
+                {
+                    tokens = total_tokens(&b.to_bytes());
+                }
             }
             Outcome {
                 node,
                 sent,
                 done,
                 answer,
+                tokens,
             }
         }));
     }

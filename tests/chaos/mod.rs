@@ -16,7 +16,7 @@ mod report;
 pub use load::{Answer, Outcome};
 // The benchmark does not test the window arithmetic.
 #[allow(unused_imports)]
-pub use report::{Report, largest_window, percentile, table};
+pub use report::{Report, largest_sum, largest_window, percentile, table};
 
 use crate::support::redis::RedisServer;
 use crate::support::{Proc, backend, free_port, gateway_on, metric, metrics_text, mock, poll};
@@ -38,18 +38,64 @@ const QUIET: &[(&str, &str)] = &[
 const VICTIM: usize = 2;
 
 /// The limited tenant: `requests_per_minute`, `burst`, and `shaping.max_wait_ms` (0: refuse at once;
-/// above 0: requests wait for the bucket that long).
+/// above 0: requests wait for the bucket that long); or, with [`Unit::Tokens`], a token limit in
+/// place of the request limit.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     pub rpm: u32,
     pub burst: u32,
     pub max_wait_ms: u64,
+    pub unit: Unit,
 }
 
+/// What the tenant's bucket counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    /// `requests_per_minute: rpm, burst: burst`.
+    Requests,
+    /// `tokens_per_minute: rpm × TOKENS_PER_REQUEST` and no request limit: every request asks
+    /// `max_tokens: MAX_TOKENS`, reserved at admission and reconciled with the answer's `usage`.
+    /// The bucket holds a minute of tokens: it is drained before the load starts (one request
+    /// reserving all of it), so the load meets an empty bucket and its windows are bounded by the
+    /// rate alone; `burst` is not used.
+    Tokens,
+}
+
+/// The token price of a request the load sends in [`Unit::Tokens`], as the bucket counts it (about:
+/// its `max_tokens` and a short prompt); the token limit is `rpm` of them a minute.
+pub const TOKENS_PER_REQUEST: u32 = 48;
+/// `max_tokens` of each request in [`Unit::Tokens`] (the upstream writes that many words).
+pub const MAX_TOKENS: u32 = 44;
+
 impl Limits {
-    /// What the bucket allows in any window of `secs`: burst + rate × window.
+    /// What the bucket allows in any window of `secs`, in its unit: burst + rate × window for
+    /// requests; rate × window for tokens (the bucket starts drained).
     pub fn allowed(&self, secs: f64) -> f64 {
-        self.burst as f64 + self.rpm as f64 / 60.0 * secs
+        match self.unit {
+            Unit::Requests => self.burst as f64 + self.rpm as f64 / 60.0 * secs,
+            Unit::Tokens => self.tpm() as f64 / 60.0 * secs,
+        }
+    }
+
+    /// The token limit of [`Unit::Tokens`].
+    pub fn tpm(&self) -> u64 {
+        u64::from(self.rpm) * u64::from(TOKENS_PER_REQUEST)
+    }
+
+    /// The tenant's `limits:` in the nodes' config.
+    fn yaml(&self) -> String {
+        match self.unit {
+            Unit::Requests => format!(
+                "{{ requests_per_minute: {}, burst: {} }}",
+                self.rpm, self.burst
+            ),
+            Unit::Tokens => format!("{{ tokens_per_minute: {} }}", self.tpm()),
+        }
+    }
+
+    /// `max_tokens` of each request of the load (none for requests).
+    pub fn max_tokens(&self) -> Option<u32> {
+        (self.unit == Unit::Tokens).then_some(MAX_TOKENS)
     }
 }
 
@@ -139,7 +185,12 @@ pub type Counters = [f64; 2];
 impl Cluster {
     pub fn start(limits: &Limits, plan: &Plan) -> Cluster {
         let redis = RedisServer::start();
-        let upstream = mock("openai", "up", &[]);
+        // Token runs: as many words as a request's `max_tokens` asks (the drain asks a minute's).
+        let words: &[&str] = match limits.unit {
+            Unit::Requests => &[],
+            Unit::Tokens => &["--output-tokens", "1000000"],
+        };
+        let upstream = mock("openai", "up", words);
         let gossip: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let seeds: Vec<String> = gossip.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let configs: Vec<String> = gossip
@@ -147,10 +198,9 @@ impl Cluster {
             .enumerate()
             .map(|(i, port)| {
                 format!(
-                    "node: {{ id: n{i} }}\nbackends:\n{}tenants:\n  - {{ id: chaos, keys: [{KEY}], limits: {{ requests_per_minute: {}, burst: {} }} }}\nrouting: {{}}\nshaping: {{ max_wait_ms: {} }}\ncluster:\n  secret_env: SLUICE_GOSSIP_KEY\n  gossip_listen: 127.0.0.1:{port}\n  seeds: [{}]\n  gossip_interval_ms: 100\n  dead_after_ms: 1500\n  redis: {{ url: \"{}\", timeout_ms: {} }}\n",
+                    "node: {{ id: n{i} }}\nbackends:\n{}tenants:\n  - {{ id: chaos, keys: [{KEY}], limits: {} }}\nrouting: {{}}\nshaping: {{ max_wait_ms: {} }}\ncluster:\n  secret_env: SLUICE_GOSSIP_KEY\n  gossip_listen: 127.0.0.1:{port}\n  seeds: [{}]\n  gossip_interval_ms: 100\n  dead_after_ms: 1500\n  redis: {{ url: \"{}\", timeout_ms: {} }}\n",
                     backend("up", &upstream, "openai", ""),
-                    limits.rpm,
-                    limits.burst,
+                    limits.yaml(),
                     limits.max_wait_ms,
                     seeds.join(", "),
                     redis.url(),
@@ -182,8 +232,9 @@ impl Cluster {
     }
 
     /// Wait until every node sees three members and limits through Redis; then empty Redis (a
-    /// full bucket to start from) and note the nodes' Redis call counters.
-    pub async fn ready(&mut self) {
+    /// full bucket to start from; for tokens, drained by one request reserving all of it) and note
+    /// the nodes' Redis call counters.
+    pub async fn ready(&mut self, limits: &Limits) {
         for node in &self.nodes {
             poll(
                 Duration::from_secs(30),
@@ -200,6 +251,10 @@ impl Cluster {
         let _: () = redis::cmd("FLUSHALL")
             .query(&mut self.redis.connection())
             .expect("FLUSHALL");
+        if limits.unit == Unit::Tokens {
+            let drain = load::ask(&self.urls()[0], KEY, Some(limits.tpm() as u32)).await;
+            assert_eq!(drain.status, 200, "the drain request: {}", drain.text());
+        }
         for (i, node) in self.nodes.iter().enumerate() {
             self.base[i] = counters(node).await;
         }
@@ -256,7 +311,7 @@ pub fn run(fault: Fault, limits: Limits, plan: &Plan) -> Report {
         .build()
         .unwrap();
     let mut cluster = Cluster::start(&limits, plan);
-    rt.block_on(cluster.ready());
+    rt.block_on(cluster.ready(&limits));
     let urls = cluster.urls();
     let rate = limits.rpm as f64 / 60.0 * plan.offered;
     // Long enough for any queued request to be answered.
@@ -266,7 +321,15 @@ pub fn run(fault: Fault, limits: Limits, plan: &Plan) -> Report {
     let (outcomes, events) = std::thread::scope(|s| {
         let c = &mut cluster;
         let actions = s.spawn(move || act(c, fault, plan, t0, &handle));
-        let load = load::open_loop(&urls, KEY, t0, plan.seconds, rate, timeout);
+        let load = load::open_loop(
+            &urls,
+            KEY,
+            limits.max_tokens(),
+            t0,
+            plan.seconds,
+            rate,
+            timeout,
+        );
         let outcomes = rt.block_on(load);
         (outcomes, actions.join().expect("the fault thread"))
     });

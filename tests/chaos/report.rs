@@ -1,21 +1,22 @@
 //! What a run measured, against what the bucket allows.
 
-use super::{Answer, Counters, Fault, Limits, Outcome};
+use super::{Answer, Counters, Fault, Limits, Outcome, Unit};
 
 /// The sliding windows reported, in seconds (a window longer than the run is left out).
 pub const WINDOWS: [f64; 3] = [1.0, 10.0, 60.0];
 
-/// The largest number of admitted answers in any sliding window of `secs`, and the bucket's allowance.
+/// The most admitted in any sliding window of `secs` (requests, or their tokens for a token limit),
+/// and the bucket's allowance.
 #[derive(Clone, Copy, Debug)]
 pub struct Window {
     pub secs: f64,
-    pub max: usize,
+    pub max: f64,
     pub allowed: f64,
 }
 
 impl Window {
     pub fn ratio(&self) -> f64 {
-        self.max as f64 / self.allowed
+        self.max / self.allowed
     }
 }
 
@@ -40,6 +41,9 @@ pub struct Report {
     /// No answer within the client timeout.
     pub timed_out: usize,
     pub windows: Vec<Window>,
+    /// What one admission may add to a window beyond its allowance: one request, or the largest
+    /// one's tokens (see [`Report::breaches`]).
+    pub grain: f64,
     /// Redis calls made by all nodes during the run.
     pub redis_calls: f64,
     /// Of which failed (timed out or refused).
@@ -70,18 +74,24 @@ impl Report {
             .filter(|o| o.answer == Answer::Status(200))
             .collect();
         // When the gateway admitted a request, as near as the client sees it: the upstream answers
-        // at once, so the response head comes right after admission (queued ones included).
-        let mut times: Vec<f64> = ok.iter().map(|o| o.done).collect();
-        times.sort_by(f64::total_cmp);
+        // at once, so the response head comes right after admission (queued ones included); and
+        // what it took from the bucket.
+        let weight = |o: &Outcome| match limits.unit {
+            Unit::Requests => 1.0,
+            Unit::Tokens => o.tokens as f64,
+        };
+        let mut points: Vec<(f64, f64)> = ok.iter().map(|o| (o.done, weight(o))).collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
         let windows = WINDOWS
             .iter()
             .filter(|w| **w <= seconds)
             .map(|&secs| Window {
                 secs,
-                max: largest_window(&times, secs),
+                max: largest_sum(&points, secs),
                 allowed: limits.allowed(secs),
             })
             .collect();
+        let grain = points.iter().map(|p| p.1).fold(1.0, f64::max);
         let mut latencies: Vec<f64> = ok.iter().map(|o| (o.done - o.sent) * 1000.0).collect();
         latencies.sort_by(f64::total_cmp);
         Report {
@@ -108,6 +118,7 @@ impl Report {
                 .filter(|o| o.answer == Answer::TimedOut)
                 .count(),
             windows,
+            grain,
             redis_calls,
             redis_errors,
             p99_ms: percentile(&latencies, 0.99),
@@ -121,24 +132,30 @@ impl Report {
         self.redis_calls / (self.admitted + self.held_and_lost).max(1) as f64
     }
 
-    /// `fault` B=`burst` wait=`max_wait`: the row's name.
+    /// `fault` B=`burst` wait=`max_wait` (or `tokens`): the row's name.
     pub fn name(&self) -> String {
         let wait = self.limits.max_wait_ms as f64 / 1000.0;
-        format!("{} B={} wait={wait}s", self.fault.name(), self.limits.burst)
+        let bucket = match self.limits.unit {
+            Unit::Requests => format!("B={}", self.limits.burst),
+            Unit::Tokens => "tokens".into(),
+        };
+        format!("{} {bucket} wait={wait}s", self.fault.name())
     }
 
     /// What breaks the bounds: a window above `factor` × its allowance, any 5xx, and (for
     /// queueing runs) more than `calls_per_queued` Redis calls per admitted request.
     ///
-    /// A window may also hold one request more than its allowance whatever `factor` is: admissions
-    /// are seen through response times, a few milliseconds later and not all equally late, which
-    /// can move one admission into a window that is full to the allowance (at 10 admissions a second
-    /// a 1 s window allows 20; × 1.01 would leave no room for that).
-    pub fn breaches(&self, factor: f64, calls_per_queued: f64) -> Vec<String> {
+    /// A window may also hold one admission more than its allowance whatever `factor` is
+    /// ([`Report::grain`]): admissions are seen through response times, a few milliseconds later and
+    /// not all equally late, which can move one admission into a window that is full to the
+    /// allowance (at 10 admissions a second a 1 s window allows 20; × 1.01 would leave no room).
+    /// Windows shorter than `shortest` seconds are reported, not checked.
+    pub fn breaches(&self, factor: f64, calls_per_queued: f64, shortest: f64) -> Vec<String> {
         let mut out: Vec<String> = self
             .windows
             .iter()
-            .filter(|w| w.max as f64 > (w.allowed * factor).max(w.allowed + 1.0))
+            .filter(|w| w.secs >= shortest)
+            .filter(|w| w.max > (w.allowed * factor).max(w.allowed + self.grain))
             .map(|w| {
                 format!(
                     "{} s window: {} admitted, allowed {:.0} × {factor} ({:.3}×)",
@@ -165,7 +182,7 @@ impl Report {
         let windows: Vec<String> = WINDOWS
             .iter()
             .map(|&secs| match self.windows.iter().find(|w| w.secs == secs) {
-                Some(w) => format!("{:>4}/{:<4.0} {:>5.2}", w.max, w.allowed, w.ratio()),
+                Some(w) => format!("{:>4.0}/{:<4.0} {:>5.2}", w.max, w.allowed, w.ratio()),
                 None => format!("{:>15}", "-"),
             })
             .collect();
@@ -230,13 +247,22 @@ pub fn table(reports: &[Report]) -> String {
 
 /// The most `times` (sorted) that fit in a closed window of `secs`.
 pub fn largest_window(times: &[f64], secs: f64) -> usize {
-    let mut best = 0;
+    let points: Vec<(f64, f64)> = times.iter().map(|&t| (t, 1.0)).collect();
+    largest_sum(&points, secs) as usize
+}
+
+/// The largest sum of weights of `(time, weight)` points (sorted by time) in a closed window of
+/// `secs`.
+pub fn largest_sum(points: &[(f64, f64)], secs: f64) -> f64 {
+    let (mut best, mut sum) = (0.0f64, 0.0);
     let mut start = 0;
-    for (end, t) in times.iter().enumerate() {
-        while t - times[start] > secs {
+    for &(t, w) in points {
+        sum += w;
+        while t - points[start].0 > secs {
+            sum -= points[start].1;
             start += 1;
         }
-        best = best.max(end + 1 - start);
+        best = best.max(sum);
     }
     best
 }
