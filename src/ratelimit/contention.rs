@@ -10,6 +10,8 @@ use tokio::time::Instant;
 
 /// Most other bookings assumed between two of ours (a bound on how long a node holds back).
 const MAX_OTHERS: f64 = 16.0;
+/// Refusals in a row that still double the hold-back (2^4 = 16 times the others' turns at most).
+const MAX_DOUBLINGS: u32 = 4;
 
 #[derive(Debug, Default)]
 pub(crate) struct Contention {
@@ -22,6 +24,8 @@ struct State {
     last: Option<(Instant, Duration)>,
     /// Smoothed count of other bookings between two of ours.
     others: f64,
+    /// Refusals since our last booking.
+    refusals: u32,
 }
 
 impl Contention {
@@ -34,10 +38,15 @@ impl Contention {
     }
 
     /// A refusal answered with the slot `wait` ahead: how far ahead this node's chance is, with
-    /// the others booking slots as they come within reach.
+    /// the others booking slots as they come within reach. Each refusal in a row doubles the
+    /// others' turns: a node whose requests keep arriving just after another node's (the slot that
+    /// came within reach is always taken first) asks less and less often instead of spending a
+    /// Redis call on every turn it loses; a booking resets it.
     pub(crate) fn refused(&self, wait: Duration, step: Duration) -> Duration {
-        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        wait + step.mul_f64(s.others.round())
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let doublings = s.refusals.min(MAX_DOUBLINGS);
+        s.refusals = s.refusals.saturating_add(1);
+        wait + step.mul_f64(s.others.round() * f64::from(1u32 << doublings))
     }
 
     /// A booking answered at `now` with its slot `wait` ahead, slots `step` apart: how far ahead
@@ -59,6 +68,7 @@ impl Contention {
             }
         }
         s.last = Some((now, wait));
+        s.refusals = 0;
         wait + step.mul_f64(1.0 + s.others.round())
     }
 }
@@ -107,6 +117,25 @@ mod tests {
             now += STEP;
         }
         assert_eq!(next, 3 * STEP);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_in_a_row_hold_back_longer_until_a_booking() {
+        let c = Contention::default();
+        c.assume(2);
+        assert_eq!(c.refused(STEP, STEP), 3 * STEP);
+        assert_eq!(c.refused(STEP, STEP), 5 * STEP);
+        assert_eq!(c.refused(STEP, STEP), 9 * STEP);
+        for _ in 0..10 {
+            c.refused(STEP, STEP);
+        }
+        assert_eq!(c.refused(STEP, STEP), 33 * STEP);
+        c.booked(Instant::now(), STEP, STEP);
+        assert_eq!(c.refused(STEP, STEP), 3 * STEP);
+        // Alone, a refusal holds back nothing more than its wait.
+        let alone = Contention::default();
+        alone.refused(STEP, STEP);
+        assert_eq!(alone.refused(STEP, STEP), STEP);
     }
 
     #[tokio::test(start_paused = true)]
