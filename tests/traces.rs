@@ -447,6 +447,28 @@ async fn a_failed_over_request_shows_two_attempt_spans() {
 }
 
 #[tokio::test]
+async fn an_unsampled_request_records_nothing_and_a_sampled_client_trace_is_followed() {
+    let rx = receiver().await;
+    // New traces never sampled; a client's sampled traceparent is followed (parent-based).
+    let (gw, _up) = traced_gateway(&rx, &[], "sample_ratio: 0.0, ", &[]);
+    for _ in 0..20 {
+        let r = chat(&gw, "sk-acme", hello("m"), &[]).await;
+        assert_eq!(r.status, 200);
+    }
+    let (trace_id, _, tp) = client_trace(40);
+    let r = chat(&gw, "sk-acme", hello("m"), &[("traceparent", &tp)]).await;
+    assert_eq!(r.status, 200);
+    let (server, _) = rx.trace(&trace_id, 3).await;
+    assert_eq!(attr(&server, "sluice.tenant").as_deref(), Some("acme"));
+    // Every exported span is of the client's trace: the 20 others made none.
+    let spans = rx.spans();
+    assert!(
+        spans.iter().all(|g| hex(&g.span.trace_id) == trace_id),
+        "{spans:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_streamed_request_span_ends_with_the_stream_and_has_its_usage() {
     let rx = receiver().await;
     let (gw, _up) = traced_gateway(&rx, &["--ttft-ms", "30"], "", &[]);

@@ -55,7 +55,11 @@ impl Observer {
         let server = self
             .tracing
             .as_ref()
-            .map(|t| t.server_span(headers, path, SystemTime::now()));
+            .and_then(|t| t.server_span(headers, path, SystemTime::now()));
+        if server.is_none() && !self.access_log {
+            // Not sampled, and no access log: nothing to record.
+            return None;
+        }
         Some(Arc::new(Record {
             request_id: request_id.to_string(),
             started: Instant::now(),

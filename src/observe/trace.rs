@@ -5,7 +5,9 @@
 
 use super::otlp::{self, ExportTask, OtlpSettings};
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{
+    Span as _, SpanKind, TraceContextExt, Tracer as _, TracerProvider as _,
+};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_sdk::Resource;
@@ -52,21 +54,30 @@ impl Tracing {
         })
     }
 
-    /// The server span of a request, continuing the client's `traceparent`/`tracestate`.
-    pub fn server_span(&self, headers: &http::HeaderMap, path: &str, at: SystemTime) -> Context {
+    /// The server span of a request, continuing the client's `traceparent`/`tracestate`; None
+    /// when the sampler drops it (an unsampled request then costs the sampling decision only: no
+    /// record, no child spans, no attributes).
+    pub fn server_span(
+        &self,
+        headers: &http::HeaderMap,
+        path: &str,
+        at: SystemTime,
+    ) -> Option<Context> {
         let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
-        let span = self.tracer.build_with_context(
+        let mut span = self.tracer.build_with_context(
             self.tracer
-                .span_builder(format!("POST {path}"))
+                .span_builder("POST")
                 .with_kind(SpanKind::Server)
-                .with_start_time(at)
-                .with_attributes([
-                    KeyValue::new("http.request.method", "POST"),
-                    KeyValue::new("url.path", path.to_string()),
-                ]),
+                .with_start_time(at),
             &parent,
         );
-        parent.with_span(span)
+        if !span.span_context().is_sampled() {
+            return None;
+        }
+        span.update_name(format!("POST {path}"));
+        span.set_attribute(KeyValue::new("http.request.method", "POST"));
+        span.set_attribute(KeyValue::new("url.path", path.to_string()));
+        Some(parent.with_span(span))
     }
 
     pub fn tracer(&self) -> &SdkTracer {
