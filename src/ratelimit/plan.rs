@@ -129,6 +129,20 @@ impl Plan {
         Duration::from_secs_f64(60.0 / self.rpm.max(1) as f64)
     }
 
+    /// How far apart bookings of this ask come out: one request's interval, or for a token-only
+    /// limit the time the bucket takes to refill `tokens` (None: nothing to space).
+    pub(super) fn step(&self, tokens: u64) -> Option<Duration> {
+        if self.rpm > 0 {
+            Some(self.per_request())
+        } else if self.tpm > 0 && tokens > 0 {
+            Some(Duration::from_secs_f64(
+                tokens as f64 * 60.0 / self.tpm as f64,
+            ))
+        } else {
+            None
+        }
+    }
+
     /// Whether waiting requests of this tenant take turns calling Redis.
     pub(super) fn contended(&self) -> bool {
         self.contended.load(Ordering::Relaxed)

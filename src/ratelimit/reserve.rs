@@ -127,24 +127,32 @@ impl Inner {
         let d = plan.decision(&reply, tokens > 0);
         // Counted from the reply's arrival, so an entry never expires before Redis would admit.
         let ms = |x: i64| Duration::from_millis(x.max(0) as u64);
+        let step = plan.step(clamped);
+        let others = || self.groups[plan.group].fallback.divisor().saturating_sub(1);
         if !d.allowed {
-            let (mut rw, tw) = (ms(reply[6]), ms(reply[7]));
-            if !rw.is_zero() && plan.rpm > 0 && !req.max_wait.is_zero() {
+            let (mut rw, mut tw) = (ms(reply[6]), ms(reply[7]));
+            if let Some(step) = step
+                && !req.max_wait.is_zero()
+            {
                 // Waiting requests book slots as they come within reach, on other nodes too: this
                 // node's chance is later (a request that does not wait races for the very slot).
-                plan.contention
-                    .assume(self.groups[plan.group].fallback.divisor().saturating_sub(1));
-                rw = plan.contention.refused(rw, plan.per_request());
+                plan.contention.assume(others());
+                if !rw.is_zero() {
+                    rw = plan.contention.refused(rw, step);
+                } else if !tw.is_zero() {
+                    tw = plan.contention.refused(tw, step);
+                }
             }
             self.cache
                 .refused(req.tenant, Instant::now(), rw, clamped, tw);
-        } else if !d.wait.is_zero() && plan.rpm > 0 {
+        } else if let Some(step) = step
+            && !d.wait.is_zero()
+        {
             // Booked: this node's next slot is one interval behind this one per node booking in
             // turn; until its wait fits a request's budget, the request is refused without a call.
             let now = Instant::now();
-            plan.contention
-                .assume(self.groups[plan.group].fallback.divisor().saturating_sub(1));
-            let next = plan.contention.booked(now, d.wait, plan.per_request());
+            plan.contention.assume(others());
+            let next = plan.contention.booked(now, d.wait, step);
             self.cache.refused(req.tenant, now, next, 0, Duration::ZERO);
         }
         Some((d, reply[9].max(0) as u32))

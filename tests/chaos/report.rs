@@ -145,17 +145,18 @@ impl Report {
     /// What breaks the bounds: a window above `factor` × its allowance, any 5xx, and (for
     /// queueing runs) more than `calls_per_queued` Redis calls per admitted request.
     ///
-    /// A window may also hold one admission more than its allowance whatever `factor` is
-    /// ([`Report::grain`]): admissions are seen through response times, a few milliseconds later and
-    /// not all equally late, which can move one admission into a window that is full to the
-    /// allowance (at 10 admissions a second a 1 s window allows 20; × 1.01 would leave no room).
+    /// A window may also hold two admissions more than its allowance whatever `factor` is
+    /// ([`Report::grain`] each): admissions are seen through response times, a few milliseconds
+    /// later and not all equally late (tens of milliseconds on a busy machine), which can move an
+    /// admission at either end into a window that is full to the allowance (at 10 admissions a
+    /// second a 1 s window allows 20; × 1.01 would leave no room).
     /// Windows shorter than `shortest` seconds are reported, not checked.
     pub fn breaches(&self, factor: f64, calls_per_queued: f64, shortest: f64) -> Vec<String> {
         let mut out: Vec<String> = self
             .windows
             .iter()
             .filter(|w| w.secs >= shortest)
-            .filter(|w| w.max > (w.allowed * factor).max(w.allowed + self.grain))
+            .filter(|w| w.max > (w.allowed * factor).max(w.allowed + 2.0 * self.grain))
             .map(|w| {
                 format!(
                     "{} s window: {} admitted, allowed {:.0} × {factor} ({:.3}×)",
