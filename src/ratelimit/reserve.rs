@@ -57,7 +57,7 @@ impl Inner {
             };
         }
         // A waiting request of a tenant at its limit calls Redis only when no other call of this
-        // node is out for the tenant (bounded by the call's own timeout, and then it calls anyway);
+        // node is out for the tenant (it waits at most twice the call timeout, then calls anyway);
         // what that call answered is in the cache by the time the turn comes.
         let turn = if !req.max_wait.is_zero() && plan.contended() {
             tokio::time::timeout(self.timeout * 2, plan.flight.lock())
