@@ -124,16 +124,11 @@ impl Plan {
         (per_ms(self.rpm as f64), per_ms(self.tpm as f64))
     }
 
-    /// One request's slot interval.
-    pub(super) fn per_request(&self) -> Duration {
-        Duration::from_secs_f64(60.0 / self.rpm.max(1) as f64)
-    }
-
     /// How far apart bookings of this ask come out: one request's interval, or for a token-only
     /// limit the time the bucket takes to refill `tokens` (None: nothing to space).
     pub(super) fn step(&self, tokens: u64) -> Option<Duration> {
         if self.rpm > 0 {
-            Some(self.per_request())
+            Some(Duration::from_secs_f64(60.0 / self.rpm as f64))
         } else if self.tpm > 0 && tokens > 0 {
             Some(Duration::from_secs_f64(
                 tokens as f64 * 60.0 / self.tpm as f64,
