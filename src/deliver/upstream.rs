@@ -9,7 +9,7 @@ use crate::error::GatewayError;
 use crate::protocol::{Endpoint, Protocol, RespBody, full_body, ratelimit, read_whole};
 use crate::translate::{Plan, error_back};
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use http::{HeaderMap, Request, Response, StatusCode};
 use serde_json::Value;
 
@@ -20,6 +20,16 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The OpenAI client headers passed on to an OpenAI upstream. Looked up by name, not by string: a
+/// string is parsed and hashed on every lookup.
+static OPENAI_PASSED: [HeaderName; 3] = [
+    HeaderName::from_static("openai-organization"),
+    HeaderName::from_static("openai-project"),
+    HeaderName::from_static("openai-beta"),
+];
+static ANTHROPIC_VERSION_H: HeaderName = HeaderName::from_static("anthropic-version");
+static ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 pub(super) fn build_request(
     backend: &Backend,
@@ -39,7 +49,7 @@ pub(super) fn build_request(
     b = with_key(b, backend);
     match backend.cfg.protocol {
         Protocol::Openai => {
-            for h in ["openai-organization", "openai-project", "openai-beta"] {
+            for h in &OPENAI_PASSED {
                 if let Some(v) = call.client_headers.get(h) {
                     b = b.header(h, v);
                 }
@@ -72,12 +82,12 @@ pub(super) fn anthropic_headers(
     beta: bool,
 ) -> http::request::Builder {
     let version = client
-        .get("anthropic-version")
+        .get(&ANTHROPIC_VERSION_H)
         .cloned()
         .unwrap_or(HeaderValue::from_static(ANTHROPIC_VERSION));
-    b = b.header("anthropic-version", version);
-    if beta && let Some(v) = client.get("anthropic-beta") {
-        b = b.header("anthropic-beta", v);
+    b = b.header(&ANTHROPIC_VERSION_H, version);
+    if beta && let Some(v) = client.get(&ANTHROPIC_BETA) {
+        b = b.header(&ANTHROPIC_BETA, v);
     }
     b
 }
@@ -85,8 +95,8 @@ pub(super) fn anthropic_headers(
 /// The backend's key, injected the way its API wants it.
 pub(super) fn with_key(b: http::request::Builder, backend: &Backend) -> http::request::Builder {
     match (&backend.api_key, backend.cfg.protocol) {
-        (Some(k), Protocol::Openai) => b.header("authorization", format!("Bearer {k}")),
-        (Some(k), Protocol::Anthropic) => b.header("x-api-key", k.as_str()),
+        (Some(k), Protocol::Openai) => b.header(AUTHORIZATION, format!("Bearer {k}")),
+        (Some(k), Protocol::Anthropic) => b.header(&X_API_KEY, k.as_str()),
         (None, _) => b,
     }
 }
@@ -96,7 +106,7 @@ pub(super) fn with_key(b: http::request::Builder, backend: &Backend) -> http::re
 pub(super) fn api_probe_headers(backend: &Backend) -> HeaderMap {
     let mut b = with_key(Request::get("/"), backend);
     if backend.cfg.protocol == Protocol::Anthropic {
-        b = b.header("anthropic-version", ANTHROPIC_VERSION);
+        b = b.header(&ANTHROPIC_VERSION_H, ANTHROPIC_VERSION);
     }
     b.body(())
         .map(|r| r.into_parts().0.headers)

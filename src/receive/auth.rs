@@ -17,6 +17,8 @@ pub struct TenantTable {
     by_key: HashMap<String, Arc<Tenant>>,
 }
 
+static X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
+
 impl TenantTable {
     pub fn new<'a>(tenants: impl IntoIterator<Item = &'a TenantConfig>) -> TenantTable {
         let mut by_key = HashMap::new();
@@ -42,7 +44,7 @@ impl TenantTable {
                 v.strip_prefix("Bearer ")
                     .or_else(|| v.strip_prefix("bearer "))
             })
-            .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))?;
+            .or_else(|| headers.get(&X_API_KEY).and_then(|v| v.to_str().ok()))?;
         self.by_key.get(key.trim())
     }
 }

@@ -18,9 +18,11 @@ impl Default for RequestIds {
     }
 }
 
+static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 impl RequestIds {
     pub fn for_request(&self, headers: &HeaderMap) -> String {
-        if let Some(v) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
+        if let Some(v) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok())
             && !v.is_empty()
             && v.len() <= 128
             && v.bytes().all(|c| c.is_ascii_graphic())

@@ -85,6 +85,10 @@ pub type UsageSink = Box<dyn FnOnce(Option<Used>) + Send + Sync>;
 pub struct Door {
     limiter: Arc<dyn RateLimiter>,
     shaping: ShapingConfig,
+    /// `shaping.priority.header` and `shaping.deadline_header`, parsed once (a name given as a
+    /// string is parsed and hashed on every lookup).
+    priority_header: Option<http::HeaderName>,
+    deadline_header: Option<http::HeaderName>,
     /// Requests waiting for their tenant's bucket to refill.
     token_waiters: AtomicUsize,
     /// Each route's slot queue, by route index.
@@ -115,6 +119,8 @@ impl Door {
             queues: (0..routes)
                 .map(|_| Arc::new(AdmissionQueue::from_config(shaping)))
                 .collect(),
+            priority_header: http::HeaderName::from_bytes(shaping.priority.header.as_bytes()).ok(),
+            deadline_header: http::HeaderName::from_bytes(shaping.deadline_header.as_bytes()).ok(),
             shaping: shaping.clone(),
             token_waiters: AtomicUsize::new(0),
         }
@@ -135,15 +141,17 @@ impl Door {
     /// now and reconciled with the actual usage when the response ends ([`Admitted::usage_sink`]).
     pub async fn admit(&self, a: Arrival<'_>) -> Result<Admitted<'_>, AdmitError> {
         let s = &self.shaping;
-        let header = |name: &str| a.headers.get(name).and_then(|v| v.to_str().ok());
+        let header = |name: &Option<http::HeaderName>| {
+            a.headers.get(name.as_ref()?).and_then(|v| v.to_str().ok())
+        };
         let priority = classify(
             &s.priority,
-            header(&s.priority.header),
+            header(&self.priority_header),
             a.tier,
             a.request_type,
         );
         let now = Instant::now();
-        let deadline = parse_deadline(header(&s.deadline_header), now).map_err(|reason| {
+        let deadline = parse_deadline(header(&self.deadline_header), now).map_err(|reason| {
             AdmitError::BadDeadline {
                 header: s.deadline_header.clone(),
                 reason,

@@ -147,7 +147,7 @@ pub fn stream_transform(call: &PlanInput<'_>, plan: &Plan) -> Option<Box<dyn Str
     if !plan.translated {
         return plan
             .injected_usage
-            .then(|| Box::new(DropInjectedUsage::default()) as Box<dyn StreamTransform>);
+            .then(|| Box::new(DropInjectedUsage) as Box<dyn StreamTransform>);
     }
     Some(match endpoint {
         Endpoint::Responses if plan.wire == Wire::Chat => Box::new(tr::ChatToResponsesStream::new(

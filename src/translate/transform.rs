@@ -1,7 +1,7 @@
 //! Stream transforms: turn upstream SSE events into the client's frames (a translator between
 //! dialects, or a filter on a same-dialect stream).
 
-use super::{SseEvent, StreamUsage, Usage, encode_sse};
+use super::{SseEvent, Usage, encode_sse};
 use bytes::Bytes;
 
 /// Turns upstream SSE events into the client's frames (a translator, or a filter).
@@ -30,24 +30,36 @@ transform_for!(
 
 /// Same protocol, but we asked the upstream for `stream_options.include_usage` the client did not:
 /// re-encode events and drop the usage-only chunk the client does not expect.
+///
+/// Each event is read for two facts only (is `choices` an empty array, is there a `usage` key),
+/// without building a JSON tree: this runs on every chunk of every such stream, which is most
+/// OpenAI streams (the SDKs do not ask for usage by default). The usage itself is read by the
+/// stream's check ([`super::StreamCheck`]), which parses the one chunk that carries it.
 #[derive(Default)]
-pub struct DropInjectedUsage {
-    usage: StreamUsage,
+pub struct DropInjectedUsage;
+
+/// The two fields [`DropInjectedUsage`] looks at; the rest is skipped (`IgnoredAny`).
+#[derive(serde::Deserialize)]
+struct UsageOnly {
+    /// A vector of zero-sized items: nothing is allocated.
+    #[serde(default)]
+    choices: Option<Vec<serde::de::IgnoredAny>>,
+}
+
+impl DropInjectedUsage {
+    /// Whether `data` is the usage-only chunk: a `usage` key and an empty `choices` array.
+    fn usage_only(data: &str) -> bool {
+        data.contains("\"usage\"")
+            && serde_json::from_str::<UsageOnly>(data)
+                .ok()
+                .and_then(|c| c.choices)
+                .is_some_and(|c| c.is_empty())
+    }
 }
 
 impl StreamTransform for DropInjectedUsage {
     fn push(&mut self, ev: &SseEvent) -> Vec<Bytes> {
-        self.usage.observe(ev);
-        let usage_only = ev.data.contains("\"usage\"")
-            && serde_json::from_str::<serde_json::Value>(&ev.data)
-                .ok()
-                .and_then(|v| {
-                    v.get("choices")
-                        .and_then(|c| c.as_array())
-                        .map(|c| c.is_empty())
-                })
-                .unwrap_or(false);
-        if usage_only {
+        if Self::usage_only(&ev.data) {
             return Vec::new();
         }
         vec![encode_sse(ev.event.as_deref(), &ev.data)]
@@ -55,7 +67,51 @@ impl StreamTransform for DropInjectedUsage {
     fn finish(&mut self) -> Vec<Bytes> {
         Vec::new()
     }
+    /// None: the stream's check reads the usage (see the type's note).
     fn usage(&self) -> Option<Usage> {
-        self.usage.usage()
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Protocol;
+    use crate::translate::StreamCheck;
+
+    fn ev(data: &str) -> SseEvent {
+        SseEvent {
+            event: None,
+            data: data.to_string(),
+        }
+    }
+
+    /// Only the usage-only chunk is dropped (OpenAI sends `"usage":null` on every other chunk once
+    /// usage is asked for), and the stream's check still counts the usage.
+    #[test]
+    fn only_the_usage_only_chunk_is_dropped_and_the_check_counts_it() {
+        let chunks = [
+            r#"{"id":"c","choices":[{"index":0,"delta":{"content":"say \"usage\": []"}}],"usage":null}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#,
+            r#"{"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#,
+            r#"{"id":"c","choices":null,"usage":null}"#,
+            "[DONE]",
+        ];
+        let mut t = DropInjectedUsage;
+        let mut check = StreamCheck::new(Protocol::Openai);
+        let mut kept = Vec::new();
+        for c in chunks {
+            check.observe(&ev(c)).unwrap();
+            kept.push(!t.push(&ev(c)).is_empty());
+        }
+        assert_eq!(kept, [true, true, false, true, true]);
+        assert_eq!(t.usage(), None);
+        assert_eq!(
+            check.usage(),
+            Some(Usage {
+                input_tokens: 3,
+                output_tokens: 2
+            })
+        );
     }
 }
