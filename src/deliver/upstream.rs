@@ -6,6 +6,7 @@ use super::client::{UpstreamBody, UpstreamClient};
 use crate::balance::Backend;
 use crate::balance::quota::{self, Observation, Window};
 use crate::error::GatewayError;
+use crate::protocol::headers::{X_API_KEY, X_REQUEST_ID};
 use crate::protocol::{Endpoint, Protocol, RespBody, full_body, ratelimit, read_whole};
 use crate::translate::{Plan, error_back};
 use bytes::Bytes;
@@ -19,7 +20,6 @@ pub(super) const RETRY_AFTER_MS: &str = "retry-after-ms";
 use std::time::Duration;
 use tokio::time::Instant;
 
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The OpenAI client headers passed on to an OpenAI upstream. Looked up by name, not by string: a
 /// string is parsed and hashed on every lookup.
 static OPENAI_PASSED: [HeaderName; 3] = [
@@ -29,7 +29,6 @@ static OPENAI_PASSED: [HeaderName; 3] = [
 ];
 static ANTHROPIC_VERSION_H: HeaderName = HeaderName::from_static("anthropic-version");
 static ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
-static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 pub(super) fn build_request(
     backend: &Backend,

@@ -4,6 +4,7 @@
 
 mod body;
 mod endpoint;
+pub mod headers;
 pub mod ratelimit;
 mod request;
 pub mod responses;

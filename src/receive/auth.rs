@@ -1,6 +1,7 @@
 //! API key → tenant. Keys come from `Authorization: Bearer` (OpenAI clients) or `x-api-key` (Anthropic).
 
 use crate::config::TenantConfig;
+use crate::protocol::headers::X_API_KEY;
 use http::HeaderMap;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,8 +17,6 @@ pub struct Tenant {
 pub struct TenantTable {
     by_key: HashMap<String, Arc<Tenant>>,
 }
-
-static X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
 
 impl TenantTable {
     pub fn new<'a>(tenants: impl IntoIterator<Item = &'a TenantConfig>) -> TenantTable {

@@ -10,6 +10,7 @@ use crate::deliver::{Call, Delivered};
 use crate::error::GatewayError;
 use crate::observe::admin::json_response_bytes;
 use crate::observe::{Metrics, Record};
+use crate::protocol::headers::X_REQUEST_ID;
 use crate::protocol::{Endpoint, Protocol, RequestBody, RespBody};
 use crate::ratelimit::Decision;
 use crate::route::{RequestMeta, RouteDecision};
@@ -21,7 +22,6 @@ use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_SLUICE_NODE: HeaderName = HeaderName::from_static("x-sluice-node");
 static X_SLUICE_ROUTE: HeaderName = HeaderName::from_static("x-sluice-route");
 static X_SLUICE_BACKEND: HeaderName = HeaderName::from_static("x-sluice-backend");

@@ -1,6 +1,7 @@
 //! Request ids: the client's `x-request-id` when it is short and printable, else a fresh one
 //! (`req-<node prefix>-<hex counter>`).
 
+use crate::protocol::headers::X_REQUEST_ID;
 use http::HeaderMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -17,8 +18,6 @@ impl Default for RequestIds {
         }
     }
 }
-
-static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 impl RequestIds {
     pub fn for_request(&self, headers: &HeaderMap) -> String {

@@ -38,7 +38,8 @@ transform_for!(
 #[derive(Default)]
 pub struct DropInjectedUsage;
 
-/// The two fields [`DropInjectedUsage`] looks at; the rest is skipped (`IgnoredAny`).
+/// The field [`DropInjectedUsage`] parses (the `usage` key is found by its quoted name); the rest
+/// is skipped.
 #[derive(serde::Deserialize)]
 struct UsageOnly {
     /// A vector of zero-sized items: nothing is allocated.
