@@ -204,7 +204,7 @@ pub(super) async fn attempt(
     };
     // A body that is not JSON is never passed on as an answer (validated in one pass, no tree;
     // translated bodies are parsed below anyway). Nothing reached the client: another backend may.
-    if !plan.translated && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
+    if !plan.translated && !crate::protocol::is_json(&body) {
         backend.passive(false, now);
         let e = GatewayError::UpstreamMalformed {
             backend: backend.name().into(),

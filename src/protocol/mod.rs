@@ -5,12 +5,14 @@
 mod body;
 mod endpoint;
 pub mod headers;
+mod json_check;
 pub mod ratelimit;
 mod request;
 pub mod responses;
 
 pub use body::{BoxError, ReadError, RespBody, full_body, pieces_body, read_whole};
 pub use endpoint::{Endpoint, UPSTREAM_PATHS};
+pub use json_check::is_json;
 pub use request::RequestBody;
 
 use serde::Deserialize;

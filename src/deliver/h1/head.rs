@@ -4,7 +4,7 @@
 
 use super::UpstreamError;
 use super::chunked::Chunked;
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 
@@ -51,17 +51,32 @@ pub(super) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamErr
     } else {
         Version::HTTP_11
     };
-    let mut headers = HeaderMap::with_capacity(r.headers.len());
+    // Where each field's name and value lie in the head: the values are then slices of the head's
+    // own bytes, shared rather than copied (one allocation for the head, none per field).
+    let base = buf.as_ptr() as usize;
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let count = r.headers.len();
+    for (span, h) in spans.iter_mut().zip(r.headers.iter()) {
+        let name = h.name.as_ptr() as usize - base;
+        let value = h.value.as_ptr() as usize - base;
+        *span = (
+            name as u32,
+            (name + h.name.len()) as u32,
+            value as u32,
+            (value + h.value.len()) as u32,
+        );
+    }
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
     let mut fields = Fields::default();
-    for h in r.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
+    for &(ns, ne, vs, ve) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
             .map_err(|_| protocol("malformed header name"))?;
-        let value =
-            HeaderValue::from_bytes(h.value).map_err(|_| protocol("malformed header value"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
+            .map_err(|_| protocol("malformed header value"))?;
         fields.add(&name, &value)?;
         headers.append(name, value);
     }
-    buf.advance(len);
     let (framing, reusable) = fields.framing(status, version)?;
     Ok(Some(Head {
         status,

@@ -1,0 +1,372 @@
+//! Whether bytes are one JSON text (RFC 8259), checked without building anything: the gate a
+//! passed-through upstream answer goes through before it reaches a client as a complete one.
+//! Stricter than serde's skip of a value (`IgnoredAny`), which it replaces on that path at about a
+//! third of the cost: the text must be UTF-8, and a `\u` escape may not leave a surrogate unpaired
+//! (as serde_json requires when it reads a string).
+
+/// Deepest nesting of arrays and objects accepted: serde_json's limit when it builds a tree.
+const MAX_DEPTH: usize = 128;
+
+/// `true` when `text` is exactly one JSON value, with optional white space around it.
+pub fn is_json(text: &[u8]) -> bool {
+    if std::str::from_utf8(text).is_err() {
+        return false;
+    }
+    let mut c = Cursor { b: text, i: 0 };
+    c.ws();
+    c.value(0) && {
+        c.ws();
+        c.i == text.len()
+    }
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Cursor<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> bool {
+        match self.peek() {
+            Some(b'{') => depth < MAX_DEPTH && self.object(depth + 1),
+            Some(b'[') => depth < MAX_DEPTH && self.array(depth + 1),
+            Some(b'"') => self.string(),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            _ => false,
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> bool {
+        let ok = self.b[self.i..].starts_with(word);
+        self.i += word.len();
+        ok
+    }
+
+    /// At `{`.
+    fn object(&mut self, depth: usize) -> bool {
+        if self.open(b'}') {
+            return true;
+        }
+        loop {
+            if self.peek() != Some(b'"') || !self.string() {
+                return false;
+            }
+            self.ws();
+            if self.peek() != Some(b':') {
+                return false;
+            }
+            self.i += 1;
+            self.ws();
+            if !self.value(depth) {
+                return false;
+            }
+            match self.after_item(b'}') {
+                Some(true) => return true,
+                Some(false) => {}
+                None => return false,
+            }
+        }
+    }
+
+    /// At `[`.
+    fn array(&mut self, depth: usize) -> bool {
+        if self.open(b']') {
+            return true;
+        }
+        loop {
+            if !self.value(depth) {
+                return false;
+            }
+            match self.after_item(b']') {
+                Some(true) => return true,
+                Some(false) => {}
+                None => return false,
+            }
+        }
+    }
+
+    /// Past an opening bracket: whether the container is empty (its `close` consumed).
+    fn open(&mut self, close: u8) -> bool {
+        self.i += 1;
+        self.ws();
+        let empty = self.peek() == Some(close);
+        if empty {
+            self.i += 1;
+        }
+        empty
+    }
+
+    /// After a member or element: `Some(true)` past the closing `close`, `Some(false)` past a comma,
+    /// `None` at anything else.
+    fn after_item(&mut self, close: u8) -> Option<bool> {
+        self.ws();
+        let c = self.peek()?;
+        self.i += 1;
+        if c == close {
+            return Some(true);
+        }
+        (c == b',').then(|| {
+            self.ws();
+            false
+        })
+    }
+
+    /// At `"`. The text is known to be UTF-8, so only quotes, escapes and control characters matter;
+    /// the bytes between them are skipped eight at a time.
+    fn string(&mut self) -> bool {
+        self.i += 1;
+        loop {
+            self.i += plain_run(&self.b[self.i..]);
+            let Some(c) = self.peek() else {
+                return false;
+            };
+            self.i += 1;
+            match c {
+                b'"' => return true,
+                b'\\' => {
+                    if !self.escape() {
+                        return false;
+                    }
+                }
+                // A control character.
+                _ => return false,
+            }
+        }
+    }
+
+    /// After a backslash: one escape; a high surrogate must be followed at once by its low half.
+    fn escape(&mut self) -> bool {
+        let Some(e) = self.peek() else {
+            return false;
+        };
+        self.i += 1;
+        match e {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => true,
+            b'u' => match self.hex4() {
+                Some(0xD800..=0xDBFF) => {
+                    self.b[self.i..].starts_with(b"\\u") && {
+                        self.i += 2;
+                        matches!(self.hex4(), Some(0xDC00..=0xDFFF))
+                    }
+                }
+                Some(0xDC00..=0xDFFF) | None => false,
+                Some(_) => true,
+            },
+            _ => false,
+        }
+    }
+
+    fn hex4(&mut self) -> Option<u16> {
+        let digits = self.b.get(self.i..self.i + 4)?;
+        let mut unit = 0u16;
+        for &d in digits {
+            unit = unit << 4 | (d as char).to_digit(16)? as u16;
+        }
+        self.i += 4;
+        Some(unit)
+    }
+
+    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
+    fn number(&mut self) -> bool {
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.i += 1,
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return false,
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            if !self.peek().is_some_and(|d| d.is_ascii_digit()) {
+                return false;
+            }
+            self.digits();
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.i += 1;
+            }
+            if !self.peek().is_some_and(|d| d.is_ascii_digit()) {
+                return false;
+            }
+            self.digits();
+        }
+        true
+    }
+
+    fn digits(&mut self) {
+        while self.peek().is_some_and(|d| d.is_ascii_digit()) {
+            self.i += 1;
+        }
+    }
+}
+
+/// How many bytes at the start of `b` are neither a quote, a backslash nor a control character
+/// (below 0x20).
+fn plain_run(b: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A byte's high bit is set in `found` where it is special; below the first special byte no bit
+    // is set by mistake (the borrows that cause false hits only run upwards from a true one).
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let mut n = 0;
+    while let Some(chunk) = b.get(n..n + 8) {
+        let v = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let found = zero(v ^ (ONES * b'"' as u64))
+            | zero(v ^ (ONES * b'\\' as u64))
+            | (v.wrapping_sub(ONES * 0x20) & !v & HIGH);
+        if found != 0 {
+            return n + (found.trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+    n + b[n..]
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .unwrap_or(b.len() - n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json;
+
+    const VALID: &[&str] = &[
+        r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#,
+        r#" { "a" : [ 1 , -0.5e+10 , 2E-3 , true , false , null , "x\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00" ] } "#,
+        r#"[]"#,
+        r#"{}"#,
+        r#""é ünïcode ✓""#,
+        "0",
+        "-0",
+        "12.5",
+        "\n\t 7 \r\n",
+        r#"{"a":{"b":{"c":[[[]]]}}}"#,
+        r#"{"a":1,"a":2}"#,
+    ];
+
+    const INVALID: &[&str] = &[
+        "",
+        " ",
+        "{",
+        "}",
+        "[1,]",
+        r#"{"a":1,}"#,
+        r#"{"a" 1}"#,
+        r#"{a:1}"#,
+        r#"{"a":1}{"#,
+        r#"{"a":1} x"#,
+        "01",
+        "1.",
+        ".5",
+        "1e",
+        "+1",
+        "-",
+        "tru",
+        "nul",
+        "True",
+        r#""unterminated"#,
+        "\"tab\tinside\"",
+        r#""bad \x escape""#,
+        r#""\u12""#,
+        r#""\ud800""#,
+        r#""\udc00""#,
+        r#""\ud800\u0041""#,
+        r#""\ud800x""#,
+        "[1 2]",
+        "{\"a\":1 \"b\":2}",
+        "NaN",
+        "Infinity",
+    ];
+
+    #[test]
+    fn agrees_with_serde_on_valid_and_invalid_texts() {
+        for t in VALID {
+            assert!(is_json(t.as_bytes()), "valid: {t}");
+            assert!(serde_json::from_str::<serde_json::Value>(t).is_ok(), "{t}");
+        }
+        for t in INVALID {
+            assert!(!is_json(t.as_bytes()), "invalid: {t}");
+            assert!(serde_json::from_str::<serde_json::Value>(t).is_err(), "{t}");
+        }
+    }
+
+    #[test]
+    fn every_single_byte_change_is_judged_as_serde_judges_it() {
+        // Each position of each valid text replaced by each of these bytes: the verdicts must match
+        // serde_json's (tree-building, so strings are checked as strictly as here).
+        const SWAPS: &[u8] = b"\"\\{}[],:0-.eE+ \taxu\x01";
+        for t in VALID {
+            let t = t.as_bytes();
+            for i in 0..t.len() {
+                for &s in SWAPS {
+                    let mut m = t.to_vec();
+                    m[i] = s;
+                    let ours = is_json(&m);
+                    let serde = serde_json::from_slice::<serde_json::Value>(&m).is_ok();
+                    assert_eq!(ours, serde, "{}", String::from_utf8_lossy(&m));
+                }
+                // And cut short there.
+                let cut = &t[..i];
+                assert_eq!(
+                    is_json(cut),
+                    serde_json::from_slice::<serde_json::Value>(cut).is_ok(),
+                    "{}",
+                    String::from_utf8_lossy(cut)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_plain_run_stops_at_the_first_special_byte_wherever_it_lies() {
+        let naive = |b: &[u8]| {
+            b.iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                .unwrap_or(b.len())
+        };
+        for len in 0..20 {
+            for at in 0..len {
+                for special in (0u8..=255).filter(|c| *c < 0x20 || *c == b'"' || *c == b'\\') {
+                    // Plain bytes of every kind around it, multi-byte UTF-8 included.
+                    for filler in [b'a', 0x7f, 0x80, 0xff, b'!'] {
+                        let mut b = vec![filler; len];
+                        b[at] = special;
+                        if at + 1 < len {
+                            b[at + 1] = 0x00;
+                        }
+                        assert_eq!(super::plain_run(&b), naive(&b), "{b:?}");
+                    }
+                }
+            }
+            assert_eq!(super::plain_run(&vec![b'x'; len]), len);
+        }
+    }
+
+    #[test]
+    fn not_utf8_or_too_deep_is_refused() {
+        assert!(!is_json(b"\"\xff\""));
+        assert!(!is_json(b"\"\xc3\""));
+        let ok = "[".repeat(128) + &"]".repeat(128);
+        assert!(is_json(ok.as_bytes()));
+        let deep = "[".repeat(129) + &"]".repeat(129);
+        assert!(!is_json(deep.as_bytes()));
+        assert!(serde_json::from_str::<serde_json::Value>(&deep).is_err());
+        let deep_obj = r#"{"a":"#.repeat(200) + "1" + &"}".repeat(200);
+        assert!(!is_json(deep_obj.as_bytes()));
+    }
+}
