@@ -657,3 +657,85 @@ async fn five_maximum_size_upstream_bodies_cost_about_their_size() {
         "translated: +{translated} MiB, bound {bound}"
     );
 }
+
+/// An upstream on a raw socket that answers one streamed request with `pieces`, each its own
+/// HTTP chunk written apart from the next (as a provider's proxy may cut an event anywhere).
+async fn scripted_upstream(pieces: &'static [&'static str]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // The request: its head and a small body; what it says does not matter here.
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !String::from_utf8_lossy(&seen).contains("\"messages\"") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                if sock.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                for p in pieces {
+                    let chunk = format!("{:x}\r\n{p}\r\n", p.len());
+                    if sock.write_all(chunk.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    // Apart from the next piece, so the gateway reads them one by one.
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                }
+                let _ = sock.write_all(b"0\r\n\r\n").await;
+            });
+        }
+    });
+    url
+}
+
+/// The usage-only chunk Sluice asked for (the client did not) is dropped even when the upstream
+/// cuts it across reads, and no byte of it reaches the client, while the chunks around it go on as
+/// they came; its tokens are still counted.
+#[tokio::test]
+async fn a_usage_only_chunk_cut_across_reads_is_dropped_whole() {
+    const PIECES: &[&str] = &[
+        "data: {\"id\":\"c\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\ndata: {\"id\":\"c\",\"choices\":[],\"us",
+        "age\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n",
+        "\ndata: [DO",
+        "NE]\n\n",
+    ];
+    let url = scripted_upstream(PIECES).await;
+    let cfg = format!(
+        "backends:\n  - {{ name: raw, url: \"{url}\", protocol: openai }}\n{TENANTS}routing: {{}}\n"
+    );
+    let gw = gateway(&cfg);
+    let (path, body) = request(Client::OpenAi, "m");
+    let seen = stream(&gw, path, body).await;
+    assert_eq!(seen.status, 200, "{}", seen.text);
+    assert!(!seen.aborted, "{}", seen.text);
+    let events: Vec<&str> = seen
+        .text
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    assert_eq!(events.len(), 3, "{}", seen.text);
+    assert!(events[0].contains("\"content\":\"Hi\""), "{}", seen.text);
+    assert!(
+        events[1].contains("\"finish_reason\":\"stop\""),
+        "{}",
+        seen.text
+    );
+    assert_eq!(events[2], "data: [DONE]", "{}", seen.text);
+    for e in &events[..2] {
+        let json = e.strip_prefix("data: ").expect("a data line");
+        serde_json::from_str::<serde_json::Value>(json).expect("whole json");
+    }
+    assert!(!seen.text.contains("prompt_tokens"), "{}", seen.text);
+    let output = [("tenant", "acme"), ("backend", "raw"), ("kind", "output")];
+    let counted = metric(&metrics_text(&gw).await, "sluice_tokens_total", &output);
+    assert_eq!(counted, Some(2.0));
+}

@@ -197,6 +197,7 @@ impl StreamBody {
         self.last_data = Instant::now();
         // The events' vector is kept between chunks (emptied), not allocated per chunk.
         let mut events = std::mem::take(&mut self.events);
+        let from_boundary = self.parser.at_boundary();
         self.parser.push_into(&data, &mut events);
         let fault = self
             .parser_fault()
@@ -205,6 +206,15 @@ impl StreamBody {
         if fault.is_none() {
             match &mut self.transform {
                 None => self.pending.push_back(data),
+                // A filter keeping every event of a chunk that starts and ends between events:
+                // the chunk goes on as it came.
+                Some(t)
+                    if from_boundary
+                        && self.parser.at_boundary()
+                        && events.iter().all(|ev| t.keeps(ev) == Some(true)) =>
+                {
+                    self.pending.push_back(data)
+                }
                 Some(t) => {
                     for ev in &events {
                         self.pending.extend(t.push(ev));

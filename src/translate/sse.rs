@@ -79,6 +79,12 @@ impl SseParser {
         self.invalid
     }
 
+    /// Between events: no partial line, data or event name held. Bytes fed from here up to the
+    /// next such point are exactly the events they completed (plus comments and ignored fields).
+    pub fn at_boundary(&self) -> bool {
+        self.line.is_empty() && !self.has_data && self.event.is_none() && !self.stopped()
+    }
+
     fn stopped(&self) -> bool {
         self.over || self.invalid
     }

@@ -9,6 +9,12 @@ pub trait StreamTransform: Send {
     fn push(&mut self, ev: &SseEvent) -> Vec<Bytes>;
     fn finish(&mut self) -> Vec<Bytes>;
     fn usage(&self) -> Option<Usage>;
+    /// A filter that passes what it keeps unchanged says whether it keeps `ev`: a run of kept
+    /// events then goes out as the bytes it came in (nothing re-encoded). `None`, the default: the
+    /// transform rewrites events, and only [`StreamTransform::push`] says what goes out.
+    fn keeps(&self, _ev: &SseEvent) -> Option<bool> {
+        None
+    }
 }
 
 macro_rules! transform_for {
@@ -48,9 +54,12 @@ struct UsageOnly {
 }
 
 impl DropInjectedUsage {
-    /// Whether `data` is the usage-only chunk: a `usage` key and an empty `choices` array.
+    /// Whether `data` is the usage-only chunk: a `usage` key and an empty `choices` array. Every
+    /// other chunk also has `"usage":null` once usage was asked for: only one with an empty array
+    /// somewhere is parsed.
     fn usage_only(data: &str) -> bool {
         data.contains("\"usage\"")
+            && has_empty_array(data.as_bytes())
             && serde_json::from_str::<UsageOnly>(data)
                 .ok()
                 .and_then(|c| c.choices)
@@ -58,7 +67,22 @@ impl DropInjectedUsage {
     }
 }
 
+/// Whether `b` holds `[` and `]` with only white space between them (anywhere, strings included).
+fn has_empty_array(b: &[u8]) -> bool {
+    memchr::memchr_iter(b']', b).any(|i| {
+        b[..i]
+            .iter()
+            .rev()
+            .find(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+            == Some(&b'[')
+    })
+}
+
 impl StreamTransform for DropInjectedUsage {
+    fn keeps(&self, ev: &SseEvent) -> Option<bool> {
+        Some(!Self::usage_only(&ev.data))
+    }
+
     fn push(&mut self, ev: &SseEvent) -> Vec<Bytes> {
         if Self::usage_only(&ev.data) {
             return Vec::new();
@@ -106,6 +130,22 @@ mod tests {
             kept.push(!t.push(&ev(c)).is_empty());
         }
         assert_eq!(kept, [true, true, false, true, true]);
+        let keeps: Vec<_> = chunks.iter().map(|c| t.keeps(&ev(c))).collect();
+        assert_eq!(
+            keeps,
+            [Some(true), Some(true), Some(false), Some(true), Some(true)]
+        );
+        // White space inside the empty array, and a non-empty one that only looks empty in text.
+        assert_eq!(
+            t.keeps(&ev(r#"{"choices": [ ], "usage": {"total_tokens": 1}}"#)),
+            Some(false)
+        );
+        assert_eq!(
+            t.keeps(&ev(
+                r#"{"choices":[{"delta":{"content":"[]"}}],"usage":null}"#
+            )),
+            Some(true)
+        );
         assert_eq!(t.usage(), None);
         assert_eq!(
             check.usage(),
