@@ -1,5 +1,7 @@
 //! Whether bytes are one JSON text (RFC 8259), checked without building anything: the gate a
-//! passed-through upstream answer goes through before it reaches a client as a complete one.
+//! passed-through upstream answer goes through before it reaches a client as a complete one. The
+//! same walk hands out an object's members and an array's elements as raw bytes, for the stream
+//! check's reading of every chunk.
 //! Stricter than serde's skip of a value (`IgnoredAny`), which it replaces on that path at about a
 //! third of the cost: the text must be UTF-8, and a `\u` escape may not leave a surrogate unpaired
 //! (as serde_json requires when it reads a string).
@@ -20,12 +22,62 @@ pub fn is_json(text: &[u8]) -> bool {
     }
 }
 
+/// Deepest nesting [`members`] walks: anything deeper is left to a full parser, whose limit may be
+/// counted differently.
+const WALK_DEPTH: usize = 64;
+
+/// The members of `text`, a JSON object, in order: each raw key (between its quotes) and its value's
+/// bytes, validated as [`is_json`] does. `None` when `text` is not such an object, or a key has an
+/// escape (a reader that compares raw keys must not guess what it means): the caller then asks a
+/// full parser, which decides.
+pub fn members(text: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+    let mut c = Cursor::walking(text, b'{')?;
+    let mut out = Vec::with_capacity(8);
+    let whole = c.object(WALK_FROM, &mut |key, value| {
+        let key = &text[key];
+        out.push((key, &text[value]));
+        !key.contains(&b'\\')
+    });
+    c.ended(whole).then_some(out)
+}
+
+/// The elements of `text`, a JSON array, as their bytes; `None` when it is not one.
+pub fn elements(text: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut c = Cursor::walking(text, b'[')?;
+    let mut out = Vec::new();
+    let whole = c.array(WALK_FROM, &mut |item| {
+        out.push(&text[item]);
+        true
+    });
+    c.ended(whole).then_some(out)
+}
+
+/// The depth the walk's values start at: [`WALK_DEPTH`] levels below the limit.
+const WALK_FROM: usize = MAX_DEPTH - WALK_DEPTH + 1;
+
+type Span = std::ops::Range<usize>;
+
 struct Cursor<'a> {
     b: &'a [u8],
     i: usize,
 }
 
 impl Cursor<'_> {
+    /// A cursor at the `open` bracket that starts `text` (after white space); `None` when `text`
+    /// is not UTF-8 or starts otherwise.
+    fn walking(text: &[u8], open: u8) -> Option<Cursor<'_>> {
+        std::str::from_utf8(text).ok()?;
+        let mut c = Cursor { b: text, i: 0 };
+        c.ws();
+        (c.peek() == Some(open)).then_some(c)
+    }
+
+    /// The walk was `whole` and only white space follows it.
+    fn ended(&mut self, whole: bool) -> bool {
+        self.ws();
+        whole && self.i == self.b.len()
+    }
+
     fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
     }
@@ -38,8 +90,8 @@ impl Cursor<'_> {
 
     fn value(&mut self, depth: usize) -> bool {
         match self.peek() {
-            Some(b'{') => depth < MAX_DEPTH && self.object(depth + 1),
-            Some(b'[') => depth < MAX_DEPTH && self.array(depth + 1),
+            Some(b'{') => depth < MAX_DEPTH && self.object(depth + 1, &mut |_, _| true),
+            Some(b'[') => depth < MAX_DEPTH && self.array(depth + 1, &mut |_| true),
             Some(b'"') => self.string(),
             Some(b'-' | b'0'..=b'9') => self.number(),
             Some(b't') => self.literal(b"true"),
@@ -55,22 +107,25 @@ impl Cursor<'_> {
         ok
     }
 
-    /// At `{`.
-    fn object(&mut self, depth: usize) -> bool {
+    /// At `{`. `on_member` is told each key (between its quotes) and value; `false` stops the walk.
+    fn object(&mut self, depth: usize, on_member: &mut impl FnMut(Span, Span) -> bool) -> bool {
         if self.open(b'}') {
             return true;
         }
         loop {
+            let key = self.i + 1;
             if self.peek() != Some(b'"') || !self.string() {
                 return false;
             }
+            let key = key..self.i - 1;
             self.ws();
             if self.peek() != Some(b':') {
                 return false;
             }
             self.i += 1;
             self.ws();
-            if !self.value(depth) {
+            let value = self.i;
+            if !self.value(depth) || !on_member(key, value..self.i) {
                 return false;
             }
             match self.after_item(b'}') {
@@ -81,13 +136,14 @@ impl Cursor<'_> {
         }
     }
 
-    /// At `[`.
-    fn array(&mut self, depth: usize) -> bool {
+    /// At `[`. `on_element` is told each element; `false` stops the walk.
+    fn array(&mut self, depth: usize, on_element: &mut impl FnMut(Span) -> bool) -> bool {
         if self.open(b']') {
             return true;
         }
         loop {
-            if !self.value(depth) {
+            let start = self.i;
+            if !self.value(depth) || !on_element(start..self.i) {
                 return false;
             }
             match self.after_item(b']') {

@@ -1,6 +1,8 @@
 //! Stream integrity: whether an upstream SSE stream is complete, malformed or cut short, read with
-//! as little parsing as that needs. Every event's data is validated as JSON without building a tree
-//! (serde skips what it does not need); only the few events that carry `usage` are parsed for it.
+//! as little parsing as that needs. Every event's data is validated as JSON without building a tree:
+//! an OpenAI chunk's few fields are read from its members ([`crate::protocol::members`]), with serde
+//! as the judge of anything unusual; other events go through serde, which skips what it does not
+//! need. Only the few events that carry `usage` are parsed for it.
 //! For a recording trace the response's model is kept too: from a chunk's `model` (OpenAI, read in
 //! the same pass), or from the events parsed for usage (Anthropic `message_start`, the Responses
 //! terminal event; `response.created` is parsed for it alone).
@@ -152,6 +154,94 @@ impl<'de> Deserialize<'de> for AnyFinished {
     }
 }
 
+/// What the check reads of an OpenAI chunk.
+#[derive(Debug, Default, PartialEq)]
+struct ChatFacts<'a> {
+    model: Option<std::borrow::Cow<'a, str>>,
+    /// The label of the first choice's non-null `finish_reason`.
+    finish: Option<&'static str>,
+    /// A non-null `error`.
+    error: bool,
+    /// A non-null `usage`.
+    usage: bool,
+}
+
+impl<'a> From<OpenAiChunk<'a>> for ChatFacts<'a> {
+    fn from(c: OpenAiChunk<'a>) -> Self {
+        ChatFacts {
+            model: c.model,
+            finish: c.choices.and_then(|c| c.0),
+            error: c.error.is_some(),
+            usage: c.usage.is_some(),
+        }
+    }
+}
+
+impl<'a> ChatFacts<'a> {
+    /// The facts read from the chunk's members, validated on the way but without a parser's
+    /// visitors (this runs on every chunk of every OpenAI stream). `None` when anything is unusual
+    /// (a repeated field, an escape in a string read here, a value of another type than the API
+    /// sends, deep nesting): serde then reads the chunk as before, and decides.
+    fn read(data: &'a str) -> Option<ChatFacts<'a>> {
+        let mut facts = ChatFacts::default();
+        let mut seen = [false; 4];
+        for (key, value) in crate::protocol::members(data.as_bytes())? {
+            let field = match key {
+                b"model" => 0,
+                b"choices" => 1,
+                b"error" => 2,
+                b"usage" => 3,
+                _ => continue,
+            };
+            if std::mem::replace(&mut seen[field], true) {
+                return None;
+            }
+            let null = value == b"null";
+            match field {
+                0 if !null => facts.model = Some(std::borrow::Cow::Borrowed(plain_string(value)?)),
+                1 if !null => facts.finish = first_finish(value)?,
+                2 => facts.error = !null,
+                3 => facts.usage = !null,
+                _ => {}
+            }
+        }
+        Some(facts)
+    }
+}
+
+/// A JSON string without escapes, as its text.
+fn plain_string(v: &[u8]) -> Option<&str> {
+    let inner = v.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    if inner.contains(&b'\\') {
+        return None;
+    }
+    std::str::from_utf8(inner).ok()
+}
+
+/// The label of the first choice's non-null `finish_reason` (`Some(None)`: none has one); `None`
+/// when a choice is not an object, repeats the field or holds another type than a string.
+fn first_finish(choices: &[u8]) -> Option<Option<&'static str>> {
+    let mut first = None;
+    for choice in crate::protocol::elements(choices)? {
+        let mut reason = None;
+        let mut seen = false;
+        for (key, value) in crate::protocol::members(choice)? {
+            if key == b"finish_reason" {
+                if std::mem::replace(&mut seen, true) {
+                    return None;
+                }
+                if value != b"null" {
+                    reason = Some(plain_string(value)?);
+                }
+            }
+        }
+        if first.is_none() {
+            first = reason.map(|r| finish_label(Some(r)));
+        }
+    }
+    Some(first)
+}
+
 /// A finish or stop reason as a label: the ones the APIs define, else `other`.
 fn finish_label(reason: Option<&str>) -> &'static str {
     const KNOWN: &[&str] = &[
@@ -229,22 +319,26 @@ impl StreamCheck {
                     self.done = true;
                     return Ok(());
                 }
-                let chunk: OpenAiChunk =
-                    serde_json::from_str(data).map_err(|_| StreamFault::Malformed)?;
-                if chunk.error.is_some() {
+                let facts = match ChatFacts::read(data) {
+                    Some(f) => f,
+                    None => serde_json::from_str::<OpenAiChunk>(data)
+                        .map_err(|_| StreamFault::Malformed)?
+                        .into(),
+                };
+                if facts.error {
                     self.errored = true;
                 }
                 if self.keep_model
                     && self.model.is_none()
-                    && let Some(m) = chunk.model.filter(|m| !m.is_empty())
+                    && let Some(m) = facts.model.filter(|m| !m.is_empty())
                 {
                     self.model = Some(m.into_owned());
                 }
-                if let Some(reason) = chunk.choices.and_then(|c| c.0) {
+                if let Some(reason) = facts.finish {
                     self.finished = true;
                     self.finish_reason.get_or_insert(reason);
                 }
-                if chunk.usage.is_some() {
+                if facts.usage {
                     self.usage.observe(ev);
                 }
             }
@@ -319,6 +413,64 @@ impl StreamCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whatever the members' reading returns, serde returns too (it is only a faster way to the
+    /// same facts); where it gives up, serde decides. Checked on API-shaped chunks, unusual ones,
+    /// and every single-byte change and cut of them.
+    #[test]
+    fn the_fast_reading_of_a_chunk_never_disagrees_with_serde() {
+        let chunks = [
+            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{"role":"assistant","content":"Hi \"there\" \u00e9"},"logprobs":null,"finish_reason":null}],"usage":null}"#,
+            r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#,
+            r#"{"id":"c","model":"m","choices":[{"index":1,"finish_reason":null},{"index":0,"finish_reason":"tool_calls"}]}"#,
+            r#"{"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#,
+            r#"{"error":{"message":"overloaded","type":"server_error"}}"#,
+            r#"{"choices":null,"model":null,"error":null}"#,
+            r#"{"choices":[{"finish_reason":"weird"}],"model":""}"#,
+            r#" { "model" : "m" , "choices" : [ { "finish_reason" : "length" } ] } "#,
+            r#"{"model":"m","model":"n"}"#,
+            r#"{"choices":[{"finish_reason":"stop","finish_reason":null}]}"#,
+            r#"{"choices":[["stop"]]}"#,
+            r#"{"choices":[{"finish_reason":5}]}"#,
+            r#"{"choices":{"finish_reason":"stop"}}"#,
+            r#"{"model":7}"#,
+            r#"{"mod\u0065l":"m"}"#,
+            r#"{"model":"\u0041"}"#,
+            r#"[null,[{"finish_reason":"stop"}],null,null]"#,
+        ];
+        fn serde(d: &str) -> Option<ChatFacts<'_>> {
+            serde_json::from_str::<OpenAiChunk>(d)
+                .ok()
+                .map(ChatFacts::from)
+        }
+        let mut fast_read = 0;
+        for c in chunks {
+            if let Some(f) = ChatFacts::read(c) {
+                assert_eq!(Some(f), serde(c), "{c}");
+            }
+            for i in 0..c.len() {
+                for swap in b"\"\\{}[],:0ln -" {
+                    let mut m = c.as_bytes().to_vec();
+                    m[i] = *swap;
+                    let Ok(m) = String::from_utf8(m) else {
+                        continue;
+                    };
+                    if let Some(f) = ChatFacts::read(&m) {
+                        fast_read += 1;
+                        assert_eq!(Some(f), serde(&m), "{m}");
+                    }
+                }
+                if let Some(cut) = c.get(..i)
+                    && let Some(f) = ChatFacts::read(cut)
+                {
+                    assert_eq!(Some(f), serde(cut), "{cut}");
+                }
+            }
+        }
+        // The usual chunks are read fast; the mutations exercise it thousands of times.
+        assert!(ChatFacts::read(chunks[0]).is_some() && ChatFacts::read(chunks[7]).is_some());
+        assert!(fast_read > 1000, "{fast_read}");
+    }
 
     fn ev(event: Option<&str>, data: &str) -> SseEvent {
         SseEvent {
