@@ -2,6 +2,7 @@
 //! passed-through upstream answer goes through before it reaches a client as a complete one. The
 //! same walk hands out an object's members and an array's elements as raw bytes, for the stream
 //! check's reading of every chunk.
+//!
 //! Stricter than serde's skip of a value (`IgnoredAny`), which it replaces on that path at about a
 //! third of the cost: the text must be UTF-8, and a `\u` escape may not leave a surrogate unpaired
 //! (as serde_json requires when it reads a string).
@@ -16,10 +17,8 @@ pub fn is_json(text: &[u8]) -> bool {
     }
     let mut c = Cursor { b: text, i: 0 };
     c.ws();
-    c.value(0) && {
-        c.ws();
-        c.i == text.len()
-    }
+    let whole = c.value(0);
+    c.ended(whole)
 }
 
 /// Deepest nesting [`members`] walks: anything deeper is left to a full parser, whose limit may be
