@@ -26,22 +26,23 @@ pub fn is_json(text: &[u8]) -> bool {
 const WALK_DEPTH: usize = 64;
 
 /// The members of `text`, a JSON object, in order: each raw key (between its quotes) and its value's
-/// bytes, validated as [`is_json`] does. `None` when `text` is not such an object, or a key has an
+/// text, validated as [`is_json`] does. `None` when `text` is not such an object, or a key has an
 /// escape (a reader that compares raw keys must not guess what it means): the caller then asks a
-/// full parser, which decides.
-pub fn members(text: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+/// full parser, which decides. Every cut falls next to an ASCII quote or bracket, so the pieces are
+/// `str`s too: a value walked again is not checked for UTF-8 again.
+pub fn members(text: &str) -> Option<Vec<(&str, &str)>> {
     let mut c = Cursor::walking(text, b'{')?;
     let mut out = Vec::with_capacity(8);
     let whole = c.object(WALK_FROM, &mut |key, value| {
         let key = &text[key];
         out.push((key, &text[value]));
-        !key.contains(&b'\\')
+        !key.contains('\\')
     });
     c.ended(whole).then_some(out)
 }
 
-/// The elements of `text`, a JSON array, as their bytes; `None` when it is not one.
-pub fn elements(text: &[u8]) -> Option<Vec<&[u8]>> {
+/// The elements of `text`, a JSON array, as their text; `None` when it is not one.
+pub fn elements(text: &str) -> Option<Vec<&str>> {
     let mut c = Cursor::walking(text, b'[')?;
     let mut out = Vec::new();
     let whole = c.array(WALK_FROM, &mut |item| {
@@ -62,11 +63,13 @@ struct Cursor<'a> {
 }
 
 impl Cursor<'_> {
-    /// A cursor at the `open` bracket that starts `text` (after white space); `None` when `text`
-    /// is not UTF-8 or starts otherwise.
-    fn walking(text: &[u8], open: u8) -> Option<Cursor<'_>> {
-        std::str::from_utf8(text).ok()?;
-        let mut c = Cursor { b: text, i: 0 };
+    /// A cursor at the `open` bracket that starts `text` (after white space); `None` when it
+    /// starts otherwise.
+    fn walking(text: &str, open: u8) -> Option<Cursor<'_>> {
+        let mut c = Cursor {
+            b: text.as_bytes(),
+            i: 0,
+        };
         c.ws();
         (c.peek() == Some(open)).then_some(c)
     }

@@ -185,18 +185,18 @@ impl<'a> ChatFacts<'a> {
     fn read(data: &'a str) -> Option<ChatFacts<'a>> {
         let mut facts = ChatFacts::default();
         let mut seen = [false; 4];
-        for (key, value) in crate::protocol::members(data.as_bytes())? {
+        for (key, value) in crate::protocol::members(data)? {
             let field = match key {
-                b"model" => 0,
-                b"choices" => 1,
-                b"error" => 2,
-                b"usage" => 3,
+                "model" => 0,
+                "choices" => 1,
+                "error" => 2,
+                "usage" => 3,
                 _ => continue,
             };
             if std::mem::replace(&mut seen[field], true) {
                 return None;
             }
-            let null = value == b"null";
+            let null = value == "null";
             match field {
                 0 if !null => facts.model = Some(std::borrow::Cow::Borrowed(plain_string(value)?)),
                 1 if !null => facts.finish = first_finish(value)?,
@@ -210,27 +210,24 @@ impl<'a> ChatFacts<'a> {
 }
 
 /// A JSON string without escapes, as its text.
-fn plain_string(v: &[u8]) -> Option<&str> {
-    let inner = v.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
-    if inner.contains(&b'\\') {
-        return None;
-    }
-    std::str::from_utf8(inner).ok()
+fn plain_string(v: &str) -> Option<&str> {
+    let inner = v.strip_prefix('"')?.strip_suffix('"')?;
+    (!inner.contains('\\')).then_some(inner)
 }
 
 /// The label of the first choice's non-null `finish_reason` (`Some(None)`: none has one); `None`
 /// when a choice is not an object, repeats the field or holds another type than a string.
-fn first_finish(choices: &[u8]) -> Option<Option<&'static str>> {
+fn first_finish(choices: &str) -> Option<Option<&'static str>> {
     let mut first = None;
     for choice in crate::protocol::elements(choices)? {
         let mut reason = None;
         let mut seen = false;
         for (key, value) in crate::protocol::members(choice)? {
-            if key == b"finish_reason" {
+            if key == "finish_reason" {
                 if std::mem::replace(&mut seen, true) {
                     return None;
                 }
-                if value != b"null" {
+                if value != "null" {
                     reason = Some(plain_string(value)?);
                 }
             }
