@@ -14,8 +14,8 @@ use crate::observe::{AttemptSpan, Metrics};
 use crate::protocol::{RespBody, full_body, pieces_body};
 use crate::shape::{Outcome, Shed};
 use crate::translate::{
-    Plan, Usage, Wire, hollow, plan, response_back, response_facts, scan_usage, stream_transform,
-    tag_response_ids, usage_from_body,
+    Plan, Usage, Wire, checked_usage, hollow, plan, response_back, response_facts, scan_usage,
+    stream_transform, tag_response_ids, usage_from_body,
 };
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -202,23 +202,31 @@ pub(super) async fn attempt(
         Ok(b) => b,
         Err(e) => return Attempt::Retry("body", Failure::Error(e)),
     };
-    // A body that is not JSON is never passed on as an answer (validated in one pass, no tree;
-    // translated bodies are parsed below anyway). Nothing reached the client: another backend may.
-    if !plan.translated && !crate::protocol::is_json(&body) {
-        backend.passive(false, now);
-        let e = GatewayError::UpstreamMalformed {
-            backend: backend.name().into(),
-            reason: "invalid json".into(),
-        };
-        return Attempt::Retry("malformed", Failure::Error(e));
-    }
+    // A body that is not JSON is never passed on as an answer (validated in one pass that also
+    // reads its usage, no tree; translated bodies are parsed below anyway). Nothing reached the
+    // client: another backend may.
+    let passed_usage = if plan.translated {
+        None
+    } else {
+        match checked_usage(&body) {
+            Some(usage) => Some(usage),
+            None => {
+                backend.passive(false, now);
+                let e = GatewayError::UpstreamMalformed {
+                    backend: backend.name().into(),
+                    reason: "invalid json".into(),
+                };
+                return Attempt::Retry("malformed", Failure::Error(e));
+            }
+        }
+    };
     let elapsed = sent_at.elapsed();
     backend.observe_latency(elapsed, std::time::Instant::now());
     backend.congestion_sample(Outcome::Success(elapsed));
     backend.metrics.upstream.record(elapsed.as_secs_f64());
     drop(guard);
-    // Pass-through bodies are only scanned for `usage` (no JSON tree); translated ones are parsed,
-    // their long answer strings cut out first (see `translate::hollow`: about 1× the body in all).
+    // Translated bodies are parsed, their long answer strings cut out first (see
+    // `translate::hollow`: about 1× the body in all).
     let holes = plan.translated.then(|| hollow(&body)).flatten();
     let parsed: Option<Value> = if plan.translated {
         let skeleton = holes.as_ref().map_or(&body[..], |h| &h.skeleton[..]);
@@ -226,9 +234,10 @@ pub(super) async fn attempt(
     } else {
         None
     };
-    let usage = match &parsed {
-        Some(v) => usage_from_body(v),
-        None => scan_usage(&body),
+    let usage = match (&parsed, passed_usage) {
+        (Some(v), _) => usage_from_body(v),
+        (None, Some(usage)) => usage,
+        (None, None) => scan_usage(&body),
     };
     record_usage(call, backend, usage);
     if let Some(t) = call.trace.as_ref().filter(|t| t.recording()) {

@@ -1,7 +1,8 @@
 //! Whether bytes are one JSON text (RFC 8259), checked without building anything: the gate a
 //! passed-through upstream answer goes through before it reaches a client as a complete one. The
 //! same walk hands out an object's members and an array's elements as raw bytes, for the stream
-//! check's reading of every chunk.
+//! check's reading of every chunk; steered by its caller ([`Walk`]), it reads a request's fields
+//! and an answer's usage in the pass that validates them.
 //!
 //! Stricter than serde's skip of a value (`IgnoredAny`), which it replaces on that path at about a
 //! third of the cost: the text must be UTF-8, and a `\u` escape may not leave a surrogate unpaired
@@ -50,6 +51,108 @@ pub fn elements(text: &str) -> Option<Vec<&str>> {
         true
     });
     c.ended(whole).then_some(out)
+}
+
+/// A validating walk that lets its caller read the values it wants as it goes: one pass over the
+/// text, nothing allocated. The caller steers it: at each member or element it walks the value
+/// itself, with [`Walk::value`] (the value's text, validated), [`Walk::object`] or [`Walk::array`].
+/// Nesting is held to [`WALK_DEPTH`]; an escaped key stops the walk, as [`members`] does.
+pub struct Walk<'a> {
+    text: &'a str,
+    c: Cursor<'a>,
+    /// Objects and arrays entered and not yet left.
+    depth: usize,
+}
+
+impl<'a> Walk<'a> {
+    /// At the first value of `text`.
+    pub fn new(text: &'a str) -> Walk<'a> {
+        let mut c = Cursor {
+            b: text.as_bytes(),
+            i: 0,
+        };
+        c.ws();
+        Walk { text, c, depth: 0 }
+    }
+
+    /// The first byte of the value the walk is at.
+    pub fn peek(&self) -> Option<u8> {
+        self.c.peek()
+    }
+
+    /// Walks the value the walk is at: its text, `None` when it is not valid.
+    pub fn value(&mut self) -> Option<&'a str> {
+        let start = self.c.i;
+        self.c
+            .value(MAX_DEPTH - WALK_DEPTH + self.depth)
+            .then(|| &self.text[start..self.c.i])
+    }
+
+    /// Walks the object the walk is at: `on_member` is given each raw key (between its quotes),
+    /// with the walk at its value, which it must walk; its `false` stops the walk. `false` when the
+    /// object is not whole and valid.
+    pub fn object(&mut self, on_member: &mut dyn FnMut(&mut Walk<'a>, &'a str) -> bool) -> bool {
+        if self.peek() != Some(b'{') || self.depth >= WALK_DEPTH {
+            return false;
+        }
+        self.depth += 1;
+        let whole = self.members_with(on_member);
+        self.depth -= 1;
+        whole
+    }
+
+    fn members_with(&mut self, on_member: &mut dyn FnMut(&mut Walk<'a>, &'a str) -> bool) -> bool {
+        if self.c.open(b'}') {
+            return true;
+        }
+        loop {
+            let start = self.c.i + 1;
+            if self.c.peek() != Some(b'"') || !self.c.string() {
+                return false;
+            }
+            let key = &self.text[start..self.c.i - 1];
+            self.c.ws();
+            if key.contains('\\') || self.c.peek() != Some(b':') {
+                return false;
+            }
+            self.c.i += 1;
+            self.c.ws();
+            if !on_member(self, key) {
+                return false;
+            }
+            match self.c.after_item(b'}') {
+                Some(true) => return true,
+                Some(false) => {}
+                None => return false,
+            }
+        }
+    }
+
+    /// Walks the array the walk is at, as [`Walk::object`] does an object.
+    pub fn array(&mut self, on_element: &mut dyn FnMut(&mut Walk<'a>) -> bool) -> bool {
+        if self.peek() != Some(b'[') || self.depth >= WALK_DEPTH {
+            return false;
+        }
+        self.depth += 1;
+        let whole = self.c.open(b']')
+            || loop {
+                if !on_element(self) {
+                    break false;
+                }
+                match self.c.after_item(b']') {
+                    Some(true) => break true,
+                    Some(false) => {}
+                    None => break false,
+                }
+            };
+        self.depth -= 1;
+        whole
+    }
+
+    /// Whether only white space is left.
+    pub fn ended(mut self) -> bool {
+        self.c.ended(true)
+    }
 }
 
 /// The depth the walk's values start at: [`WALK_DEPTH`] levels below the limit.
@@ -426,5 +529,50 @@ mod tests {
         assert!(serde_json::from_str::<serde_json::Value>(&deep).is_err());
         let deep_obj = r#"{"a":"#.repeat(200) + "1" + &"}".repeat(200);
         assert!(!is_json(deep_obj.as_bytes()));
+    }
+
+    /// A walk that steps into every object and array and reads every other value.
+    fn walk_all(w: &mut super::Walk<'_>) -> bool {
+        match w.peek() {
+            Some(b'{') => w.object(&mut |w, _| walk_all(w)),
+            Some(b'[') => w.array(&mut |w| walk_all(w)),
+            _ => w.value().is_some(),
+        }
+    }
+
+    #[test]
+    fn a_steered_walk_judges_every_text_as_the_check_does() {
+        let mut walked = 0;
+        let mut judge = |t: &str| {
+            let mut w = super::Walk::new(t);
+            let ok = walk_all(&mut w) && w.ended();
+            // An escaped key stops the walk; anything else is judged the same.
+            if ok || !t.contains('\\') {
+                assert_eq!(ok, is_json(t.as_bytes()), "{t}");
+            }
+            walked += usize::from(ok);
+        };
+        for t in VALID.iter().chain(INVALID) {
+            judge(t);
+            for i in 0..t.len() {
+                for swap in b"\"\\{}[],:0ln -" {
+                    let mut m = t.as_bytes().to_vec();
+                    m[i] = *swap;
+                    if let Ok(m) = String::from_utf8(m) {
+                        judge(&m);
+                    }
+                }
+                if let Some(cut) = t.get(..i) {
+                    judge(cut);
+                }
+            }
+        }
+        assert!(walked > 200, "{walked}");
+        // Nesting: as deep as the walk goes, and not one level more.
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(walk_all(&mut super::Walk::new(&nested(super::WALK_DEPTH))));
+        assert!(!walk_all(&mut super::Walk::new(&nested(
+            super::WALK_DEPTH + 1
+        ))));
     }
 }

@@ -66,6 +66,14 @@ fn nesting_within(raw: &[u8], max: usize) -> bool {
 
 /// Scan `raw` (a JSON object); `affinity_field` is the top-level field whose value pins a session.
 pub fn scan_request(raw: &[u8], affinity_field: Option<&str>) -> Result<RequestScan, ScanError> {
+    match super::scan_walk::walked(raw, affinity_field) {
+        Some(fields) => Ok(fields.finish()),
+        None => scanned(raw, affinity_field),
+    }
+}
+
+/// The serde scan: any body, and what it says of one that is not valid.
+pub(super) fn scanned(raw: &[u8], affinity_field: Option<&str>) -> Result<RequestScan, ScanError> {
     let starts_object = raw
         .iter()
         .find(|b| !b.is_ascii_whitespace())
@@ -95,20 +103,20 @@ pub fn scan_request(raw: &[u8], affinity_field: Option<&str>) -> Result<RequestS
 }
 
 #[derive(Default)]
-struct Fields {
-    scan: RequestScan,
-    max_completion_tokens: Option<u64>,
-    max_output_tokens: Option<u64>,
-    max_tokens: Option<u64>,
+pub(super) struct Fields {
+    pub(super) scan: RequestScan,
+    pub(super) max_completion_tokens: Option<u64>,
+    pub(super) max_output_tokens: Option<u64>,
+    pub(super) max_tokens: Option<u64>,
     /// `messages`, `system`, `prompt`, `input`, `instructions`: the last occurrence of each key
     /// counts, as in a map.
-    text: [Tally; 5],
+    pub(super) text: [Tally; 5],
     /// `tools`, `functions`: characters of their compact JSON.
     tools: [u64; 2],
 }
 
 impl Fields {
-    fn finish(mut self) -> RequestScan {
+    pub(super) fn finish(mut self) -> RequestScan {
         let mut tally = Tally::default();
         for t in &self.text {
             tally.chars += t.chars;
@@ -125,7 +133,7 @@ impl Fields {
     }
 
     /// A known top-level field, given as a tree (small fields, or one that is also the affinity field).
-    fn apply(&mut self, key: Key, v: &Value) {
+    pub(super) fn apply(&mut self, key: Key, v: &Value) {
         match key {
             Key::Model => {
                 self.scan.model = v.as_str().filter(|m| !m.is_empty()).map(str::to_string)
@@ -156,7 +164,7 @@ impl Fields {
 }
 
 #[derive(Clone, Copy)]
-enum Key {
+pub(super) enum Key {
     Model,
     Stream,
     StreamOptions,
@@ -169,7 +177,7 @@ enum Key {
 }
 
 impl Key {
-    fn of(k: &str) -> Key {
+    pub(super) fn of(k: &str) -> Key {
         match k {
             "model" => Key::Model,
             "stream" => Key::Stream,

@@ -68,6 +68,88 @@ impl UsageFields {
     }
 }
 
+/// A passed-through answer, checked and read in one walk: `None` when `body` is not one JSON text
+/// (as [`crate::protocol::is_json`] decides), else its usage. An object whose only top-level `usage`
+/// is plainly written (no repeated or escaped key) is read straight from the walk's members; anything
+/// else goes the long way, the check and then [`scan_usage`].
+pub fn checked_usage(body: &[u8]) -> Option<Option<Usage>> {
+    if let Ok(text) = std::str::from_utf8(body)
+        && let Some(usage) = walked_usage(text)
+    {
+        return Some(usage);
+    }
+    crate::protocol::is_json(body).then(|| scan_usage(body))
+}
+
+/// The top-level `usage` of `text`, read in one validating walk; `None` when the long way must
+/// decide (`text` is not a plain object, `usage` is repeated or not an object, or absent while the
+/// text names it somewhere deeper, as an Anthropic `message.usage` does).
+fn walked_usage(text: &str) -> Option<Option<Usage>> {
+    // `prompt_tokens`, `completion_tokens`, `input_tokens`, `output_tokens`, `cache_read_input_tokens`,
+    // `cache_creation_input_tokens`, as [`UsageFields`] names them; of a repeated one the last
+    // counts, as in a tree.
+    let mut fields: [Option<&str>; 6] = [None; 6];
+    let mut seen = false;
+    let mut w = crate::protocol::Walk::new(text);
+    let whole = w.object(&mut |w, key| {
+        if key != "usage" {
+            return w.value().is_some();
+        }
+        if std::mem::replace(&mut seen, true) {
+            return false;
+        }
+        w.object(&mut |w, key| {
+            let Some(value) = w.value() else {
+                return false;
+            };
+            let i = match key {
+                "prompt_tokens" => 0,
+                "completion_tokens" => 1,
+                "input_tokens" => 2,
+                "output_tokens" => 3,
+                "cache_read_input_tokens" => 4,
+                "cache_creation_input_tokens" => 5,
+                _ => return true,
+            };
+            fields[i] = Some(value);
+            true
+        })
+    });
+    if !(whole && w.ended()) {
+        return None;
+    }
+    if !seen {
+        return (!text.contains("\"usage\"")).then_some(None);
+    }
+    let [
+        prompt,
+        completion,
+        input,
+        output,
+        cache_read,
+        cache_creation,
+    ] = fields.map(|f| f.map(unsigned));
+    Some(
+        UsageFields {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            input_tokens: input,
+            output_tokens: output,
+            cache_read_input_tokens: cache_read,
+            cache_creation_input_tokens: cache_creation,
+        }
+        .usage(),
+    )
+}
+
+/// A present field's value as `Value::as_u64` reads it: only an unsigned integer that fits counts.
+fn unsigned(text: &str) -> Value {
+    match text.parse::<u64>() {
+        Ok(n) if text.bytes().all(|b| b.is_ascii_digit()) => Value::from(n),
+        _ => Value::Null,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::scan_usage;
@@ -106,5 +188,76 @@ mod tests {
                 output_tokens: 5
             })
         );
+    }
+
+    /// Whenever the one-walk reading answers, it agrees with the check (`is_json`) and with the
+    /// tree's usage; on every single-byte change and cut of API-like and odd answers.
+    #[test]
+    fn the_walked_usage_never_disagrees_with_the_check_and_the_tree() {
+        use super::{checked_usage, walked_usage};
+        let answers = [
+            r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello \"there\" \u00e9"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#,
+            r#"{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","usage":{"input_tokens":5,"output_tokens":7,"cache_read_input_tokens":2,"cache_creation_input_tokens":1}}"#,
+            r#"{"message":{"usage":{"input_tokens":4}},"usage":null}"#,
+            r#"{"message":{"usage":{"input_tokens":4}}}"#,
+            r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,-2e3]}],"usage":{"prompt_tokens":18446744073709551615,"total_tokens":18446744073709551616}}"#,
+            r#"{"usage":{"prompt_tokens":-1,"completion_tokens":2.0,"input_tokens":"3","output_tokens":1e2}}"#,
+            r#"{"usage":{"prompt_tokens":1,"prompt_tokens":7}}"#,
+            r#"{"usage":{"pr\u006fmpt_tokens":1}}"#,
+            r#"{"usage":{}}"#,
+            r#"{"usage":[1]}"#,
+            r#" { "choices" : [ ] , "usage" : { "completion_tokens" : 9 } } "#,
+            r#"[{"usage":{"prompt_tokens":1}}]"#,
+        ];
+        let tree = |t: &str| -> Option<Option<Usage>> {
+            serde_json::from_str::<serde_json::Value>(t)
+                .ok()
+                .map(|v| usage_from_body(&v))
+        };
+        let mut walked = 0;
+        let mut check = |t: &[u8]| {
+            assert_eq!(
+                checked_usage(t).is_some(),
+                crate::protocol::is_json(t),
+                "{}",
+                String::from_utf8_lossy(t)
+            );
+            if let Ok(t) = std::str::from_utf8(t)
+                && let Some(u) = walked_usage(t)
+            {
+                walked += 1;
+                assert_eq!(Some(u), tree(t), "{t}");
+            }
+        };
+        for a in answers {
+            check(a.as_bytes());
+            for i in 0..a.len() {
+                for swap in b"\"\\{}[],:0ln -" {
+                    let mut m = a.as_bytes().to_vec();
+                    m[i] = *swap;
+                    check(&m);
+                }
+                check(&a.as_bytes()[..i]);
+            }
+        }
+        assert!(walked > 1000, "{walked}");
+        for a in &answers[..2] {
+            assert!(walked_usage(a).is_some_and(|u| u.is_some()), "{a}");
+        }
+        assert_eq!(
+            checked_usage(answers[0].as_bytes()),
+            Some(Some(Usage {
+                input_tokens: 12,
+                output_tokens: 3
+            }))
+        );
+        assert_eq!(
+            checked_usage(answers[1].as_bytes()),
+            Some(Some(Usage {
+                input_tokens: 8,
+                output_tokens: 7
+            }))
+        );
+        assert_eq!(checked_usage(b"{\"usage\":{}"), None);
     }
 }

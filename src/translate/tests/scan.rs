@@ -151,3 +151,58 @@ fn brackets_inside_strings_do_not_count_as_nesting() {
     );
     assert!(scan_request(body.as_bytes(), None).is_ok());
 }
+
+/// Whenever the short way (the members walk) answers, the serde scan answers the same; on every
+/// single-byte change and cut of usual and odd bodies, with and without an affinity field.
+#[test]
+fn the_walked_scan_never_disagrees_with_the_serde_scan() {
+    use crate::translate::scan::scanned;
+    use crate::translate::scan_walk::walked;
+    let mut raws: Vec<String> = bodies().iter().map(Value::to_string).collect();
+    raws.extend(
+        [
+            r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello in one short sentence please."}]}"#,
+            r#"{"model":"m","messages":[{"role":"system","content":"line\none \"q\" \\ \u00e9 \ud83d\ude00 \/"},{"role":"user","content":[{"type":"text","text":"a\tb"},{"type":"image_url","image_url":{"url":"data:x"}}]}],"stream":true,"stream_options":{"include_usage":true},"max_tokens":7}"#,
+            r#"{"model":"claude","system":[{"type":"text","text":"sys","cache_control":{"type":"ephemeral"}}],"messages":[{"role":"user","content":"hi"}],"max_tokens":1024}"#,
+            r#" { "model" : "m" , "input" : [ { "type" : "input_text" , "text" : "x" } ] , "max_output_tokens" : 18446744073709551616 } "#,
+            r#"{"model":"m","max_completion_tokens":-0,"max_tokens":1.5,"stream":"true"}"#,
+            r#"{"model":"m\u0041","messages":[]}"#,
+            r#"{"model":"m","messages":[{"content":[[[[[[[[[["deep"]]]]]]]]]]}]}"#,
+            r#"{"model":"m","messages":[{"content":"a","content":"bb"}]}"#,
+            r#"{"model":"m","messages":[{"type":"image","type":"text","text":"x"}]}"#,
+            r#"{"model":"m","messages":[{"type":"im\u0061ge"}]}"#,
+        ]
+        .map(str::to_string),
+    );
+    let mut walked_count = 0;
+    let mut check = |raw: &[u8]| {
+        for field in [None, Some("user")] {
+            if let Some(fields) = walked(raw, field) {
+                walked_count += 1;
+                let serde = scanned(raw, field);
+                assert_eq!(
+                    Some(fields.finish()),
+                    serde.ok(),
+                    "{} {field:?}",
+                    String::from_utf8_lossy(raw)
+                );
+            }
+        }
+    };
+    for raw in &raws {
+        check(raw.as_bytes());
+        for i in 0..raw.len() {
+            for swap in b"\"\\{}[],:0ln -u" {
+                let mut m = raw.as_bytes().to_vec();
+                m[i] = *swap;
+                check(&m);
+            }
+            check(&raw.as_bytes()[..i]);
+        }
+    }
+    assert!(walked_count > 5000, "{walked_count}");
+    // The usual bodies take the short way.
+    for raw in &raws[raws.len() - 10..raws.len() - 6] {
+        assert!(walked(raw.as_bytes(), None).is_some(), "{raw}");
+    }
+}
