@@ -67,6 +67,22 @@ impl Deliver {
         })
     }
 
+    /// A slot taken at once, when no waiter goes first and a backend has room: the usual case,
+    /// which needs no survey of the route (a backend with room is an available one).
+    async fn slot_now(
+        &self,
+        call: &Call<'_>,
+        tried: &[usize],
+    ) -> Option<Result<(Arc<Backend>, InFlightGuard), GatewayError>> {
+        let got = call
+            .admitted
+            .slot_now(call.route.index, || {
+                self.balancer.take(call.route, &call.want(), tried)
+            })
+            .await?;
+        Some(got.map_err(GatewayError::Shed))
+    }
+
     /// How long this call may still wait for a backend's cooldown to end.
     fn budget(&self, call: &Call<'_>) -> Duration {
         call.admitted.deadline.map_or(self.max_wait, |d| {
@@ -82,7 +98,16 @@ impl Deliver {
         // Waiting out a cooldown is not an attempt: only sends count.
         let mut attempt = 0;
         while attempt < self.max_attempts {
-            match self.balancer.survey(call.route, &call.want(), &tried) {
+            let queued_at = call
+                .trace
+                .as_ref()
+                .map(|_| (std::time::SystemTime::now(), Instant::now()));
+            let now = self.slot_now(&call, &tried).await;
+            let survey = match now {
+                Some(_) => Survey::Available,
+                None => self.balancer.survey(call.route, &call.want(), &tried),
+            };
+            match survey {
                 Survey::Available => {}
                 Survey::NotServed => {
                     if let Some(field) = call.needs_responses {
@@ -132,11 +157,10 @@ impl Deliver {
                     }
                 }
             }
-            let queued_at = call
-                .trace
-                .as_ref()
-                .map(|_| (std::time::SystemTime::now(), Instant::now()));
-            let got = self.slot(&call, &tried).await;
+            let got = match now {
+                Some(got) => got,
+                None => self.slot(&call, &tried).await,
+            };
             if let (Some(t), Some((at, since))) = (&call.trace, queued_at) {
                 t.queued(
                     at,

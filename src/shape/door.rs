@@ -290,6 +290,22 @@ impl Admitted<'_> {
         let got = self.door.queues[route]
             .wait_or_retry(ticket, try_take)
             .await?;
+        self.paced(got).await
+    }
+
+    /// A slot taken at once, as [`Admitted::slot`] begins: `None` when waiters go first or nothing
+    /// is free now (then [`Admitted::slot`] queues). Its pacing is waited out.
+    pub async fn slot_now<T: Paced>(
+        &self,
+        route: usize,
+        try_take: impl FnOnce() -> Option<T>,
+    ) -> Option<Result<T, Shed>> {
+        let got = self.door.queues[route].try_now(self.deadline, || try_take().ok_or(None))?;
+        Some(self.paced(got).await)
+    }
+
+    /// `got`, once its pacing is waited out.
+    async fn paced<T: Paced>(&self, got: T) -> Result<T, Shed> {
         if let Some(p) = got.pacer() {
             let wait = p.reserve(Instant::now());
             if !wait.is_zero() {

@@ -215,19 +215,34 @@ impl AdmissionQueue {
     /// As [`wait`](Self::wait), for capacity that comes back with time rather than with a release
     /// (rate-limit tokens): `Err(Some(d))` means "not yet, and try again after `d` even if nobody calls
     /// `notify`"; `Err(None)` waits for `notify` only.
+    /// A newcomer's try at once, as [`Queue::wait_or_retry`] starts: `None` when a waiter may use
+    /// the current capacity first, the deadline has passed (the queue then sheds), or `try_start`
+    /// finds nothing free.
+    pub fn try_now<T>(
+        &self,
+        deadline: Option<Instant>,
+        try_start: impl FnOnce() -> Result<T, Option<Duration>>,
+    ) -> Option<T> {
+        if deadline.is_some_and(|d| Instant::now() >= d) || !self.all_blocked() {
+            return None;
+        }
+        try_start().ok()
+    }
+
+    /// Nobody waiting can use the current capacity (every waiter already failed at it): a newcomer
+    /// may try at once; what it finds free is capacity no waiter could take.
+    fn all_blocked(&self) -> bool {
+        let inner = self.lock();
+        inner.fair.first_unblocked(inner.epoch).is_none()
+    }
+
     pub async fn wait_or_retry<T>(
         &self,
         ticket: Ticket,
         mut try_start: impl FnMut() -> Result<T, Option<Duration>>,
     ) -> Result<T, Shed> {
         let mut retry_at = None;
-        // Nobody waiting can use the current capacity (every waiter already failed at it): a newcomer
-        // may try at once; what it finds free is capacity no waiter could take.
-        let all_blocked = {
-            let inner = self.lock();
-            inner.fair.first_unblocked(inner.epoch).is_none()
-        };
-        if all_blocked {
+        if self.all_blocked() {
             // Free capacity admits at once; only a passed deadline refuses (the client gave up).
             let now = Instant::now();
             if ticket.deadline.is_some_and(|d| now >= d) {
