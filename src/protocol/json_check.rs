@@ -1,7 +1,6 @@
 //! Whether bytes are one JSON text (RFC 8259), checked without building anything: the gate a
 //! passed-through upstream answer goes through before it reaches a client as a complete one. The
-//! same walk hands out an object's members and an array's elements as raw bytes, for the stream
-//! check's reading of every chunk; steered by its caller ([`Walk`]), it reads a request's fields
+//! same walk, steered by its caller ([`Walk`]), reads a stream chunk's fields, a request's fields
 //! and an answer's usage in the pass that validates them.
 //!
 //! Stricter than serde's skip of a value (`IgnoredAny`), which it replaces on that path at about a
@@ -22,41 +21,16 @@ pub fn is_json(text: &[u8]) -> bool {
     c.ended(whole)
 }
 
-/// Deepest nesting [`members`] walks: anything deeper is left to a full parser, whose limit may be
+/// Deepest nesting a [`Walk`] goes: anything deeper is left to a full parser, whose limit may be
 /// counted differently.
 const WALK_DEPTH: usize = 64;
-
-/// The members of `text`, a JSON object, in order: each raw key (between its quotes) and its value's
-/// text, validated as [`is_json`] does. `None` when `text` is not such an object, or a key has an
-/// escape (a reader that compares raw keys must not guess what it means): the caller then asks a
-/// full parser, which decides. Every cut falls next to an ASCII quote or bracket, so the pieces are
-/// `str`s too: a value walked again is not checked for UTF-8 again.
-pub fn members(text: &str) -> Option<Vec<(&str, &str)>> {
-    let mut c = Cursor::walking(text, b'{')?;
-    let mut out = Vec::with_capacity(8);
-    let whole = c.object(WALK_FROM, &mut |key, value| {
-        let key = &text[key];
-        out.push((key, &text[value]));
-        !key.contains('\\')
-    });
-    c.ended(whole).then_some(out)
-}
-
-/// The elements of `text`, a JSON array, as their text; `None` when it is not one.
-pub fn elements(text: &str) -> Option<Vec<&str>> {
-    let mut c = Cursor::walking(text, b'[')?;
-    let mut out = Vec::new();
-    let whole = c.array(WALK_FROM, &mut |item| {
-        out.push(&text[item]);
-        true
-    });
-    c.ended(whole).then_some(out)
-}
 
 /// A validating walk that lets its caller read the values it wants as it goes: one pass over the
 /// text, nothing allocated. The caller steers it: at each member or element it walks the value
 /// itself, with [`Walk::value`] (the value's text, validated), [`Walk::object`] or [`Walk::array`].
-/// Nesting is held to [`WALK_DEPTH`]; an escaped key stops the walk, as [`members`] does.
+/// Nesting is held to [`WALK_DEPTH`]. An escaped key stops the walk: a reader that compares raw keys
+/// must not guess what it means; the caller then asks a full parser, which decides. Every piece it
+/// hands out is cut next to an ASCII quote or bracket, so it is a `str` too.
 pub struct Walk<'a> {
     text: &'a str,
     c: Cursor<'a>,
@@ -155,9 +129,6 @@ impl<'a> Walk<'a> {
     }
 }
 
-/// The depth the walk's values start at: [`WALK_DEPTH`] levels below the limit.
-const WALK_FROM: usize = MAX_DEPTH - WALK_DEPTH + 1;
-
 type Span = std::ops::Range<usize>;
 
 struct Cursor<'a> {
@@ -166,17 +137,6 @@ struct Cursor<'a> {
 }
 
 impl Cursor<'_> {
-    /// A cursor at the `open` bracket that starts `text` (after white space); `None` when it
-    /// starts otherwise.
-    fn walking(text: &str, open: u8) -> Option<Cursor<'_>> {
-        let mut c = Cursor {
-            b: text.as_bytes(),
-            i: 0,
-        };
-        c.ws();
-        (c.peek() == Some(open)).then_some(c)
-    }
-
     /// The walk was `whole` and only white space follows it.
     fn ended(&mut self, whole: bool) -> bool {
         self.ws();

@@ -12,7 +12,7 @@ pub mod responses;
 
 pub use body::{BoxError, ReadError, RespBody, full_body, pieces_body, read_whole};
 pub use endpoint::{Endpoint, UPSTREAM_PATHS};
-pub use json_check::{Walk, elements, is_json, members};
+pub use json_check::{Walk, is_json};
 pub use request::RequestBody;
 
 use serde::Deserialize;

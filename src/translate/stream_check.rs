@@ -1,6 +1,6 @@
 //! Stream integrity: whether an upstream SSE stream is complete, malformed or cut short, read with
 //! as little parsing as that needs. Every event's data is validated as JSON without building a tree:
-//! an OpenAI chunk's few fields are read from its members ([`crate::protocol::members`]), with serde
+//! an OpenAI chunk's few fields are read in the validating walk ([`crate::protocol::Walk`]), with serde
 //! as the judge of anything unusual; other events go through serde, which skips what it does not
 //! need. Only the few events that carry `usage` are parsed for it.
 //! For a recording trace the response's model is kept too: from a chunk's `model` (OpenAI, read in
@@ -178,34 +178,46 @@ impl<'a> From<OpenAiChunk<'a>> for ChatFacts<'a> {
 }
 
 impl<'a> ChatFacts<'a> {
-    /// The facts read from the chunk's members, validated on the way but without a parser's
-    /// visitors (this runs on every chunk of every OpenAI stream). `None` when anything is unusual
-    /// (a repeated field, an escape in a string read here, a value of another type than the API
+    /// The facts read in one validating walk over the chunk, without a parser's visitors (this
+    /// runs on every chunk of every OpenAI stream). `None` when anything is unusual (a repeated
+    /// field, an escape in a key or in a string read here, a value of another type than the API
     /// sends, deep nesting): serde then reads the chunk as before, and decides.
     fn read(data: &'a str) -> Option<ChatFacts<'a>> {
         let mut facts = ChatFacts::default();
         let mut seen = [false; 4];
-        for (key, value) in crate::protocol::members(data)? {
+        let mut w = crate::protocol::Walk::new(data);
+        let whole = w.object(&mut |w, key| {
             let field = match key {
                 "model" => 0,
                 "choices" => 1,
                 "error" => 2,
                 "usage" => 3,
-                _ => continue,
+                _ => return w.value().is_some(),
             };
             if std::mem::replace(&mut seen[field], true) {
-                return None;
+                return false;
             }
+            if field == 1 && w.peek() == Some(b'[') {
+                return first_finish(w).map(|f| facts.finish = f).is_some();
+            }
+            let Some(value) = w.value() else {
+                return false;
+            };
             let null = value == "null";
             match field {
-                0 if !null => facts.model = Some(std::borrow::Cow::Borrowed(plain_string(value)?)),
-                1 if !null => facts.finish = first_finish(value)?,
+                0 if !null => match plain_string(value) {
+                    Some(m) => facts.model = Some(std::borrow::Cow::Borrowed(m)),
+                    None => return false,
+                },
+                // `choices` that is neither an array nor null.
+                1 if !null => return false,
                 2 => facts.error = !null,
                 3 => facts.usage = !null,
                 _ => {}
             }
-        }
-        Some(facts)
+            true
+        });
+        (whole && w.ended()).then_some(facts)
     }
 }
 
@@ -215,28 +227,36 @@ fn plain_string(v: &str) -> Option<&str> {
     (!inner.contains('\\')).then_some(inner)
 }
 
-/// The label of the first choice's non-null `finish_reason` (`Some(None)`: none has one); `None`
-/// when a choice is not an object, repeats the field or holds another type than a string.
-fn first_finish(choices: &str) -> Option<Option<&'static str>> {
+/// Walks `choices` (the walk is at its `[`): the label of the first choice's non-null
+/// `finish_reason` (`Some(None)`: none has one); `None` when a choice is not an object, repeats the
+/// field or holds another type than a string.
+fn first_finish(w: &mut crate::protocol::Walk<'_>) -> Option<Option<&'static str>> {
     let mut first = None;
-    for choice in crate::protocol::elements(choices)? {
-        let mut reason = None;
-        let mut seen = false;
-        for (key, value) in crate::protocol::members(choice)? {
+    let whole = w.array(&mut |w| {
+        let (mut reason, mut seen) = (None, false);
+        let whole = w.object(&mut |w, key| {
+            let Some(value) = w.value() else {
+                return false;
+            };
             if key == "finish_reason" {
                 if std::mem::replace(&mut seen, true) {
-                    return None;
+                    return false;
                 }
                 if value != "null" {
-                    reason = Some(plain_string(value)?);
+                    match plain_string(value) {
+                        Some(r) => reason = Some(r),
+                        None => return false,
+                    }
                 }
             }
-        }
+            true
+        });
         if first.is_none() {
             first = reason.map(|r| finish_label(Some(r)));
         }
-    }
-    Some(first)
+        whole
+    });
+    whole.then_some(first)
 }
 
 /// A finish or stop reason as a label: the ones the APIs define, else `other`.
