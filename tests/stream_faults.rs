@@ -202,6 +202,51 @@ async fn every_fault_through_every_protocol_pair_is_an_error_the_client_cannot_m
     }
 }
 
+/// A stream that never goes quiet for the idle timeout is still held to the backend's total timeout:
+/// cut with an error event in the client's dialect, counted as `total_timeout`.
+#[tokio::test]
+async fn a_stream_that_keeps_flowing_is_cut_at_the_total_timeout() {
+    // 100 tokens/s for 10,000 tokens: 100 s of chunks 10 ms apart, never idle.
+    let oa = mock(
+        "openai",
+        "oa",
+        &["--output-tokens", "10000", "--tokens-per-sec", "100"],
+    );
+    let cfg = format!(
+        "backends:\n{}{TENANTS}routing: {{}}\n",
+        backend(
+            "oa",
+            &oa,
+            "openai",
+            ", eject_after: 100000, timeouts: { idle_ms: 5000, total_ms: 1500 }"
+        ),
+    );
+    let gw = gateway(&cfg);
+    let before = metrics_text(&gw).await;
+    let (path, body) = request(Client::OpenAi, "oa");
+    // `stream` gives up after 20 s: without the cut, the answer would run for 100 s.
+    let seen = stream(&gw, path, body).await;
+    assert_eq!(seen.status, 200, "{}", seen.text);
+    assert!(seen.aborted, "the body ended cleanly: {}", seen.text);
+    assert!(
+        seen.text.matches("chat.completion.chunk").count() > 20,
+        "chunks flowed before the cut: {}",
+        seen.text
+    );
+    assert!(seen.text.contains("data: {\"error\":"), "{}", seen.text);
+    assert!(!seen.text.contains("[DONE]"), "{}", seen.text);
+    let after = metrics_text(&gw).await;
+    assert_eq!(
+        grew(
+            &before,
+            &after,
+            "sluice_stream_faults_total",
+            &[("kind", "total_timeout")]
+        ),
+        1.0
+    );
+}
+
 /// The four protocol pairs, by client dialect and the model routed to each upstream.
 const PAIRS: [(Client, &str); 4] = [
     (Client::OpenAi, "oa"),

@@ -234,9 +234,11 @@ impl StreamBody {
         }
     }
 
-    /// Whether the total deadline has passed (checked against the clock only when the timer fired).
-    fn deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
-        self.timer.as_mut().poll(cx).is_ready() && Instant::now() >= self.deadline
+    /// Whether the total deadline has passed. Asked on every poll, so a stream that never pauses is
+    /// cut too; it reads the clock rather than polling the timer, whose waker is registered when the
+    /// upstream has nothing ready ([`StreamBody::poll_timeouts`]), not once per chunk.
+    fn deadline_passed(&self) -> bool {
+        Instant::now() >= self.deadline
     }
 
     /// Ready with the fault once the total deadline passed or no bytes came for `idle_for`. The
@@ -312,7 +314,7 @@ impl Body for StreamBody {
                     return Poll::Ready(Some(Err(Box::new(Aborted(fault.label())))));
                 }
             }
-            if this.deadline_passed(cx) {
+            if this.deadline_passed() {
                 this.fail(StreamFault::TotalTimeout);
                 continue;
             }
