@@ -300,7 +300,7 @@ impl Admitted<'_> {
         route: usize,
         try_take: impl FnOnce() -> Option<T>,
     ) -> Option<Result<T, Shed>> {
-        let got = self.door.queues[route].try_now(self.deadline, || try_take().ok_or(None))?;
+        let got = self.door.queues[route].try_now(self.deadline, try_take)?;
         Some(self.paced(got).await)
     }
 

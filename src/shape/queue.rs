@@ -212,21 +212,18 @@ impl AdmissionQueue {
             .await
     }
 
-    /// As [`wait`](Self::wait), for capacity that comes back with time rather than with a release
-    /// (rate-limit tokens): `Err(Some(d))` means "not yet, and try again after `d` even if nobody calls
-    /// `notify`"; `Err(None)` waits for `notify` only.
-    /// A newcomer's try at once, as [`Queue::wait_or_retry`] starts: `None` when a waiter may use
-    /// the current capacity first, the deadline has passed (the queue then sheds), or `try_start`
-    /// finds nothing free.
+    /// A newcomer's try at once, as [`wait_or_retry`](Self::wait_or_retry) starts: `None` when a
+    /// waiter may use the current capacity first, the deadline has passed (the queue then sheds), or
+    /// `try_start` finds nothing free.
     pub fn try_now<T>(
         &self,
         deadline: Option<Instant>,
-        try_start: impl FnOnce() -> Result<T, Option<Duration>>,
+        try_start: impl FnOnce() -> Option<T>,
     ) -> Option<T> {
         if deadline.is_some_and(|d| Instant::now() >= d) || !self.all_blocked() {
             return None;
         }
-        try_start().ok()
+        try_start()
     }
 
     /// Nobody waiting can use the current capacity (every waiter already failed at it): a newcomer
@@ -236,6 +233,9 @@ impl AdmissionQueue {
         inner.fair.first_unblocked(inner.epoch).is_none()
     }
 
+    /// As [`wait`](Self::wait), for capacity that comes back with time rather than with a release
+    /// (rate-limit tokens): `Err(Some(d))` means "not yet, and try again after `d` even if nobody calls
+    /// `notify`"; `Err(None)` waits for `notify` only.
     pub async fn wait_or_retry<T>(
         &self,
         ticket: Ticket,

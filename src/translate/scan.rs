@@ -3,7 +3,8 @@
 //! the bytes they came in, so the tree is only built later, when a translation or rewrite needs it.
 //!
 //! The results equal those of the tree-based helpers in `estimate.rs` (kept as the reference) on the
-//! same body; the tests hold the two side by side.
+//! same body; the tests hold the two side by side. Plain bodies are read by the validating walk in
+//! `scan_walk.rs`; the serde scan here reads the rest, and is the judge the walk is tested against.
 
 use super::estimate::{CHARS_PER_TOKEN, MEDIA_TOKENS, MEDIA_TYPES, SKIP_KEYS, Tally};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
