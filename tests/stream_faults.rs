@@ -62,6 +62,16 @@ async fn stream(gw: &Proc, path: &str, body: serde_json::Value) -> Seen {
         .expect("stream did not end within 20 s")
 }
 
+/// How much `sluice_stream_faults_total` of `kind` grew between two scrapes.
+fn faults_grew(before: &str, after: &str, kind: &str) -> f64 {
+    grew(
+        before,
+        after,
+        "sluice_stream_faults_total",
+        &[("kind", kind)],
+    )
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Client {
     OpenAi,
@@ -170,12 +180,7 @@ async fn every_fault_through_every_protocol_pair_is_an_error_the_client_cannot_m
             }
             let after = metrics_text(&gw).await;
             assert_eq!(
-                grew(
-                    &before,
-                    &after,
-                    "sluice_stream_faults_total",
-                    &[("kind", kind)]
-                ),
+                faults_grew(&before, &after, kind),
                 1.0,
                 "{what}: counted as {kind}"
             );
@@ -236,15 +241,7 @@ async fn a_stream_that_keeps_flowing_is_cut_at_the_total_timeout() {
     assert!(seen.text.contains("data: {\"error\":"), "{}", seen.text);
     assert!(!seen.text.contains("[DONE]"), "{}", seen.text);
     let after = metrics_text(&gw).await;
-    assert_eq!(
-        grew(
-            &before,
-            &after,
-            "sluice_stream_faults_total",
-            &[("kind", "total_timeout")]
-        ),
-        1.0
-    );
+    assert_eq!(faults_grew(&before, &after, "total_timeout"), 1.0);
 }
 
 /// The four protocol pairs, by client dialect and the model routed to each upstream.

@@ -362,6 +362,22 @@ fn plain_run(b: &[u8]) -> usize {
         .unwrap_or(b.len() - n)
 }
 
+/// Every single-byte change of `text` to one of JSON's structural or literal bytes, then every cut
+/// of it: the mutations the differential tests of the fast readings run them through.
+#[cfg(test)]
+pub(crate) fn mutations(text: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    (0..text.len()).flat_map(move |i| {
+        b"\"\\{}[],:0ln -u"
+            .iter()
+            .map(move |&swap| {
+                let mut m = text.to_vec();
+                m[i] = swap;
+                m
+            })
+            .chain(std::iter::once(text[..i].to_vec()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::is_json;
@@ -514,17 +530,8 @@ mod tests {
         };
         for t in VALID.iter().chain(INVALID) {
             judge(t);
-            for i in 0..t.len() {
-                for swap in b"\"\\{}[],:0ln -" {
-                    let mut m = t.as_bytes().to_vec();
-                    m[i] = *swap;
-                    if let Ok(m) = String::from_utf8(m) {
-                        judge(&m);
-                    }
-                }
-                if let Some(cut) = t.get(..i) {
-                    judge(cut);
-                }
+            for m in super::mutations(t.as_bytes()).filter_map(|m| String::from_utf8(m).ok()) {
+                judge(&m);
             }
         }
         assert!(walked > 200, "{walked}");
