@@ -129,6 +129,13 @@ impl<'a> Walk<'a> {
     }
 }
 
+/// A JSON string value (as [`Walk::value`] hands it out) without escapes, as its text; `None` for
+/// one with escapes, or for another value.
+pub fn plain_string(v: &str) -> Option<&str> {
+    let inner = v.strip_prefix('"')?.strip_suffix('"')?;
+    (!inner.contains('\\')).then_some(inner)
+}
+
 type Span = std::ops::Range<usize>;
 
 struct Cursor<'a> {

@@ -14,7 +14,7 @@ pub use body::{BoxError, ReadError, RespBody, full_body, pieces_body, read_whole
 pub use endpoint::{Endpoint, UPSTREAM_PATHS};
 #[cfg(test)]
 pub(crate) use json_check::mutations;
-pub use json_check::{Walk, is_json};
+pub use json_check::{Walk, is_json, plain_string};
 pub use request::RequestBody;
 
 use serde::Deserialize;

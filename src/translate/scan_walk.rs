@@ -5,7 +5,7 @@
 
 use super::estimate::{MEDIA_TYPES, SKIP_KEYS, Tally};
 use super::scan::{Fields, Key};
-use crate::protocol::Walk;
+use crate::protocol::{Walk, plain_string};
 use serde_json::Value;
 
 /// The scan of `raw` when it is a plain object that needs no decision of serde's. As in the serde
@@ -94,12 +94,6 @@ fn tally(w: &mut Walk<'_>, t: &mut Tally) -> bool {
         }
         _ => w.value().is_some(),
     }
-}
-
-/// A JSON string without escapes, as its text; `None` for one with escapes.
-fn plain_string(v: &str) -> Option<&str> {
-    let inner = v.strip_prefix('"')?.strip_suffix('"')?;
-    (!inner.contains('\\')).then_some(inner)
 }
 
 /// The characters of a validated JSON string's text (between its quotes) once unescaped: each

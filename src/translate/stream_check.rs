@@ -205,7 +205,7 @@ impl<'a> ChatFacts<'a> {
             };
             let null = value == "null";
             match field {
-                0 if !null => match plain_string(value) {
+                0 if !null => match crate::protocol::plain_string(value) {
                     Some(m) => facts.model = Some(std::borrow::Cow::Borrowed(m)),
                     None => return false,
                 },
@@ -219,12 +219,6 @@ impl<'a> ChatFacts<'a> {
         });
         (whole && w.ended()).then_some(facts)
     }
-}
-
-/// A JSON string without escapes, as its text.
-fn plain_string(v: &str) -> Option<&str> {
-    let inner = v.strip_prefix('"')?.strip_suffix('"')?;
-    (!inner.contains('\\')).then_some(inner)
 }
 
 /// Walks `choices` (the walk is at its `[`): the label of the first choice's non-null
@@ -243,7 +237,7 @@ fn first_finish(w: &mut crate::protocol::Walk<'_>) -> Option<Option<&'static str
                     return false;
                 }
                 if value != "null" {
-                    match plain_string(value) {
+                    match crate::protocol::plain_string(value) {
                         Some(r) => reason = Some(r),
                         None => return false,
                     }
