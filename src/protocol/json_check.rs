@@ -81,12 +81,12 @@ impl<'a> Walk<'a> {
         }
         loop {
             let start = self.c.i + 1;
-            if self.c.peek() != Some(b'"') || !self.c.string() {
+            if self.c.peek() != Some(b'"') || self.c.string_escaped() != Some(false) {
                 return false;
             }
             let key = &self.text[start..self.c.i - 1];
             self.c.ws();
-            if key.contains('\\') || self.c.peek() != Some(b':') {
+            if self.c.peek() != Some(b':') {
                 return false;
             }
             self.c.i += 1;
@@ -255,27 +255,40 @@ impl Cursor<'_> {
     /// At `"`. The text is known to be UTF-8, so only quotes, escapes and control characters matter;
     /// the bytes between them are skipped eight at a time.
     fn string(&mut self) -> bool {
-        self.i += 1;
+        self.string_escaped().is_some()
+    }
+
+    /// As [`Cursor::string`]: `Some(true)` when the string holds an escape, `None` when it is not
+    /// a valid string.
+    fn string_escaped(&mut self) -> Option<bool> {
+        let b = self.b;
+        let mut i = self.i + 1;
+        let mut escaped = false;
         loop {
-            self.i += plain_run(&self.b[self.i..]);
-            let Some(c) = self.peek() else {
-                return false;
-            };
-            self.i += 1;
-            match c {
-                b'"' => return true,
-                b'\\' => {
-                    if !self.escape() {
-                        return false;
-                    }
+            i = plain_run(b, i);
+            match b.get(i) {
+                Some(b'"') => {
+                    self.i = i + 1;
+                    return Some(escaped);
                 }
-                // A control character.
-                _ => return false,
+                Some(b'\\') => {
+                    self.i = i + 1;
+                    if !self.escape() {
+                        return None;
+                    }
+                    i = self.i;
+                    escaped = true;
+                }
+                // A control character, or the end.
+                _ => return None,
             }
         }
     }
 
     /// After a backslash: one escape; a high surrogate must be followed at once by its low half.
+    /// Kept out of line: escapes are rare, and inlined its registers would be saved on every string.
+    #[cold]
+    #[inline(never)]
     fn escape(&mut self) -> bool {
         let Some(e) = self.peek() else {
             return false;
@@ -344,15 +357,16 @@ impl Cursor<'_> {
     }
 }
 
-/// How many bytes at the start of `b` are neither a quote, a backslash nor a control character
-/// (below 0x20).
-fn plain_run(b: &[u8]) -> usize {
+/// Where the first byte at or after `from` lies that is a quote, a backslash or a control character
+/// (below 0x20); `b.len()` when there is none.
+#[inline]
+fn plain_run(b: &[u8], from: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     // A byte's high bit is set in `found` where it is special; below the first special byte no bit
     // is set by mistake (the borrows that cause false hits only run upwards from a true one).
     let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    let mut n = 0;
+    let mut n = from;
     while let Some(chunk) = b.get(n..n + 8) {
         let v = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
         let found = zero(v ^ (ONES * b'"' as u64))
@@ -363,10 +377,13 @@ fn plain_run(b: &[u8]) -> usize {
         }
         n += 8;
     }
-    n + b[n..]
-        .iter()
-        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
-        .unwrap_or(b.len() - n)
+    while let Some(&c) = b.get(n) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            break;
+        }
+        n += 1;
+    }
+    n
 }
 
 /// Every single-byte change of `text` to one of JSON's structural or literal bytes, then every cut
@@ -493,11 +510,17 @@ mod tests {
                         if at + 1 < len {
                             b[at + 1] = 0x00;
                         }
-                        assert_eq!(super::plain_run(&b), naive(&b), "{b:?}");
+                        for from in 0..=at {
+                            assert_eq!(
+                                super::plain_run(&b, from),
+                                from + naive(&b[from..]),
+                                "{b:?} from {from}"
+                            );
+                        }
                     }
                 }
             }
-            assert_eq!(super::plain_run(&vec![b'x'; len]), len);
+            assert_eq!(super::plain_run(&vec![b'x'; len], 0), len);
         }
     }
 

@@ -55,6 +55,13 @@ fn multi_line_data_comments_and_other_fields() {
 }
 
 #[test]
+fn only_a_field_named_exactly_data_is_data() {
+    let mut p = SseParser::default();
+    let out = p.push(b"datum: no\ndata_x: no\ndata:  two spaces\ndata:: colon\n\n");
+    assert_eq!(out, vec![e(None, " two spaces\n: colon")]);
+}
+
+#[test]
 fn blank_lines_without_data_dispatch_nothing() {
     let mut p = SseParser::default();
     assert!(p.push(b"\n\n: comment\n\nevent: orphan\n\n").is_empty());
