@@ -79,7 +79,7 @@ fn tally(w: &mut Walk<'_>, t: &mut Tally) -> bool {
                     };
                     true
                 } else if SKIP_KEYS.contains(&key) {
-                    w.value().is_some()
+                    w.skip()
                 } else {
                     tally(w, &mut inner)
                 }
@@ -92,7 +92,7 @@ fn tally(w: &mut Walk<'_>, t: &mut Tally) -> bool {
             }
             whole
         }
-        _ => w.value().is_some(),
+        _ => w.skip(),
     }
 }
 

@@ -192,7 +192,7 @@ impl<'a> ChatFacts<'a> {
                 "choices" => 1,
                 "error" => 2,
                 "usage" => 3,
-                _ => return w.value().is_some(),
+                _ => return w.skip(),
             };
             if std::mem::replace(&mut seen[field], true) {
                 return false;
@@ -229,18 +229,19 @@ fn first_finish(w: &mut crate::protocol::Walk<'_>) -> Option<Option<&'static str
     let whole = w.array(&mut |w| {
         let (mut reason, mut seen) = (None, false);
         let whole = w.object(&mut |w, key| {
+            if key != "finish_reason" {
+                return w.skip();
+            }
             let Some(value) = w.value() else {
                 return false;
             };
-            if key == "finish_reason" {
-                if std::mem::replace(&mut seen, true) {
-                    return false;
-                }
-                if value != "null" {
-                    match crate::protocol::plain_string(value) {
-                        Some(r) => reason = Some(r),
-                        None => return false,
-                    }
+            if std::mem::replace(&mut seen, true) {
+                return false;
+            }
+            if value != "null" {
+                match crate::protocol::plain_string(value) {
+                    Some(r) => reason = Some(r),
+                    None => return false,
                 }
             }
             true

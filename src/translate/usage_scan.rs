@@ -93,7 +93,7 @@ fn walked_usage(text: &str) -> Option<Option<Usage>> {
     let mut w = crate::protocol::Walk::new(text);
     let whole = w.object(&mut |w, key| {
         if key != "usage" {
-            return w.value().is_some();
+            return w.skip();
         }
         if std::mem::replace(&mut seen, true) {
             return false;
