@@ -226,22 +226,52 @@ async fn a_stream_that_keeps_flowing_is_cut_at_the_total_timeout() {
             ", eject_after: 100000, timeouts: { idle_ms: 5000, total_ms: 1500 }"
         ),
     );
-    let gw = gateway(&cfg);
-    let before = metrics_text(&gw).await;
-    let (path, body) = request(Client::OpenAi, "oa");
     // `stream` gives up after 20 s: without the cut, the answer would run for 100 s.
-    let seen = stream(&gw, path, body).await;
-    assert_eq!(seen.status, 200, "{}", seen.text);
-    assert!(seen.aborted, "the body ended cleanly: {}", seen.text);
+    let (seen, grew) = cut_stream(&cfg, "oa", "total_timeout").await;
     assert!(
         seen.text.matches("chat.completion.chunk").count() > 20,
         "chunks flowed before the cut: {}",
         seen.text
     );
+    assert_eq!(grew, 1.0);
+}
+
+/// One OpenAI stream for `model` through a gateway on `cfg`, which must be a 200 whose body went
+/// on, then ended with an error event and an abort, never `[DONE]`: what the client saw, and by
+/// how much the stream faults of `kind` grew.
+async fn cut_stream(cfg: &str, model: &str, kind: &str) -> (Seen, f64) {
+    let gw = gateway(cfg);
+    let before = metrics_text(&gw).await;
+    let (path, body) = request(Client::OpenAi, model);
+    let seen = stream(&gw, path, body).await;
+    assert_eq!(seen.status, 200, "{}", seen.text);
+    assert!(seen.aborted, "the body ended cleanly: {}", seen.text);
     assert!(seen.text.contains("data: {\"error\":"), "{}", seen.text);
     assert!(!seen.text.contains("[DONE]"), "{}", seen.text);
     let after = metrics_text(&gw).await;
-    assert_eq!(faults_grew(&before, &after, "total_timeout"), 1.0);
+    (seen, faults_grew(&before, &after, kind))
+}
+
+/// A stream whose chunks flowed past several idle timeouts and then stall is cut by the idle timeout
+/// counted from its last chunk (the timer, set when the stream began, is moved on as it fires rather
+/// than per chunk), not left to the total timeout.
+#[tokio::test]
+async fn a_stream_that_stalls_after_flowing_past_the_idle_timeout_is_cut_as_idle() {
+    const CHUNK: &str = "data: {\"id\":\"c\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n";
+    // 40 chunks 30 ms apart: 1.2 s of flow, four times the idle timeout, then nothing.
+    const FLOW: &[&str] = &[CHUNK; 40];
+    let url = scripted_upstream_then(FLOW, true).await;
+    let cfg = format!(
+        "backends:\n  - {{ name: raw, url: \"{url}\", protocol: openai, eject_after: 100000, timeouts: {{ idle_ms: 300, total_ms: 15000 }} }}\n{TENANTS}routing: {{}}\n"
+    );
+    let (seen, grew) = cut_stream(&cfg, "m", "idle").await;
+    assert_eq!(
+        seen.text.matches("\"content\":\"Hi\"").count(),
+        40,
+        "every chunk before the stall: {}",
+        seen.text
+    );
+    assert_eq!(grew, 1.0, "cut as idle, not left to the total timeout");
 }
 
 /// The four protocol pairs, by client dialect and the model routed to each upstream.
@@ -703,6 +733,12 @@ async fn five_maximum_size_upstream_bodies_cost_about_their_size() {
 /// An upstream on a raw socket that answers one streamed request with `pieces`, each its own
 /// HTTP chunk written apart from the next (as a provider's proxy may cut an event anywhere).
 async fn scripted_upstream(pieces: &'static [&'static str]) -> String {
+    scripted_upstream_then(pieces, false).await
+}
+
+/// As [`scripted_upstream`]; `stall`: after the pieces, neither end the body nor close, until the
+/// gateway goes away.
+async fn scripted_upstream_then(pieces: &'static [&'static str], stall: bool) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -729,6 +765,11 @@ async fn scripted_upstream(pieces: &'static [&'static str]) -> String {
                     }
                     // Apart from the next piece, so the gateway reads them one by one.
                     tokio::time::sleep(Duration::from_millis(30)).await;
+                }
+                if stall {
+                    // Until the gateway closes its end.
+                    while !matches!(sock.read(&mut buf).await, Ok(0) | Err(_)) {}
+                    return;
                 }
                 let _ = sock.write_all(b"0\r\n\r\n").await;
             });

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame};
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
@@ -90,6 +90,12 @@ pub struct StreamBody {
     /// One timer for both timeouts, set to the earlier of the idle and the total deadline. Bytes
     /// only move `last_data`: the timer is pushed out when it fires early, never reset per chunk.
     timer: Pin<Box<Sleep>>,
+    /// What the timer is set to.
+    timer_at: Instant,
+    /// The waker the timer was last polled with, still pending: until `timer_at` passes, polling it
+    /// again for that task would only register the same waker again (a touch of the timer's entry
+    /// per chunk, cold under thousands of streams).
+    armed: Option<Waker>,
     idle_for: Duration,
     deadline: Instant,
     last_data: Instant,
@@ -118,6 +124,7 @@ impl StreamBody {
         on_finish: OnFinish,
     ) -> StreamBody {
         let now = Instant::now();
+        let timer_at = (now + clock.idle_for).min(clock.deadline);
         let mut check = StreamCheck::of(sides.upstream);
         if sides.keep_model {
             check.keep_model();
@@ -132,9 +139,9 @@ impl StreamBody {
             secret: sides.secret,
             pending: VecDeque::new(),
             state: State::Streaming,
-            timer: Box::pin(tokio::time::sleep_until(
-                (now + clock.idle_for).min(clock.deadline),
-            )),
+            timer: Box::pin(tokio::time::sleep_until(timer_at)),
+            timer_at,
+            armed: None,
             idle_for: clock.idle_for,
             deadline: clock.deadline,
             last_data: now,
@@ -186,15 +193,16 @@ impl StreamBody {
         }
     }
 
-    fn on_data(&mut self, data: Bytes) {
+    /// `now`: read as this poll began.
+    fn on_data(&mut self, data: Bytes, now: Instant) {
         if self.ttft.is_none() {
-            let ttft = self.sent_at.elapsed();
+            let ttft = now.saturating_duration_since(self.sent_at);
             self.ttft = Some(ttft);
             if let Some(f) = self.on_first.take() {
                 f(ttft);
             }
         }
-        self.last_data = Instant::now();
+        self.last_data = now;
         // The events' vector is kept between chunks (emptied), not allocated per chunk.
         let mut events = std::mem::take(&mut self.events);
         let from_boundary = self.parser.at_boundary();
@@ -234,19 +242,20 @@ impl StreamBody {
         }
     }
 
-    /// Whether the total deadline has passed. Asked on every poll, so a stream that never pauses is
-    /// cut too; it reads the clock rather than polling the timer, whose waker is registered when the
-    /// upstream has nothing ready ([`StreamBody::poll_timeouts`]), not once per chunk.
-    fn deadline_passed(&self) -> bool {
-        Instant::now() >= self.deadline
-    }
-
     /// Ready with the fault once the total deadline passed or no bytes came for `idle_for`. The
     /// timer fires at the earlier deadline it was last set to; if bytes came since, it is set again
-    /// from the last of them.
-    fn poll_timeouts(&mut self, cx: &mut Context<'_>) -> Poll<StreamFault> {
+    /// from the last of them. `now`: read as this poll began.
+    fn poll_timeouts(&mut self, cx: &mut Context<'_>, now: Instant) -> Poll<StreamFault> {
+        if now < self.timer_at && self.armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return Poll::Pending;
+        }
         loop {
-            ready!(self.timer.as_mut().poll(cx));
+            if self.timer.as_mut().poll(cx).is_pending() {
+                if !self.armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    self.armed = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
             let now = Instant::now();
             if now >= self.deadline {
                 return Poll::Ready(StreamFault::TotalTimeout);
@@ -255,7 +264,8 @@ impl StreamBody {
             if now >= idle_at {
                 return Poll::Ready(StreamFault::Idle);
             }
-            self.timer.as_mut().reset(idle_at.min(self.deadline));
+            self.timer_at = idle_at.min(self.deadline);
+            self.timer.as_mut().reset(self.timer_at);
         }
     }
 
@@ -314,14 +324,17 @@ impl Body for StreamBody {
                     return Poll::Ready(Some(Err(Box::new(Aborted(fault.label())))));
                 }
             }
-            if this.deadline_passed() {
+            // The total deadline is read off the clock on every poll, so a stream that never
+            // pauses is cut too; the clock read serves the chunk's times and the timer's check.
+            let now = Instant::now();
+            if now >= this.deadline {
                 this.fail(StreamFault::TotalTimeout);
                 continue;
             }
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
-                        this.on_data(data);
+                        this.on_data(data, now);
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -331,10 +344,10 @@ impl Body for StreamBody {
                     this.fail(StreamFault::Truncated);
                 }
                 Poll::Ready(None) => this.on_upstream_end(),
-                Poll::Pending => {
-                    let fault = ready!(this.poll_timeouts(cx));
-                    this.fail(fault);
-                }
+                Poll::Pending => match this.poll_timeouts(cx, now) {
+                    Poll::Ready(fault) => this.fail(fault),
+                    Poll::Pending => return Poll::Pending,
+                },
             }
         }
     }

@@ -265,7 +265,10 @@ http {{
 /// The gateway config of a Sluice target: one backend, one tenant, maybe a Redis-kept token limit.
 fn sluice_config(backend: &Proc, protocol: &str, redis: Option<&RedisServer>) -> String {
     let b = support::backend("sim", backend, protocol, "");
+    // Empty counts as unset (the default shaping), as it does for the other variables.
     let shaping = std::env::var("STREAM_SHAPING")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
         .map(|v| format!("shaping: {v}\n"))
         .unwrap_or_default();
     let Some(redis) = redis else {
