@@ -242,16 +242,22 @@ impl StreamBody {
         }
     }
 
+    /// Whether the timer was last polled, still pending, with a waker that wakes the same task as
+    /// `waker`.
+    fn armed_for(&self, waker: &Waker) -> bool {
+        self.armed.as_ref().is_some_and(|w| w.will_wake(waker))
+    }
+
     /// Ready with the fault once the total deadline passed or no bytes came for `idle_for`. The
     /// timer fires at the earlier deadline it was last set to; if bytes came since, it is set again
     /// from the last of them. `now`: read as this poll began.
     fn poll_timeouts(&mut self, cx: &mut Context<'_>, now: Instant) -> Poll<StreamFault> {
-        if now < self.timer_at && self.armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        if now < self.timer_at && self.armed_for(cx.waker()) {
             return Poll::Pending;
         }
         loop {
             if self.timer.as_mut().poll(cx).is_pending() {
-                if !self.armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                if !self.armed_for(cx.waker()) {
                     self.armed = Some(cx.waker().clone());
                 }
                 return Poll::Pending;
