@@ -22,6 +22,11 @@ pub struct Limit {
 /// The windows, by index: requests, tokens, input tokens, output tokens.
 pub const WINDOWS: usize = 4;
 
+/// What every name of OpenAI's family begins with.
+pub const OPENAI_PREFIX: &str = "x-ratelimit-";
+/// What every name of Anthropic's family begins with.
+pub const ANTHROPIC_PREFIX: &str = "anthropic-ratelimit-";
+
 /// Window index and its `limit`, `remaining`, `reset` header names.
 type Names = (usize, [&'static str; 3]);
 
@@ -116,9 +121,9 @@ fn texts(h: &HeaderMap) -> [[Option<&str>; 3]; OPENAI.len() + ANTHROPIC.len()] {
     let mut texts = [[None; 3]; OPENAI.len() + ANTHROPIC.len()];
     for (name, value) in h {
         let name = name.as_str();
-        let (family, from) = if name.starts_with("x-ratelimit-") {
+        let (family, from) = if name.starts_with(OPENAI_PREFIX) {
             (&OPENAI[..], 0)
-        } else if name.starts_with("anthropic-ratelimit-") {
+        } else if name.starts_with(ANTHROPIC_PREFIX) {
             (&ANTHROPIC[..], OPENAI.len())
         } else {
             continue;

@@ -4,8 +4,8 @@
 
 use super::UpstreamError;
 use super::chunked::Chunked;
+use crate::protocol::headers::read_from_answer;
 use bytes::BytesMut;
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 
 const MAX_HEADERS: usize = 100;
@@ -67,15 +67,21 @@ pub(super) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamErr
         );
     }
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
+    // Only the fields a stage reads go into the map (`read_from_answer`); the framing fields are
+    // read here. httparse has checked every name (a token) and value (no control bytes) already.
+    let mut headers = HeaderMap::new();
     let mut fields = Fields::default();
     for &(ns, ne, vs, ve) in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
-            .map_err(|_| protocol("malformed header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
-            .map_err(|_| protocol("malformed header value"))?;
-        fields.add(&name, &value)?;
-        headers.append(name, value);
+        let name = &head[ns as usize..ne as usize];
+        let value = &head[vs as usize..ve as usize];
+        fields.add(name, value)?;
+        if read_from_answer(name) {
+            let name =
+                HeaderName::from_bytes(name).map_err(|_| protocol("malformed header name"))?;
+            let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
+                .map_err(|_| protocol("malformed header value"))?;
+            headers.append(name, value);
+        }
     }
     let (framing, reusable) = fields.framing(status, version)?;
     Ok(Some(Head {
@@ -98,17 +104,13 @@ struct Fields {
 }
 
 impl Fields {
-    fn add(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), UpstreamError> {
-        if name == TRANSFER_ENCODING {
-            let v = value
-                .to_str()
-                .map_err(|_| protocol("malformed transfer-encoding"))?;
+    fn add(&mut self, name: &[u8], value: &[u8]) -> Result<(), UpstreamError> {
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            let v = text(value).ok_or(protocol("malformed transfer-encoding"))?;
             let codings = self.codings.get_or_insert_with(Vec::new);
             codings.extend(list(v).map(str::to_ascii_lowercase));
-        } else if name == CONTENT_LENGTH {
-            let v = value
-                .to_str()
-                .map_err(|_| protocol("malformed content-length"))?;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            let v = text(value).ok_or(protocol("malformed content-length"))?;
             for n in v.split(',').map(ows_trim) {
                 let n = content_length(n).ok_or(protocol("malformed content-length"))?;
                 if self.length.is_some_and(|l| l != n) {
@@ -116,8 +118,8 @@ impl Fields {
                 }
                 self.length = Some(n);
             }
-        } else if name == CONNECTION
-            && let Ok(v) = value.to_str()
+        } else if name.eq_ignore_ascii_case(b"connection")
+            && let Some(v) = text(value)
         {
             for token in list(v) {
                 self.close |= token.eq_ignore_ascii_case("close");
@@ -180,6 +182,15 @@ impl Fields {
             (None, None) => (Framing::UntilClose, false),
         })
     }
+}
+
+/// A field value as text when it is visible ASCII, spaces and tabs only (as `HeaderValue::to_str`).
+fn text(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
 }
 
 /// The elements of a comma-separated field value, trimmed, empty ones skipped (RFC 9110 §5.6.1).

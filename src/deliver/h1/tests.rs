@@ -518,3 +518,45 @@ async fn idle_connections_expire() {
     );
     assert_eq!(p.idle.lock().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn an_answer_keeps_the_fields_a_stage_reads_and_checks_every_field() {
+    let answer = "HTTP/1.1 429 Too Many Requests\r\nDate: Sat, 28 Nov 2026 11:00:00 GMT\r\n\
+        Server: upstream\r\nContent-Type: application/json\r\nRetry-After: 3\r\n\
+        Set-Cookie: a=b\r\nX-RateLimit-Remaining-Requests: 0\r\nx-ratelimit-reset-requests: 3s\r\n\
+        anthropic-ratelimit-tokens-remaining: 10\r\nX-Request-Id: up-1\r\ncontent-length: 2\r\n\r\n{}";
+    let (addr, _, _) = server(vec![closing(&[answer])]).await;
+    let resp = pool(&addr).send(post("{}")).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    let mut kept: Vec<(String, String)> = resp
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+        .collect();
+    kept.sort();
+    let want = [
+        ("anthropic-ratelimit-tokens-remaining", "10"),
+        ("content-type", "application/json"),
+        ("retry-after", "3"),
+        ("x-ratelimit-remaining-requests", "0"),
+        ("x-ratelimit-reset-requests", "3s"),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(kept, want);
+    assert_eq!(
+        resp.into_body().collect().await.unwrap().to_bytes(),
+        "{}",
+        "the framing fields still frame the body"
+    );
+    // A field nobody reads is still checked: a control byte in its value fails the answer.
+    for bad in [
+        "HTTP/1.1 200 OK\r\nServer: up\x01stream\r\ncontent-length: 2\r\n\r\n{}",
+        "HTTP/1.1 200 OK\r\nSer ver: upstream\r\ncontent-length: 2\r\n\r\n{}",
+    ] {
+        let err = once(bad).await.unwrap_err();
+        assert!(err.contains("malformed"), "{bad:?}: {err}");
+    }
+}
