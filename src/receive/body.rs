@@ -9,8 +9,10 @@ use bytes::{Bytes, BytesMut};
 use http::Request;
 use http::header::CONTENT_LENGTH;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -69,19 +71,38 @@ pub async fn read_body(
     }
     let (parts, mut body) = req.into_parts();
     let idle = Duration::from_millis(bounds.body_idle_timeout_ms);
-    let deadline = Instant::now() + Duration::from_millis(bounds.body_timeout_ms);
+    let total = Duration::from_millis(bounds.body_timeout_ms);
+    // Set at the first wait: a body already read with the head (the usual case) is taken without
+    // a clock read or a timer.
+    let mut deadline: Option<Instant> = None;
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(max));
     loop {
-        let until = (Instant::now() + idle).min(deadline);
-        let frame = match tokio::time::timeout_at(until, body.frame()).await {
-            Err(_) => return Err(GatewayError::BodyTimeout),
-            Ok(None) => break,
-            Ok(Some(Err(e))) => {
+        let ready = std::future::poll_fn(|cx| {
+            Poll::Ready(match Pin::new(&mut body).poll_frame(cx) {
+                Poll::Ready(frame) => Some(frame),
+                Poll::Pending => None,
+            })
+        })
+        .await;
+        let next = match ready {
+            Some(next) => next,
+            None => {
+                let now = Instant::now();
+                let deadline = *deadline.get_or_insert(now + total);
+                match tokio::time::timeout_at((now + idle).min(deadline), body.frame()).await {
+                    Err(_) => return Err(GatewayError::BodyTimeout),
+                    Ok(next) => next,
+                }
+            }
+        };
+        let frame = match next {
+            None => break,
+            Some(Err(e)) => {
                 return Err(GatewayError::BadJson(format!(
                     "could not read the body: {e}"
                 )));
             }
-            Ok(Some(Ok(f))) => f,
+            Some(Ok(f)) => f,
         };
         let Ok(data) = frame.into_data() else {
             continue;
