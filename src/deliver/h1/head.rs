@@ -190,11 +190,10 @@ impl Fields {
 
 /// A field value as text when it is visible ASCII, spaces and tabs only (as `HeaderValue::to_str`).
 fn text(value: &[u8]) -> Option<&str> {
-    value
+    let visible = value
         .iter()
-        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
-        .then(|| std::str::from_utf8(value).ok())
-        .flatten()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
+    std::str::from_utf8(value).ok().filter(|_| visible)
 }
 
 /// The elements of a comma-separated field value, trimmed, empty ones skipped (RFC 9110 §5.6.1).
