@@ -256,10 +256,10 @@ impl Backend {
             return;
         }
         // A latency measured while this worker runs late is Sluice's own delay as much as the
-        // backend's: it neither grows nor shrinks the limit (drops still count).
-        if matches!(outcome, Outcome::Success(_)) && crate::observe::lag::behind() {
-            return;
-        }
+        // backend's: it neither shrinks the limit nor ends slow start (drops still count); in
+        // slow start the answer still grows the limit, so a burst that made Sluice late does not
+        // queue behind a limit that cannot grow until the burst has passed.
+        let behind = matches!(outcome, Outcome::Success(_)) && crate::observe::lag::behind();
         let before = self.live.limit.load(Ordering::Relaxed);
         // Requests waiting for a slot are demand as much as requests in flight: the limit may grow
         // while they wait, not only once they have started.
@@ -276,7 +276,12 @@ impl Backend {
         };
         let (limit, slow_start) = {
             let mut c = self.live.congestion.lock().expect("congestion lock");
-            (c.on_sample(outcome, in_flight), c.in_slow_start())
+            let limit = if behind {
+                c.on_success_while_behind(in_flight)
+            } else {
+                c.on_sample(outcome, in_flight)
+            };
+            (limit, c.in_slow_start())
         };
         if limit != before {
             self.live.limit.store(limit, Ordering::Relaxed);

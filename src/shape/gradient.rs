@@ -167,6 +167,17 @@ impl ConcurrencyLimit {
         self.limit = next.clamp(self.min, self.max);
         self.limit()
     }
+
+    /// A success measured while Sluice itself runs late: its latency says more about Sluice than
+    /// about the backend, so it feeds neither average and ends nothing. But the backend did
+    /// answer: in slow start it still adds its two slots (the burst that made Sluice late is what
+    /// waits on them); past slow start the limit stays. Returns the limit.
+    pub fn on_success_while_behind(&mut self, in_flight: u32) -> u32 {
+        if self.enabled && self.slow_start && f64::from(in_flight) >= self.limit / 2.0 {
+            self.limit = (self.limit + 2.0).clamp(self.min, self.max);
+        }
+        self.limit()
+    }
 }
 
 /// Whether a request of `priority` may start on a backend with `in_flight` requests under `limit`:
@@ -235,6 +246,35 @@ mod tests {
         assert!(!l.in_slow_start());
         let grown = feed(&mut l, 100, 8);
         assert!(grown < 12, "past slow start: {grown}");
+    }
+
+    #[test]
+    fn a_success_measured_while_behind_grows_only_in_slow_start_and_moves_no_average() {
+        let mut l = ConcurrencyLimit::new(&cfg());
+        for _ in 0..32 {
+            l.on_success_while_behind(l.limit());
+        }
+        assert!(l.limit() >= 64, "{}", l.limit());
+        assert!(l.in_slow_start());
+        // Not busy: no evidence the backend can take more.
+        let before = l.limit();
+        assert_eq!(l.on_success_while_behind(1), before);
+        // The averages did not see those samples: the first measured ones set the baseline, and
+        // a later rise still ends slow start.
+        feed(&mut l, 100, 20);
+        assert!(l.in_slow_start());
+        feed(&mut l, 400, 20);
+        assert!(!l.in_slow_start());
+        // Past slow start a late success moves nothing.
+        let after = l.limit();
+        assert_eq!(l.on_success_while_behind(after), after);
+        // Disabled: fixed.
+        let mut off = ConcurrencyLimit::new(&CongestionConfig {
+            enabled: false,
+            ..cfg()
+        });
+        let fixed = off.limit();
+        assert_eq!(off.on_success_while_behind(fixed), fixed);
     }
 
     #[test]
