@@ -143,7 +143,7 @@ impl ConcurrencyLimit {
             self.long.value = long;
         }
         let gradient = (TOLERANCE * long / short).clamp(0.5, 1.0);
-        let busy = f64::from(in_flight) >= self.limit / 2.0;
+        let busy = self.busy(in_flight);
         if self.slow_start {
             if short <= SLOW_START_EXIT * long || short - long < SLOW_START_MIN_RISE {
                 if busy {
@@ -168,12 +168,17 @@ impl ConcurrencyLimit {
         self.limit()
     }
 
+    /// Whether the backend is used near its limit: only then is there evidence it can take more.
+    fn busy(&self, in_flight: u32) -> bool {
+        f64::from(in_flight) >= self.limit / 2.0
+    }
+
     /// A success measured while Sluice itself runs late: its latency says more about Sluice than
     /// about the backend, so it feeds neither average and ends nothing. But the backend did
     /// answer: in slow start it still adds its two slots (the burst that made Sluice late is what
     /// waits on them); past slow start the limit stays. Returns the limit.
     pub fn on_success_while_behind(&mut self, in_flight: u32) -> u32 {
-        if self.enabled && self.slow_start && f64::from(in_flight) >= self.limit / 2.0 {
+        if self.enabled && self.slow_start && self.busy(in_flight) {
             self.limit = (self.limit + 2.0).clamp(self.min, self.max);
         }
         self.limit()
